@@ -1,0 +1,39 @@
+# The two commands a fresh machine needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest bench postgres clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the producer API on SQLite at http://127.0.0.1:8080
+run: $(STAMP)
+	$(BIN)/convhook serve --host 127.0.0.1 --port 8080 --db convhook.db
+
+## test: lint, type-check and the whole test suite (SQLite and a throwaway PostgreSQL)
+test: $(STAMP) postgres lint typecheck pytest
+
+postgres:
+	bash scripts/ensure-postgres
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest --cov --cov-report=term -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache

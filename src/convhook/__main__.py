@@ -1,0 +1,5 @@
+"""``python -m convhook`` runs the command line."""
+
+from convhook.cli import main
+
+main()

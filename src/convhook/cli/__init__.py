@@ -1,0 +1,38 @@
+"""The ``convhook`` command line: one module per command group, found at start-up.
+
+Each module here defines ``register(app)``; heavy imports (servers, database drivers) happen
+inside the commands so ``convhook --help`` and ``convhook trigger`` start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import typer
+
+app = typer.Typer(
+    name="convhook",
+    help="Conversation-event webhooks: produce, deliver, receive and test them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_all() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

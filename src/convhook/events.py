@@ -1,0 +1,477 @@
+"""Wire models of conversation events: the envelope, the conversation and its customer.
+
+The wire format is the platform's: ``{"eventId", "eventType", "payload"}`` with the full
+conversation object as the payload, camelCase keys, timestamps like
+``2023-01-01T12:00:00.000Z`` and ``dynamicVariables`` as a JSON-encoded string.
+
+Parsing is lenient so receivers survive a newer platform: unknown keys are kept and
+round-trip, unknown enumeration values are kept as strings, an unknown ``eventType`` parses
+as :class:`UnknownEvent`, and a key that was missing stays missing when re-serialised.
+Emitting is strict: :meth:`Conversation.check_emittable` refuses unknown enumeration values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from enum import Enum, StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from convhook.errors import FieldProblem, PayloadError, PayloadTooLarge
+from convhook.timefmt import format_ts, parse_ts
+
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+class EventType(StrEnum):
+    """The conversation lifecycle events, in lifecycle order."""
+
+    USER_JOINED = "conversation.userJoined"
+    """A user joins a conversation (picks up the call)."""
+    USER_LEFT = "conversation.userLeft"
+    """The user leaves the conversation (hangs up)."""
+    COMPLETED = "conversation.completed"
+    """The conversation has ended."""
+    ANALYSIS_COMPLETED = "conversation.analysisCompleted"
+    """Post-call analysis of the conversation is done."""
+
+
+class ConversationStatus(StrEnum):
+    """Where a conversation is in its life."""
+
+    CREATED = "created"
+    """Recorded, not yet queued for a call."""
+    QUEUED = "queued"
+    """Waiting for a free line."""
+    DIALING = "dialing"
+    """The call is being placed."""
+    ACTIVE = "active"
+    """The user is in the conversation."""
+    COMPLETED = "completed"
+    """The conversation ended normally."""
+    FAILED = "failed"
+    """The conversation never happened (not answered, network error)."""
+
+
+class TelephonyType(StrEnum):
+    """Direction of a phone call."""
+
+    INBOUND = "inbound"
+    """The user called the agent."""
+    OUTBOUND = "outbound"
+    """The agent called the user."""
+
+
+class TelephonyStatus(StrEnum):
+    """State of the call leg; free text on the platform, so other values are kept."""
+
+    DIALING = "dialing"
+    """Ringing."""
+    ACTIVE = "active"
+    """Connected."""
+    COMPLETED = "completed"
+    """Hung up."""
+
+
+class EndReason(StrEnum):
+    """Why a conversation ended."""
+
+    USER_DID_NOT_ANSWER = "user_did_not_answer"
+    """The call was never picked up."""
+    USER_HANGUP = "user_hangup"
+    """The user hung up."""
+    USER_INACTIVITY = "user_inactivity"
+    """The user stopped responding."""
+    AGENT_HANGUP = "agent_hangup"
+    """The agent ended the call."""
+    NETWORK_ERROR = "network_error"
+    """The connection failed."""
+    MAX_DURATION_EXCEEDED = "max_duration_exceeded"
+    """The call hit its time limit."""
+
+
+class RecordingStatus(StrEnum):
+    """State of the call recording."""
+
+    IN_PROGRESS = "in_progress"
+    """Recording."""
+    COMPLETED = "completed"
+    """The recording is finished and available."""
+
+
+class ConversationType(StrEnum):
+    """The channel of a conversation."""
+
+    CHAT = "chat"
+    """Text chat."""
+    TELEPHONY = "telephony"
+    """A phone call."""
+    WEB = "web"
+    """A browser voice session."""
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _lenient(enum: type[E]) -> Any:
+    """A type that takes a member of ``enum`` when it can and keeps any other string."""
+    values = {m.value: m for m in enum}
+
+    def coerce(value: object) -> object:
+        if isinstance(value, str):
+            return values.get(value, value)
+        return value
+
+    schema = {"type": "string", "enum": [m.value for m in enum]}
+    return Annotated[enum | str, BeforeValidator(coerce), WithJsonSchema(schema)]
+
+
+def _utc(value: datetime) -> datetime:
+    return parse_ts(value.isoformat())
+
+
+# Any ISO-8601 is accepted; output is always UTC with milliseconds and "Z".
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(_utc),
+    PlainSerializer(format_ts, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "examples": ["2023-01-01T12:00:00.000Z"]}
+    ),
+]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class WireModel(BaseModel):
+    """Base of the wire models: camelCase keys, unknown keys kept, missing keys stay missing."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+        validate_assignment=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict, with exactly the keys this object was given."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    def to_json(self) -> bytes:
+        """The compact JSON encoding of :meth:`to_wire`."""
+        return self.model_dump_json(by_alias=True, exclude_unset=True).encode()
+
+
+class CustomerSource(WireModel):
+    """How a customer was created, e.g. ``{"method": "api"}``."""
+
+    method: str | None = None
+
+
+class Customer(WireModel):
+    """The customer embedded in a conversation payload (fields in the seed's order)."""
+
+    name: str | None = None
+    id: NonEmptyStr
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
+    workspace_id: NonEmptyStr
+    email: str | None = None
+    phone_number: str | None = None
+    identifier: str | None = None
+    priority: int | None = None
+    source_file: str | None = None
+    is_do_not_disturb_enabled: bool | None = None
+    metadata: dict[str, Any] | None = None
+    # Newer platform field; emitted only when it has a value.
+    source: CustomerSource | None = None
+
+
+SEED_CUSTOMER_FIELDS: tuple[str, ...] = tuple(
+    f.alias or n for n, f in Customer.model_fields.items() if n != "source"
+)
+
+
+class Conversation(WireModel):
+    """The full conversation object carried as every event's payload."""
+
+    id: NonEmptyStr
+    phone_id: str | None
+    agent_id: NonEmptyStr
+    workspace_id: NonEmptyStr
+    ws_url: str | None = None
+    llm_url: str | None = None
+    call_start_time: Timestamp | None = None
+    call_end_time: Timestamp | None = None
+    user_join_time: Timestamp | None = None
+    user_leave_time: Timestamp | None = None
+    customer_id: str | None
+    customer: Customer | None = None
+    to_phone_number: str | None = None
+    from_phone_number: str | None = None
+    conversation_status: _lenient(ConversationStatus)  # type: ignore[valid-type]
+    telephony_type: _lenient(TelephonyType) | None = None  # type: ignore[valid-type]
+    telephony_status: _lenient(TelephonyStatus) | None  # type: ignore[valid-type]
+    end_reason: _lenient(EndReason) | None = None  # type: ignore[valid-type]
+    recording_status: _lenient(RecordingStatus) | None  # type: ignore[valid-type]
+    post_call_notes: str | None = None
+    post_call_category1: str | None = None
+    post_call_category2: str | None = None
+    post_call_category3: str | None = None
+    post_call_metadata: dict[str, Any] | None = None
+    conversation_type: _lenient(ConversationType)  # type: ignore[valid-type]
+    dynamic_variables: str | None = None
+    summary: str | None = None
+    campaign_id: str | None = None
+    campaign_run_id: str | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
+    # Newer platform fields: typed when present, emitted only when they have a value.
+    flow_id: str | None = None
+    agent_join_time: Timestamp | None = None
+    agent_leave_time: Timestamp | None = None
+    transfer_start_time: Timestamp | None = None
+    transfer_end_time: Timestamp | None = None
+    transfer_user_join_time: Timestamp | None = None
+    transfer_user_leave_time: Timestamp | None = None
+    transfer_status: str | None = None
+    transfer_destination: str | None = None
+    recording_url: str | None = None
+    transcript: str | None = None
+
+    @field_validator("dynamic_variables", mode="before")
+    @classmethod
+    def _encode_dynamic_variables(cls, value: object) -> object:
+        if isinstance(value, Mapping):
+            return json.dumps(dict(value), separators=(", ", ": "))
+        if isinstance(value, str):
+            try:
+                decoded = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"dynamicVariables is not valid JSON: {exc}") from None
+            if not isinstance(decoded, dict):
+                raise ValueError("dynamicVariables must encode a JSON object")
+        return value
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """``dynamicVariables`` decoded: the dict the wire carries as a JSON string."""
+        if not self.dynamic_variables:
+            return {}
+        decoded: dict[str, Any] = json.loads(self.dynamic_variables)
+        return decoded
+
+    @classmethod
+    def build(cls, **fields: Any) -> Conversation:
+        """A conversation to emit: every seed field present (``None`` when not given) and
+        newer fields only when they have a value. Keys may be snake_case or camelCase."""
+        given = {_snake(k): v for k, v in fields.items()}
+        data: dict[str, Any] = {}
+        for name in cls.model_fields:
+            if name in given:
+                value = given.pop(name)
+                if name in SEED_FIELD_NAMES or value is not None:
+                    data[name] = value
+            elif name in SEED_FIELD_NAMES:
+                data[name] = "" if name == "summary" else None
+        if given:
+            raise TypeError(f"unknown conversation fields: {', '.join(sorted(given))}")
+        customer = data.get("customer")
+        if isinstance(customer, Mapping):
+            data["customer"] = build_customer(**customer)
+        return cls.model_validate(data)
+
+    def check_emittable(self) -> None:
+        """Raise :class:`PayloadError` if an enumeration holds a value outside the catalogue."""
+        problems = [
+            FieldProblem(_camel(name), f"{value!r} is not one of {_enum_values(name)}")
+            for name in _ENUM_FIELDS
+            if isinstance(value := getattr(self, name), str) and not isinstance(value, Enum)
+        ]
+        if problems:
+            raise PayloadError("conversation has values outside the event catalogue", problems)
+
+
+_ENUM_FIELDS = (
+    "conversation_status",
+    "telephony_type",
+    "telephony_status",
+    "end_reason",
+    "recording_status",
+    "conversation_type",
+)
+_ENUMS: dict[str, type[StrEnum]] = {
+    "conversation_status": ConversationStatus,
+    "telephony_type": TelephonyType,
+    "telephony_status": TelephonyStatus,
+    "end_reason": EndReason,
+    "recording_status": RecordingStatus,
+    "conversation_type": ConversationType,
+}
+NEWER_FIELD_NAMES = frozenset(
+    {
+        "flow_id",
+        "agent_join_time",
+        "agent_leave_time",
+        "transfer_start_time",
+        "transfer_end_time",
+        "transfer_user_join_time",
+        "transfer_user_leave_time",
+        "transfer_status",
+        "transfer_destination",
+        "recording_url",
+        "transcript",
+    }
+)
+SEED_FIELD_NAMES = frozenset(n for n in Conversation.model_fields if n not in NEWER_FIELD_NAMES)
+SEED_FIELDS: tuple[str, ...] = tuple(
+    f.alias or n for n, f in Conversation.model_fields.items() if n in SEED_FIELD_NAMES
+)
+
+
+def _enum_values(name: str) -> str:
+    return ", ".join(m.value for m in _ENUMS[name])
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+
+
+def _camel(name: str) -> str:
+    return to_camel(name)
+
+
+def build_customer(**fields: Any) -> Customer:
+    """A customer to emit: every seed field present, ``source`` only when given."""
+    given = {_snake(k): v for k, v in fields.items()}
+    data = {n: given.pop(n, None) for n in Customer.model_fields if n != "source"}
+    if given.get("source") is not None:
+        data["source"] = given.pop("source")
+    given.pop("source", None)
+    if given:
+        raise TypeError(f"unknown customer fields: {', '.join(sorted(given))}")
+    return Customer.model_validate(data)
+
+
+class BaseEvent(WireModel):
+    """The envelope every webhook body has."""
+
+    event_id: NonEmptyStr
+    event_type: NonEmptyStr
+
+
+class ConversationEvent(BaseEvent):
+    """A known conversation lifecycle event; ``payload`` is the full conversation."""
+
+    payload: Conversation
+
+
+class UserJoined(ConversationEvent):
+    """Triggered when a user joins a conversation."""
+
+    event_type: Literal["conversation.userJoined"] = "conversation.userJoined"
+
+
+class UserLeft(ConversationEvent):
+    """Triggered when the user leaves a conversation."""
+
+    event_type: Literal["conversation.userLeft"] = "conversation.userLeft"
+
+
+class Completed(ConversationEvent):
+    """Triggered when a conversation has ended."""
+
+    event_type: Literal["conversation.completed"] = "conversation.completed"
+
+
+class AnalysisCompleted(ConversationEvent):
+    """Triggered when post-call analysis of a conversation is done."""
+
+    event_type: Literal["conversation.analysisCompleted"] = "conversation.analysisCompleted"
+
+
+class UnknownEvent(BaseEvent):
+    """An event type this version does not know; the payload is kept as it came."""
+
+    payload: Any = None
+
+
+EVENT_CLASSES: dict[str, type[ConversationEvent]] = {
+    EventType.USER_JOINED.value: UserJoined,
+    EventType.USER_LEFT.value: UserLeft,
+    EventType.COMPLETED.value: Completed,
+    EventType.ANALYSIS_COMPLETED.value: AnalysisCompleted,
+}
+
+
+def _event_tag(value: Any) -> str:
+    event_type = (
+        value.get("eventType") if isinstance(value, dict) else getattr(value, "event_type", None)
+    )
+    return event_type if event_type in EVENT_CLASSES else "unknown"
+
+
+Event = Annotated[
+    Annotated[UserJoined, Tag(EventType.USER_JOINED.value)]
+    | Annotated[UserLeft, Tag(EventType.USER_LEFT.value)]
+    | Annotated[Completed, Tag(EventType.COMPLETED.value)]
+    | Annotated[AnalysisCompleted, Tag(EventType.ANALYSIS_COMPLETED.value)]
+    | Annotated[UnknownEvent, Tag("unknown")],
+    Discriminator(_event_tag),
+]
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+AnyEvent = UserJoined | UserLeft | Completed | AnalysisCompleted | UnknownEvent
+
+
+def parse_event(body: bytes | str, *, max_bytes: int = DEFAULT_MAX_BODY) -> AnyEvent:
+    """Parse a webhook body, raising :class:`PayloadError` that names each bad field."""
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(
+            f"body is {len(body)} bytes, over the {max_bytes}-byte limit",
+            [FieldProblem("body", f"larger than {max_bytes} bytes")],
+        )
+    return _validate(lambda: _EVENT_ADAPTER.validate_json(body))
+
+
+def event_from_dict(data: Mapping[str, Any]) -> AnyEvent:
+    """Validate an already-decoded event document."""
+    return _validate(lambda: _EVENT_ADAPTER.validate_python(dict(data)))
+
+
+def _validate(run: Callable[[], AnyEvent]) -> AnyEvent:
+    try:
+        return run()
+    except ValidationError as exc:
+        raise payload_error(exc) from None
+
+
+def payload_error(exc: ValidationError) -> PayloadError:
+    """Turn pydantic's errors into a :class:`PayloadError` with one problem per field."""
+    problems: list[FieldProblem] = []
+    for err in exc.errors(include_url=False):
+        if err["type"] == "json_invalid":
+            return PayloadError("body is not valid JSON", [FieldProblem("body", err["msg"])])
+        # Discriminated-union tags in the location are not fields; drop them.
+        loc = [str(p) for p in err["loc"] if p not in EVENT_CLASSES and p != "unknown"]
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(FieldProblem(".".join(loc) or "body", message))
+    return PayloadError(
+        "event failed validation: " + "; ".join(f"{p.field}: {p.problem}" for p in problems),
+        problems,
+    )

@@ -1,0 +1,157 @@
+"""Standard Webhooks v1 signatures: ``whsec_`` secrets, signing and verification.
+
+The signed content is ``{webhook-id}.{webhook-timestamp}.{body}``; the signature is
+``v1,<base64 HMAC-SHA256>`` under the secret's base64-decoded key. Several secrets sign at once
+during a rotation, giving several space-separated ``v1,`` entries; a verifier accepts the body
+if any entry matches any of its secrets. Standard library only, so receivers stay light.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets as _random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from convhook.errors import SecretError, SignatureError
+
+PREFIX = "whsec_"
+DEFAULT_TOLERANCE = 300
+_MIN_KEY_BYTES = 16
+_MAX_KEY_BYTES = 64
+# Svix sends the same headers under its own prefix; accept both.
+_HEADER_PREFIXES = ("webhook-", "svix-")
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, repr=False)
+class Secret:
+    """A signing key; ``str()`` gives its ``whsec_`` form, ``repr()`` never shows it."""
+
+    key: bytes
+
+    @classmethod
+    def generate(cls, nbytes: int = 24) -> Secret:
+        """A new random secret of ``nbytes`` (24 by default, as Svix issues)."""
+        return cls(_random.token_bytes(nbytes))
+
+    @classmethod
+    def parse(cls, text: str) -> Secret:
+        """Parse ``whsec_<base64>``, raising :class:`SecretError` that says what is wrong."""
+        if not isinstance(text, str) or not text.startswith(PREFIX):
+            raise SecretError(
+                "a webhook secret must start with 'whsec_' followed by base64 "
+                "(generate one with `convhook secret`)"
+            )
+        try:
+            key = base64.b64decode(text[len(PREFIX) :], validate=True)
+        except (binascii.Error, ValueError):
+            raise SecretError(
+                "the part of the webhook secret after 'whsec_' is not valid base64"
+            ) from None
+        if not _MIN_KEY_BYTES <= len(key) <= _MAX_KEY_BYTES:
+            raise SecretError(
+                f"a webhook secret must decode to {_MIN_KEY_BYTES}..{_MAX_KEY_BYTES} bytes, "
+                f"this one decodes to {len(key)}"
+            )
+        return cls(key)
+
+    def __str__(self) -> str:
+        return PREFIX + base64.b64encode(self.key).decode()
+
+    def __repr__(self) -> str:
+        return "Secret('whsec_***')"
+
+    def signature(self, msg_id: str, timestamp: int, body: bytes) -> str:
+        """The ``v1,<base64>`` signature of one message."""
+        content = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
+        digest = hmac.new(self.key, content, hashlib.sha256).digest()
+        return "v1," + base64.b64encode(digest).decode()
+
+
+def as_secrets(secrets: Secret | str | Iterable[Secret | str]) -> tuple[Secret, ...]:
+    """Normalise one or several secrets, parsing strings."""
+    if isinstance(secrets, Secret | str):
+        secrets = [secrets]
+    parsed = tuple(s if isinstance(s, Secret) else Secret.parse(s) for s in secrets)
+    if not parsed:
+        raise SecretError("at least one webhook secret is needed")
+    return parsed
+
+
+def sign(
+    secrets: Secret | str | Iterable[Secret | str],
+    msg_id: str,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    clock: Clock = time.time,
+) -> dict[str, str]:
+    """The three Standard Webhooks headers for ``body``, signed with every secret given."""
+    ts = int(clock()) if timestamp is None else timestamp
+    signature = " ".join(s.signature(msg_id, ts, body) for s in as_secrets(secrets))
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
+
+
+class Verifier:
+    """Checks Standard Webhooks signatures against one or more secrets."""
+
+    def __init__(
+        self,
+        secrets: Secret | str | Iterable[Secret | str],
+        *,
+        tolerance: int = DEFAULT_TOLERANCE,
+        clock: Clock = time.time,
+    ) -> None:
+        self.secrets = as_secrets(secrets)
+        self.tolerance = tolerance
+        self._clock = clock
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> str:
+        """Check ``body`` against the headers and return the ``webhook-id``.
+
+        ``headers`` must have lower-case keys (as ASGI gives them). Raises
+        :class:`SignatureError` saying which header is missing or why the check failed.
+        """
+        msg_id, raw_ts, raw_sig = _headers(headers)
+        try:
+            timestamp = int(raw_ts)
+        except ValueError:
+            raise SignatureError(f"webhook-timestamp {raw_ts!r} is not an integer") from None
+        now = int(self._clock())
+        if timestamp < now - self.tolerance:
+            raise SignatureError(
+                f"webhook-timestamp is {now - timestamp} s old, over the {self.tolerance} s tolerance"
+            )
+        if timestamp > now + self.tolerance:
+            raise SignatureError(
+                f"webhook-timestamp is {timestamp - now} s in the future, over the "
+                f"{self.tolerance} s tolerance"
+            )
+        offered = [p for p in raw_sig.split(" ") if p.startswith("v1,")]
+        if not offered:
+            raise SignatureError("webhook-signature has no 'v1,' entry")
+        for secret in self.secrets:
+            expected = secret.signature(msg_id, timestamp, body).encode()
+            for candidate in offered:
+                if hmac.compare_digest(expected, candidate.encode()):
+                    return msg_id
+        raise SignatureError("no webhook-signature entry matches the body and secret")
+
+
+def _headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
+    for prefix in _HEADER_PREFIXES:
+        msg_id = headers.get(prefix + "id")
+        if msg_id is not None:
+            ts = headers.get(prefix + "timestamp")
+            sig = headers.get(prefix + "signature")
+            if ts is None or sig is None:
+                missing = prefix + ("timestamp" if ts is None else "signature")
+                raise SignatureError(f"missing header {missing}")
+            return msg_id, ts, sig
+    raise SignatureError("missing header webhook-id (the request is not signed)")

@@ -1,0 +1,1 @@
+"""Storage: SQLite (embedded default) and PostgreSQL (scale-out); all SQL lives here."""

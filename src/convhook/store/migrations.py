@@ -1,0 +1,95 @@
+"""Schema migrations: numbered SQL files under ``store/sql/<dialect>/<component>/``.
+
+Each component (``inbox`` for the receiver, ``producer`` for the API and dispatcher) has its
+own version in the ``convhook_schema`` table, so one database may hold both. A database whose
+version is newer than the files this code ships is refused: running old code on a new schema
+would corrupt it.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from importlib import resources
+
+from convhook.errors import SchemaVersionError
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: ``component`` goes to ``version`` by running ``sql``."""
+
+    component: str
+    version: int
+    name: str
+    sql: str
+
+
+def load(dialect: str, component: str) -> list[Migration]:
+    """The migrations shipped for ``component`` in ``dialect`` (``sqlite`` or ``postgres``)."""
+    folder = resources.files("convhook.store") / "sql" / dialect / component
+    found = []
+    for entry in folder.iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(component, int(match[1]), match[2], entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    return found
+
+
+def latest(migrations: list[Migration]) -> dict[str, int]:
+    """The newest version of each component in ``migrations``."""
+    versions: dict[str, int] = {}
+    for m in migrations:
+        versions[m.component] = max(versions.get(m.component, 0), m.version)
+    return versions
+
+
+def too_new(component: str, found: int, known: int) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"the database's {component} schema is at version {found}, newer than this convhook "
+        f"knows ({known}): upgrade convhook, or point it at another database"
+    )
+
+
+def apply_sqlite(conn: sqlite3.Connection, migrations: list[Migration]) -> None:
+    """Bring a SQLite database up to date, one transaction per migration."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS convhook_schema "
+        "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    )
+    current = {r[0]: r[1] for r in conn.execute("SELECT component, version FROM convhook_schema")}
+    for component, known in latest(migrations).items():
+        if current.get(component, 0) > known:
+            raise too_new(component, current[component], known)
+    for m in migrations:
+        if m.version <= current.get(m.component, 0):
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read inside the lock: another process may have migrated meanwhile.
+            row = conn.execute(
+                "SELECT version FROM convhook_schema WHERE component = ?", (m.component,)
+            ).fetchone()
+            if row is not None and row[0] >= m.version:
+                conn.execute("COMMIT")
+                continue
+            for statement in _statements(m.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO convhook_schema (component, version) VALUES (?, ?) "
+                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                (m.component, m.version),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration file on ``;`` at line ends (the files keep one statement per block)."""
+    return [s.strip() for s in re.split(r";\s*$", sql, flags=re.MULTILINE) if s.strip()]
