@@ -1,0 +1,142 @@
+"""One HTTP attempt of a webhook: sign, POST, time it, keep the first 4 KiB of the answer.
+
+Redirects are not followed (a 3xx is a failed attempt, as with Svix and Stripe), the whole
+request has one timeout, and connections go through :class:`convhook.netguard.GuardedResolver`
+unless private targets are allowed. The sender never raises for a network failure: every
+attempt ends in an :class:`AttemptResult` the dispatcher records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from convhook import __version__
+from convhook.errors import ClosedError
+from convhook.netguard import BlockedAddressError, GuardedResolver, TargetError, check_literal
+from convhook.retry import Outcome, parse_retry_after
+from convhook.signing import Secret, sign
+
+BODY_LIMIT = 4096
+DEFAULT_TIMEOUT = 15.0
+USER_AGENT = f"convhook/{__version__} (+https://www.standardwebhooks.com)"
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one POST produced."""
+
+    status_code: int | None
+    latency_ms: float
+    error: str | None = None
+    response_body: str = ""
+    retry_after: float | None = None
+    timed_out: bool = False
+
+    @property
+    def outcome(self) -> Outcome:
+        """The part of the result the retry policy judges."""
+        return Outcome(self.status_code, self.timed_out, self.retry_after)
+
+
+class Sender:
+    """An aiohttp session that makes signed webhook attempts; use as ``async with``."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        allow_private: bool = False,
+        user_agent: str = USER_AGENT,
+        clock: Callable[[], float] = time.time,
+        connections: int = 0,
+    ) -> None:
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self.user_agent = user_agent
+        self._clock = clock
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Sender:
+        resolver = None if self.allow_private else GuardedResolver()
+        connector = aiohttp.TCPConnector(
+            limit=self._connections, resolver=resolver, ttl_dns_cache=60
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            auto_decompress=True,
+        )
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def send(
+        self, url: str, event_id: str, body: bytes, secrets: Sequence[Secret | str]
+    ) -> AttemptResult:
+        """POST ``body`` to ``url`` signed with every secret; never raises for I/O errors."""
+        if self._session is None:
+            raise ClosedError("Sender is not open: use `async with Sender(...)`")
+        headers = {"content-type": "application/json", "user-agent": self.user_agent}
+        headers.update(sign(secrets, event_id, body, clock=self._clock))
+        started = time.perf_counter()
+        if not self.allow_private:
+            # Literal addresses skip the resolver in aiohttp, so they are checked here.
+            try:
+                check_literal(urlsplit(url).hostname or "")
+            except TargetError as exc:
+                return AttemptResult(None, 0.0, str(exc))
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                text = await _read_capped(response)
+                retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock())
+                return AttemptResult(
+                    response.status, _ms(started), None, text, retry_after=retry_after
+                )
+        except TimeoutError:
+            return AttemptResult(
+                None, _ms(started), f"timed out after {self.timeout:g} s", timed_out=True
+            )
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedAddressError):
+                return AttemptResult(None, _ms(started), str(exc.os_error))
+            return AttemptResult(None, _ms(started), _describe(exc))
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return AttemptResult(None, _ms(started), _describe(exc))
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> str:
+    chunks: list[bytes] = []
+    size = 0
+    while size < BODY_LIMIT:
+        chunk = await response.content.read(BODY_LIMIT - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size >= BODY_LIMIT and not response.content.at_eof():
+        # The rest is not wanted; closing beats draining an arbitrarily large body.
+        response.close()
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
