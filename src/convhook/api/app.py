@@ -1,0 +1,103 @@
+"""The producer API's app factory: routers found by module, errors as JSON, the catalogue
+of events in the OpenAPI ``webhooks`` section."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from convhook import __version__
+from convhook.api import errors
+from convhook.api.deps import ApiSettings
+from convhook.outbox import Outbox
+from convhook.schema import webhooks_section
+from convhook.store.producer import SQLiteProducerStore
+
+DESCRIPTION = (
+    "Record customers and conversations; every lifecycle change writes its event in the same "
+    "transaction. Authenticate with `x-api-key` (and optionally `x-workspace-id`) or "
+    "`Authorization: Bearer <key>`. The events endpoints receive are described under "
+    "*webhooks*."
+)
+
+
+def routers() -> list[APIRouter]:
+    """The ``router`` of every module in the ``convhook.api`` package, by module name."""
+    import convhook.api as package
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        router = getattr(module, "router", None)
+        if isinstance(router, APIRouter):
+            found.append(router)
+    return found
+
+
+def create_app(store: SQLiteProducerStore, settings: ApiSettings | None = None) -> FastAPI:
+    """The API over ``store``; the app opens the store on start-up and closes it on shutdown."""
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="convhook producer API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.store = store
+    app.state.settings = settings
+    app.state.outbox = Outbox(store, max_active=settings.max_active)
+    app.state.key_cache = {}
+    app.state.retry_after = settings.retry_after
+    errors.install(app)
+    app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body)
+    for router in routers():
+        app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(
+            title=app.title,
+            version=app.version,
+            openapi_version="3.1.0",
+            description=app.description,
+            routes=app.routes,
+        )
+        webhooks, components = webhooks_section()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in {**components, **_request_schemas()}.items():
+            schemas.setdefault(name, schema)
+        doc["webhooks"] = webhooks
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _request_schemas() -> dict[str, Any]:
+    """Schemas of bodies the routes parse themselves (so FastAPI does not list them)."""
+    from convhook.api.conversations import ConversationBatch
+
+    schema = ConversationBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+    found: dict[str, Any] = schema.pop("$defs", {})
+    found["ConversationBatch"] = schema
+    return found

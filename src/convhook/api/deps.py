@@ -1,0 +1,41 @@
+"""FastAPI dependencies giving routes the app's store, outbox and settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from convhook.api.errors import DEFAULT_MAX_BODY
+from convhook.outbox import DEFAULT_MAX_ACTIVE, Outbox
+from convhook.store.producer import SQLiteProducerStore
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """How the API behaves: limits and the ``Retry-After`` it advises."""
+
+    max_active: int = DEFAULT_MAX_ACTIVE
+    """Conversations a workspace may have dialing or active at once."""
+    max_body: int = DEFAULT_MAX_BODY
+    """Largest request body accepted, in bytes."""
+    retry_after: int = 1
+    """Seconds a client is told to wait after a 429."""
+
+
+def get_store(request: Request) -> SQLiteProducerStore:
+    """The producer store the app was created with."""
+    store: SQLiteProducerStore = request.app.state.store
+    return store
+
+
+def get_outbox(request: Request) -> Outbox:
+    """The outbox that records conversation changes with their events."""
+    outbox: Outbox = request.app.state.outbox
+    return outbox
+
+
+def get_settings(request: Request) -> ApiSettings:
+    """The settings the app was created with."""
+    settings: ApiSettings = request.app.state.settings
+    return settings

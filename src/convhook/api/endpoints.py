@@ -1,0 +1,380 @@
+"""``/api/v2/endpoints``: webhook subscriptions, their secrets, test events and deliveries.
+
+The secret is returned when an endpoint is created and when it is rotated, never otherwise.
+A new or changed endpoint receives events recorded from then on; old events are not re-sent
+unless asked (``/api/v2/events/{id}/redeliver``, ``/api/v2/endpoints/{id}/recover``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import Field
+
+from convhook.api.auth import CurrentWorkspace
+from convhook.api.deps import get_store
+from convhook.api.errors import ApiError
+from convhook.api.fields import RequestModel
+from convhook.errors import FieldProblem
+from convhook.events import EventType
+from convhook.ids import new_id
+from convhook.netguard import TargetError, validate_url
+from convhook.samples import sample_event
+from convhook.signing import Secret
+from convhook.store import deliveries, delivery_log
+from convhook.store import endpoints as endpoint_store
+from convhook.store.producer import SQLiteProducerStore
+from convhook.timefmt import format_ts
+
+router = APIRouter(prefix="/api/v2/endpoints", tags=["endpoints"])
+Store = Annotated[SQLiteProducerStore, Depends(get_store)]
+
+DEFAULT_GRACE_HOURS = 24.0
+
+
+class EndpointIn(RequestModel):
+    """An endpoint to create."""
+
+    url: str = Field(max_length=2048, description="http(s) URL that receives the events.")
+    event_types: list[EventType] | None = Field(
+        None, description="Event types to send; absent or null means all."
+    )
+    description: str = Field("", max_length=1000)
+    enabled: bool = True
+    rate_limit: float | None = Field(None, gt=0, le=10_000, description="Deliveries per second.")
+    max_in_flight: int = Field(10, ge=1, le=1000, description="Concurrent deliveries at most.")
+
+
+class EndpointUpdate(RequestModel):
+    """Fields to change; only the fields sent change."""
+
+    url: str | None = Field(None, max_length=2048)
+    event_types: list[EventType] | None = None
+    description: str | None = Field(None, max_length=1000)
+    enabled: bool | None = None
+    rate_limit: float | None = Field(None, gt=0, le=10_000)
+    max_in_flight: int | None = Field(None, ge=1, le=1000)
+
+
+class Rotation(RequestModel):
+    """How long the old secret keeps signing after a rotation."""
+
+    grace_hours: float = Field(DEFAULT_GRACE_HOURS, ge=0, le=24 * 30)
+
+
+class TestEvent(RequestModel):
+    """Which sample event to send."""
+
+    event_type: EventType = EventType.USER_JOINED
+
+
+def _ts(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return format_ts(datetime.fromtimestamp(ms / 1000, UTC))
+
+
+def endpoint_doc(e: endpoint_store.Endpoint, *, secret: str | None = None) -> dict[str, Any]:
+    """The wire form of an endpoint; ``secret`` only when it is being handed out."""
+    doc: dict[str, Any] = {
+        "id": e.id,
+        "url": e.url,
+        "description": e.description,
+        "eventTypes": list(e.event_types) if e.event_types is not None else None,
+        "enabled": e.enabled,
+        "disabledReason": e.disabled_reason,
+        "rateLimit": e.rate_limit,
+        "maxInFlight": e.max_in_flight,
+        "failingSince": _ts(e.failing_since),
+        "previousSecretExpiresAt": _ts(e.previous_secret_expires_at),
+        "createdAt": _ts(e.created_at),
+        "updatedAt": _ts(e.updated_at),
+    }
+    if secret is not None:
+        doc["secret"] = secret
+    return doc
+
+
+def delivery_doc(d: delivery_log.Delivery, *, attempts: bool = False) -> dict[str, Any]:
+    """The wire form of a delivery, with its attempts if asked."""
+    doc: dict[str, Any] = {
+        "id": d.id,
+        "eventId": d.event_id,
+        "endpointId": d.endpoint_id,
+        "eventType": d.event_type,
+        "conversationId": d.conversation_id,
+        "status": d.status,
+        "attempts": d.attempts,
+        "nextAttemptAt": _ts(d.next_attempt_at),
+        "lastStatusCode": d.last_status_code,
+        "lastError": d.last_error,
+        "lastAttemptAt": _ts(d.last_attempt_at),
+        "deliveredAt": _ts(d.delivered_at),
+        "createdAt": _ts(d.created_at),
+    }
+    if attempts:
+        doc["attemptLog"] = [
+            {
+                "attemptedAt": _ts(a.attempted_at),
+                "statusCode": a.status_code,
+                "latencyMs": a.latency_ms,
+                "error": a.error,
+                "responseBody": a.response_body,
+            }
+            for a in d.attempt_log
+        ]
+    return doc
+
+
+def json_response(doc: Any, status: int = 200) -> Response:
+    """A JSON response of ``doc``."""
+    return Response(json.dumps(doc), status_code=status, media_type="application/json")
+
+
+def now_ms() -> int:
+    """The current time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def _check_url(request: Request, url: str) -> str:
+    allow = bool(getattr(request.app.state, "allow_private_targets", False))
+    try:
+        return validate_url(url, allow_private=allow)
+    except TargetError as exc:
+        raise ApiError(422, str(exc), [FieldProblem("url", str(exc))]) from None
+
+
+def wake(request: Request) -> None:
+    """Nudge the dispatcher running in this process, if any."""
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.wake()
+
+
+def _not_found(endpoint_id: str) -> ApiError:
+    return ApiError(404, f"no endpoint {endpoint_id!r} in this workspace")
+
+
+async def _get(store: Store, workspace_id: str, endpoint_id: str) -> endpoint_store.Endpoint:
+    found = await store.db.read(lambda c: endpoint_store.get(c, workspace_id, endpoint_id))
+    if found is None:
+        raise _not_found(endpoint_id)
+    return found
+
+
+@router.post("", status_code=201)
+async def create_endpoint(
+    body: EndpointIn, request: Request, workspace: CurrentWorkspace, store: Store
+) -> Response:
+    """Create an endpoint; the answer carries its ``secret``, shown this once."""
+    url = _check_url(request, body.url)
+    secret = str(Secret.generate())
+    types = None if body.event_types is None else [t.value for t in body.event_types]
+    now = now_ms()
+    endpoint = await store.db.write(
+        lambda c: endpoint_store.create(
+            c,
+            endpoint_id=new_id("ep"),
+            workspace_id=workspace.id,
+            url=url,
+            secret=secret,
+            now=now,
+            description=body.description,
+            event_types=types,
+            enabled=body.enabled,
+            rate_limit=body.rate_limit,
+            max_in_flight=body.max_in_flight,
+        )
+    )
+    return json_response(endpoint_doc(endpoint, secret=secret), 201)
+
+
+@router.get("")
+async def list_endpoints(
+    workspace: CurrentWorkspace,
+    store: Store,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    after: Annotated[
+        str | None, Query(description="Cursor: the last id of the previous page.")
+    ] = None,
+) -> Response:
+    """The workspace's endpoints (never their secrets): ``{"data": [...], "nextCursor"}``."""
+    found = await store.db.read(
+        lambda c: endpoint_store.list_(c, workspace.id, limit=limit + 1, after=after)
+    )
+    page, more = found[:limit], len(found) > limit
+    return json_response(
+        {"data": [endpoint_doc(e) for e in page], "nextCursor": page[-1].id if more else None}
+    )
+
+
+@router.get("/{endpoint_id}")
+async def get_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
+    """One endpoint, without its secret."""
+    return json_response(endpoint_doc(await _get(store, workspace.id, endpoint_id)))
+
+
+@router.patch("/{endpoint_id}")
+async def update_endpoint(
+    endpoint_id: str,
+    body: EndpointUpdate,
+    request: Request,
+    workspace: CurrentWorkspace,
+    store: Store,
+) -> Response:
+    """Change an endpoint; enabling or disabling here is the same as the dedicated calls."""
+    changes: dict[str, Any] = {}
+    sent = body.model_fields_set
+    if "url" in sent and body.url is not None:
+        changes["url"] = _check_url(request, body.url)
+    if "event_types" in sent:
+        types = body.event_types
+        changes["event_types"] = None if types is None else [t.value for t in types]
+    for name in ("description", "rate_limit", "max_in_flight"):
+        if name in sent and (getattr(body, name) is not None or name == "rate_limit"):
+            changes[name] = getattr(body, name)
+    now = now_ms()
+    updated = await store.db.write(
+        lambda c: endpoint_store.update(c, workspace.id, endpoint_id, now, **changes)
+    )
+    if updated is None:
+        raise _not_found(endpoint_id)
+    if "enabled" in sent and body.enabled is not None and body.enabled != updated.enabled:
+        return await _set_enabled(store, workspace.id, endpoint_id, body.enabled)
+    return json_response(endpoint_doc(updated))
+
+
+async def _set_enabled(store: Store, workspace_id: str, endpoint_id: str, on: bool) -> Response:
+    now = now_ms()
+    changed = await store.db.write(
+        lambda c: endpoint_store.set_enabled(c, workspace_id, endpoint_id, on, now)
+    )
+    if changed is None:
+        raise _not_found(endpoint_id)
+    return json_response(endpoint_doc(changed))
+
+
+@router.post("/{endpoint_id}/disable")
+async def disable_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
+    """Stop delivering; waiting deliveries become failed (recover them after enabling)."""
+    return await _set_enabled(store, workspace.id, endpoint_id, False)
+
+
+@router.post("/{endpoint_id}/enable")
+async def enable_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
+    """Deliver again, from the events recorded from now on."""
+    return await _set_enabled(store, workspace.id, endpoint_id, True)
+
+
+@router.delete("/{endpoint_id}", status_code=204)
+async def delete_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
+    """Delete the endpoint with its delivery log."""
+    if not await store.db.write(lambda c: endpoint_store.delete(c, workspace.id, endpoint_id)):
+        raise _not_found(endpoint_id)
+    return Response(status_code=204)
+
+
+@router.post("/{endpoint_id}/rotate-secret")
+async def rotate_secret(
+    endpoint_id: str,
+    workspace: CurrentWorkspace,
+    store: Store,
+    body: Rotation | None = None,
+) -> Response:
+    """Issue a new secret (returned once); the old one also signs during the grace period."""
+    grace_ms = int((body or Rotation()).grace_hours * 3_600_000)
+    secret = str(Secret.generate())
+    now = now_ms()
+    rotated = await store.db.write(
+        lambda c: endpoint_store.rotate_secret(c, workspace.id, endpoint_id, secret, now, grace_ms)
+    )
+    if rotated is None:
+        raise _not_found(endpoint_id)
+    return json_response(endpoint_doc(rotated, secret=secret))
+
+
+@router.post("/{endpoint_id}/test", status_code=202)
+async def send_test(
+    endpoint_id: str,
+    request: Request,
+    workspace: CurrentWorkspace,
+    store: Store,
+    body: TestEvent | None = None,
+) -> Response:
+    """Queue a sample event for this endpoint only; follow it in its deliveries."""
+    endpoint = await _get(store, workspace.id, endpoint_id)
+    if not endpoint.enabled:
+        raise ApiError(409, "the endpoint is disabled: enable it before sending a test event")
+    event = sample_event((body or TestEvent()).event_type)
+    data = event.to_json()
+    now = now_ms()
+    delivery_id = await store.db.write(
+        lambda c: deliveries.enqueue_test(
+            c,
+            workspace_id=workspace.id,
+            endpoint_id=endpoint_id,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            body=data,
+            now=now,
+        )
+    )
+    wake(request)
+    return json_response({"deliveryId": delivery_id, "eventId": event.event_id}, 202)
+
+
+@router.get("/{endpoint_id}/deliveries")
+async def list_deliveries(
+    endpoint_id: str,
+    workspace: CurrentWorkspace,
+    store: Store,
+    status: Annotated[str | None, Query(pattern="^(pending|delivering|delivered|failed)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[
+        int | None, Query(description="Cursor: deliveries older than this id.")
+    ] = None,
+) -> Response:
+    """The endpoint's deliveries, newest first: ``{"data": [...], "nextCursor"}``."""
+    await _get(store, workspace.id, endpoint_id)
+    found = await store.db.read(
+        lambda c: delivery_log.of_endpoint(
+            c, workspace.id, endpoint_id, status=status, limit=limit + 1, before=before
+        )
+    )
+    page, more = found[:limit], len(found) > limit
+    return json_response(
+        {"data": [delivery_doc(d) for d in page], "nextCursor": page[-1].id if more else None}
+    )
+
+
+class Recovery(RequestModel):
+    """Which failed deliveries to retry."""
+
+    since: datetime = Field(description="Retry failed deliveries created at or after this.")
+
+
+@router.post("/{endpoint_id}/recover", status_code=202)
+async def recover(
+    endpoint_id: str,
+    body: Recovery,
+    request: Request,
+    workspace: CurrentWorkspace,
+    store: Store,
+) -> Response:
+    """Queue again every failed delivery of the endpoint since a time: ``{"queued": n}``."""
+    endpoint = await _get(store, workspace.id, endpoint_id)
+    if not endpoint.enabled:
+        raise ApiError(409, "the endpoint is disabled: enable it before recovering deliveries")
+    since = math.floor(body.since.timestamp() * 1000)
+    now = now_ms()
+    queued = await store.db.write(
+        lambda c: deliveries.recover(c, workspace.id, endpoint_id, since, now)
+    )
+    wake(request)
+    return json_response({"queued": queued}, 202)

@@ -1,0 +1,56 @@
+"""``/api/v2/events``: the outbox, each event in the exact wire form endpoints receive."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from convhook.api.auth import CurrentWorkspace
+from convhook.api.deps import get_store
+from convhook.events import EventType
+from convhook.store.producer import SQLiteProducerStore
+
+router = APIRouter(prefix="/api/v2/events", tags=["events"])
+Store = Annotated[SQLiteProducerStore, Depends(get_store)]
+
+
+def _ms(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+@router.get("")
+async def list_events(
+    workspace: CurrentWorkspace,
+    store: Store,
+    event_type: Annotated[EventType | None, Query(alias="eventType")] = None,
+    conversation_id: Annotated[str | None, Query(alias="conversationId")] = None,
+    created_after: Annotated[
+        datetime | None, Query(alias="createdAfter", description="Inclusive.")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(alias="createdBefore", description="Exclusive.")
+    ] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    """The workspace's events, oldest first: ``{"data": [{eventId, eventType, payload}],
+    "nextCursor": ...}``."""
+    page = await store.list_events(
+        workspace.id,
+        event_type=event_type.value if event_type else None,
+        conversation_id=conversation_id,
+        created_after=_ms(created_after),
+        created_before=_ms(created_before),
+        cursor=cursor,
+        limit=limit,
+    )
+    return Response(page.to_json(), media_type="application/json")
+
+
+@router.get("/{event_id}")
+async def get_event(event_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
+    """One event, byte for byte as endpoints receive it."""
+    return Response(await store.get_event(workspace.id, event_id), media_type="application/json")

@@ -1,0 +1,96 @@
+"""``convhook serve``: the producer API (customers, conversations, lifecycle, events)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import typer
+
+from convhook.cli._common import err, fail, run
+from convhook.config import DatabaseURL, db_option, option
+from convhook.errors import ConfigError
+
+
+def serve(
+    host: str = option("127.0.0.1", "--host", env="HOST", help="Interface to listen on."),
+    port: int = option(8080, "--port", env="PORT", help="TCP port to listen on."),
+    db: str = db_option("convhook.db"),
+    max_active: int = option(
+        20,
+        "--max-active",
+        env="MAX_ACTIVE",
+        min=1,
+        help="Conversations a workspace may have dialing or active at once (429 beyond).",
+    ),
+    synchronous: str = option(
+        "FULL",
+        "--synchronous",
+        env="SQLITE_SYNCHRONOUS",
+        help="SQLite durability: FULL survives power loss, NORMAL a process crash only.",
+    ),
+    log_level: str = option("warning", "--log-level", env="LOG_LEVEL", help="uvicorn log level."),
+) -> None:
+    """Run the producer API; on a fresh database, create workspace "default" and print its key."""
+    try:
+        url = DatabaseURL.parse(db)
+    except ConfigError as exc:
+        fail(str(exc))
+    if url.engine != "sqlite":
+        fail("convhook serve supports SQLite databases only in this version: pass a file path")
+    if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+        fail(f"--synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+    run(_serve(host, port, url.target, max_active, synchronous.upper(), log_level))
+
+
+async def _serve(
+    host: str, port: int, path: str, max_active: int, synchronous: str, log_level: str
+) -> None:
+    import uvicorn
+
+    from convhook.api import ApiSettings, create_app
+    from convhook.store.producer import SQLiteProducerStore
+
+    store = SQLiteProducerStore(path, synchronous=synchronous)
+    await store.open()
+    base = f"http://{host}:{port}"
+    if not await store.list_workspaces():
+        workspace, key = await store.create_workspace("default")
+        _quick_start(base, workspace.id, key)
+    err.print(f"convhook API on {base} (docs at {base}/docs), database {path}")
+    app = create_app(store, ApiSettings(max_active=max_active))
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on"
+    )
+    # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the app's
+    # lifespan closes the store after the queued writes commit.
+    await uvicorn.Server(config).serve()
+
+
+def _quick_start(base: str, workspace_id: str, key: str) -> None:
+    json_id = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])'"
+    post = f'curl -s -H "x-api-key: $KEY" -H "content-type: application/json" -X POST {base}'
+    customer = shlex.quote('{"name": "Jane Doe", "phoneNumber": "+14155550123"}')
+    lines = [
+        f'Created workspace "default" ({workspace_id}). Its API key, shown only this once:',
+        "",
+        f"  {key}",
+        "",
+        "Quick start:",
+        f"  KEY={key}",
+        f"  CUST=$({post}/api/v2/customers -d {customer} | {json_id})",
+        f"  CONV=$({post}/api/v2/conversations -d "
+        f'"{{\\"agentId\\": \\"agent_1\\", \\"customerId\\": \\"$CUST\\"}}" | {json_id})',
+        f"  {post}/api/v2/conversations/$CONV/join",
+        f"  {post}/api/v2/conversations/$CONV/leave",
+        f"  {post}/api/v2/conversations/$CONV/end",
+        f'  curl -s -H "x-api-key: $KEY" {base}/api/v2/events',
+        "",
+    ]
+    # Plain writes: rich would wrap the long lines and break copy-paste.
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

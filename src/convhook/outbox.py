@@ -1,0 +1,131 @@
+"""The transactional outbox: a conversation change and the events it emits commit together.
+
+:meth:`Outbox.transition` hands the store a pure function that checks the lifecycle, builds the
+conversation as it is after the change and its event in the exact wire form; the store runs it
+and writes the row and the event in one write, so no event exists without its change and no
+change without its event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from convhook.errors import FieldProblem
+from convhook.events import Conversation, payload_error
+from convhook.ids import new_id
+from convhook.lifecycle import Action, Phase, apply, transition
+from convhook.store.producer import (
+    Change,
+    ItemResult,
+    NewConversation,
+    NewEvent,
+    SQLiteProducerStore,
+    StoredConversation,
+)
+from convhook.timefmt import format_ts, utcnow
+
+log = logging.getLogger("convhook.outbox")
+
+DEFAULT_MAX_ACTIVE = 20
+
+
+class Outbox:
+    """Creates conversations and moves them through their lifecycle, recording each event."""
+
+    def __init__(
+        self,
+        store: SQLiteProducerStore,
+        *,
+        max_active: int = DEFAULT_MAX_ACTIVE,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.max_active = max_active
+        self.clock = clock
+
+    async def create(
+        self, workspace_id: str, items: Sequence[tuple[dict[str, Any], bool]]
+    ) -> list[ItemResult]:
+        """Create conversations from ``(wire fields, ignoreDND)`` pairs; an item that cannot
+        be created is reported with its problems and does not stop the others."""
+        stamp = format_ts(self.clock())
+        built: list[NewConversation] = []
+        refused: dict[int, ItemResult] = {}
+        for index, (given, ignore_dnd) in enumerate(items):
+            fields = {
+                **given,
+                "id": new_id("conv"),
+                "workspaceId": workspace_id,
+                "conversationStatus": "created",
+                "createdAt": stamp,
+                "updatedAt": stamp,
+            }
+            try:
+                conversation = Conversation.build(**fields)
+                conversation.check_emittable()
+            except ValidationError as exc:
+                refused[index] = ItemResult(index, problems=payload_error(exc).problems)
+                continue
+            built.append(NewConversation(conversation.to_wire(), ignore_dnd))
+        stored = iter(await self.store.create_conversations(workspace_id, built) if built else [])
+        results = []
+        for index in range(len(items)):
+            if index in refused:
+                results.append(refused[index])
+            else:
+                result = next(stored)
+                results.append(ItemResult(index, result.document, result.problems))
+        return results
+
+    async def transition(
+        self, workspace_id: str, conversation_id: str, action: Action, given: dict[str, Any]
+    ) -> Change:
+        """Apply ``action`` with the request's wire fields ``given``; raises
+        :class:`~convhook.lifecycle.TransitionError` when the phase does not allow it."""
+        clock = self.clock
+
+        def change(current: StoredConversation) -> Change:
+            move = transition(current.id, current.phase, action)
+            fields = apply(move, current.fields, given, clock())
+            conversation = Conversation.build(**fields)
+            conversation.check_emittable()
+            wire = conversation.to_wire()
+            text = json.dumps(wire, separators=(",", ":"))
+            events: tuple[NewEvent, ...] = ()
+            if move.event is not None:
+                event_id = new_id("evt")
+                body = (
+                    f'{{"eventId":"{event_id}","eventType":"{move.event.value}","payload":{text}}}'
+                )
+                events = (NewEvent(event_id, move.event.value, body),)
+            return Change(move.target, wire, text, events, move.takes_slot)
+
+        result = await self.store.change_conversation(
+            workspace_id, conversation_id, change, max_active=self.max_active
+        )
+        for event in result.events:
+            log.info(
+                "event recorded",
+                extra={
+                    "action": "event_recorded",
+                    "event_id": event.id,
+                    "event_type": event.event_type,
+                    "conversation_id": conversation_id,
+                    "workspace_id": workspace_id,
+                },
+            )
+        return result
+
+
+def problems_of(exc: ValidationError) -> tuple[FieldProblem, ...]:
+    """The field problems of a pydantic error, named by camelCase field paths."""
+    return payload_error(exc).problems
+
+
+__all__ = ["DEFAULT_MAX_ACTIVE", "Outbox", "Phase"]
