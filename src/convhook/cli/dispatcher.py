@@ -1,0 +1,119 @@
+"""``convhook dispatcher``: deliver the outbox of a database on its own (beside ``serve``)."""
+
+from __future__ import annotations
+
+import typer
+
+from convhook.cli._common import err, fail, run
+from convhook.config import DatabaseURL, db_option, option
+from convhook.errors import ConfigError
+
+
+def allow_private_option() -> bool:
+    """The ``--allow-private-targets`` option ``dispatcher`` and ``serve`` share."""
+    flag: bool = option(
+        False,
+        "--allow-private-targets",
+        env="ALLOW_PRIVATE_TARGETS",
+        help="Deliver to loopback, private and link-local addresses (local development only).",
+    )
+    return flag
+
+
+def dispatcher(
+    db: str = db_option("convhook.db"),
+    allow_private_targets: bool = allow_private_option(),
+    batch_size: int = option(
+        100, "--batch-size", env="DISPATCH_BATCH", min=1, help="Deliveries claimed at once."
+    ),
+    max_in_flight: int = option(
+        256,
+        "--max-in-flight",
+        env="DISPATCH_MAX_IN_FLIGHT",
+        min=1,
+        help="Requests in flight across all endpoints.",
+    ),
+    lease: float = option(
+        60.0,
+        "--lease",
+        env="DISPATCH_LEASE",
+        min=1.0,
+        help="Seconds a claim is held; a crashed worker's claims return after it.",
+    ),
+    poll_interval: float = option(
+        0.5,
+        "--poll-interval",
+        env="DISPATCH_POLL",
+        min=0.01,
+        help="Seconds between looks for due retries when nothing wakes the dispatcher.",
+    ),
+    timeout: float = option(15.0, "--timeout", env="DISPATCH_TIMEOUT", help="Seconds per request."),
+    synchronous: str = option(
+        "FULL",
+        "--synchronous",
+        env="SQLITE_SYNCHRONOUS",
+        help="SQLite durability: FULL survives power loss, NORMAL a process crash only.",
+    ),
+    log_level: str = option("info", "--log-level", env="LOG_LEVEL", help="Log level."),
+) -> None:
+    """Claim due deliveries and POST them signed until stopped (SIGINT/SIGTERM)."""
+    try:
+        url = DatabaseURL.parse(db)
+    except ConfigError as exc:
+        fail(str(exc))
+    if url.engine != "sqlite":
+        fail("convhook dispatcher supports SQLite databases only in this version")
+    _logging(log_level)
+    run(
+        _dispatch(
+            url.target,
+            allow_private=allow_private_targets,
+            batch_size=batch_size,
+            max_in_flight=max_in_flight,
+            lease=lease,
+            poll_interval=poll_interval,
+            timeout=timeout,
+            synchronous=synchronous.upper(),
+        )
+    )
+
+
+def _logging(level: str) -> None:
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s %(action)s %(message)s",
+            defaults={"action": "-"},
+        )
+    )
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+async def _dispatch(path: str, *, synchronous: str, **options: object) -> None:
+    import asyncio
+    import signal
+
+    from convhook.dispatcher import Dispatcher
+    from convhook.store import migrations
+    from convhook.store.sqlite import SQLiteDatabase
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with SQLiteDatabase(
+        path, migrations.load("sqlite", "producer"), synchronous=synchronous
+    ) as db:
+        async with Dispatcher(db, **options) as running:  # type: ignore[arg-type]
+            err.print(
+                f"convhook dispatcher on {path} (worker {running.worker_id}"
+                f"{', private targets allowed' if options['allow_private'] else ''})"
+            )
+            await stop.wait()
+        err.print(f"dispatcher stopped after {running.delivered} deliveries")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(dispatcher)

@@ -1,0 +1,256 @@
+"""The dispatcher: claim due deliveries, send them signed, record each attempt, schedule retries.
+
+One loop claims batches of due deliveries under a lease (so a crashed worker's claims come
+back), one task per delivery sends it, and a recorder writes finished attempts in batches
+(one group commit for many). It wakes on :meth:`Dispatcher.wake` (the API in the same process
+calls it), when SQLite's ``data_version`` says another process committed, and at worst every
+``poll_interval``. Several dispatchers may share one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from convhook import metrics
+from convhook.errors import ClosedError
+from convhook.ids import new_id
+from convhook.retry import RetryPolicy, Verdict
+from convhook.sender import DEFAULT_TIMEOUT, AttemptResult, Sender
+from convhook.store import deliveries as store
+from convhook.store.sqlite import SQLiteDatabase, connect
+
+log = logging.getLogger("convhook.dispatcher")
+
+Clock = Callable[[], float]
+
+
+class _Bucket:
+    """A token bucket for an endpoint's optional rate limit (per second)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = 1.0
+        self.stamp = time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class Dispatcher:
+    """Delivers the outbox; use as ``async with Dispatcher(db) as d`` or call :meth:`run_once`."""
+
+    def __init__(
+        self,
+        db: SQLiteDatabase,
+        *,
+        allow_private: bool = False,
+        policy: RetryPolicy | None = None,
+        clock: Clock = time.time,
+        batch_size: int = 100,
+        max_in_flight: int = 256,
+        lease: float = 60.0,
+        poll_interval: float = 0.5,
+        watch_interval: float = 0.02,
+        timeout: float = DEFAULT_TIMEOUT,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.policy = policy or RetryPolicy()
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.lease = max(lease, timeout + 1)  # a lease never ends while its request can run
+        self.poll_interval = poll_interval
+        self.watch_interval = watch_interval
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
+        self._clock = clock
+        self._sender = Sender(timeout=timeout, allow_private=allow_private, clock=clock)
+        self._open = False
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._results: list[store.Result] = []
+        self._results_ready = asyncio.Event()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._buckets: dict[str, _Bucket] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self.delivered = 0
+
+    async def __aenter__(self) -> Dispatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the HTTP session without starting the loop (for :meth:`run_once`)."""
+        if not self._open:
+            await self._sender.__aenter__()
+            self._open = True
+
+    async def start(self) -> None:
+        """Open the session and start claiming in the background."""
+        await self.open()
+        self._stopping = False
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="convhook-dispatch"),
+            asyncio.create_task(self._record_loop(), name="convhook-record"),
+            asyncio.create_task(self._watch_loop(), name="convhook-watch"),
+        ]
+        log.info("dispatcher started", extra={"action": "dispatcher_started"})
+
+    async def close(self) -> None:
+        """Stop claiming, let attempts in flight finish and be recorded, close the session."""
+        self._stopping = True
+        self._wake.set()
+        loops, self._loops = self._loops, []
+        if loops:
+            await loops[0]
+        if self._sending:
+            await asyncio.gather(*self._sending)
+        self._results_ready.set()
+        await asyncio.gather(*loops[1:])
+        await self._flush()
+        if self._open:
+            await self._sender.__aexit__(None, None, None)
+            self._open = False
+
+    def wake(self) -> None:
+        """Look for due deliveries now (call after recording events in this process)."""
+        self._wake.set()
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def _claim(self, limit: int) -> list[store.Claim]:
+        now, lease_ms = self._now_ms(), int(self.lease * 1000)
+        owner = self.worker_id
+        return await self.db.write(lambda c: store.claim(c, owner, now, lease_ms, limit))
+
+    async def run_once(self) -> list[store.Result]:
+        """Claim one batch, send it, record it, and return the results (tests, tools)."""
+        if not self._open:
+            raise ClosedError("Dispatcher is not open: call open() or use `async with`")
+        claims = await self._claim(self.batch_size)
+        await asyncio.gather(*(self._attempt(c) for c in claims))
+        return await self._flush()
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self.max_in_flight - len(self._sending)
+            self._wake.clear()
+            claims = await self._claim(min(free, self.batch_size)) if free > 0 else []
+            for claim in claims:
+                task = asyncio.create_task(self._attempt(claim))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+            if len(claims) < min(free, self.batch_size) or free <= 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _attempt(self, claim: store.Claim) -> None:
+        if claim.rate_limit:
+            bucket = self._buckets.get(claim.endpoint_id)
+            if bucket is None or bucket.rate != claim.rate_limit:
+                bucket = self._buckets[claim.endpoint_id] = _Bucket(claim.rate_limit)
+            await bucket.take()
+        attempted_at = self._now_ms()
+        result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
+        self._results.append(self._judge(claim, attempted_at, result))
+        self._results_ready.set()
+
+    def _judge(self, claim: store.Claim, attempted_at: int, r: AttemptResult) -> store.Result:
+        decision = self.policy.decide(claim.attempts + 1, r.outcome)
+        return store.Result(
+            claim=claim,
+            attempted_at=attempted_at,
+            status_code=r.status_code,
+            latency_ms=r.latency_ms,
+            error=r.error,
+            response_body=r.response_body,
+            verdict=decision.verdict,
+            next_attempt_at=attempted_at + int(decision.delay * 1000),
+        )
+
+    async def _record_loop(self) -> None:
+        while not self._stopping:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            await self._flush()
+            # Recorded outcomes free in-flight slots and unblock later events of a conversation.
+            self._wake.set()
+
+    async def _flush(self) -> list[store.Result]:
+        results, self._results = self._results, []
+        if not results:
+            return results
+        now, disable_ms = self._now_ms(), int(self.policy.disable_after * 1000)
+        disabled = await self.db.write(lambda c: store.record(c, results, now, disable_ms))
+        for r in results:
+            self._report(r)
+        for endpoint_id in disabled:
+            metrics.DISABLED.inc()
+            log.warning(
+                "endpoint disabled",
+                extra={"action": "endpoint_disabled", "endpoint_id": endpoint_id},
+            )
+        return results
+
+    def _report(self, r: store.Result) -> None:
+        metrics.observe_attempt(r.verdict.value, r.latency_ms)
+        fields = {
+            "event_id": r.claim.event_id,
+            "endpoint_id": r.claim.endpoint_id,
+            "delivery_id": r.claim.delivery_id,
+            "attempt": r.claim.attempts + 1,
+            "status_code": r.status_code,
+        }
+        if r.verdict is Verdict.DELIVERED:
+            self.delivered += 1
+            log.debug("delivered", extra={"action": "delivery_succeeded", **fields})
+        elif r.verdict is Verdict.RETRY:
+            log.info(
+                "delivery attempt failed; retry scheduled",
+                extra={"action": "delivery_retry_scheduled", "error": r.error, **fields},
+            )
+        else:
+            log.warning(
+                "delivery failed",
+                extra={"action": "delivery_failed", "error": r.error, **fields},
+            )
+
+    async def _watch_loop(self) -> None:
+        # PRAGMA data_version changes when another connection commits: a cheap cross-process
+        # signal that events may have been recorded by an API in another process.
+        conn = await asyncio.to_thread(connect, self.db.path)
+        try:
+            last = None
+            while not self._stopping:
+                version = await asyncio.to_thread(_data_version, conn)
+                if last is not None and version != last:
+                    self._wake.set()
+                last = version
+                await asyncio.sleep(self.watch_interval)
+        finally:
+            conn.close()
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    value: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return value

@@ -1,0 +1,91 @@
+"""Prometheus metrics: attempt counters kept in process, backlog gauges read at scrape time.
+
+Counters and the latency histogram live in :data:`REGISTRY` and are fed by the dispatcher
+running in this process. The backlog (due and in-flight deliveries per endpoint, the oldest
+pending delivery, events recorded, deliveries by status) is read from the database on each
+scrape by :class:`BacklogCollector`, so it is right whichever process dispatches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from convhook.store.delivery_log import Backlog
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+ATTEMPTS = Counter(
+    "convhook_delivery_attempts",
+    "Webhook delivery attempts by outcome (delivered, retry, failed, gone).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ATTEMPT_SECONDS = Histogram(
+    "convhook_delivery_attempt_seconds",
+    "Time from sending a webhook to its response (or error).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+    registry=REGISTRY,
+)
+DISABLED = Counter(
+    "convhook_endpoints_disabled",
+    "Endpoints the dispatcher disabled (410 Gone, or failing for days).",
+    registry=REGISTRY,
+)
+
+
+def observe_attempt(outcome: str, latency_ms: float) -> None:
+    """Count one attempt and its latency."""
+    ATTEMPTS.labels(outcome).inc()
+    ATTEMPT_SECONDS.observe(latency_ms / 1000)
+
+
+class BacklogCollector(Collector):
+    """Exposes one :class:`Backlog` snapshot as gauges."""
+
+    def __init__(self, snapshot: Backlog) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the backlog metric families."""
+        s = self.snapshot
+        recorded = CounterMetricFamily("convhook_events_recorded", "Events recorded in the outbox.")
+        recorded.add_metric([], s.events_recorded)
+        yield recorded
+        statuses = GaugeMetricFamily(
+            "convhook_deliveries", "Deliveries by status.", labels=["status"]
+        )
+        for status in ("pending", "delivering", "delivered", "failed"):
+            statuses.add_metric([status], s.by_status.get(status, 0))
+        yield statuses
+        backlog = GaugeMetricFamily(
+            "convhook_delivery_backlog",
+            "Deliveries waiting per endpoint: due now, or in flight.",
+            labels=["endpoint", "state"],
+        )
+        for endpoint in sorted(set(s.due) | set(s.in_flight)):
+            backlog.add_metric([endpoint, "due"], s.due.get(endpoint, 0))
+            backlog.add_metric([endpoint, "in_flight"], s.in_flight.get(endpoint, 0))
+        yield backlog
+        oldest = GaugeMetricFamily(
+            "convhook_delivery_oldest_pending_seconds",
+            "Age of the oldest delivery not yet delivered or failed.",
+        )
+        oldest.add_metric([], s.oldest_pending_age_s)
+        yield oldest
+
+
+def exposition(snapshot: Backlog | None) -> bytes:
+    """The Prometheus text format of the process counters and, if given, the backlog."""
+    text = generate_latest(REGISTRY)
+    if snapshot is not None:
+        scrape = CollectorRegistry(auto_describe=False)
+        scrape.register(BacklogCollector(snapshot))
+        text += generate_latest(scrape)
+    return text

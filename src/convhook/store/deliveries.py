@@ -1,0 +1,285 @@
+"""Deliveries in SQL: claim due work with a lease, record attempts, redeliver and recover.
+
+A delivery is one (event, endpoint) pair; the ``events_fan_out`` trigger creates them in the
+event's own transaction. Status moves ``pending -> delivering -> delivered | pending (retry)
+| failed``. A claim is a lease: if the worker dies, the lease expires and the delivery is
+pending again, so every event is delivered at least once. Per endpoint and conversation the
+claim only takes the earliest undelivered event; a ``failed`` one no longer blocks the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from convhook.retry import Verdict
+from convhook.store.endpoints import fail_pending
+
+
+class Status:
+    """Delivery statuses as stored."""
+
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased delivery with everything needed to send it."""
+
+    delivery_id: int
+    event_id: str
+    event_type: str
+    endpoint_id: str
+    conversation_id: str
+    url: str
+    body: bytes = field(repr=False)
+    secrets: tuple[str, ...] = field(repr=False)
+    attempts: int
+    rate_limit: float | None
+    lease_owner: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one attempt of a claimed delivery, ready to record."""
+
+    claim: Claim
+    attempted_at: int
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_body: str
+    verdict: Verdict
+    next_attempt_at: int = 0
+
+
+_CLAIM = """
+SELECT d.id, d.event_id, d.event_type, d.endpoint_id, d.conversation_id, d.attempts,
+       COALESCE(d.body, ev.body) AS body, e.url, e.secret, e.previous_secret,
+       e.previous_secret_expires_at, e.rate_limit, e.max_in_flight
+FROM deliveries AS d INDEXED BY deliveries_due
+JOIN endpoints AS e ON e.id = d.endpoint_id
+LEFT JOIN events AS ev ON ev.seq = d.event_seq
+WHERE d.status = 'pending' AND d.next_attempt_at <= :now AND e.enabled = 1
+  AND d.endpoint_id NOT IN (SELECT value FROM json_each(:full))
+  AND NOT EXISTS (
+    SELECT 1 FROM deliveries AS p INDEXED BY deliveries_order
+    WHERE p.endpoint_id = d.endpoint_id AND p.conversation_id = d.conversation_id
+      AND p.status IN ('pending', 'delivering') AND p.conversation_seq < d.conversation_seq)
+ORDER BY d.next_attempt_at, d.id
+LIMIT :scan
+"""
+
+
+def claim(conn: sqlite3.Connection, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
+    """Lease up to ``limit`` due deliveries, honouring order and each endpoint's in-flight cap."""
+    # A crashed worker's leases come back first, so its deliveries are not lost.
+    conn.execute(
+        "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL "
+        "WHERE status = 'delivering' AND lease_expires_at <= ?",
+        (now,),
+    )
+    in_flight = dict(
+        conn.execute(
+            "SELECT endpoint_id, count(*) FROM deliveries WHERE status = 'delivering' "
+            "GROUP BY endpoint_id"
+        ).fetchall()
+    )
+    caps = dict(
+        conn.execute(
+            "SELECT id, max_in_flight FROM endpoints WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(in_flight)),),
+        ).fetchall()
+    )
+    full = [ep for ep, n in in_flight.items() if n >= caps.get(ep, 0)]
+    rows = conn.execute(
+        _CLAIM, {"now": now, "full": json.dumps(full), "scan": limit * 4}
+    ).fetchall()
+    taken: list[Claim] = []
+    for row in rows:
+        if len(taken) >= limit:
+            break
+        endpoint = row["endpoint_id"]
+        if in_flight.get(endpoint, 0) >= _cap(row["max_in_flight"], row["rate_limit"]):
+            continue
+        in_flight[endpoint] = in_flight.get(endpoint, 0) + 1
+        secrets: tuple[str, ...] = (row["secret"],)
+        if row["previous_secret"] and (row["previous_secret_expires_at"] or 0) > now:
+            secrets = (row["secret"], row["previous_secret"])
+        taken.append(
+            Claim(
+                delivery_id=row["id"],
+                event_id=row["event_id"],
+                event_type=row["event_type"],
+                endpoint_id=endpoint,
+                conversation_id=row["conversation_id"],
+                url=row["url"],
+                body=row["body"].encode(),
+                secrets=secrets,
+                attempts=row["attempts"],
+                rate_limit=row["rate_limit"],
+                lease_owner=owner,
+            )
+        )
+    conn.executemany(
+        "UPDATE deliveries SET status = 'delivering', lease_owner = ?, lease_expires_at = ? "
+        "WHERE id = ?",
+        [(owner, now + lease_ms, c.delivery_id) for c in taken],
+    )
+    return taken
+
+
+def _cap(max_in_flight: int, rate_limit: float | None) -> int:
+    # A rate-limited endpoint holds no more leases than it may send in about a second, so a
+    # lease never expires while its delivery waits for the rate limiter.
+    if rate_limit is None:
+        return max_in_flight
+    return max(1, min(max_in_flight, int(rate_limit)))
+
+
+def record(
+    conn: sqlite3.Connection, results: Sequence[Result], now: int, disable_after_ms: int
+) -> list[str]:
+    """Store attempts and move deliveries on; return the ids of endpoints this disabled."""
+    disabled: list[str] = []
+    conn.executemany(
+        "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, "
+        "response_body) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                r.claim.delivery_id,
+                r.attempted_at,
+                r.status_code,
+                r.latency_ms,
+                r.error,
+                r.response_body,
+            )
+            for r in results
+        ],
+    )
+    for r in results:
+        status = {
+            Verdict.DELIVERED: Status.DELIVERED,
+            Verdict.RETRY: Status.PENDING,
+        }.get(r.verdict, Status.FAILED)
+        conn.execute(
+            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
+            "lease_owner = NULL, lease_expires_at = NULL, last_status_code = ?, last_error = ?, "
+            "last_attempt_at = ?, delivered_at = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'delivering' AND lease_owner = ?",
+            (
+                status,
+                r.next_attempt_at if r.verdict is Verdict.RETRY else r.attempted_at,
+                r.status_code,
+                r.error,
+                r.attempted_at,
+                r.attempted_at if r.verdict is Verdict.DELIVERED else None,
+                now,
+                r.claim.delivery_id,
+                r.claim.lease_owner,
+            ),
+        )
+        endpoint = r.claim.endpoint_id
+        if r.verdict is Verdict.DELIVERED:
+            conn.execute(
+                "UPDATE endpoints SET failing_since = NULL "
+                "WHERE id = ? AND failing_since IS NOT NULL",
+                (endpoint,),
+            )
+            continue
+        if r.verdict is Verdict.GONE:
+            reason = "the receiver answered 410 Gone"
+        else:
+            conn.execute(
+                "UPDATE endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL",
+                (r.attempted_at, endpoint),
+            )
+            row = conn.execute(
+                "SELECT failing_since FROM endpoints WHERE id = ? AND enabled = 1", (endpoint,)
+            ).fetchone()
+            if row is None or now - row[0] < disable_after_ms:
+                continue
+            reason = f"failing without a success for {disable_after_ms // 3_600_000} h"
+        if _disable(conn, endpoint, now, reason):
+            disabled.append(endpoint)
+    return disabled
+
+
+def _disable(conn: sqlite3.Connection, endpoint_id: str, now: int, reason: str) -> bool:
+    cur = conn.execute(
+        "UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? "
+        "WHERE id = ? AND enabled = 1",
+        (reason, now, endpoint_id),
+    )
+    if cur.rowcount:
+        fail_pending(conn, endpoint_id, now, f"endpoint disabled: {reason}")
+    return cur.rowcount > 0
+
+
+def enqueue_test(
+    conn: sqlite3.Connection,
+    *,
+    workspace_id: str,
+    endpoint_id: str,
+    event_id: str,
+    event_type: str,
+    body: bytes,
+    now: int,
+) -> int:
+    """Queue a test event for one endpoint (its body inline, outside the events table)."""
+    cur = conn.execute(
+        "INSERT INTO deliveries (event_seq, event_id, endpoint_id, workspace_id, conversation_id, "
+        "conversation_seq, event_type, body, next_attempt_at, created_at, updated_at) "
+        "VALUES (NULL, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        (event_id, endpoint_id, workspace_id, event_id, event_type, body.decode(), now, now, now),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def redeliver(
+    conn: sqlite3.Connection,
+    workspace_id: str,
+    event_id: str,
+    endpoint_ids: Iterable[str] | None,
+    now: int,
+) -> int:
+    """Send an event again (to the given endpoints, or all it went to); return how many."""
+    wanted = None if endpoint_ids is None else json.dumps(list(endpoint_ids))
+    cur = conn.execute(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+        "updated_at = ? WHERE event_id = ? AND workspace_id = ? AND status != 'delivering' "
+        "AND (? IS NULL OR endpoint_id IN (SELECT value FROM json_each(?)))",
+        (now, now, event_id, workspace_id, wanted, wanted),
+    )
+    count = cur.rowcount
+    # An endpoint created after the event never had a delivery for it: create one.
+    if endpoint_ids is not None:
+        conn.execute(
+            "INSERT OR IGNORE INTO deliveries (event_seq, event_id, endpoint_id, workspace_id, "
+            "conversation_id, conversation_seq, event_type, next_attempt_at, created_at, "
+            "updated_at) SELECT ev.seq, ev.id, e.id, ev.workspace_id, ev.conversation_id, "
+            "ev.conversation_seq, ev.event_type, ?, ?, ? FROM events AS ev JOIN endpoints AS e "
+            "ON e.workspace_id = ev.workspace_id WHERE ev.id = ? AND ev.workspace_id = ? "
+            "AND e.id IN (SELECT value FROM json_each(?))",
+            (now, now, now, event_id, workspace_id, wanted),
+        )
+        count += conn.execute("SELECT changes()").fetchone()[0]
+    return count
+
+
+def recover(
+    conn: sqlite3.Connection, workspace_id: str, endpoint_id: str, since: int, now: int
+) -> int:
+    """Retry every failed delivery of an endpoint created at or after ``since``."""
+    cur = conn.execute(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+        "updated_at = ? WHERE endpoint_id = ? AND workspace_id = ? AND status = 'failed' "
+        "AND created_at >= ?",
+        (now, now, endpoint_id, workspace_id, since),
+    )
+    return cur.rowcount

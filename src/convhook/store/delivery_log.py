@@ -1,0 +1,152 @@
+"""Reading the delivery log: deliveries, their attempts, and the backlog for metrics."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+_DELIVERY = (
+    "id, event_id, endpoint_id, event_type, conversation_id, status, attempts, "
+    "next_attempt_at, last_status_code, last_error, last_attempt_at, delivered_at, created_at"
+)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP attempt as recorded."""
+
+    id: int
+    delivery_id: int
+    attempted_at: int
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_body: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One (event, endpoint) pair and where it stands; ``attempt_log`` when asked for."""
+
+    id: int
+    event_id: str
+    endpoint_id: str
+    event_type: str
+    conversation_id: str
+    status: str
+    attempts: int
+    next_attempt_at: int | None
+    last_status_code: int | None
+    last_error: str | None
+    last_attempt_at: int | None
+    delivered_at: int | None
+    created_at: int
+    attempt_log: tuple[Attempt, ...] = ()
+
+
+def _delivery(row: sqlite3.Row, attempts: tuple[Attempt, ...] = ()) -> Delivery:
+    waiting = row["status"] in ("pending", "delivering")
+    return Delivery(
+        id=row["id"],
+        event_id=row["event_id"],
+        endpoint_id=row["endpoint_id"],
+        event_type=row["event_type"],
+        conversation_id=row["conversation_id"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"] if waiting else None,
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        last_attempt_at=row["last_attempt_at"],
+        delivered_at=row["delivered_at"],
+        created_at=row["created_at"],
+        attempt_log=attempts,
+    )
+
+
+def attempts_of(conn: sqlite3.Connection, delivery_id: int) -> tuple[Attempt, ...]:
+    """Every attempt of one delivery, oldest first."""
+    rows = conn.execute(
+        "SELECT id, delivery_id, attempted_at, status_code, latency_ms, error, response_body "
+        "FROM attempts WHERE delivery_id = ? ORDER BY id",
+        (delivery_id,),
+    ).fetchall()
+    return tuple(Attempt(*r) for r in rows)
+
+
+def of_endpoint(
+    conn: sqlite3.Connection,
+    workspace_id: str,
+    endpoint_id: str,
+    *,
+    status: str | None = None,
+    limit: int = 100,
+    before: int | None = None,
+) -> list[Delivery]:
+    """An endpoint's deliveries, newest first, ``limit`` at a time before id ``before``."""
+    rows = conn.execute(
+        f"SELECT {_DELIVERY} FROM deliveries WHERE endpoint_id = ? AND workspace_id = ? "
+        "AND (? IS NULL OR status = ?) AND id < ? ORDER BY id DESC LIMIT ?",
+        (endpoint_id, workspace_id, status, status, before or 2**62, limit),
+    ).fetchall()
+    return [_delivery(r) for r in rows]
+
+
+def of_event(conn: sqlite3.Connection, workspace_id: str, event_id: str) -> list[Delivery]:
+    """Every delivery of one event, each with its attempts."""
+    rows = conn.execute(
+        f"SELECT {_DELIVERY} FROM deliveries WHERE event_id = ? AND workspace_id = ? ORDER BY id",
+        (event_id, workspace_id),
+    ).fetchall()
+    return [_delivery(r, attempts_of(conn, r["id"])) for r in rows]
+
+
+def get(conn: sqlite3.Connection, workspace_id: str, delivery_id: int) -> Delivery | None:
+    """One delivery with its attempts, or ``None``."""
+    row = conn.execute(
+        f"SELECT {_DELIVERY} FROM deliveries WHERE id = ? AND workspace_id = ?",
+        (delivery_id, workspace_id),
+    ).fetchone()
+    return _delivery(row, attempts_of(conn, delivery_id)) if row is not None else None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits, per endpoint, at one instant (for ``/metrics``)."""
+
+    due: dict[str, int]
+    in_flight: dict[str, int]
+    oldest_pending_age_s: float
+    events_recorded: int
+    by_status: dict[str, int]
+
+
+def backlog(conn: sqlite3.Connection, now: int) -> Backlog:
+    """Count due and in-flight deliveries per endpoint and the age of the oldest pending one."""
+    due = dict(
+        conn.execute(
+            "SELECT endpoint_id, count(*) FROM deliveries WHERE status = 'pending' "
+            "AND next_attempt_at <= ? GROUP BY endpoint_id",
+            (now,),
+        ).fetchall()
+    )
+    in_flight = dict(
+        conn.execute(
+            "SELECT endpoint_id, count(*) FROM deliveries WHERE status = 'delivering' "
+            "GROUP BY endpoint_id"
+        ).fetchall()
+    )
+    oldest = conn.execute(
+        "SELECT min(created_at) FROM deliveries WHERE status IN ('pending', 'delivering')"
+    ).fetchone()[0]
+    recorded = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    by_status = dict(
+        conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall()
+    )
+    return Backlog(
+        due=due,
+        in_flight=in_flight,
+        oldest_pending_age_s=max(0.0, (now - oldest) / 1000) if oldest is not None else 0.0,
+        events_recorded=recorded,
+        by_status=by_status,
+    )

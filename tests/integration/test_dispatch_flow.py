@@ -1,0 +1,133 @@
+"""The dispatcher against a real SQLite outbox and a real HTTP receiver: order, signatures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from convhook.dispatcher import Dispatcher
+from convhook.retry import RetryPolicy
+from convhook.signing import Secret, Verifier
+from convhook.store import delivery_log, migrations
+from convhook.store.sqlite import SQLiteDatabase
+from tests.support.delivery import (
+    LIFECYCLE,
+    Receiver,
+    Reply,
+    add_endpoint,
+    add_workspace,
+    record_event,
+)
+from tests.support.servers import serve_app
+
+
+@pytest.fixture
+async def db(db_path: Path) -> AsyncIterator[SQLiteDatabase]:
+    """A producer database with delivery tables."""
+    async with SQLiteDatabase(
+        db_path, migrations.load("sqlite", "producer"), synchronous="NORMAL"
+    ) as database:
+        yield database
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def test_lifecycle_arrives_signed_in_order(db: SQLiteDatabase) -> None:
+    """Four events of one conversation reach the endpoint in order, signed, bodies unchanged."""
+    secret = str(Secret.generate())
+    receiver = Receiver()
+    async with serve_app(receiver) as base:
+        ws = await db.write(add_workspace)
+        await db.write(lambda c: add_endpoint(c, ws, base + "/hook", secret, _ms()))
+        sent = []
+        for seq, event_type in enumerate(LIFECYCLE, 1):
+            sent.append(
+                await db.write(
+                    lambda c, s=seq, t=event_type: record_event(c, ws, "conv_1", s, t, _ms())
+                )
+            )
+        async with Dispatcher(db, allow_private=True) as dispatcher:
+            dispatcher.wake()
+            got = await receiver.wait_for(4)
+    assert [r.event["eventType"] for r in got] == list(LIFECYCLE)
+    assert [r.body for r in got] == [body for _, body in sent]
+    verifier = Verifier(secret)
+    for request, (event_id, _) in zip(got, sent, strict=True):
+        assert request.headers["webhook-id"] == event_id
+        assert verifier.verify(request.headers, request.body) == event_id
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["user-agent"].startswith("convhook/")
+        assert request.path == "/hook"
+
+
+async def test_later_event_waits_for_earlier_but_other_conversations_flow(
+    db: SQLiteDatabase,
+) -> None:
+    """A retrying event holds back its conversation's later events only; a final failure frees them."""
+    receiver = Receiver().then(Reply(500))
+    clock_now = [time.time()]
+    policy = RetryPolicy(schedule=(0, 5), jitter=lambda: 0.5)
+    async with serve_app(receiver) as base:
+        ws = await db.write(add_workspace)
+        ep = await db.write(lambda c: add_endpoint(c, ws, base, str(Secret.generate()), _ms()))
+        a1, _ = await db.write(lambda c: record_event(c, ws, "conv_a", 1, LIFECYCLE[0], _ms()))
+        a2, _ = await db.write(lambda c: record_event(c, ws, "conv_a", 2, LIFECYCLE[1], _ms()))
+        b1, _ = await db.write(lambda c: record_event(c, ws, "conv_b", 1, LIFECYCLE[0], _ms()))
+        clock_now[0] = time.time() + 0.01
+        dispatcher = Dispatcher(db, allow_private=True, policy=policy, clock=lambda: clock_now[0])
+        await dispatcher.open()
+        try:
+            first = await dispatcher.run_once()
+            assert sorted(r.claim.event_id for r in first) == sorted([a1, b1])
+            assert await dispatcher.run_once() == []  # a2 waits for a1's retry
+            receiver.then(Reply(500))
+            clock_now[0] += 5
+            second = await dispatcher.run_once()
+            assert [r.claim.event_id for r in second] == [a1]  # last attempt: failed for good
+            third = await dispatcher.run_once()
+            assert [r.claim.event_id for r in third] == [a2]
+        finally:
+            await dispatcher.close()
+        rows = await db.read(lambda c: delivery_log.of_endpoint(c, ws, ep))
+    status = {r.event_id: r.status for r in rows}
+    assert status == {a1: "failed", a2: "delivered", b1: "delivered"}
+
+
+async def test_in_flight_limit_per_endpoint(db: SQLiteDatabase) -> None:
+    """An endpoint never has more leased deliveries than its max_in_flight."""
+    from convhook.store import deliveries
+
+    ws = await db.write(add_workspace)
+    await db.write(
+        lambda c: add_endpoint(
+            c, ws, "http://x.invalid", str(Secret.generate()), 0, max_in_flight=2
+        )
+    )
+    for i in range(5):
+        await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], 0))
+    now = _ms()
+    first = await db.write(lambda c: deliveries.claim(c, "w1", now, 60_000, 100))
+    second = await db.write(lambda c: deliveries.claim(c, "w2", now, 60_000, 100))
+    assert len(first) == 2
+    assert second == []
+    later = await db.write(lambda c: deliveries.claim(c, "w2", now + 60_000, 60_000, 100))
+    assert {c.delivery_id for c in later} == {c.delivery_id for c in first}  # leases expired
+
+
+async def test_rate_limit_caps_leases(db: SQLiteDatabase) -> None:
+    """A rate-limited endpoint holds about one second's worth of leases."""
+    from convhook.store import deliveries
+
+    ws = await db.write(add_workspace)
+    await db.write(
+        lambda c: add_endpoint(c, ws, "http://x.invalid", str(Secret.generate()), 0, rate_limit=3)
+    )
+    for i in range(10):
+        await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], 0))
+    claims = await db.write(lambda c: deliveries.claim(c, "w", _ms(), 60_000, 100))
+    assert len(claims) == 3

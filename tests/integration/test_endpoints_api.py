@@ -1,0 +1,191 @@
+"""The endpoints API on a real uvicorn server over a real SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from convhook.api import create_app
+from convhook.dispatcher import Dispatcher
+from convhook.signing import Secret, Verifier
+from convhook.store.producer import SQLiteProducerStore
+from tests.support.delivery import LIFECYCLE, Receiver, Reply, record_event
+from tests.support.servers import serve_app
+
+
+@dataclass
+class Api:
+    """A running API, its store and an authenticated session."""
+
+    base: str
+    store: SQLiteProducerStore
+    workspace: str
+    http: aiohttp.ClientSession
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, json=body) as r:
+            text = await r.text()
+            return r.status, (
+                await r.json() if text and r.content_type == "application/json" else text
+            )
+
+
+async def _api(tmp: Path, allow_private: bool) -> AsyncIterator[Api]:
+    store = SQLiteProducerStore(tmp / "api.db", synchronous="NORMAL")
+    await store.open()
+    workspace, key = await store.create_workspace("t")
+    app = create_app(store)
+    app.state.allow_private_targets = allow_private
+    async with (
+        serve_app(app) as base,
+        aiohttp.ClientSession(headers={"x-api-key": key}) as http,
+    ):
+        yield Api(base, store, workspace.id, http)
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    """The API with private targets allowed (loopback receivers)."""
+    async for a in _api(tmp_path, True):
+        yield a
+
+
+@pytest.fixture
+async def strict_api(tmp_path: Path) -> AsyncIterator[Api]:
+    """The API with the default SSRF guard."""
+    async for a in _api(tmp_path, False):
+        yield a
+
+
+async def test_create_returns_secret_once_and_crud(api: Api) -> None:
+    """Create answers the whsec_ secret; get/list never show it; update, disable, delete work."""
+    status, created = await api.call(
+        "POST",
+        "/api/v2/endpoints",
+        {
+            "url": "http://127.0.0.1:9/hook",
+            "eventTypes": ["conversation.completed"],
+            "description": "crm",
+            "rateLimit": 5,
+        },
+    )
+    assert status == 201
+    assert created["secret"].startswith("whsec_")
+    Secret.parse(created["secret"])
+    ep = created["id"]
+    status, got = await api.call("GET", f"/api/v2/endpoints/{ep}")
+    assert status == 200
+    assert "secret" not in got
+    assert got["eventTypes"] == ["conversation.completed"]
+    status, listed = await api.call("GET", "/api/v2/endpoints")
+    assert [e["id"] for e in listed["data"]] == [ep]
+    assert created["secret"] not in str(listed)
+    status, updated = await api.call(
+        "PATCH", f"/api/v2/endpoints/{ep}", {"description": "new", "eventTypes": None}
+    )
+    assert (status, updated["description"], updated["eventTypes"]) == (200, "new", None)
+    status, disabled = await api.call("POST", f"/api/v2/endpoints/{ep}/disable")
+    assert (status, disabled["enabled"]) == (200, False)
+    status, enabled = await api.call("POST", f"/api/v2/endpoints/{ep}/enable")
+    assert (status, enabled["enabled"], enabled["disabledReason"]) == (200, True, None)
+    status, rotated = await api.call("POST", f"/api/v2/endpoints/{ep}/rotate-secret", {})
+    assert status == 200
+    assert rotated["secret"] != created["secret"]
+    assert rotated["previousSecretExpiresAt"] is not None
+    assert (await api.call("DELETE", f"/api/v2/endpoints/{ep}"))[0] == 204
+    assert (await api.call("GET", f"/api/v2/endpoints/{ep}"))[0] == 404
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/", "http://localhost/", "http://169.254.169.254/", "ftp://x.example/"],
+)
+async def test_private_target_refused_at_creation(strict_api: Api, url: str) -> None:
+    """Without allow_private, loopback, metadata and non-http URLs answer 422 naming url."""
+    status, body = await strict_api.call("POST", "/api/v2/endpoints", {"url": url})
+    assert status == 422
+    assert body["problems"][0]["field"] == "url"
+
+
+async def test_new_endpoint_gets_only_new_events(api: Api) -> None:
+    """An endpoint created after an event does not receive it; later events it does."""
+    db = api.store.db
+    ws = api.workspace
+    old_id, _ = await db.write(lambda c: record_event(c, ws, "conv_1", 1, LIFECYCLE[0], 0))
+    receiver = Receiver()
+    async with serve_app(receiver) as hook:
+        status, _ = await api.call("POST", "/api/v2/endpoints", {"url": hook})
+        assert status == 201
+        new_id, _ = await db.write(lambda c: record_event(c, ws, "conv_1", 2, LIFECYCLE[1], 0))
+        async with Dispatcher(db, allow_private=True) as dispatcher:
+            dispatcher.wake()
+            await receiver.wait_for(1)
+    assert [r.headers["webhook-id"] for r in receiver.received] == [new_id]
+    status, none = await api.call("GET", f"/api/v2/events/{old_id}/deliveries")
+    assert (status, none["data"]) == (200, [])
+
+
+async def test_test_event_deliveries_and_redeliver(api: Api) -> None:
+    """A test event is signed with the endpoint's secret; its log has attempts; redeliver re-sends."""
+    receiver = Receiver().then(Reply(500, body=b"x" * 10_000))
+    async with serve_app(receiver) as hook:
+        _, created = await api.call("POST", "/api/v2/endpoints", {"url": hook})
+        ep = created["id"]
+        status, queued = await api.call("POST", f"/api/v2/endpoints/{ep}/test", {})
+        assert status == 202
+        async with Dispatcher(api.store.db, allow_private=True) as dispatcher:
+            dispatcher.wake()
+            await receiver.wait_for(1)
+        status, log = await api.call("GET", f"/api/v2/events/{queued['eventId']}/deliveries")
+        [delivery] = log["data"]
+        assert delivery["status"] == "pending"
+        [attempt] = delivery["attemptLog"]
+        assert attempt["statusCode"] == 500
+        assert len(attempt["responseBody"]) == 4096
+        status, listed = await api.call("GET", f"/api/v2/endpoints/{ep}/deliveries")
+        assert [d["id"] for d in listed["data"]] == [queued["deliveryId"]]
+        status, one = await api.call("GET", f"/api/v2/deliveries/{queued['deliveryId']}")
+        assert one["lastStatusCode"] == 500
+        status, again = await api.call(
+            "POST", f"/api/v2/events/{queued['eventId']}/redeliver", {"endpointId": ep}
+        )
+        assert (status, again["queued"]) == (202, 1)
+        async with Dispatcher(api.store.db, allow_private=True) as dispatcher:
+            dispatcher.wake()
+            await receiver.wait_for(2)
+    first = receiver.received[0]
+    Verifier(created["secret"]).verify(first.headers, first.body)
+    assert first.event["eventType"] == "conversation.userJoined"
+
+
+async def test_recover_requeues_failed(api: Api) -> None:
+    """Recover answers how many failed deliveries since a time were queued again."""
+    _, created = await api.call("POST", "/api/v2/endpoints", {"url": "http://127.0.0.1:9/"})
+    ep = created["id"]
+    await api.call("POST", f"/api/v2/endpoints/{ep}/test", {})
+    await api.call("POST", f"/api/v2/endpoints/{ep}/disable")  # fails the waiting test event
+    await api.call("POST", f"/api/v2/endpoints/{ep}/enable")
+    status, body = await api.call(
+        "POST", f"/api/v2/endpoints/{ep}/recover", {"since": "2020-01-01T00:00:00Z"}
+    )
+    assert (status, body["queued"]) == (202, 1)
+
+
+async def test_metrics_exposes_backlog(api: Api) -> None:
+    """/metrics lists events recorded, deliveries by status and the per-endpoint backlog."""
+    _, created = await api.call("POST", "/api/v2/endpoints", {"url": "http://127.0.0.1:9/"})
+    ws = api.workspace
+    await api.store.db.write(lambda c: record_event(c, ws, "conv_1", 1, LIFECYCLE[0], 0))
+    async with api.http.get(api.base + "/metrics") as r:
+        text = await r.text()
+        assert r.status == 200
+    assert "convhook_events_recorded_total 1.0" in text
+    assert 'convhook_deliveries{status="pending"} 1.0' in text
+    assert f'convhook_delivery_backlog{{endpoint="{created["id"]}",state="due"}} 1.0' in text
+    assert "convhook_delivery_oldest_pending_seconds" in text
+    assert "convhook_delivery_attempt_seconds_bucket" in text
