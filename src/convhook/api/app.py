@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from convhook import __version__
 from convhook.api import errors
+from convhook.api.auth import SECURITY_SCHEMES
 from convhook.api.deps import ApiSettings
 from convhook.outbox import Outbox
 from convhook.schema import webhooks_section
@@ -86,6 +87,11 @@ def create_app(store: SQLiteProducerStore, settings: ApiSettings | None = None) 
         for name, schema in {**components, **_request_schemas()}.items():
             schemas.setdefault(name, schema)
         doc["webhooks"] = webhooks
+        doc["components"]["securitySchemes"] = SECURITY_SCHEMES
+        for path, operations in doc["paths"].items():
+            if path.startswith("/api/"):
+                for operation in operations.values():
+                    operation["security"] = [{"apiKey": []}, {"bearer": []}]
         app.openapi_schema = doc
         return doc
 

@@ -9,33 +9,41 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 
 from convhook.api.errors import ApiError
 from convhook.store.producer import Workspace, hash_key
 
-__all__ = ["Workspace", "current_workspace"]
+__all__ = ["SECURITY_SCHEMES", "CurrentWorkspace", "Workspace", "current_workspace"]
 
-_api_key = APIKeyHeader(name="x-api-key", auto_error=False, description="The workspace API key.")
-_bearer = HTTPBearer(auto_error=False, description="The workspace API key as a Bearer token.")
+SECURITY_SCHEMES = {
+    "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+    "bearer": {"type": "http", "scheme": "bearer"},
+}
+"""The OpenAPI security schemes this dependency accepts (the app factory publishes them)."""
 
 
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def current_workspace(
-    request: Request,
-    api_key: Annotated[str | None, Depends(_api_key)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    workspace_id: Annotated[
-        str | None,
-        Header(alias="x-workspace-id", description="The workspace the key belongs to."),
-    ] = None,
-) -> Workspace:
-    """The workspace whose key the request carries; 401 when it is missing or wrong."""
-    key = api_key or (bearer.credentials if bearer else None)
+def _key(request: Request) -> str | None:
+    headers = request.headers
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+async def current_workspace(request: Request) -> Workspace:
+    """The workspace whose key the request carries (``x-api-key`` or ``Authorization:
+    Bearer``, with an optional matching ``x-workspace-id``); 401 when missing or wrong."""
+    # Headers are read directly rather than through FastAPI's security classes: this runs on
+    # every request, and one dependency costs far less than three.
+    key = _key(request)
     if not key:
         raise _unauthorized("missing API key: send x-api-key or Authorization: Bearer <key>")
     digest = hash_key(key)
@@ -47,9 +55,8 @@ async def current_workspace(
             raise _unauthorized("the API key is not valid")
         workspace = found[0]
         cache[digest] = workspace
-    if workspace_id is not None and not hmac.compare_digest(
-        workspace_id.encode(), workspace.id.encode()
-    ):
+    claimed = request.headers.get("x-workspace-id")
+    if claimed is not None and not hmac.compare_digest(claimed.encode(), workspace.id.encode()):
         raise _unauthorized("the API key does not belong to the workspace in x-workspace-id")
     return workspace
 

@@ -23,19 +23,19 @@ class ApiSettings:
     """Seconds a client is told to wait after a 429."""
 
 
-def get_store(request: Request) -> SQLiteProducerStore:
+async def get_store(request: Request) -> SQLiteProducerStore:
     """The producer store the app was created with."""
     store: SQLiteProducerStore = request.app.state.store
     return store
 
 
-def get_outbox(request: Request) -> Outbox:
+async def get_outbox(request: Request) -> Outbox:
     """The outbox that records conversation changes with their events."""
     outbox: Outbox = request.app.state.outbox
     return outbox
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     """The settings the app was created with."""
     settings: ApiSettings = request.app.state.settings
     return settings

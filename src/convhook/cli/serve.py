@@ -51,6 +51,10 @@ async def _serve(
     from convhook.api import ApiSettings, create_app
     from convhook.store.producer import SQLiteProducerStore
 
+    # The SQLite writer thread releases the GIL around every statement and must win it back
+    # from the busy event loop each time; a 1 ms switch interval (default 5 ms) raised
+    # transitions/s by about half in bench/api.py.
+    sys.setswitchinterval(0.001)
     store = SQLiteProducerStore(path, synchronous=synchronous)
     await store.open()
     base = f"http://{host}:{port}"

@@ -479,7 +479,7 @@ class SQLiteProducerStore:
                     result.fields["conversationStatus"],
                     result.phase.value,
                     current.event_seq + len(result.events),
-                    json.dumps({**result.fields, "customer": None}),
+                    _without_customer(result),
                     now,
                     conversation_id,
                 ),
@@ -590,6 +590,13 @@ class SQLiteProducerStore:
             return Page(items, cursor)
 
         return await self.db.read(read)
+
+
+def _without_customer(change: Change) -> str:
+    """The conversation row's body: the wire JSON with ``"customer": null``."""
+    if change.fields.get("customer") is None:
+        return change.json
+    return json.dumps({**change.fields, "customer": None}, separators=(",", ":"))
 
 
 def _update_customer(conn: sqlite3.Connection, doc: dict[str, Any]) -> None:

@@ -1,0 +1,303 @@
+"""Lifecycle transitions per second through the producer API, against plain FastAPI.
+
+Starts ``convhook serve`` on a temporary SQLite database (synchronous=FULL: every commit is
+durable) and, as the baseline, a FastAPI app with the same routes and request models that
+answers without touching storage. The same aiohttp load generator, in its own process, drives
+join -> leave -> end -> analysis on many conversations over many connections against each,
+and the table shows both rates and their ratio (target: at least 50%).
+
+    .venv/bin/python bench/api.py [--conversations 1500] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+ACTIONS = ("join", "leave", "end", "analysis")
+KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on {port}")
+
+
+# -- the baseline: same routes and body models, no storage ------------------------------
+
+
+def baseline_app() -> Any:
+    """FastAPI answering the transition routes with a canned conversation of realistic size."""
+    from fastapi import Body, FastAPI, Header
+    from fastapi.responses import Response
+
+    from convhook.api.transitions import AnalysisIn, EndIn, JoinIn, LeaveIn
+    from convhook.samples import sample_event
+
+    app = FastAPI()
+    canned = json.dumps(sample_event("conversation.completed").to_wire()["payload"])
+
+    def answer(key: str | None) -> Response:
+        if not key:
+            return Response('{"error": "missing key"}', 401, media_type="application/json")
+        return Response(canned, media_type="application/json")
+
+    # Annotations are given as objects (not strings) because these models are local names.
+    for action, model in (
+        ("join", JoinIn),
+        ("leave", LeaveIn),
+        ("end", EndIn),
+        ("analysis", AnalysisIn),
+    ):
+
+        async def endpoint(
+            conversation_id: str, x_api_key: Any = None, body: Any = None
+        ) -> Response:
+            return answer(x_api_key)
+
+        endpoint.__annotations__ = {
+            "conversation_id": str,
+            "x_api_key": Annotated[str | None, Header(alias="x-api-key")],
+            "body": Annotated[model | None, Body()],
+            "return": Response,
+        }
+        app.post(f"/api/v2/conversations/{{conversation_id}}/{action}")(endpoint)
+    return app
+
+
+def run_baseline(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(baseline_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- the load generator -------------------------------------------------------------------
+
+BODIES: dict[str, Any] = {
+    "join": None,
+    "leave": None,
+    "end": {"recordingUrl": "https://recordings.example.com/r.mp3"},
+    "analysis": {"summary": "The user confirmed the appointment.", "postCallCategory1": "ok"},
+}
+
+
+async def load(
+    base: str, key: str, conversation_ids: list[str], connections: int
+) -> dict[str, Any]:
+    """Walk every conversation through the four transitions; return counts and latencies."""
+    import aiohttp
+
+    queue = list(reversed(conversation_ids))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    headers = {"x-api-key": key, "content-type": "application/json"}
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while queue:
+            conv_id = queue.pop()
+            for action in ACTIONS:
+                body = BODIES[action]
+                data = json.dumps(body).encode() if body is not None else None
+                started = time.perf_counter()
+                async with session.post(
+                    f"{base}/api/v2/conversations/{conv_id}/{action}", data=data, headers=headers
+                ) as r:
+                    await r.read()
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                latencies.append(time.perf_counter() - started)
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "perSecond": len(latencies) / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99)] * 1000,
+        "statuses": statuses,
+    }
+
+
+def run_load(base: str, key: str, ids_file: str, connections: int) -> None:
+    ids = json.loads(Path(ids_file).read_text())
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(load(base, key, ids, connections))))
+
+
+def measure(base: str, key: str, ids: list[str], connections: int, tmp: Path) -> dict[str, Any]:
+    """Run the load generator in its own process against ``base``."""
+    ids_file = tmp / f"ids-{len(ids)}-{time.monotonic_ns()}.json"
+    ids_file.write_text(json.dumps(ids))
+    done = subprocess.run(
+        [sys.executable, __file__, "--load", base, key, str(ids_file), str(connections)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+# -- orchestration ------------------------------------------------------------------------
+
+
+async def create_conversations(base: str, key: str, count: int) -> list[str]:
+    import aiohttp
+
+    ids: list[str] = []
+    headers = {"x-api-key": key}
+    async with aiohttp.ClientSession() as session:
+        while len(ids) < count:
+            batch = [{"agentId": "agent_bench"} for _ in range(min(500, count - len(ids)))]
+            async with session.post(
+                f"{base}/api/v2/conversations", json={"conversations": batch}, headers=headers
+            ) as r:
+                doc = await r.json()
+                assert r.status == 201, doc
+                ids.extend(c["id"] for c in doc["results"])
+    return ids
+
+
+def start(args: list[str], port: int, cwd: Path) -> subprocess.Popen[Any]:
+    err = (cwd / f"server-{port}.err").open("wb")
+    proc = subprocess.Popen(
+        args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+    )
+    err.close()
+    wait_for_port(port, proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=1500)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--baseline-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--load", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_port:
+        run_baseline(args.baseline_port)
+        return
+    if args.load:
+        base, key, ids_file, connections = args.load
+        run_load(base, key, ids_file, int(connections))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="convhook-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        api_port, base_port = free_port(), free_port()
+        serve = start(
+            [
+                sys.executable,
+                "-m",
+                "convhook",
+                "serve",
+                "--port",
+                str(api_port),
+                "--db",
+                str(tmp / "bench.db"),
+                "--max-active",
+                "1000000",
+            ],
+            api_port,
+            tmp,
+        )
+        baseline = start(
+            [sys.executable, __file__, "--baseline-port", str(base_port)], base_port, tmp
+        )
+        try:
+            match = KEY.search((tmp / f"server-{api_port}.err").read_text())
+            assert match, "convhook serve printed no key"
+            key = match[0]
+            api_base = f"http://127.0.0.1:{api_port}"
+            ids = asyncio.run(create_conversations(api_base, key, args.conversations))
+            # Warm both servers up (imports, caches, connection pools) before measuring.
+            warm = asyncio.run(create_conversations(api_base, key, 100))
+            measure(api_base, key, warm, args.connections, tmp)
+            measure(f"http://127.0.0.1:{base_port}", key, warm, args.connections, tmp)
+            api = measure(api_base, key, ids, args.connections, tmp)
+            plain = measure(f"http://127.0.0.1:{base_port}", key, ids, args.connections, tmp)
+        finally:
+            stop(serve)
+            stop(baseline)
+
+    table = Table(title=f"lifecycle transitions over {args.connections} connections")
+    for column in (
+        "target",
+        "requests",
+        "seconds",
+        "transitions/s",
+        "p50 ms",
+        "p99 ms",
+        "statuses",
+    ):
+        table.add_column(column, justify="right")
+    for name, r in (("convhook serve (SQLite, FULL)", api), ("FastAPI, no storage", plain)):
+        table.add_row(
+            name,
+            str(r["requests"]),
+            f"{r['seconds']:.2f}",
+            f"{r['perSecond']:.0f}",
+            f"{r['p50']:.1f}",
+            f"{r['p99']:.1f}",
+            ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())),
+        )
+    console.print(table)
+    ratio = api["perSecond"] / plain["perSecond"]
+    verdict = "meets" if ratio >= 0.5 else "misses"
+    console.print(f"ratio: {ratio:.0%} of plain FastAPI ({verdict} the 50% target)")
+
+
+if __name__ == "__main__":
+    main()
