@@ -58,6 +58,7 @@ class Outbox:
         refused: dict[int, ItemResult] = {}
         for index, (given, ignore_dnd) in enumerate(items):
             fields = {
+                "conversationType": "telephony",
                 **given,
                 "id": new_id("conv"),
                 "workspaceId": workspace_id,
