@@ -1,0 +1,345 @@
+"""The wire contract of conversation events: shapes, round-trips, leniency and errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convhook.errors import PayloadError, PayloadTooLarge
+from convhook.events import (
+    NEWER_FIELD_NAMES,
+    SEED_CUSTOMER_FIELDS,
+    SEED_FIELDS,
+    AnalysisCompleted,
+    Completed,
+    Conversation,
+    ConversationStatus,
+    EventType,
+    UnknownEvent,
+    UserJoined,
+    UserLeft,
+    event_from_dict,
+    parse_event,
+)
+from convhook.samples import parse_assignment, sample_event
+
+SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "conversation.userJoined.json"
+
+
+@pytest.fixture
+def seed_text() -> str:
+    """The real example from the platform's documentation."""
+    return SEED.read_text()
+
+
+@pytest.fixture
+def seed(seed_text: str) -> dict[str, Any]:
+    """The real example, decoded."""
+    data: dict[str, Any] = json.loads(seed_text)
+    return data
+
+
+def problems(exc: PayloadError) -> dict[str, str]:
+    return {p.field: p.problem for p in exc.problems}
+
+
+def test_seed_parses_as_typed_user_joined(seed_text: str) -> None:
+    """The seed example parses into a typed UserJoined with enums and datetimes."""
+    event = parse_event(seed_text.encode())
+    assert isinstance(event, UserJoined)
+    assert event.payload.conversation_status is ConversationStatus.ACTIVE
+    assert event.payload.call_start_time == datetime(2023, 1, 1, 12, tzinfo=UTC)
+    assert event.payload.customer is not None
+    assert event.payload.customer.metadata == {"custom_field": "value"}
+
+
+def test_seed_reserialises_to_equal_document(seed_text: str, seed: dict[str, Any]) -> None:
+    """Re-serialising the seed gives an equal JSON document with the same key order."""
+    event = parse_event(seed_text)
+    assert event.to_wire() == seed
+    assert json.loads(event.to_json()) == seed
+    assert list(event.to_wire()["payload"]) == list(seed["payload"])
+
+
+def test_dynamic_variables_is_a_string_on_the_wire_and_a_dict_in_python(seed_text: str) -> None:
+    """dynamicVariables stays a JSON string on the wire and is decoded for Python code."""
+    event = parse_event(seed_text)
+    assert isinstance(event, UserJoined)
+    assert event.payload.variables == {"source": "website", "referrer": "google"}
+    assert isinstance(event.to_wire()["payload"]["dynamicVariables"], str)
+
+
+def test_unknown_fields_round_trip_unchanged(seed: dict[str, Any]) -> None:
+    """Keys added by a newer platform survive parsing at every level."""
+    seed["shardHint"] = 3
+    seed["payload"]["sentiment"] = {"score": 0.4}
+    seed["payload"]["customer"]["tier"] = "gold"
+    assert event_from_dict(seed).to_wire() == seed
+
+
+def test_missing_fields_stay_missing(seed: dict[str, Any]) -> None:
+    """Seed fields that newer payloads omit are not invented as null on re-serialisation."""
+    for key in ("wsUrl", "llmUrl", "postCallNotes", "postCallCategory1", "summary"):
+        del seed["payload"][key]
+    out = event_from_dict(seed).to_wire()
+    assert out == seed
+    assert "wsUrl" not in out["payload"]
+
+
+def test_null_is_kept_distinct_from_missing(seed: dict[str, Any]) -> None:
+    """An explicit null on input is an explicit null on output."""
+    seed["payload"]["flowId"] = None
+    out = event_from_dict(seed).to_wire()
+    assert "flowId" in out["payload"]
+    assert out["payload"]["flowId"] is None
+
+
+def test_newer_fields_are_typed(seed: dict[str, Any]) -> None:
+    """Fields of the platform's newer payloads parse into typed attributes."""
+    seed["payload"].update(
+        flowId="flow_1",
+        agentJoinTime="2023-01-01T12:00:01+00:00",
+        transferStartTime="2023-01-01T13:00:02.5+01:00",
+        transferStatus="completed",
+        transferDestination="+14155550199",
+    )
+    seed["payload"]["customer"]["source"] = {"method": "api"}
+    event = event_from_dict(seed)
+    assert isinstance(event, UserJoined)
+    conv = event.payload
+    assert conv.flow_id == "flow_1"
+    assert conv.transfer_start_time == datetime(2023, 1, 1, 12, 0, 2, 500000, tzinfo=UTC)
+    assert conv.customer is not None
+    assert conv.customer.source is not None
+    assert conv.customer.source.method == "api"
+    assert event.to_wire()["payload"]["transferStartTime"] == "2023-01-01T12:00:02.500Z"
+
+
+@pytest.mark.parametrize(
+    ("given", "emitted"),
+    [
+        ("2023-01-01T12:00:00Z", "2023-01-01T12:00:00.000Z"),
+        ("2023-01-01T12:00:00.123456Z", "2023-01-01T12:00:00.123Z"),
+        ("2023-01-01T14:00:00+02:00", "2023-01-01T12:00:00.000Z"),
+        ("2023-01-01T12:00:00", "2023-01-01T12:00:00.000Z"),
+        ("2023-01-01 12:00:00.5-00:30", "2023-01-01T12:30:00.500Z"),
+    ],
+)
+def test_any_iso8601_in_milliseconds_z_out(seed: dict[str, Any], given: str, emitted: str) -> None:
+    """Timestamps accept any ISO-8601 form and always come out as UTC with ms and Z."""
+    seed["payload"]["callStartTime"] = given
+    assert event_from_dict(seed).to_wire()["payload"]["callStartTime"] == emitted
+
+
+@pytest.mark.parametrize(
+    ("event_type", "model"),
+    [
+        ("conversation.userJoined", UserJoined),
+        ("conversation.userLeft", UserLeft),
+        ("conversation.completed", Completed),
+        ("conversation.analysisCompleted", AnalysisCompleted),
+    ],
+)
+def test_each_event_type_parses_to_its_class(
+    seed: dict[str, Any], event_type: str, model: type[Any]
+) -> None:
+    """The eventType picks the typed event class."""
+    seed["eventType"] = event_type
+    assert type(event_from_dict(seed)) is model
+
+
+def test_unknown_event_type_parses_as_generic(seed: dict[str, Any]) -> None:
+    """An event type added later parses as UnknownEvent and round-trips."""
+    seed["eventType"] = "conversation.transferred"
+    seed["payload"] = {"anything": [1, 2]}
+    event = event_from_dict(seed)
+    assert isinstance(event, UnknownEvent)
+    assert event.to_wire() == seed
+
+
+def test_unknown_enum_values_are_kept_but_not_emittable(seed: dict[str, Any]) -> None:
+    """Parsing keeps an unknown status as a string; emitting refuses it, naming the field."""
+    seed["payload"]["conversationStatus"] = "on_hold"
+    seed["payload"]["telephonyStatus"] = "ringing-twice"
+    event = event_from_dict(seed)
+    assert isinstance(event, UserJoined)
+    assert event.payload.conversation_status == "on_hold"
+    assert event.to_wire() == seed
+    with pytest.raises(PayloadError) as info:
+        event.payload.check_emittable()
+    assert set(problems(info.value)) == {"conversationStatus", "telephonyStatus"}
+
+
+def test_built_user_joined_has_exactly_the_seed_shape(seed: dict[str, Any]) -> None:
+    """An emitted userJoined has every seed key, in the seed's order, and no others."""
+    event = sample_event(EventType.USER_JOINED)
+    payload = event.to_wire()["payload"]
+    assert list(payload) == list(seed["payload"])
+    assert list(payload["customer"]) == list(seed["payload"]["customer"])
+    assert list(event.to_wire()) == list(seed)
+
+
+def test_built_conversation_fills_nulls_and_omits_unset_newer_fields() -> None:
+    """Conversation.build emits null for unset seed fields and omits unset newer ones."""
+    conv = Conversation.build(
+        id="conv_1",
+        phoneId=None,
+        agentId="agent_1",
+        workspaceId="ws_1",
+        customerId=None,
+        conversationStatus="created",
+        conversationType="chat",
+        telephonyStatus=None,
+        recordingStatus=None,
+        flowId=None,
+        transcript="User: hi",
+    )
+    wire = conv.to_wire()
+    assert tuple(k for k in wire if k in SEED_FIELDS) == SEED_FIELDS
+    assert wire["summary"] == ""
+    assert wire["callEndTime"] is None
+    assert "flowId" not in wire
+    assert wire["transcript"] == "User: hi"
+    assert set(wire) - set(SEED_FIELDS) == {"transcript"}
+    assert {"flow_id", "transcript"} <= NEWER_FIELD_NAMES
+
+
+def test_build_refuses_unknown_field_names() -> None:
+    """A misspelt field given to Conversation.build is an error, not a silent extra."""
+    with pytest.raises(TypeError, match="conversation_statuss"):
+        Conversation.build(id="c", conversationStatuss="active")
+
+
+def test_lifecycle_samples_follow_the_catalogue() -> None:
+    """Each sample event carries the fields its catalogue entry promises."""
+    joined = sample_event(EventType.USER_JOINED).to_wire()["payload"]
+    assert joined["conversationStatus"] == "active"
+    assert joined["userJoinTime"] is not None
+    assert joined["summary"] == ""
+    assert joined["recordingStatus"] == "in_progress"
+    assert all(joined[k] is None for k in ("callEndTime", "userLeaveTime", "endReason"))
+    left = sample_event(EventType.USER_LEFT).to_wire()["payload"]
+    assert left["userLeaveTime"] is not None
+    assert left["conversationStatus"] == "active"
+    done = sample_event(EventType.COMPLETED).to_wire()["payload"]
+    assert done["conversationStatus"] == done["telephonyStatus"] == "completed"
+    assert done["recordingStatus"] == "completed"
+    assert done["endReason"]
+    assert done["callEndTime"]
+    assert done["recordingUrl"]
+    analysed = sample_event(EventType.ANALYSIS_COMPLETED).to_wire()["payload"]
+    assert analysed["summary"]
+    assert analysed["postCallNotes"]
+    assert analysed["postCallMetadata"]
+    lines = analysed["transcript"].split("\n")
+    assert all(": " in line for line in lines)
+
+
+def test_samples_take_dotted_overrides() -> None:
+    """--set style overrides reach nested payload fields, with JSON values decoded."""
+    path, value = parse_assignment("customer.priority=3")
+    event = sample_event(
+        EventType.USER_JOINED, overrides={path: value, "payload.campaignId": "camp_1"}
+    )
+    payload = event.to_wire()["payload"]
+    assert payload["customer"]["priority"] == 3
+    assert payload["campaignId"] == "camp_1"
+    assert parse_assignment("summary=hello world") == ("summary", "hello world")
+    with pytest.raises(PayloadError, match="field=value"):
+        parse_assignment("novalue")
+
+
+def test_customer_seed_fields_match_the_seed(seed: dict[str, Any]) -> None:
+    """The customer model knows every customer key of the seed, in order."""
+    assert list(SEED_CUSTOMER_FIELDS) == list(seed["payload"]["customer"])
+    assert list(SEED_FIELDS) == list(seed["payload"])
+
+
+# Bad input: each gives an error naming the field and the problem.
+
+
+def test_body_not_json_is_named() -> None:
+    """A body that is not JSON says so."""
+    with pytest.raises(PayloadError) as info:
+        parse_event(b'{"eventId": ')
+    assert info.value.problems[0].field == "body"
+    assert "not valid JSON" in str(info.value)
+
+
+def test_body_over_the_limit_is_refused_before_parsing(seed_text: str) -> None:
+    """A body over the size limit raises PayloadTooLarge (413)."""
+    with pytest.raises(PayloadTooLarge) as info:
+        parse_event(b" " * (1024 * 1024 + 1))
+    assert info.value.status_code == 413
+    with pytest.raises(PayloadTooLarge):
+        parse_event(seed_text.encode(), max_bytes=100)
+
+
+def test_wrong_type_is_named(seed: dict[str, Any]) -> None:
+    """A field of the wrong type is named with its dotted path."""
+    seed["payload"]["customer"]["priority"] = "high"
+    seed["eventId"] = 42
+    with pytest.raises(PayloadError) as info:
+        event_from_dict(seed)
+    found = problems(info.value)
+    assert "payload.customer.priority" in found
+    assert "eventId" in found
+
+
+def test_missing_required_field_is_named(seed: dict[str, Any]) -> None:
+    """Ids, statuses and conversationType are required."""
+    del seed["payload"]["id"]
+    del seed["payload"]["conversationType"]
+    with pytest.raises(PayloadError) as info:
+        event_from_dict(seed)
+    found = problems(info.value)
+    assert found["payload.id"] == "Field required"
+    assert found["payload.conversationType"] == "Field required"
+
+
+def test_malformed_timestamp_is_named(seed: dict[str, Any]) -> None:
+    """A timestamp that is not ISO-8601 is named."""
+    seed["payload"]["userJoinTime"] = "last tuesday"
+    with pytest.raises(PayloadError) as info:
+        event_from_dict(seed)
+    assert "payload.userJoinTime" in problems(info.value)
+
+
+def test_dynamic_variables_not_json_is_named(seed: dict[str, Any]) -> None:
+    """dynamicVariables that is not valid JSON is named with the reason."""
+    seed["payload"]["dynamicVariables"] = "{source: website}"
+    with pytest.raises(PayloadError) as info:
+        event_from_dict(seed)
+    assert "not valid JSON" in problems(info.value)["payload.dynamicVariables"]
+
+
+def test_dynamic_variables_must_encode_an_object(seed: dict[str, Any]) -> None:
+    """dynamicVariables must decode to a JSON object."""
+    seed["payload"]["dynamicVariables"] = "[1, 2]"
+    with pytest.raises(PayloadError) as info:
+        event_from_dict(seed)
+    assert "object" in problems(info.value)["payload.dynamicVariables"]
+
+
+def test_empty_event_id_is_refused(seed: dict[str, Any]) -> None:
+    """An empty eventId cannot be used to de-duplicate and is refused."""
+    bad = copy.deepcopy(seed)
+    bad["eventId"] = ""
+    with pytest.raises(PayloadError) as info:
+        event_from_dict(bad)
+    assert "eventId" in problems(info.value)
+
+
+def test_payload_error_serialises_for_http(seed: dict[str, Any]) -> None:
+    """PayloadError.as_dict is the JSON error body receivers answer with."""
+    del seed["payload"]["agentId"]
+    with pytest.raises(PayloadError) as info:
+        event_from_dict(seed)
+    body = info.value.as_dict()
+    assert body["problems"] == [{"field": "payload.agentId", "problem": "Field required"}]
+    assert info.value.field == "payload.agentId"
