@@ -1,0 +1,335 @@
+"""Receiver throughput: ``convhook listen`` (verify + validate + durable store) vs a bare app.
+
+Both servers run as subprocesses (uvicorn, same settings) and are driven by the same load
+generator with the same requests: every request is a realistic signed event with its own
+eventId and webhook-id, so the receiver's de-duplication never skips a write. The bare app
+reads the body and answers 200, nothing else. With ``wrk`` installed it is the generator
+(requests pre-signed in Python, replayed by a Lua script); otherwise an aiohttp client runs
+in a separate process.
+
+Run: ``.venv/bin/python bench/receiver.py [--seconds 8] [--connections 64]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from convhook.samples import sample_event
+from convhook.signing import Secret, sign
+
+PATH = "/webhook"
+PLACEHOLDER = "evt_PLACEHOLDER_ID"
+
+BARE_APP = """
+BODY = b"Webhook received successfully"
+HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"29")]
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+"""
+
+LUA = r"""
+local counter = 0
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+
+function init(args)
+  local file, nthreads = args[1], tonumber(args[2])
+  local template = io.open(args[3]):read("*a")
+  local at = string.find(template, "evt_PLACEHOLDER_ID", 1, true)
+  prefix = string.sub(template, 1, at - 1)
+  suffix = string.sub(template, at + string.len("evt_PLACEHOLDER_ID"))
+  reqs = {}
+  local n = 0
+  for line in io.lines(file) do
+    if n % nthreads == tid then
+      local eid, ts, sig = string.match(line, "^(%S+) (%S+) (.+)$")
+      reqs[#reqs + 1] = {eid, ts, sig}
+    end
+    n = n + 1
+  end
+  idx = 0
+end
+
+function request()
+  idx = idx + 1
+  if idx > #reqs then idx = 1 end
+  local r = reqs[idx]
+  local headers = {
+    ["Content-Type"] = "application/json",
+    ["webhook-id"] = r[1],
+    ["webhook-timestamp"] = r[2],
+    ["webhook-signature"] = r[3],
+  }
+  return wrk.format("POST", "/webhook", headers, prefix .. r[1] .. suffix)
+end
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One target's run."""
+
+    target: str
+    requests: int
+    accepted: int
+    seconds: float
+    stored: int | None
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds if self.seconds else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on {port}")
+
+
+@contextlib.contextmanager
+def server(args: list[str], port: int, cwd: Path) -> Iterator[None]:
+    log = (cwd / f"server-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+    )
+    try:
+        wait_for_port(port, proc)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def make_requests(tmp: Path, secret: Secret, count: int) -> tuple[Path, Path]:
+    """Write the body template and ``count`` lines of ``eventId timestamp signature``."""
+    event = sample_event("conversation.analysisCompleted", overrides={"eventId": PLACEHOLDER})
+    template = event.to_json()
+    prefix, _, suffix = template.partition(PLACEHOLDER.encode())
+    ts = int(time.time())
+    run = os.urandom(4).hex()
+    lines = []
+    for i in range(count):
+        eid = f"evt_{run}{i:010d}"
+        body = prefix + eid.encode() + suffix
+        sig = sign([secret], eid, body, timestamp=ts)["webhook-signature"]
+        lines.append(f"{eid} {ts} {sig}\n")
+    req_file = tmp / "requests.txt"
+    req_file.write_text("".join(lines))
+    template_file = tmp / "template.json"
+    template_file.write_bytes(template)
+    return req_file, template_file
+
+
+def run_wrk(
+    port: int, seconds: float, connections: int, req_file: Path, template: Path, tmp: Path
+) -> tuple[int, int, float]:
+    script = tmp / "signed.lua"
+    script.write_text(LUA)
+    threads = 1
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}{PATH}",
+        "--",
+        str(req_file),
+        str(threads),
+        str(template),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed: {done.stderr}{done.stdout}")
+    text = done.stdout
+    match = re.search(r"(\d+) requests in ([\d.]+)(m?s)", text)
+    if match is None:
+        raise RuntimeError(f"cannot read wrk output:\n{text}")
+    requests = int(match[1])
+    elapsed = float(match[2]) / (1000 if match[3] == "ms" else 1)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+    accepted = requests - (int(bad[1]) if bad else 0) - errors
+    return requests, accepted, elapsed
+
+
+def run_aiohttp(
+    port: int, seconds: float, connections: int, req_file: Path, template: Path, tmp: Path
+) -> tuple[int, int, float]:
+    """The fallback generator: an aiohttp client in a separate process."""
+    code = CLIENT.format(
+        url=f"http://127.0.0.1:{port}{PATH}",
+        seconds=seconds,
+        connections=connections,
+        req_file=str(req_file),
+        template=str(template),
+        placeholder=PLACEHOLDER,
+    )
+    text = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    data = json.loads(text)
+    return data["requests"], data["accepted"], data["seconds"]
+
+
+CLIENT = """
+import asyncio, json, time, aiohttp
+async def main():
+    template = open({template!r}, "rb").read()
+    pre, _, suf = template.partition({placeholder!r}.encode())
+    lines = [l.split(" ", 2) for l in open({req_file!r}).read().splitlines()]
+    it = iter(lines)
+    counts = {{"requests": 0, "accepted": 0}}
+    stop = time.perf_counter() + {seconds}
+    async def worker(session):
+        while time.perf_counter() < stop:
+            eid, ts, sig = next(it)
+            headers = {{"content-type": "application/json", "webhook-id": eid,
+                        "webhook-timestamp": ts, "webhook-signature": sig}}
+            async with session.post({url!r}, data=pre + eid.encode() + suf, headers=headers) as r:
+                await r.read()
+                counts["requests"] += 1
+                counts["accepted"] += r.status == 200
+    start = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit={connections})) as s:
+        await asyncio.gather(*(worker(s) for _ in range({connections})))
+    counts["seconds"] = time.perf_counter() - start
+    print(json.dumps(counts))
+asyncio.run(main())
+"""
+
+
+def count_rows(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        row = conn.execute("SELECT count(*) FROM convhook_inbox").fetchone()
+        return int(row[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=250_000, help="pre-signed events")
+    parser.add_argument("--aiohttp", action="store_true", help="use aiohttp even if wrk exists")
+    opts = parser.parse_args()
+    use_wrk = shutil.which("wrk") is not None and not opts.aiohttp
+    load = run_wrk if use_wrk else run_aiohttp
+    secret = Secret.generate()
+    python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="convhook-bench-") as name:
+        tmp = Path(name)
+        (tmp / "bare_app.py").write_text(BARE_APP)
+        req_file, template = make_requests(tmp, secret, opts.requests)
+        uvicorn_opts = ["--log-level", "warning", "--no-access-log", "--lifespan", "on"]
+        targets: list[tuple[str, list[str], Path | None]] = [
+            (
+                "bare ASGI app (200 only)",
+                [python, "-m", "uvicorn", "--app-dir", str(tmp), "bare_app:app", *uvicorn_opts],
+                None,
+            ),
+            (
+                "convhook listen --quiet",
+                [python, "-m", "convhook", "listen", "--secret", str(secret), "--quiet"],
+                tmp / "quiet.db",
+            ),
+            (
+                "convhook listen (printing)",
+                [python, "-m", "convhook", "listen", "--secret", str(secret)],
+                tmp / "printing.db",
+            ),
+        ]
+        results = []
+        for label, args, db in targets:
+            port = free_port()
+            full = [*args, "--port", str(port)]
+            if db is not None:
+                full += ["--db", str(db)]
+            with server(full, port, tmp):
+                requests, accepted, elapsed = load(
+                    port, opts.seconds, opts.connections, req_file, template, tmp
+                )
+            stored = count_rows(db) if db is not None else None
+            results.append(Result(label, requests, accepted, elapsed, stored))
+        # Each receiver run starts from a fresh database; reuse of the same events across runs
+        # is fine because the databases are separate.
+    report(results, "wrk" if use_wrk else "aiohttp", opts)
+
+
+def report(results: list[Result], generator: str, opts: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    base = results[0].rate
+    table = Table(
+        title=f"receiver throughput ({generator}, {opts.connections} connections, "
+        f"{opts.seconds:g} s each, {os.cpu_count()} CPUs)"
+    )
+    for column in ("target", "requests", "accepted", "stored", "seconds", "events/s", "ratio"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for r in results:
+        table.add_row(
+            r.target,
+            str(r.requests),
+            str(r.accepted),
+            "-" if r.stored is None else str(r.stored),
+            f"{r.seconds:.2f}",
+            f"{r.rate:,.0f}",
+            f"{r.rate / base:.0%}" if base else "-",
+        )
+    Console().print(table)
+    for r in results[1:]:
+        if r.stored is not None and r.stored < r.accepted:
+            print(f"WARNING: {r.target}: {r.accepted} accepted but only {r.stored} stored")
+        if r.requests > opts.requests:
+            print(f"WARNING: {r.target} ran out of unique events; raise --requests")
+
+
+if __name__ == "__main__":
+    main()

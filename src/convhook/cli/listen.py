@@ -1,0 +1,171 @@
+"""``convhook listen``: a ready-to-run receiver that prints, stores and forwards events."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from convhook.cli._common import err, fail, out
+from convhook.config import db_option, option
+from convhook.events import DEFAULT_MAX_BODY
+
+if TYPE_CHECKING:
+    from convhook.receiver import Delivery, Receiver
+
+DEFAULT_DB = "convhook-inbox.db"
+
+
+def listen(
+    port: int = option(8000, "--port", env="LISTEN_PORT", help="TCP port to listen on."),
+    host: str = option("127.0.0.1", "--host", env="LISTEN_HOST", help="Address to bind."),
+    path: str = option("/webhook", "--path", env="LISTEN_PATH", help="Path that takes POSTs."),
+    secrets: list[str] | None = option(
+        None,
+        "--secret",
+        env="SECRET",
+        help="whsec_ secret to verify with; repeat during a rotation. Without it, unsigned "
+        "events are accepted.",
+    ),
+    forward_to: str | None = option(
+        None,
+        "--forward-to",
+        env="FORWARD_TO",
+        help="Re-send each event's raw signed request to this URL (retried on failure).",
+    ),
+    db: str = db_option(DEFAULT_DB, help="Inbox database: a SQLite file path."),
+    tolerance: int = option(
+        300, "--tolerance", env="TOLERANCE", min=1, help="Accepted webhook-timestamp skew, s."
+    ),
+    max_body: int = option(
+        DEFAULT_MAX_BODY, "--max-body", env="MAX_BODY", min=1, help="Largest body accepted, bytes."
+    ),
+    max_attempts: int = option(
+        5,
+        "--max-attempts",
+        env="LISTEN_MAX_ATTEMPTS",
+        min=1,
+        help="Attempts per event before it is marked failed (backoff 1 s, 2 s, 4 s...).",
+    ),
+    quiet: bool = option(False, "--quiet", env="LISTEN_QUIET", help="Do not print events."),
+) -> None:
+    """Receive webhooks on http://HOST:PORT/PATH: verify, store, print and forward them."""
+    import uvicorn
+
+    receiver = _build(secrets or [], db, forward_to, tolerance, max_body, max_attempts, quiet)
+    _configure_logging()
+    _banner(host, port, path, db, forward_to, signed=bool(secrets))
+    config = uvicorn.Config(
+        receiver.asgi_app(path),
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+def _build(
+    secrets: list[str],
+    db: str,
+    forward_to: str | None,
+    tolerance: int,
+    max_body: int,
+    max_attempts: int,
+    quiet: bool,
+) -> Receiver:
+    from convhook.config import DatabaseURL
+    from convhook.errors import ConvhookError
+    from convhook.receiver import Receiver, RetryPolicy
+    from convhook.receiver.forwarder import Forwarder
+
+    try:
+        url = DatabaseURL.parse(db)
+        if url.engine != "sqlite":
+            fail("PostgreSQL inboxes are not supported yet: pass --db with a SQLite file path")
+        receiver = Receiver(
+            secrets,
+            url.target,
+            tolerance=tolerance,
+            max_body=max_body,
+            allow_unsigned=not secrets,
+            retry=RetryPolicy(max_attempts=max_attempts),
+        )
+        if not quiet:
+            receiver.add_handler(print_event, name="print")
+        if forward_to:
+            forwarder = Forwarder(forward_to)
+            receiver.add_handler(forwarder, name="forward")
+            receiver.on_shutdown(forwarder.close)
+    except ConvhookError as exc:
+        fail(str(exc))
+    return receiver
+
+
+def print_event(event: Any, delivery: Delivery) -> None:
+    """Print one line per event on stdout: time, type, ids and the fields that matter."""
+    from rich.markup import escape
+
+    from convhook.events import ConversationEvent
+    from convhook.timefmt import format_ts
+
+    when = format_ts(_utc(delivery.received_at))
+    retry = f" [yellow](attempt {delivery.attempt})[/]" if delivery.attempt > 1 else ""
+    line = f"[dim]{when}[/] [bold cyan]{escape(event.event_type)}[/] {escape(event.event_id)}"
+    if isinstance(event, ConversationEvent):
+        conv = event.payload
+        fields = {
+            "conversation": conv.id,
+            "status": conv.conversation_status,
+            "customer": conv.customer.name if conv.customer else None,
+            "to": conv.to_phone_number,
+            "endReason": conv.end_reason,
+            "summary": (conv.summary or "")[:60] or None,
+        }
+        line += "".join(
+            f" [green]{k}[/]={escape(str(v))}" for k, v in fields.items() if v is not None
+        )
+    else:
+        line += " [magenta](unknown event type)[/]"
+    out.print(line + retry)
+
+
+def _utc(ts: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _configure_logging() -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)
+    root = logging.getLogger("convhook")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def _banner(
+    host: str, port: int, path: str, db: str, forward_to: str | None, *, signed: bool
+) -> None:
+    err.print(f"[bold]convhook listen[/]: POST http://{host}:{port}{path}")
+    err.print(f"  inbox: {db}")
+    if forward_to:
+        err.print(f"  forwarding to: {forward_to}")
+    if not signed:
+        err.print(
+            "[bold white on red] WARNING [/] [bold red]no --secret given: accepting UNSIGNED "
+            "events. Anyone who can reach this port can post events. Pass --secret whsec_... "
+            "to verify signatures.[/]"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(listen)

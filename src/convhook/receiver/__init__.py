@@ -1,0 +1,30 @@
+"""Receive conversation webhooks: verify, validate, store durably, then run handlers.
+
+Importing this package never imports the producer side (API, dispatcher, outbox).
+"""
+
+from __future__ import annotations
+
+from convhook.receiver.app import ReceiverApp
+from convhook.receiver.handlers import CATCH_ALL, Delivery, Handler
+from convhook.receiver.receiver import FORWARDED_HEADERS, Receiver
+from convhook.receiver.replies import RECEIVED, Reply
+from convhook.receiver.worker import RetryPolicy, Worker
+from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, SQLiteInbox
+
+__all__ = [
+    "CATCH_ALL",
+    "FORWARDED_HEADERS",
+    "RECEIVED",
+    "Delivery",
+    "Handler",
+    "HandlerStatus",
+    "Inbox",
+    "InboxEntry",
+    "Receiver",
+    "ReceiverApp",
+    "Reply",
+    "RetryPolicy",
+    "SQLiteInbox",
+    "Worker",
+]

@@ -1,0 +1,128 @@
+"""The plain-ASGI hot path: read, check, verify, validate, store, answer.
+
+No framework sits between the server and the receiver, so a request costs little more
+than the work it needs. The app also speaks the ASGI ``lifespan`` protocol, so
+``uvicorn.run(receiver.asgi_app())`` opens the inbox and starts the worker by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from convhook.receiver import replies
+from convhook.receiver.replies import Reply
+
+if TYPE_CHECKING:
+    from convhook.receiver.receiver import Receiver
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("convhook.receiver.app")
+
+_NOT_FOUND = replies.error(404, "not found: webhooks are accepted on the receiver's path only")
+_NOT_STARTED = replies.error(
+    503, "the receiver is not started: use its ASGI lifespan or `async with receiver:`"
+)
+
+
+class ReceiverApp:
+    """An ASGI application for one :class:`~convhook.receiver.Receiver`."""
+
+    def __init__(self, receiver: Receiver, path: str | None = "/webhook") -> None:
+        self.receiver = receiver
+        self.path = path
+        self._owns_lifecycle = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            reply = await self._http(scope, receive)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": reply.status,
+                    "headers": reply.raw_headers,
+                }
+            )
+            await send({"type": "http.response.body", "body": reply.body})
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive) -> Reply:
+        receiver = self.receiver
+        if self.path is not None and _route_path(scope) != self.path:
+            return _NOT_FOUND
+        method = scope["method"]
+        if method != "POST":
+            return receiver.reject(replies.method_not_allowed(method))
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        bad_type = replies.check_content_type(headers.get("content-type"))
+        if bad_type is not None:
+            return receiver.reject(bad_type)
+        limit = receiver.max_body
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                return receiver.reject(replies.error(400, "content-length is not a number"))
+            if size > limit:
+                return receiver.reject(receiver.too_large(size))
+        body = await _read_body(receive, limit)
+        if body is None:
+            return receiver.reject(receiver.too_large(None))
+        if not receiver.started:
+            return _NOT_STARTED
+        return await receiver.ingest(headers, body)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if not self.receiver.started:
+                        await self.receiver.start()
+                        self._owns_lifecycle = True
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._owns_lifecycle:
+                    await self.receiver.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the mount point (Starlette keeps the full path and sets root_path)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path or "/"
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None as soon as it grows over ``limit`` bytes."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else None
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,270 @@
+"""The receiver: verifies, validates and durably stores webhooks, then runs handlers.
+
+A request is answered as soon as its event is committed to the inbox; handlers run later
+from the inbox (see :mod:`convhook.receiver.worker`), so a slow or failing handler never
+delays or fails the answer, and nothing acknowledged is lost if the process dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from convhook.errors import ConfigError, PayloadError, SignatureError, StoreError
+from convhook.events import DEFAULT_MAX_BODY, parse_event
+from convhook.receiver import replies
+from convhook.receiver.handlers import CATCH_ALL, Handler, HandlerRegistry
+from convhook.receiver.replies import Reply
+from convhook.receiver.worker import Clock, RetryPolicy, Worker
+from convhook.signing import DEFAULT_TOLERANCE, Secret, Verifier
+from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, Received, SQLiteInbox
+
+if TYPE_CHECKING:
+    from convhook.receiver.app import ReceiverApp
+
+log = logging.getLogger("convhook.receiver")
+
+# Headers kept with the body so a stored event can be forwarded exactly as it came.
+FORWARDED_HEADERS = (
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "svix-id",
+    "svix-timestamp",
+    "svix-signature",
+)
+
+
+class Receiver:
+    """Accepts signed webhooks into a durable inbox and runs registered handlers from it.
+
+    ``secrets`` are the ``whsec_`` secrets to verify with (several during a rotation);
+    without them ``allow_unsigned=True`` is required and any body is accepted. ``store`` is
+    an :class:`~convhook.store.inbox.Inbox` or a SQLite file path.
+    """
+
+    def __init__(
+        self,
+        secrets: Iterable[Secret | str] | Secret | str | None = None,
+        store: Inbox | str | Path = "convhook-inbox.db",
+        *,
+        tolerance: int = DEFAULT_TOLERANCE,
+        max_body: int = DEFAULT_MAX_BODY,
+        allow_unsigned: bool = False,
+        retry: RetryPolicy | None = None,
+        concurrency: int = 64,
+        lease: float = 60.0,
+        poll_interval: float = 1.0,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        secret_list = [secrets] if isinstance(secrets, Secret | str) else list(secrets or [])
+        if not secret_list and not allow_unsigned:
+            raise ConfigError(
+                "no webhook secret given: pass secrets=['whsec_...'], or allow_unsigned=True "
+                "to accept unsigned events (anyone who can reach the endpoint can then post)"
+            )
+        if max_body < 1:
+            raise ConfigError(f"max_body must be a positive number of bytes, got {max_body}")
+        self.verifier = (
+            Verifier(secret_list, tolerance=tolerance, clock=clock) if secret_list else None
+        )
+        self.inbox = store if isinstance(store, Inbox) else SQLiteInbox(store)
+        self.max_body = max_body
+        self.handlers = HandlerRegistry()
+        self._clock = clock
+        self.worker = Worker(
+            self.inbox,
+            self.handlers,
+            retry=retry,
+            concurrency=concurrency,
+            lease=lease,
+            poll_interval=poll_interval,
+            clock=clock,
+            rng=rng,
+        )
+        self._shutdown: list[Callable[[], Awaitable[None]]] = []
+        self._started = False
+
+    # -- handler registration ---------------------------------------------------------
+
+    def on(self, *event_types: str) -> Callable[[Handler], Handler]:
+        """Decorator: run the function for events of these types (none given: every event).
+
+        The handler takes the parsed event (``UserJoined`` ... or ``UnknownEvent``) and,
+        optionally, a second :class:`~convhook.receiver.handlers.Delivery` argument with the
+        raw body and headers. Sync handlers run in a thread.
+        """
+
+        def register(fn: Handler) -> Handler:
+            self.add_handler(fn, *event_types)
+            return fn
+
+        return register
+
+    def on_any(self, fn: Handler) -> Handler:
+        """Decorator: run the function for every event, including unknown types."""
+        self.add_handler(fn, CATCH_ALL)
+        return fn
+
+    def add_handler(self, fn: Handler, *event_types: str, name: str | None = None) -> str:
+        """Register ``fn`` for ``event_types`` (``"*"`` or none: all); return its unique name."""
+        return self.handlers.add(fn, event_types, name).name
+
+    def on_shutdown(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Await ``fn`` when the receiver stops, after the worker (e.g. to close a session)."""
+        self._shutdown.append(fn)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._started
+
+    async def start(self) -> None:
+        """Open the inbox and start running handlers (a no-op if already started)."""
+        if self._started:
+            return
+        await self.inbox.open()
+        await self.worker.start()
+        self._started = True
+        if self.verifier is None:
+            log.warning(
+                "accepting UNSIGNED webhooks: configure a whsec_ secret in production",
+                extra={"action": "unsigned_mode"},
+            )
+
+    async def stop(self) -> None:
+        """Stop the worker (letting running handlers finish briefly) and close the inbox."""
+        if not self._started:
+            return
+        self._started = False
+        try:
+            await self.worker.stop()
+            for fn in self._shutdown:
+                await fn()
+        finally:
+            await self.inbox.close()
+
+    async def __aenter__(self) -> Receiver:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- requests ---------------------------------------------------------------------
+
+    def asgi_app(self, path: str | None = "/webhook") -> ReceiverApp:
+        """A plain ASGI app answering POSTs on ``path`` (None: on any path, for mounting)."""
+        from convhook.receiver.app import ReceiverApp
+
+        return ReceiverApp(self, path)
+
+    async def handle(self, method: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Answer a request whose body is already read (the Flask and Django helpers' path).
+
+        ``headers`` must have lower-case names.
+        """
+        if method.upper() != "POST":
+            return self.reject(replies.method_not_allowed(method.upper()))
+        bad_type = replies.check_content_type(headers.get("content-type"))
+        if bad_type is not None:
+            return self.reject(bad_type)
+        if len(body) > self.max_body:
+            return self.reject(self.too_large(len(body)))
+        return await self.ingest(headers, body)
+
+    def too_large(self, size: int | None) -> Reply:
+        """The 413 answer for a body over ``max_body``."""
+        told = f"{size} bytes" if size is not None else "more bytes than that"
+        return replies.error(413, f"body is {told}, over the {self.max_body}-byte limit")
+
+    async def ingest(self, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Verify, validate and store a body that passed the method, type and size checks."""
+        try:
+            if self.verifier is not None:
+                webhook_id: str | None = self.verifier.verify(headers, body)
+            else:
+                webhook_id = headers.get("webhook-id") or headers.get("svix-id")
+        except SignatureError as exc:
+            return self.reject(replies.error(401, str(exc)))
+        try:
+            event = parse_event(body, max_bytes=self.max_body)
+        except PayloadError as exc:
+            return self.reject(replies.error(exc.status_code, exc.message, exc.problems))
+        now = self._clock()
+        # Claimed at once when our worker has room: it runs the event from memory after the
+        # commit, saving a claim write; the lease covers a crash in between. An event no
+        # handler wants is stored as done.
+        worker = self.worker
+        done = not self.handlers.matching(event.event_type)
+        received = Received(
+            event_id=event.event_id,
+            webhook_id=webhook_id,
+            event_type=event.event_type,
+            body=body,
+            headers={k: headers[k] for k in FORWARDED_HEADERS if k in headers},
+            received_at=now,
+            claimed_until=now + worker.lease if not done and worker.can_take() else None,
+            done=done,
+        )
+        try:
+            new = await self.inbox.add(received)
+        except StoreError as exc:
+            log.error(
+                "could not store event %s: %s",
+                event.event_id,
+                exc,
+                extra={"action": "store_failed", "event_id": event.event_id},
+            )
+            # Not stored, so not acknowledged: the sender will retry.
+            return replies.error(503, "the event could not be stored; retry later")
+        if new and not done:
+            if received.claimed_until is None:
+                worker.wake()
+            else:
+                worker.push(_claimed_entry(received), event)
+        elif log.isEnabledFor(logging.INFO):
+            log.info(
+                "duplicate delivery of %s ignored",
+                event.event_id,
+                extra={"action": "duplicate", "event_id": event.event_id},
+            )
+        return replies.RECEIVED
+
+    def reject(self, reply: Reply) -> Reply:
+        """Log a refused request and return its answer."""
+        log.warning(
+            "rejected webhook (%d): %s",
+            reply.status,
+            reply.body.decode(errors="replace"),
+            extra={"action": "webhook_rejected", "status": reply.status},
+        )
+        return reply
+
+
+def _claimed_entry(received: Received) -> InboxEntry:
+    """The inbox row just stored for ``received`` as ``running``, attempt 1."""
+    return InboxEntry(
+        event_id=received.event_id,
+        webhook_id=received.webhook_id,
+        event_type=received.event_type,
+        body=received.body,
+        headers=received.headers,
+        received_at=received.received_at,
+        status=HandlerStatus.RUNNING,
+        attempts=1,
+        next_attempt_at=received.claimed_until,
+        handlers_done=(),
+        last_error=None,
+        updated_at=received.received_at,
+    )

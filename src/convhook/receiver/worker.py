@@ -1,0 +1,274 @@
+"""Runs handlers for stored events: claims due inbox rows, retries failures with backoff.
+
+The worker wakes when the receiver stores a new event (an :class:`asyncio.Event`) and polls
+slowly as a fallback, so events made due by another process (``convhook inbox replay``) or
+by a retry time are picked up too. Time and randomness are injected, so retry timing is
+tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from convhook.errors import ConvhookError, PayloadError
+from convhook.events import AnyEvent, parse_event
+from convhook.receiver.handlers import Delivery, HandlerRegistry
+from convhook.store.inbox import Inbox, InboxEntry
+
+log = logging.getLogger("convhook.receiver.worker")
+
+Clock = Callable[[], float]
+_NO_LIMIT = 1 << 62
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and when a failing event is retried: exponential backoff with jitter."""
+
+    max_attempts: int = 5
+    base: float = 1.0
+    cap: float = 300.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        raw = min(self.cap, self.base * 2.0 ** (attempt - 1))
+        return max(0.0, raw * (1 + rng.uniform(-self.jitter, self.jitter)))
+
+    def retry_at(self, attempt: int, now: float, rng: random.Random) -> float | None:
+        """When to try again after failed attempt ``attempt``, or None if it was the last."""
+        if attempt >= self.max_attempts:
+            return None
+        return now + self.delay(attempt, rng)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` for the inbox's ``last_error``."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Worker:
+    """Claims due events from an inbox and runs their handlers, ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        handlers: HandlerRegistry,
+        *,
+        retry: RetryPolicy | None = None,
+        concurrency: int = 64,
+        lease: float = 60.0,
+        poll_interval: float = 1.0,
+        batch_window: float = 0.005,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+        backlog: int | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.handlers = handlers
+        self.retry = retry or RetryPolicy()
+        self.concurrency = concurrency
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.backlog = backlog if backlog is not None else max(1024, concurrency * 8)
+        self._fresh: deque[tuple[InboxEntry, AnyEvent]] = deque()
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._more = True
+        self.batch_window = batch_window
+
+    def can_take(self) -> bool:
+        """True if a new event may be handed over in memory (see :meth:`push`)."""
+        return self._loop_task is not None and len(self._fresh) < self.backlog
+
+    def push(self, entry: InboxEntry, event: AnyEvent) -> None:
+        """Run a just-stored event that was stored already claimed (``running``) for us.
+
+        This skips a claim write per event; if the process dies first, the row's lease
+        (or the next start) makes it due again.
+        """
+        self._fresh.append((entry, event))
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look for due work now (called when an event is stored)."""
+        self._more = True
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Make events left ``running`` by a dead process due, then start the loop."""
+        if self._loop_task is not None:
+            return
+        released = await self.inbox.release_running(self._clock())
+        if released:
+            log.info(
+                "%d events were running when the last receiver stopped; running them again",
+                released,
+                extra={"action": "inbox_recovered", "count": released},
+            )
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._run(), name="convhook-inbox-worker")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; let running handlers finish for ``grace`` seconds, then cancel them."""
+        task, self._loop_task = self._loop_task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        await task
+        # Fresh events not started stay ``running`` in the inbox; the next start runs them.
+        self._fresh.clear()
+        if self._inflight:
+            _done, pending = await asyncio.wait(self._inflight, timeout=grace)
+            for t in pending:
+                t.cancel()
+            # A cancelled event stays ``running``; the next start makes it due again.
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """Claim and process the due events now (for tests and tools); return how many."""
+        entries = await self.inbox.claim(self._clock(), self.concurrency, self.lease)
+        await asyncio.gather(*(self.process(e) for e in entries))
+        return len(entries)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._step()
+            except ConvhookError as exc:
+                log.error(
+                    "inbox worker: %s", exc, extra={"action": "worker_error", "error": str(exc)}
+                )
+                await self._sleep(self.poll_interval)
+
+    async def _step(self) -> None:
+        self._wake.clear()
+        free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            await self._sleep(self.poll_interval)
+            return
+        if self._fresh:
+            while self._fresh and free > 0:
+                self._spawn(*self._fresh.popleft())
+                free -= 1
+            return
+        if not self._more:
+            due = await self.inbox.next_due()
+            now = self._clock()
+            if due is None or due > now:
+                wait = self.poll_interval if due is None else min(self.poll_interval, due - now)
+                await self._sleep(wait)
+                return
+        self._more = False
+        if self.batch_window:
+            # Under load, one claim then takes the whole burst instead of one event at a time.
+            await asyncio.sleep(self.batch_window)
+        entries = await self.inbox.claim(self._clock(), free, self.lease)
+        for entry in entries:
+            self._spawn(entry)
+        # A full batch means more may be due; an empty one means someone else took them.
+        self._more = len(entries) == free
+        if not entries:
+            await self._sleep(self.poll_interval)
+
+    def _spawn(self, entry: InboxEntry, event: AnyEvent | None = None) -> None:
+        task = asyncio.create_task(self.process(entry, event))
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The outcome was not recorded; the lease makes the event due again later.
+            log.error(
+                "recording a handler outcome failed: %s",
+                describe(exc),
+                extra={"action": "worker_error", "error": describe(exc)},
+            )
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def process(self, entry: InboxEntry, event: AnyEvent | None = None) -> None:
+        """Run the handlers of one claimed event that have not succeeded yet; record the outcome.
+
+        ``event`` is the parsed body when the caller has it already.
+        """
+        done = list(entry.handlers_done)
+        errors: list[str] = []
+        try:
+            if event is None:
+                event = parse_event(entry.body, max_bytes=_NO_LIMIT)
+        except PayloadError as exc:
+            # Stored bodies were valid when accepted; retrying cannot make this one parse.
+            await self._record(entry, done, [f"stored body: {describe(exc)}"], final=True)
+            return
+        delivery = Delivery(
+            entry.event_id,
+            entry.webhook_id,
+            entry.event_type,
+            entry.body,
+            entry.headers,
+            entry.received_at,
+            entry.attempts,
+        )
+        for handler in self.handlers.matching(entry.event_type):
+            if handler.name in done:
+                continue
+            try:
+                await handler.run(event, delivery)
+            except Exception as exc:  # noqa: BLE001 - any handler failure is recorded and retried
+                errors.append(f"{handler.name}: {describe(exc)}")
+            else:
+                done.append(handler.name)
+        await self._record(entry, done, errors)
+
+    async def _record(
+        self, entry: InboxEntry, done: list[str], errors: list[str], *, final: bool = False
+    ) -> None:
+        now = self._clock()
+        if not errors:
+            await self.inbox.complete(entry.event_id, now, done)
+            log.debug(
+                "handled %s",
+                entry.event_id,
+                extra={"action": "handled", "event_id": entry.event_id},
+            )
+            return
+        error = "; ".join(errors)
+        retry_at = None if final else self.retry.retry_at(entry.attempts, now, self._rng)
+        await self.inbox.fail(entry.event_id, now, error, done, retry_at)
+        if retry_at is None:
+            log.error(
+                "handlers of %s failed after %d attempts: %s",
+                entry.event_id,
+                entry.attempts,
+                error,
+                extra={"action": "handler_gave_up", "event_id": entry.event_id, "error": error},
+            )
+        else:
+            log.warning(
+                "handlers of %s failed (attempt %d), retrying in %.1f s: %s",
+                entry.event_id,
+                entry.attempts,
+                retry_at - now,
+                error,
+                extra={"action": "handler_failed", "event_id": entry.event_id, "error": error},
+            )

@@ -1,0 +1,108 @@
+"""The inbox worker with an injected clock: retry timing without sleeping, and recovery."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from convhook.receiver import HandlerStatus, RetryPolicy
+from convhook.receiver.handlers import HandlerRegistry
+from convhook.receiver.worker import Worker
+from convhook.samples import sample_event
+from convhook.store.inbox import Received, SQLiteInbox
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stored(at: float) -> Received:
+    event = sample_event("conversation.completed")
+    return Received(event.event_id, None, event.event_type, event.to_json(), {}, at)
+
+
+async def test_backoff_schedule_follows_the_policy_with_jitter(db_path: Path) -> None:
+    """Each failure is retried after base * 2^(attempt-1) seconds, jittered, until failed."""
+    clock = Clock(1000.0)
+    policy = RetryPolicy(max_attempts=4, base=1.0, cap=3.0, jitter=0.1)
+    handlers = HandlerRegistry()
+    attempts: list[float] = []
+
+    async def always_fails(event: Any) -> None:
+        attempts.append(clock.now)
+        raise TimeoutError("slow CRM")
+
+    handlers.add(always_fails, ["*"])
+    async with SQLiteInbox(db_path) as inbox:
+        item = stored(1000.0)
+        await inbox.add(item)
+        worker = Worker(inbox, handlers, retry=policy, clock=clock, rng=random.Random(7))
+        expected_rng = random.Random(7)
+        assert await worker.run_once() == 1
+        for attempt in (1, 2, 3):
+            entry = await inbox.get(item.event_id)
+            assert entry is not None
+            assert entry.status is HandlerStatus.PENDING
+            delay = policy.delay(attempt, expected_rng)
+            assert entry.next_attempt_at == clock.now + delay
+            assert (
+                min(3.0, 2.0 ** (attempt - 1)) * 0.9
+                <= delay
+                <= min(3.0, 2.0 ** (attempt - 1)) * 1.1
+            )
+            clock.now += delay - 0.01
+            assert await worker.run_once() == 0  # not due yet
+            clock.now += 0.01
+            assert await worker.run_once() == 1
+        entry = await inbox.get(item.event_id)
+    assert entry is not None
+    assert (entry.status, entry.attempts, entry.next_attempt_at) == (HandlerStatus.FAILED, 4, None)
+    assert entry.last_error is not None
+    assert "TimeoutError: slow CRM" in entry.last_error
+    assert len(attempts) == 4
+
+
+def test_retry_policy_caps_delay_and_stops_after_max_attempts() -> None:
+    """Delays grow exponentially up to the cap; after the last attempt there is no retry."""
+    policy = RetryPolicy(max_attempts=5, base=1.0, cap=5.0, jitter=0.0)
+    rng = random.Random(1)
+    assert [policy.delay(n, rng) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert policy.retry_at(4, 100.0, rng) == 105.0
+    assert policy.retry_at(5, 100.0, rng) is None
+
+
+async def test_worker_start_reruns_events_left_running(db_path: Path) -> None:
+    """Events a dead process left running are run by the next worker at start."""
+    clock = Clock(50.0)
+    handlers = HandlerRegistry()
+    seen: list[str] = []
+
+    async def record(event: Any) -> None:
+        seen.append(event.event_id)
+
+    handlers.add(record, ["*"])
+    async with SQLiteInbox(db_path) as inbox:
+        item = stored(10.0)
+        await inbox.add(Received(**{**item.__dict__, "claimed_until": 1e12}))
+        worker = Worker(inbox, handlers, clock=clock)
+        await worker.start()
+        try:
+            for _ in range(500):
+                entry = await inbox.get(item.event_id)
+                if entry is not None and entry.status is HandlerStatus.DONE:
+                    break
+                await worker_sleep()
+        finally:
+            await worker.stop()
+    assert seen == [item.event_id]
+
+
+async def worker_sleep() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.01)
