@@ -1,0 +1,299 @@
+"""`convhook listen` and `convhook inbox` as real processes: trigger interop, unsigned mode,
+failed forwards visible and replayable, and no acknowledged event lost to a SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convhook.signing import Secret, Verifier
+from tests.support.servers import free_port, serve_app, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+
+class CLIProcess:
+    """`convhook ARGS` as a subprocess in its own session, output captured to files that are
+    closed when it ends (tests.support.servers.CLIProcess leaves them open)."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.out_path = cwd / f"listen-{id(self)}.out"
+        self.err_path = cwd / f"listen-{id(self)}.err"
+        self._files = [self.out_path.open("wb"), self.err_path.open("wb")]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "convhook", *args],
+            cwd=cwd,
+            stdout=self._files[0],
+            stderr=self._files[1],
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "240"},
+            start_new_session=True,
+        )
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no shutdown code runs."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM, wait (SIGKILL after 15 s), close the output files; return the exit code."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for f in self._files:
+            f.close()
+        return self.proc.returncode
+
+
+async def convhook(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """Run one `convhook` command to completion without blocking the event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "convhook",
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "240"},
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def listener(args: list[str], cwd: Path, port: int) -> AsyncIterator[CLIProcess]:
+    proc = CLIProcess(["listen", "--port", str(port), *args], cwd=cwd)
+    try:
+        await asyncio.to_thread(wait_for_port, port, 30.0, proc.proc)
+        yield proc
+    finally:
+        await asyncio.to_thread(proc.stop)
+
+
+class Target:
+    """A forward target recording every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.requests.append((headers, b"".join(chunks)))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def event_ids(self) -> set[str]:
+        return {json.loads(body)["eventId"] for _, body in self.requests}
+
+
+def stored_bodies(db: Path) -> dict[str, bytes]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return {
+            r[0]: bytes(r[1]) for r in conn.execute("SELECT event_id, body FROM convhook_inbox")
+        }
+
+
+async def test_listen_accepts_trigger_events_prints_and_stores_them(tmp_path: Path) -> None:
+    """Events signed by `convhook trigger` are accepted, printed on stdout and stored as done."""
+    secret = str(Secret.generate())
+    port = free_port()
+    db = tmp_path / "inbox.db"
+    async with listener(["--secret", secret, "--db", str(db)], tmp_path, port) as proc:
+        code, out, err = await convhook(
+            "trigger",
+            "conversation.completed",
+            "--url",
+            f"http://127.0.0.1:{port}/webhook",
+            "--secret",
+            secret,
+            "--count",
+            "3",
+            "--json",
+            cwd=tmp_path,
+        )
+        assert code == 0, err
+        assert json.loads(out)["ok"] == 3
+        await eventually(lambda: proc.stdout.count("conversation.completed") == 3)
+        code, out, _ = await convhook("inbox", "list", "--db", str(db), "--json", cwd=tmp_path)
+    assert code == 0
+    listed = json.loads(out)
+    assert [e["status"] for e in listed] == ["done"] * 3
+    assert all(e["conversationId"].startswith("conv_") for e in listed)
+    assert "UNSIGNED" not in proc.stderr
+    assert "customer=" in proc.stdout
+
+
+async def test_listen_without_secret_warns_loudly_and_accepts_unsigned(tmp_path: Path) -> None:
+    """Without --secret, start-up warns about unsigned mode and unsigned events are accepted."""
+    port = free_port()
+    async with listener(["--db", str(tmp_path / "i.db")], tmp_path, port) as proc:
+        code, _, err = await convhook(
+            "trigger",
+            "conversation.userJoined",
+            "--url",
+            f"http://127.0.0.1:{port}/webhook",
+            cwd=tmp_path,
+        )
+        assert code == 0, err
+        await eventually(lambda: "conversation.userJoined" in proc.stdout)
+    assert "WARNING" in proc.stderr
+    assert "UNSIGNED" in proc.stderr
+
+
+async def test_failed_forward_is_listed_then_replayed(tmp_path: Path) -> None:
+    """A forward that keeps failing is shown as failed with its error; replay delivers it."""
+    secret = str(Secret.generate())
+    port, target_port = free_port(), free_port()
+    db = tmp_path / "inbox.db"
+    args = [
+        "--secret",
+        secret,
+        "--db",
+        str(db),
+        "--forward-to",
+        f"http://127.0.0.1:{target_port}/hook",
+        "--max-attempts",
+        "2",
+    ]
+    target = Target()
+    async with listener(args, tmp_path, port) as proc:
+        code, _, err = await convhook(
+            "trigger",
+            "conversation.userLeft",
+            "--url",
+            f"http://127.0.0.1:{port}/webhook",
+            "--secret",
+            secret,
+            cwd=tmp_path,
+        )
+        assert code == 0, err
+
+        async def failed() -> bool:
+            _, out, _ = await convhook(
+                "inbox", "list", "--status", "failed", "--db", str(db), "--json", cwd=tmp_path
+            )
+            return bool(json.loads(out))
+
+        await eventually(failed)
+        code, table, _ = await convhook("inbox", "list", "--db", str(db), cwd=tmp_path)
+        assert code == 0
+        assert "failed" in table
+        assert "forward" in table
+        [event_id] = stored_bodies(db)
+        code, shown, _ = await convhook(
+            "inbox", "show", event_id, "--db", str(db), "--json", cwd=tmp_path
+        )
+        assert json.loads(shown)["attempts"] == 2
+        assert "forward to" in json.loads(shown)["lastError"]
+        assert "forward" in proc.stderr  # the failure is shown by the listener too
+
+        async with serve_app(target, port=target_port):
+            code, out, err = await convhook(
+                "inbox", "replay", "--failed", "--db", str(db), cwd=tmp_path
+            )
+            assert code == 0, err
+            assert event_id in out
+            await eventually(lambda: target.event_ids() == {event_id})
+            code, out, err = await convhook(
+                "inbox",
+                "replay",
+                event_id,
+                "--forward-to",
+                f"http://127.0.0.1:{target_port}/again",
+                "--db",
+                str(db),
+                "--json",
+                cwd=tmp_path,
+            )
+            assert code == 0, err
+            assert json.loads(out)[0]["status"] == 200
+    assert [body for _, body in target.requests] == [stored_bodies(db)[event_id]] * 2
+
+
+async def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
+    """Every event acknowledged before a SIGKILL reaches the forward target after a restart."""
+    secret = str(Secret.generate())
+    port, target_port = free_port(), free_port()
+    db = tmp_path / "inbox.db"
+    args = ["--secret", secret, "--db", str(db), "--quiet"]
+    args += ["--forward-to", f"http://127.0.0.1:{target_port}/hook"]
+    proc = CLIProcess(["listen", "--port", str(port), *args], cwd=tmp_path)
+    try:
+        await asyncio.to_thread(wait_for_port, port, 30.0, proc.proc)
+        code, out, err = await convhook(
+            "trigger",
+            "conversation.analysisCompleted",
+            "--url",
+            f"http://127.0.0.1:{port}/webhook",
+            "--secret",
+            secret,
+            "--count",
+            "25",
+            "--concurrency",
+            "5",
+            "--json",
+            cwd=tmp_path,
+        )
+        proc.kill()
+    finally:
+        await asyncio.to_thread(proc.stop)
+    assert code == 0, err
+    assert json.loads(out)["ok"] == 25
+    stored = stored_bodies(db)
+    assert len(stored) == 25
+
+    target = Target()
+    async with serve_app(target, port=target_port), listener(args, tmp_path, port):
+        await eventually(lambda: target.event_ids() == set(stored))
+    verifier = Verifier(secret, tolerance=3600)
+    for headers, body in target.requests:
+        event_id = json.loads(body)["eventId"]
+        assert body == stored[event_id]  # byte-identical to what was acknowledged
+        assert verifier.verify(headers, body)  # with the original signature
