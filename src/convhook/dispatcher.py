@@ -51,6 +51,14 @@ class _Bucket:
             await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
+class _Gate:
+    """At most ``limit`` requests in flight to one endpoint from this process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.semaphore = asyncio.Semaphore(limit)
+
+
 class Dispatcher:
     """Delivers the outbox; use as ``async with Dispatcher(db) as d`` or call :meth:`run_once`."""
 
@@ -86,6 +94,7 @@ class Dispatcher:
         self._results_ready = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self._buckets: dict[str, _Bucket] = {}
+        self._gates: dict[str, _Gate] = {}
         self._loops: list[asyncio.Task[None]] = []
         self.delivered = 0
 
@@ -156,22 +165,29 @@ class Dispatcher:
             free = self.max_in_flight - len(self._sending)
             self._wake.clear()
             claims = await self._claim(min(free, self.batch_size)) if free > 0 else []
-            for claim in claims:
-                task = asyncio.create_task(self._attempt(claim))
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
+            self._spawn(claims)
             if len(claims) < min(free, self.batch_size) or free <= 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
+    def _spawn(self, claims: list[store.Claim]) -> None:
+        for claim in claims:
+            task = asyncio.create_task(self._attempt(claim))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
     async def _attempt(self, claim: store.Claim) -> None:
-        if claim.rate_limit:
-            bucket = self._buckets.get(claim.endpoint_id)
-            if bucket is None or bucket.rate != claim.rate_limit:
-                bucket = self._buckets[claim.endpoint_id] = _Bucket(claim.rate_limit)
-            await bucket.take()
-        attempted_at = self._now_ms()
-        result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
+        gate = self._gates.get(claim.endpoint_id)
+        if gate is None or gate.limit != claim.max_in_flight:
+            gate = self._gates[claim.endpoint_id] = _Gate(claim.max_in_flight)
+        async with gate.semaphore:
+            if claim.rate_limit:
+                bucket = self._buckets.get(claim.endpoint_id)
+                if bucket is None or bucket.rate != claim.rate_limit:
+                    bucket = self._buckets[claim.endpoint_id] = _Bucket(claim.rate_limit)
+                await bucket.take()
+            attempted_at = self._now_ms()
+            result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
         self._results.append(self._judge(claim, attempted_at, result))
         self._results_ready.set()
 
@@ -192,16 +208,26 @@ class Dispatcher:
         while not self._stopping:
             await self._results_ready.wait()
             self._results_ready.clear()
-            await self._flush()
-            # Recorded outcomes free in-flight slots and unblock later events of a conversation.
-            self._wake.set()
+            await self._flush(refill=True)
 
-    async def _flush(self) -> list[store.Result]:
+    async def _flush(self, *, refill: bool = False) -> list[store.Result]:
+        """Record finished attempts; with ``refill``, claim as many new ones in the same
+        transaction, so a steady stream costs one commit per batch, not two."""
         results, self._results = self._results, []
-        if not results:
+        free = self.max_in_flight - len(self._sending)
+        limit = min(free, self.batch_size) if refill and not self._stopping else 0
+        if not results and not limit:
             return results
         now, disable_ms = self._now_ms(), int(self.policy.disable_after * 1000)
-        disabled = await self.db.write(lambda c: store.record(c, results, now, disable_ms))
+        lease_ms, owner = int(self.lease * 1000), self.worker_id
+
+        def write(conn: sqlite3.Connection) -> tuple[list[str], list[store.Claim]]:
+            disabled = store.record(conn, results, now, disable_ms) if results else []
+            claims = store.claim(conn, owner, now, lease_ms, limit) if limit else []
+            return disabled, claims
+
+        disabled, claims = await self.db.write(write)
+        self._spawn(claims)
         for r in results:
             self._report(r)
         for endpoint_id in disabled:
@@ -210,10 +236,17 @@ class Dispatcher:
                 "endpoint disabled",
                 extra={"action": "endpoint_disabled", "endpoint_id": endpoint_id},
             )
+        if results and not limit:
+            # No refill was possible here; slots are free now, so let the claim loop look.
+            self._wake.set()
         return results
 
     def _report(self, r: store.Result) -> None:
         metrics.observe_attempt(r.verdict.value, r.latency_ms)
+        if r.verdict is Verdict.DELIVERED:
+            self.delivered += 1
+            if not log.isEnabledFor(logging.DEBUG):
+                return
         fields = {
             "event_id": r.claim.event_id,
             "endpoint_id": r.claim.endpoint_id,
@@ -222,7 +255,6 @@ class Dispatcher:
             "status_code": r.status_code,
         }
         if r.verdict is Verdict.DELIVERED:
-            self.delivered += 1
             log.debug("delivered", extra={"action": "delivery_succeeded", **fields})
         elif r.verdict is Verdict.RETRY:
             log.info(

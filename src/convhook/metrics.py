@@ -40,9 +40,13 @@ DISABLED = Counter(
 )
 
 
+_BY_OUTCOME = {o: ATTEMPTS.labels(o) for o in ("delivered", "retry", "failed", "gone")}
+
+
 def observe_attempt(outcome: str, latency_ms: float) -> None:
     """Count one attempt and its latency."""
-    ATTEMPTS.labels(outcome).inc()
+    counter = _BY_OUTCOME.get(outcome) or ATTEMPTS.labels(outcome)
+    counter.inc()
     ATTEMPT_SECONDS.observe(latency_ms / 1000)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,7 +100,7 @@ async def test_later_event_waits_for_earlier_but_other_conversations_flow(
 
 
 async def test_in_flight_limit_per_endpoint(db: SQLiteDatabase) -> None:
-    """An endpoint never has more leased deliveries than its max_in_flight."""
+    """An endpoint never has more than twice its max_in_flight leased (the next ones ready)."""
     from convhook.store import deliveries
 
     ws = await db.write(add_workspace)
@@ -108,19 +109,19 @@ async def test_in_flight_limit_per_endpoint(db: SQLiteDatabase) -> None:
             c, ws, "http://x.invalid", str(Secret.generate()), 0, max_in_flight=2
         )
     )
-    for i in range(5):
+    for i in range(6):
         await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], 0))
     now = _ms()
     first = await db.write(lambda c: deliveries.claim(c, "w1", now, 60_000, 100))
     second = await db.write(lambda c: deliveries.claim(c, "w2", now, 60_000, 100))
-    assert len(first) == 2
+    assert len(first) == 4
     assert second == []
     later = await db.write(lambda c: deliveries.claim(c, "w2", now + 60_000, 60_000, 100))
     assert {c.delivery_id for c in later} == {c.delivery_id for c in first}  # leases expired
 
 
 async def test_rate_limit_caps_leases(db: SQLiteDatabase) -> None:
-    """A rate-limited endpoint holds about one second's worth of leases."""
+    """A rate-limited endpoint holds about two seconds' worth of leases."""
     from convhook.store import deliveries
 
     ws = await db.write(add_workspace)
@@ -130,4 +131,33 @@ async def test_rate_limit_caps_leases(db: SQLiteDatabase) -> None:
     for i in range(10):
         await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], 0))
     claims = await db.write(lambda c: deliveries.claim(c, "w", _ms(), 60_000, 100))
-    assert len(claims) == 3
+    assert len(claims) == 6
+
+
+async def test_concurrent_requests_stay_within_max_in_flight(db: SQLiteDatabase) -> None:
+    """However many are leased, at most max_in_flight requests to an endpoint run at once."""
+    receiver = Receiver().then(*[Reply(delay=0.05) for _ in range(20)])
+    running = [0, 0]  # now, peak
+
+    class Counting(Receiver):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                running[0] += 1
+                running[1] = max(running)
+            try:
+                await receiver(scope, receive, send)
+            finally:
+                if scope["type"] == "http":
+                    running[0] -= 1
+
+    async with serve_app(Counting()) as base:
+        ws = await db.write(add_workspace)
+        await db.write(
+            lambda c: add_endpoint(c, ws, base, str(Secret.generate()), _ms(), max_in_flight=3)
+        )
+        for i in range(20):
+            await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], _ms()))
+        async with Dispatcher(db, allow_private=True) as dispatcher:
+            dispatcher.wake()
+            await receiver.wait_for(20)
+    assert running[1] == 3

@@ -42,6 +42,7 @@ class Claim:
     attempts: int
     rate_limit: float | None
     lease_owner: str
+    max_in_flight: int = 10
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,11 @@ class Result:
     next_attempt_at: int = 0
 
 
-_CLAIM = """
-SELECT d.id, d.event_id, d.event_type, d.endpoint_id, d.conversation_id, d.attempts,
-       COALESCE(d.body, ev.body) AS body, e.url, e.secret, e.previous_secret,
-       e.previous_secret_expires_at, e.rate_limit, e.max_in_flight
+# Only ids are scanned: rows that a busy endpoint cannot take now are skipped cheaply.
+_SCAN = """
+SELECT d.id, d.endpoint_id
 FROM deliveries AS d INDEXED BY deliveries_due
 JOIN endpoints AS e ON e.id = d.endpoint_id
-LEFT JOIN events AS ev ON ev.seq = d.event_seq
 WHERE d.status = 'pending' AND d.next_attempt_at <= :now AND e.enabled = 1
   AND d.endpoint_id NOT IN (SELECT value FROM json_each(:full))
   AND NOT EXISTS (
@@ -75,63 +74,108 @@ ORDER BY d.next_attempt_at, d.id
 LIMIT :scan
 """
 
+_LEASE = """
+UPDATE deliveries SET status = 'delivering', lease_owner = :owner, lease_expires_at = :until
+WHERE id IN (SELECT value FROM json_each(:ids))
+RETURNING id, event_id, event_type, endpoint_id, conversation_id, attempts, event_seq, body
+"""
+
 
 def claim(conn: sqlite3.Connection, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
-    """Lease up to ``limit`` due deliveries, honouring order and each endpoint's in-flight cap."""
+    """Lease up to ``limit`` due deliveries in order, at most twice each endpoint's in-flight cap."""
     # A crashed worker's leases come back first, so its deliveries are not lost.
     conn.execute(
         "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL "
         "WHERE status = 'delivering' AND lease_expires_at <= ?",
         (now,),
     )
-    in_flight = dict(
+    in_flight: dict[str, int] = dict(
         conn.execute(
-            "SELECT endpoint_id, count(*) FROM deliveries WHERE status = 'delivering' "
-            "GROUP BY endpoint_id"
+            "SELECT endpoint_id, count(*) FROM deliveries INDEXED BY deliveries_leased "
+            "WHERE status = 'delivering' GROUP BY endpoint_id"
         ).fetchall()
     )
-    caps = dict(
-        conn.execute(
-            "SELECT id, max_in_flight FROM endpoints WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(in_flight)),),
-        ).fetchall()
-    )
-    full = [ep for ep, n in in_flight.items() if n >= caps.get(ep, 0)]
-    rows = conn.execute(
-        _CLAIM, {"now": now, "full": json.dumps(full), "scan": limit * 4}
+    caps = _endpoints(conn, in_flight)
+    full = [ep for ep, n in in_flight.items() if n >= caps[ep].leases]
+    scanned = conn.execute(
+        _SCAN, {"now": now, "full": json.dumps(full), "scan": limit * 2}
     ).fetchall()
-    taken: list[Claim] = []
-    for row in rows:
-        if len(taken) >= limit:
+    caps.update(_endpoints(conn, {row[1] for row in scanned} - caps.keys()))
+    chosen: list[int] = []
+    for delivery_id, endpoint in scanned:
+        if len(chosen) >= limit:
             break
-        endpoint = row["endpoint_id"]
-        if in_flight.get(endpoint, 0) >= _cap(row["max_in_flight"], row["rate_limit"]):
-            continue
-        in_flight[endpoint] = in_flight.get(endpoint, 0) + 1
-        secrets: tuple[str, ...] = (row["secret"],)
-        if row["previous_secret"] and (row["previous_secret_expires_at"] or 0) > now:
-            secrets = (row["secret"], row["previous_secret"])
+        if in_flight.get(endpoint, 0) < caps[endpoint].leases:
+            in_flight[endpoint] = in_flight.get(endpoint, 0) + 1
+            chosen.append(delivery_id)
+    if not chosen:
+        return []
+    leased = conn.execute(
+        _LEASE, {"owner": owner, "until": now + lease_ms, "ids": json.dumps(chosen)}
+    ).fetchall()
+    bodies = _bodies(conn, [r["event_seq"] for r in leased if r["body"] is None])
+    rank = {delivery_id: i for i, delivery_id in enumerate(chosen)}
+    taken = []
+    for row in sorted(leased, key=lambda r: rank[r["id"]]):
+        ep = caps[row["endpoint_id"]]
+        body = row["body"] if row["body"] is not None else bodies[row["event_seq"]]
         taken.append(
             Claim(
                 delivery_id=row["id"],
                 event_id=row["event_id"],
                 event_type=row["event_type"],
-                endpoint_id=endpoint,
+                endpoint_id=ep.id,
                 conversation_id=row["conversation_id"],
-                url=row["url"],
-                body=row["body"].encode(),
-                secrets=secrets,
+                url=ep.url,
+                body=body.encode(),
+                secrets=ep.secrets(now),
                 attempts=row["attempts"],
-                rate_limit=row["rate_limit"],
+                rate_limit=ep.rate_limit,
                 lease_owner=owner,
+                max_in_flight=ep.cap,
             )
         )
-    conn.executemany(
-        "UPDATE deliveries SET status = 'delivering', lease_owner = ?, lease_expires_at = ? "
-        "WHERE id = ?",
-        [(owner, now + lease_ms, c.delivery_id) for c in taken],
-    )
     return taken
+
+
+@dataclass(frozen=True)
+class _Target:
+    id: str
+    url: str
+    secret: str = field(repr=False)
+    previous_secret: str | None = field(repr=False)
+    previous_until: int | None
+    rate_limit: float | None
+    cap: int
+
+    @property
+    def leases(self) -> int:
+        # Twice the request limit is leased, so the next requests are ready to go as soon as
+        # one finishes instead of waiting for a commit; the dispatcher still sends at most
+        # ``cap`` at once.
+        return 2 * self.cap
+
+    def secrets(self, now: int) -> tuple[str, ...]:
+        if self.previous_secret and (self.previous_until or 0) > now:
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
+
+
+def _endpoints(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, _Target]:
+    rows = conn.execute(
+        "SELECT id, url, secret, previous_secret, previous_secret_expires_at, rate_limit, "
+        "max_in_flight FROM endpoints WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),),
+    ).fetchall()
+    return {r[0]: _Target(r[0], r[1], r[2], r[3], r[4], r[5], _cap(r[6], r[5])) for r in rows}
+
+
+def _bodies(conn: sqlite3.Connection, seqs: list[int]) -> dict[int, str]:
+    rows = conn.execute(
+        "SELECT seq, body FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+        (json.dumps(seqs),),
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
 
 
 def _cap(max_in_flight: int, rate_limit: float | None) -> int:
@@ -162,18 +206,14 @@ def record(
             for r in results
         ],
     )
-    for r in results:
-        status = {
-            Verdict.DELIVERED: Status.DELIVERED,
-            Verdict.RETRY: Status.PENDING,
-        }.get(r.verdict, Status.FAILED)
-        conn.execute(
-            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
-            "lease_owner = NULL, lease_expires_at = NULL, last_status_code = ?, last_error = ?, "
-            "last_attempt_at = ?, delivered_at = ?, updated_at = ? "
-            "WHERE id = ? AND status = 'delivering' AND lease_owner = ?",
+    conn.executemany(
+        "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
+        "lease_owner = NULL, lease_expires_at = NULL, last_status_code = ?, last_error = ?, "
+        "last_attempt_at = ?, delivered_at = ?, updated_at = ? "
+        "WHERE id = ? AND status = 'delivering' AND lease_owner = ?",
+        [
             (
-                status,
+                _STATUS[r.verdict],
                 r.next_attempt_at if r.verdict is Verdict.RETRY else r.attempted_at,
                 r.status_code,
                 r.error,
@@ -182,32 +222,44 @@ def record(
                 now,
                 r.claim.delivery_id,
                 r.claim.lease_owner,
-            ),
-        )
-        endpoint = r.claim.endpoint_id
-        if r.verdict is Verdict.DELIVERED:
-            conn.execute(
-                "UPDATE endpoints SET failing_since = NULL "
-                "WHERE id = ? AND failing_since IS NOT NULL",
-                (endpoint,),
             )
-            continue
+            for r in results
+        ],
+    )
+    succeeded = {r.claim.endpoint_id for r in results if r.verdict is Verdict.DELIVERED}
+    conn.executemany(
+        "UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+        [(e,) for e in succeeded],
+    )
+    failing: dict[str, int] = {}
+    for r in results:
         if r.verdict is Verdict.GONE:
-            reason = "the receiver answered 410 Gone"
-        else:
-            conn.execute(
-                "UPDATE endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL",
-                (r.attempted_at, endpoint),
-            )
-            row = conn.execute(
-                "SELECT failing_since FROM endpoints WHERE id = ? AND enabled = 1", (endpoint,)
-            ).fetchone()
-            if row is None or now - row[0] < disable_after_ms:
-                continue
-            reason = f"failing without a success for {disable_after_ms // 3_600_000} h"
+            if _disable(conn, r.claim.endpoint_id, now, "the receiver answered 410 Gone"):
+                disabled.append(r.claim.endpoint_id)
+        elif r.verdict is not Verdict.DELIVERED and r.claim.endpoint_id not in succeeded:
+            failing.setdefault(r.claim.endpoint_id, r.attempted_at)
+    for endpoint, since in failing.items():
+        conn.execute(
+            "UPDATE endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL",
+            (since, endpoint),
+        )
+        row = conn.execute(
+            "SELECT failing_since FROM endpoints WHERE id = ? AND enabled = 1", (endpoint,)
+        ).fetchone()
+        if row is None or now - row[0] < disable_after_ms:
+            continue
+        reason = f"failing without a success for {disable_after_ms // 3_600_000} h"
         if _disable(conn, endpoint, now, reason):
             disabled.append(endpoint)
     return disabled
+
+
+_STATUS = {
+    Verdict.DELIVERED: Status.DELIVERED,
+    Verdict.RETRY: Status.PENDING,
+    Verdict.FAILED: Status.FAILED,
+    Verdict.GONE: Status.FAILED,
+}
 
 
 def _disable(conn: sqlite3.Connection, endpoint_id: str, now: int, reason: str) -> bool:

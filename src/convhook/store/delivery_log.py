@@ -125,15 +125,15 @@ def backlog(conn: sqlite3.Connection, now: int) -> Backlog:
     """Count due and in-flight deliveries per endpoint and the age of the oldest pending one."""
     due = dict(
         conn.execute(
-            "SELECT endpoint_id, count(*) FROM deliveries WHERE status = 'pending' "
-            "AND next_attempt_at <= ? GROUP BY endpoint_id",
+            "SELECT endpoint_id, count(*) FROM deliveries INDEXED BY deliveries_due "
+            "WHERE status = 'pending' AND next_attempt_at <= ? GROUP BY endpoint_id",
             (now,),
         ).fetchall()
     )
     in_flight = dict(
         conn.execute(
-            "SELECT endpoint_id, count(*) FROM deliveries WHERE status = 'delivering' "
-            "GROUP BY endpoint_id"
+            "SELECT endpoint_id, count(*) FROM deliveries INDEXED BY deliveries_leased "
+            "WHERE status = 'delivering' GROUP BY endpoint_id"
         ).fetchall()
     )
     oldest = conn.execute(
