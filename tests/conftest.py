@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import TemporaryPostgres
 from tests.support.servers import free_port
 
 
@@ -30,3 +32,29 @@ def port() -> int:
 def db_path(tmp_path: Path) -> Path:
     """A path for a fresh SQLite database file."""
     return tmp_path / "convhook.db"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[TemporaryPostgres]:
+    """One throwaway PostgreSQL server for the whole run (started on first use).
+
+    It must start: a machine without PostgreSQL fails here (run scripts/ensure-postgres),
+    it is never silently skipped.
+    """
+    with TemporaryPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: TemporaryPostgres) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return pg_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test against a fresh SQLite file and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "convhook.db")
+    server: TemporaryPostgres = request.getfixturevalue("pg_server")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")

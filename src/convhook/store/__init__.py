@@ -1,1 +1,33 @@
 """Storage: SQLite (embedded default) and PostgreSQL (scale-out); all SQL lives here."""
+
+from __future__ import annotations
+
+from convhook.store.database import Database
+from convhook.store.migrations import load
+from convhook.store.url import DatabaseURL
+
+__all__ = ["Database", "DatabaseURL", "open_database"]
+
+
+def open_database(
+    url: str | DatabaseURL,
+    component: str,
+    *,
+    synchronous: str = "FULL",
+    auto_upgrade: bool = False,
+) -> Database:
+    """A (not yet opened) database for ``component`` (``producer`` or ``inbox``) at ``url``.
+
+    SQLite files are created and upgraded on open; PostgreSQL schemas are upgraded only with
+    ``auto_upgrade`` (``convhook db upgrade``) and otherwise checked.
+    """
+    target = url if isinstance(url, DatabaseURL) else DatabaseURL.parse(url)
+    if target.engine == "postgres":
+        from convhook.store.postgres import PostgresDatabase
+
+        return PostgresDatabase(
+            target.target, load("postgres", component), auto_upgrade=auto_upgrade
+        )
+    from convhook.store.sqlite import SQLiteDatabase
+
+    return SQLiteDatabase(target.target, load("sqlite", component), synchronous=synchronous)

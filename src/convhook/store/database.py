@@ -110,9 +110,15 @@ class Database(ABC):
     def _open_writer(self) -> Any:
         try:
             conn = self._connect()
-            self._migrate(conn)
         except self._driver_error() as exc:
             raise StoreError(f"cannot open database {self.name}: {exc}") from exc
+        try:
+            self._migrate(conn)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, self._driver_error()):
+                raise StoreError(f"cannot migrate database {self.name}: {exc}") from exc
+            raise
         return conn
 
     async def close(self) -> None:
@@ -209,7 +215,7 @@ class Database(ABC):
                 try:
                     job.outcome = (True, job.fn(conn))
                     conn.execute("RELEASE SAVEPOINT job")
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's future
+                except BaseException as exc:  # handed to the caller's future
                     if isinstance(exc, error) and self._is_disconnect(exc):
                         raise
                     conn.execute("ROLLBACK TO SAVEPOINT job")

@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 
-from convhook.errors import SchemaVersionError
+from convhook.errors import ConfigError, SchemaVersionError
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -31,6 +31,8 @@ class Migration:
 def load(dialect: str, component: str) -> list[Migration]:
     """The migrations shipped for ``component`` in ``dialect`` (``sqlite`` or ``postgres``)."""
     folder = resources.files("convhook.store") / "sql" / dialect / component
+    if not folder.is_dir():
+        raise ConfigError(f"no {dialect} schema ships for the {component} store")
     found = []
     for entry in folder.iterdir():
         match = _NAME.match(entry.name)

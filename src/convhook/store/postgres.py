@@ -1,0 +1,309 @@
+"""PostgreSQL: the scale-out engine, for many API and dispatcher processes on many machines.
+
+Store code is shared with SQLite: it calls ``conn.execute(sql, params)`` with ``?`` or
+``:name`` placeholders and reads rows by column name. :class:`PgConnection` adapts that to
+psycopg, translating the few SQLite spellings the stores use (``?``, ``:name``,
+``json_each(?)``, ``INSERT OR IGNORE``). Writes are group-committed like SQLite's. A lost
+connection (server restarted) fails the batch in flight with a :class:`StoreError` and the next
+batch reconnects, so callers retry rather than hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+
+from convhook.errors import SchemaVersionError
+from convhook.store.database import Database
+from convhook.store.migrations import Migration, latest
+
+log = logging.getLogger("convhook.store.postgres")
+
+_TOKEN = re.compile(r"'(?:[^']|'')*'|::|:([A-Za-z_]\w*)|\?|%")
+_JSON_EACH = re.compile(r"json_each\(\s*(\?|:[A-Za-z_]\w*)\s*\)", re.IGNORECASE)
+_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO", re.IGNORECASE)
+_RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
+def translate(sql: str) -> str:
+    """Rewrite a SQLite-flavoured statement for PostgreSQL (cached: statements are constants)."""
+    sql = _JSON_EACH.sub(r"json_array_elements_text(CAST(\1 AS json))", sql)
+    if _OR_IGNORE.match(sql):
+        sql = _OR_IGNORE.sub("INSERT INTO", sql, count=1)
+        match = _RETURNING.search(sql)
+        clause = " ON CONFLICT DO NOTHING"
+        sql = sql[: match.start()] + clause + sql[match.start() :] if match else sql + clause
+
+    def placeholder(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token == "?":
+            return "%s"
+        if token == "%":
+            return "%%"
+        if m.group(1):
+            return f"%({m.group(1)})s"
+        return token.replace("%", "%%")  # a string literal or a :: cast
+
+    return _TOKEN.sub(placeholder, sql)
+
+
+class PgRow(tuple[Any, ...]):
+    """A row readable by position and by column name, like :class:`sqlite3.Row`."""
+
+    _index: dict[str, int]
+
+    def __new__(cls, values: Sequence[Any], index: dict[str, int]) -> PgRow:
+        row = super().__new__(cls, values)
+        row._index = index
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+class PgCursor:
+    """The part of a DB-API cursor the stores use."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self._cursor = cursor
+        names = [c.name for c in cursor.description or []]
+        self._index = {n: i for i, n in enumerate(names)}
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        raise NotImplementedError("use INSERT ... RETURNING: PostgreSQL has no lastrowid")
+
+    def fetchone(self) -> PgRow | None:
+        row = self._cursor.fetchone() if self._cursor.description else None
+        return None if row is None else PgRow(row, self._index)
+
+    def fetchall(self) -> list[PgRow]:
+        if not self._cursor.description:
+            return []
+        return [PgRow(r, self._index) for r in self._cursor.fetchall()]
+
+    def __iter__(self) -> Iterator[PgRow]:
+        return iter(self.fetchall())
+
+
+class PgConnection:
+    """A psycopg connection with the ``execute`` shape of :class:`sqlite3.Connection`."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+
+    def execute(self, statement: str, params: Any = ()) -> PgCursor:
+        cursor = self.raw.cursor()
+        # Always pass a params container, even empty: psycopg then reads %% as a literal %,
+        # which is how translate() escapes it.
+        cursor.execute(translate(statement).encode(), _params(params))
+        return PgCursor(cursor)
+
+    def executemany(self, statement: str, rows: Iterable[Any]) -> PgCursor:
+        cursor = self.raw.cursor()
+        cursor.executemany(translate(statement).encode(), [_params(r) for r in rows])
+        return PgCursor(cursor)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+
+def _params(params: Any) -> Any:
+    if isinstance(params, dict):
+        return params
+    return tuple(params)
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL database. The schema is never changed on open: run
+    ``convhook db upgrade`` (many processes must not race to migrate); a schema older or newer
+    than this code is refused with that advice."""
+
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        migrations: list[Migration] | None = None,
+        *,
+        max_batch: int = 512,
+        readers: int = 4,
+        auto_upgrade: bool = False,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(max_batch=max_batch, readers=readers)
+        self.dsn = dsn
+        self._migrations = migrations or []
+        self._auto_upgrade = auto_upgrade
+        self._connect_timeout = connect_timeout
+        self._listeners: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    @property
+    def name(self) -> str:
+        return redact(self.dsn)
+
+    def _connect(self) -> PgConnection:
+        raw = psycopg.connect(self.dsn, autocommit=True, connect_timeout=int(self._connect_timeout))
+        return PgConnection(raw)
+
+    def _migrate(self, conn: PgConnection) -> None:
+        if self._auto_upgrade:
+            apply_postgres(conn, self._migrations)
+        else:
+            check_postgres(conn, self._migrations, self.name)
+
+    def _begin(self, conn: PgConnection) -> None:
+        conn.execute("BEGIN")
+
+    def _driver_error(self) -> type[BaseException]:
+        return psycopg.Error
+
+    def _is_disconnect(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+    def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from a thread) whenever ``NOTIFY channel`` arrives; reconnects
+        with backoff after a lost connection, and calls back once after each reconnect so
+        nothing notified while disconnected is missed."""
+        thread = threading.Thread(
+            target=self._listen, args=(channel, callback), name=f"pg-listen:{channel}", daemon=True
+        )
+        self._listeners.append(thread)
+        thread.start()
+
+    def _listen(self, channel: str, callback: Callable[[], None]) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
+                    delay = 0.1
+                    callback()
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            callback()
+            except psycopg.Error as exc:
+                log.warning(
+                    "listening on %s failed: %s; reconnecting in %.1f s",
+                    channel,
+                    exc,
+                    delay,
+                    extra={"action": "listen_reconnect"},
+                )
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        self._stopping.set()
+        await super().close()
+        for thread in self._listeners:
+            thread.join(timeout=2)
+        self._listeners.clear()
+        self._stopping.clear()
+
+
+def _versions(conn: PgConnection) -> dict[str, int]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS convhook_schema "
+        "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    )
+    rows = conn.execute("SELECT component, version FROM convhook_schema").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def check_postgres(conn: PgConnection, migrations: list[Migration], where: str) -> None:
+    """Refuse a schema that is not exactly the version this code ships."""
+    current = _versions(conn)
+    for component, known in latest(migrations).items():
+        found = current.get(component, 0)
+        if found > known:
+            raise SchemaVersionError(
+                f"the {component} schema of {where} is at version {found}, newer than this "
+                f"convhook knows ({known}): upgrade convhook on this machine"
+            )
+        if found < known:
+            raise SchemaVersionError(
+                f"the {component} schema of {where} is at version {found}, this convhook needs "
+                f"{known}: run `convhook db upgrade --db <url>` first"
+            )
+
+
+def apply_postgres(conn: PgConnection, migrations: list[Migration]) -> list[Migration]:
+    """Apply pending migrations under an advisory lock, one transaction each; return them."""
+    applied: list[Migration] = []
+    # A session-level lock serialises concurrent upgraders across machines.
+    conn.execute("SELECT pg_advisory_lock(4242001)")
+    try:
+        current = _versions(conn)
+        for component, known in latest(migrations).items():
+            if current.get(component, 0) > known:
+                check_postgres(conn, migrations, "this database")
+        for m in migrations:
+            if m.version <= current.get(m.component, 0):
+                continue
+            conn.execute("BEGIN")
+            try:
+                conn.raw.execute(m.sql.encode())
+                conn.execute(
+                    "INSERT INTO convhook_schema (component, version) VALUES (?, ?) "
+                    "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (m.component, m.version),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            applied.append(m)
+            log.info(
+                "applied migration %s %04d_%s",
+                m.component,
+                m.version,
+                m.name,
+                extra={"action": "migration_applied"},
+            )
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(4242001)")
+    return applied
+
+
+def wait_until_ready(dsn: str, timeout: float = 30.0) -> None:
+    """Block until the server accepts connections (for start-up scripts and tests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(dsn, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

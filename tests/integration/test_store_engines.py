@@ -1,0 +1,228 @@
+"""The storage engines: group commit, savepoint isolation, migrations, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from convhook.errors import ClosedError, ConfigError, SchemaVersionError, StoreError
+from convhook.store import open_database
+from convhook.store.database import Database
+from convhook.store.migrations import Migration
+from convhook.store.postgres import PostgresDatabase, apply_postgres, redact, translate
+from convhook.store.sqlite import SQLiteDatabase
+from convhook.store.url import DatabaseURL
+from tests.support.postgres import TemporaryPostgres
+
+SCHEMA = [
+    Migration("test", 1, "init", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT UNIQUE)"),
+    Migration("test", 2, "more", "ALTER TABLE items ADD COLUMN note TEXT"),
+]
+
+
+def engine(url: str, migrations: list[Migration] = SCHEMA) -> Database:
+    target = DatabaseURL.parse(url)
+    if target.engine == "postgres":
+        return PostgresDatabase(target.target, migrations, auto_upgrade=True)
+    return SQLiteDatabase(target.target, migrations)
+
+
+def insert(name: str) -> Any:
+    def fn(conn: Any) -> int:
+        row = conn.execute(
+            "INSERT INTO items (id, name) VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM items), ?) "
+            "RETURNING id",
+            (name,),
+        ).fetchone()
+        return int(row["id"])
+
+    return fn
+
+
+def count(conn: Any) -> int:
+    return int(conn.execute("SELECT COUNT(*) AS n FROM items").fetchone()["n"])
+
+
+async def test_concurrent_writes_share_commits(database_url: str) -> None:
+    """Many concurrent writes all commit, in fewer transactions than writes."""
+    async with engine(database_url) as db:
+        ids = await asyncio.gather(*(db.write(insert(f"n{i}")) for i in range(300)))
+        assert sorted(ids) == list(range(1, 301))
+        assert await db.read(count) == 300
+        assert db.batches < db.writes == 300
+
+
+async def test_a_failing_write_is_rolled_back_alone(database_url: str) -> None:
+    """A write that raises loses only its own changes; the rest of its batch commits."""
+    async with engine(database_url) as db:
+        await db.write(insert("taken"))
+
+        def clash(conn: Any) -> None:
+            conn.execute("INSERT INTO items (id, name) VALUES (100, 'fine-then-clash')")
+            conn.execute("INSERT INTO items (id, name) VALUES (101, 'taken')")
+
+        results = await asyncio.gather(
+            db.write(insert("a")), db.write(clash), db.write(insert("b")), return_exceptions=True
+        )
+        assert isinstance(results[1], StoreError)
+        assert isinstance(results[1].__cause__, sqlite3.Error | psycopg.Error)
+        names = await db.read(
+            lambda c: {r["name"] for r in c.execute("SELECT name FROM items").fetchall()}
+        )
+        assert names == {"taken", "a", "b"}
+
+
+async def test_application_errors_pass_through_unwrapped(database_url: str) -> None:
+    """An exception of the caller's own kind reaches the caller as itself."""
+    async with engine(database_url) as db:
+
+        def boom(conn: Any) -> None:
+            conn.execute("INSERT INTO items (id, name) VALUES (7, 'x')")
+            raise KeyError("mine")
+
+        with pytest.raises(KeyError, match="mine"):
+            await db.write(boom)
+        assert await db.read(count) == 0
+
+
+async def test_use_outside_the_lifecycle_says_what_is_missing(tmp_path: Path) -> None:
+    """Writing to a database that was never opened raises ClosedError naming the fix."""
+    db = SQLiteDatabase(tmp_path / "x.db", SCHEMA)
+    with pytest.raises(ClosedError, match="async with"):
+        await db.write(count)
+    with pytest.raises(ClosedError):
+        await db.read(count)
+
+
+async def test_newer_schema_is_refused(database_url: str) -> None:
+    """Code that knows version 1 refuses a database already at version 2."""
+    async with engine(database_url):
+        pass
+    with pytest.raises(SchemaVersionError, match="newer than this convhook"):
+        async with engine(database_url, SCHEMA[:1]):
+            pass
+
+
+async def test_postgres_schema_is_checked_not_applied_on_open(pg_url: str) -> None:
+    """A plain PostgreSQL open refuses an old schema and names `convhook db upgrade`."""
+    with pytest.raises(SchemaVersionError, match="convhook db upgrade"):
+        async with PostgresDatabase(pg_url, SCHEMA):
+            pass
+    async with PostgresDatabase(pg_url, SCHEMA, auto_upgrade=True):
+        pass
+    async with PostgresDatabase(pg_url, SCHEMA) as db:
+        assert await db.read(count) == 0
+
+
+def test_concurrent_upgraders_apply_each_migration_once(pg_url: str) -> None:
+    """Several processes upgrading at once serialise on an advisory lock."""
+    applied: list[int] = []
+    errors: list[BaseException] = []
+
+    def upgrade() -> None:
+        from convhook.store.postgres import PgConnection
+
+        try:
+            with psycopg.connect(pg_url, autocommit=True) as raw:
+                applied.append(len(apply_postgres(PgConnection(raw), SCHEMA)))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(applied) == [0, 0, 0, 2]
+
+
+async def test_postgres_survives_a_server_restart(tmp_path: Path) -> None:
+    """After the server restarts, the batch in flight fails and the next one reconnects."""
+    with TemporaryPostgres() as server:
+        async with PostgresDatabase(server.dsn, SCHEMA, auto_upgrade=True) as db:
+            await db.write(insert("before"))
+            server.restart()
+            outcomes = []
+            for i in range(20):
+                try:
+                    await db.write(insert(f"after{i}"))
+                    outcomes.append(True)
+                    break
+                except StoreError:
+                    outcomes.append(False)
+                    await asyncio.sleep(0.1)
+            assert outcomes[-1] is True
+            for _ in range(20):
+                try:
+                    assert await db.read(count) == 2
+                    break
+                except StoreError:
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("reads never recovered after the restart")
+
+
+async def test_listen_wakes_on_notify(pg_url: str) -> None:
+    """NOTIFY on a channel calls the listener back (and once on connecting)."""
+    async with PostgresDatabase(pg_url, SCHEMA, auto_upgrade=True) as db:
+        woke = threading.Event()
+        calls: list[int] = []
+
+        def callback() -> None:
+            calls.append(1)
+            if len(calls) >= 2:
+                woke.set()
+
+        db.listen("convhook_test", callback)
+        await asyncio.sleep(0.3)
+        await db.write(lambda c: c.execute("SELECT pg_notify('convhook_test', '')"))
+        assert await asyncio.to_thread(woke.wait, 5)
+
+
+def test_open_database_picks_the_engine(tmp_path: Path) -> None:
+    """A path opens SQLite, a postgresql:// URL opens PostgreSQL, other schemes are refused."""
+    assert isinstance(open_database(str(tmp_path / "a.db"), "inbox"), SQLiteDatabase)
+    with pytest.raises(ConfigError, match="unsupported database scheme"):
+        DatabaseURL.parse("mysql://x")
+    with pytest.raises(ConfigError, match="no database given"):
+        DatabaseURL.parse("")
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        ("SELECT * FROM t WHERE a = ? AND b = ?", "SELECT * FROM t WHERE a = %s AND b = %s"),
+        ("UPDATE t SET a = :a WHERE b = :b", "UPDATE t SET a = %(a)s WHERE b = %(b)s"),
+        (
+            "SELECT x::text, '?:no' FROM t WHERE a LIKE '5%'",
+            "SELECT x::text, '?:no' FROM t WHERE a LIKE '5%%'",
+        ),
+        (
+            "SELECT value FROM json_each(?)",
+            "SELECT value FROM json_array_elements_text(CAST(%s AS json))",
+        ),
+        (
+            "INSERT OR IGNORE INTO t (a) VALUES (?)",
+            "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING",
+        ),
+        (
+            "INSERT OR IGNORE INTO t (a) VALUES (?) RETURNING a",
+            "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING a",
+        ),
+    ],
+)
+def test_translate_sqlite_spellings(sqlite: str, postgres: str) -> None:
+    """The SQLite spellings the stores use become their PostgreSQL equivalents."""
+    assert translate(sqlite) == postgres
+
+
+def test_redact_hides_passwords() -> None:
+    """DSNs in messages never show the password."""
+    assert redact("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
