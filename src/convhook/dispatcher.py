@@ -20,7 +20,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from convhook import metrics
-from convhook.errors import ClosedError
+from convhook.errors import ClosedError, StoreError
 from convhook.ids import new_id
 from convhook.retry import RetryPolicy, Verdict
 from convhook.sender import DEFAULT_TIMEOUT, AttemptResult, Sender
@@ -164,7 +164,12 @@ class Dispatcher:
         while not self._stopping:
             free = self.max_in_flight - len(self._sending)
             self._wake.clear()
-            claims = await self._claim(min(free, self.batch_size)) if free > 0 else []
+            try:
+                claims = await self._claim(min(free, self.batch_size)) if free > 0 else []
+            except StoreError as exc:
+                # A busy or failing database must not stop delivery for good: try again later.
+                log.error("claim failed: %s", exc, extra={"action": "claim_failed"})
+                claims = []
             self._spawn(claims)
             if len(claims) < min(free, self.batch_size) or free <= 0:
                 with contextlib.suppress(TimeoutError):
@@ -226,7 +231,12 @@ class Dispatcher:
             claims = store.claim(conn, owner, now, lease_ms, limit) if limit else []
             return disabled, claims
 
-        disabled, claims = await self.db.write(write)
+        try:
+            disabled, claims = await self.db.write(write)
+        except StoreError as exc:
+            # The attempts are lost but their leases expire, so the deliveries are sent again.
+            log.error("recording failed: %s", exc, extra={"action": "record_failed"})
+            return []
         self._spawn(claims)
         for r in results:
             self._report(r)

@@ -309,3 +309,25 @@ async def test_private_target_refused_at_connect_time(
     assert "refusing" in result.error
     assert "loopback" in result.error
     assert (await s.delivery(event_id)).last_error == result.error
+
+
+async def test_secrets_and_urls_never_logged(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Log records of successes and failures carry ids and actions, never the secret or URL."""
+    caplog.set_level("DEBUG", logger="convhook")
+    receiver = Receiver().then(Reply(500))
+    async with serve_app(receiver) as base:
+        await setup.start(base + "/hook?token=sensitive")
+        await setup.event("conv_1")
+        await setup.dispatcher.run_once()
+        setup.clock.advance(5)
+        await setup.dispatcher.run_once()
+    actions = [getattr(r, "action", None) for r in caplog.records]
+    assert "delivery_retry_scheduled" in actions
+    assert "delivery_succeeded" in actions
+    for record in caplog.records:
+        text = repr(record.__dict__)
+        assert setup.secret not in text
+        assert setup.secret.removeprefix("whsec_") not in text
+        assert "sensitive" not in text

@@ -161,3 +161,24 @@ async def test_concurrent_requests_stay_within_max_in_flight(db: SQLiteDatabase)
             dispatcher.wake()
             await receiver.wait_for(20)
     assert running[1] == 3
+
+
+async def test_attempts_after_lists_attempt_lines(db: SQLiteDatabase) -> None:
+    """attempts_after gives each new attempt with its event and outcome, for events tail."""
+    receiver = Receiver().then(Reply(503))
+    async with serve_app(receiver) as base:
+        ws = await db.write(add_workspace)
+        await db.write(lambda c: add_endpoint(c, ws, base, str(Secret.generate()), _ms()))
+        start = await db.read(delivery_log.last_attempt_id)
+        event_id, _ = await db.write(
+            lambda c: record_event(c, ws, "conv_1", 1, LIFECYCLE[0], _ms())
+        )
+        dispatcher = Dispatcher(db, allow_private=True)
+        await dispatcher.open()
+        try:
+            await dispatcher.run_once()
+        finally:
+            await dispatcher.close()
+    [line] = await db.read(lambda c: delivery_log.attempts_after(c, start, workspace_id=ws))
+    assert (line.event_id, line.status_code, line.delivery_status) == (event_id, 503, "pending")
+    assert await db.read(lambda c: delivery_log.attempts_after(c, line.id)) == []

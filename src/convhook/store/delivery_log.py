@@ -150,3 +150,39 @@ def backlog(conn: sqlite3.Connection, now: int) -> Backlog:
         events_recorded=recorded,
         by_status=by_status,
     )
+
+
+@dataclass(frozen=True)
+class AttemptLine:
+    """One attempt with the delivery it belongs to (for ``convhook events tail``)."""
+
+    id: int
+    attempted_at: int
+    event_id: str
+    event_type: str
+    endpoint_id: str
+    workspace_id: str
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    delivery_status: str
+
+
+def attempts_after(
+    conn: sqlite3.Connection, after: int, *, workspace_id: str | None = None, limit: int = 500
+) -> list[AttemptLine]:
+    """Attempts with an id above ``after``, oldest first (optionally of one workspace)."""
+    rows = conn.execute(
+        "SELECT a.id, a.attempted_at, d.event_id, d.event_type, d.endpoint_id, d.workspace_id, "
+        "a.status_code, a.latency_ms, a.error, d.status FROM attempts AS a "
+        "JOIN deliveries AS d ON d.id = a.delivery_id WHERE a.id > ? "
+        "AND (? IS NULL OR d.workspace_id = ?) ORDER BY a.id LIMIT ?",
+        (after, workspace_id, workspace_id, limit),
+    ).fetchall()
+    return [AttemptLine(*r) for r in rows]
+
+
+def last_attempt_id(conn: sqlite3.Connection) -> int:
+    """The id of the newest attempt (0 when there is none)."""
+    value: int = conn.execute("SELECT coalesce(max(id), 0) FROM attempts").fetchone()[0]
+    return value
