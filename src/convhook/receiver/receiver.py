@@ -228,17 +228,17 @@ class Receiver:
             )
             # Not stored, so not acknowledged: the sender will retry.
             return replies.error(503, "the event could not be stored; retry later")
-        if new and not done:
-            if received.claimed_until is None:
-                worker.wake()
-            else:
-                worker.push(_claimed_entry(received), event)
-        elif log.isEnabledFor(logging.INFO):
-            log.info(
-                "duplicate delivery of %s ignored",
-                event.event_id,
-                extra={"action": "duplicate", "event_id": event.event_id},
-            )
+        if not new:
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "duplicate delivery of %s ignored",
+                    event.event_id,
+                    extra={"action": "duplicate", "event_id": event.event_id},
+                )
+        elif received.claimed_until is not None:
+            worker.push(_claimed_entry(received), event)
+        elif not done:
+            worker.wake()
         return replies.RECEIVED
 
     def reject(self, reply: Reply) -> Reply:

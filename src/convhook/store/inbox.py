@@ -426,13 +426,13 @@ class SQLiteInbox(Inbox):
         def select(conn: sqlite3.Connection) -> list[InboxEntry]:
             if status is None:
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} {_FROM} ORDER BY i.received_at DESC, i.event_id DESC LIMIT ?",
+                    f"SELECT {_COLUMNS} {_FROM} ORDER BY i.rowid DESC LIMIT ?",
                     (limit,),
                 )
             else:
                 rows = conn.execute(
                     f"SELECT {_COLUMNS} {_FROM} WHERE s.status = ? "
-                    "ORDER BY i.received_at DESC, i.event_id DESC LIMIT ?",
+                    "ORDER BY i.rowid DESC LIMIT ?",
                     (status.value, limit),
                 )
             return [_entry(r) for r in rows]
@@ -463,7 +463,7 @@ class SQLiteInbox(Inbox):
             rows = conn.execute(
                 "SELECT s.event_id FROM convhook_inbox_state s JOIN convhook_inbox i "
                 "ON i.event_id = s.event_id WHERE s.status = 'failed' "
-                "ORDER BY i.received_at LIMIT ?",
+                "ORDER BY i.rowid LIMIT ?",
                 (limit,),
             )
             return [r[0] for r in rows]

@@ -19,15 +19,15 @@ CREATE TABLE IF NOT EXISTS convhook_inbox_state (
     handlers_done   TEXT NOT NULL DEFAULT '[]',
     last_error      TEXT,
     updated_at      REAL NOT NULL
-);
+) WITHOUT ROWID;
 
 -- Only work still to do is indexed, so the index stays small however long the history.
 CREATE INDEX IF NOT EXISTS convhook_inbox_state_due
     ON convhook_inbox_state (next_attempt_at)
     WHERE status IN ('pending', 'running');
 
-CREATE INDEX IF NOT EXISTS convhook_inbox_state_status
-    ON convhook_inbox_state (status);
-
-CREATE INDEX IF NOT EXISTS convhook_inbox_received
-    ON convhook_inbox (received_at);
+-- Failures are rare, so this index costs nothing on the hot path. Listings go newest first
+-- by rowid (arrival order), which needs no index at all.
+CREATE INDEX IF NOT EXISTS convhook_inbox_state_failed
+    ON convhook_inbox_state (status)
+    WHERE status = 'failed';
