@@ -71,14 +71,17 @@ class CLIProcess:
         self.stdout_path = cwd / f"proc-{os.getpid()}-{id(self)}.out"
         self.stderr_path = cwd / f"proc-{os.getpid()}-{id(self)}.err"
         full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "convhook", *self.args],
-            cwd=cwd,
-            env=full_env,
-            stdout=self.stdout_path.open("wb"),
-            stderr=self.stderr_path.open("wb"),
-            start_new_session=True,
-        )
+        # The child keeps its own copies of the descriptors; ours are closed at once so
+        # nothing leaks however the test ends.
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "convhook", *self.args],
+                cwd=cwd,
+                env=full_env,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
 
     @property
     def stdout(self) -> str:
