@@ -226,3 +226,26 @@ def test_translate_sqlite_spellings(sqlite: str, postgres: str) -> None:
 def test_redact_hides_passwords() -> None:
     """DSNs in messages never show the password."""
     assert redact("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
+
+
+async def test_constraint_violations_raise_one_class_on_both_engines(database_url: str) -> None:
+    """Store code catches sqlite3.IntegrityError on either engine and turns it into its own
+    error; the write's other changes are rolled back with it."""
+
+    class Taken(Exception):
+        pass
+
+    async with engine(database_url) as db:
+        await db.write(insert("dup"))
+
+        def again(conn: Any) -> None:
+            conn.execute("INSERT INTO items (id, name) VALUES (49, 'other')")
+            try:
+                conn.execute("INSERT INTO items (id, name) VALUES (50, 'dup')")
+            except sqlite3.IntegrityError:
+                # PostgreSQL aborts the transaction at the failed statement: end the write.
+                raise Taken from None
+
+        with pytest.raises(Taken):
+            await db.write(again)
+        assert await db.read(count) == 1

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -115,12 +116,14 @@ class PgConnection:
         cursor = self.raw.cursor()
         # Always pass a params container, even empty: psycopg then reads %% as a literal %,
         # which is how translate() escapes it.
-        cursor.execute(translate(statement).encode(), _params(params))
+        with _as_sqlite_integrity_error():
+            cursor.execute(translate(statement).encode(), _params(params))
         return PgCursor(cursor)
 
     def executemany(self, statement: str, rows: Iterable[Any]) -> PgCursor:
         cursor = self.raw.cursor()
-        cursor.executemany(translate(statement).encode(), [_params(r) for r in rows])
+        with _as_sqlite_integrity_error():
+            cursor.executemany(translate(statement).encode(), [_params(r) for r in rows])
         return PgCursor(cursor)
 
     def close(self) -> None:
@@ -129,6 +132,16 @@ class PgConnection:
     @property
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+
+@contextlib.contextmanager
+def _as_sqlite_integrity_error() -> Iterator[None]:
+    """Raise constraint violations as :class:`sqlite3.IntegrityError`, so store code catches
+    one exception class whatever the engine (the adapter speaks sqlite3's DB-API shape)."""
+    try:
+        yield
+    except psycopg.errors.IntegrityError as exc:
+        raise sqlite3.IntegrityError(str(exc)) from exc
 
 
 def _params(params: Any) -> Any:
@@ -186,6 +199,11 @@ class PostgresDatabase(Database):
 
     def _driver_error(self) -> type[BaseException]:
         return psycopg.Error
+
+    def _wrap(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.IntegrityError):
+            return super()._wrap(exc.__cause__ or exc)
+        return super()._wrap(exc)
 
     def _is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
