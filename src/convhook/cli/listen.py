@@ -98,7 +98,7 @@ def _build(
             retry=RetryPolicy(max_attempts=max_attempts),
         )
         if not quiet:
-            receiver.add_handler(print_event, name="print")
+            receiver.add_handler(EventPrinter(out), name="print")
         if forward_to:
             forwarder = Forwarder(forward_to)
             receiver.add_handler(forwarder, name="forward")
@@ -108,32 +108,67 @@ def _build(
     return receiver
 
 
-def print_event(event: Any, delivery: Delivery) -> None:
-    """Print one line per event on stdout: time, type, ids and the fields that matter."""
-    from rich.markup import escape
+class EventPrinter:
+    """Prints one line per event: time, type, ids and the fields that matter.
 
-    from convhook.events import ConversationEvent
+    Styles are rendered to escape codes once (none when stdout is not a terminal), so a line
+    costs a string format, not a pass through rich's renderer: at thousands of events a
+    second the printer must not become the receiver's bottleneck.
+    """
+
+    def __init__(self, console: Any) -> None:
+        from rich.color import ColorSystem
+        from rich.style import Style
+
+        self._file = console.file
+        colour = console.is_terminal and console.color_system is not None and not console.no_color
+
+        def codes(name: str) -> tuple[str, str]:
+            if not colour:
+                return "", ""
+            rendered = Style.parse(name).render("\0", color_system=ColorSystem.STANDARD)
+            before, _, after = rendered.partition("\0")
+            return before, after
+
+        self._dim, self._type, self._key, self._warn, self._odd = (
+            codes(n) for n in ("dim", "bold cyan", "green", "yellow", "magenta")
+        )
+
+    def __call__(self, event: Any, delivery: Delivery) -> None:
+        from convhook.events import ConversationEvent
+
+        d, t, k = self._dim, self._type, self._key
+        when = _when(delivery.received_at)
+        parts = [f"{d[0]}{when}{d[1]}", f"{t[0]}{event.event_type}{t[1]}", event.event_id]
+        if isinstance(event, ConversationEvent):
+            conv = event.payload
+            fields = (
+                ("conversation", conv.id),
+                ("status", conv.conversation_status),
+                ("customer", conv.customer.name if conv.customer else None),
+                ("to", conv.to_phone_number),
+                ("endReason", conv.end_reason),
+                ("summary", (conv.summary or "")[:60] or None),
+            )
+            parts += (f"{k[0]}{key}{k[1]}={_text(v)}" for key, v in fields if v is not None)
+        else:
+            parts.append(f"{self._odd[0]}(unknown event type){self._odd[1]}")
+        if delivery.attempt > 1:
+            parts.append(f"{self._warn[0]}(attempt {delivery.attempt}){self._warn[1]}")
+        self._file.write(" ".join(parts) + "\n")
+        self._file.flush()
+
+
+def _text(value: object) -> str:
+    # Enum members print as their value; control characters from the sender are not echoed.
+    raw = getattr(value, "value", value)
+    return "".join(c if c.isprintable() else "?" for c in str(raw))
+
+
+def _when(ts: float) -> str:
     from convhook.timefmt import format_ts
 
-    when = format_ts(_utc(delivery.received_at))
-    retry = f" [yellow](attempt {delivery.attempt})[/]" if delivery.attempt > 1 else ""
-    line = f"[dim]{when}[/] [bold cyan]{escape(event.event_type)}[/] {escape(event.event_id)}"
-    if isinstance(event, ConversationEvent):
-        conv = event.payload
-        fields = {
-            "conversation": conv.id,
-            "status": conv.conversation_status,
-            "customer": conv.customer.name if conv.customer else None,
-            "to": conv.to_phone_number,
-            "endReason": conv.end_reason,
-            "summary": (conv.summary or "")[:60] or None,
-        }
-        line += "".join(
-            f" [green]{k}[/]={escape(str(v))}" for k, v in fields.items() if v is not None
-        )
-    else:
-        line += " [magenta](unknown event type)[/]"
-    out.print(line + retry)
+    return format_ts(_utc(ts))
 
 
 def _utc(ts: float) -> Any:
