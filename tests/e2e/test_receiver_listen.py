@@ -297,3 +297,16 @@ async def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path) -> No
         event_id = json.loads(body)["eventId"]
         assert body == stored[event_id]  # byte-identical to what was acknowledged
         assert verifier.verify(headers, body)  # with the original signature
+
+
+async def test_unsupported_database_and_missing_inbox_fail_clearly(tmp_path: Path) -> None:
+    """A postgresql:// inbox is refused with a clear message, as is reading a missing inbox."""
+    code, _, err = await convhook(
+        "listen", "--db", "postgresql://localhost/convhook", "--port", "1", cwd=tmp_path
+    )
+    assert code == 2
+    assert "PostgreSQL inboxes are not supported yet" in err
+    code, _, err = await convhook("inbox", "list", "--db", str(tmp_path / "nope.db"), cwd=tmp_path)
+    assert code == 2
+    assert "no inbox at" in err
+    assert not (tmp_path / "nope.db").exists()

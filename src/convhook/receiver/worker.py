@@ -84,6 +84,8 @@ class Worker:
         self._fresh: deque[tuple[InboxEntry, AnyEvent]] = deque()
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        # Event ids being handled here: a handler outliving its lease must not be started twice.
+        self._active: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._more = True
@@ -185,7 +187,11 @@ class Worker:
             await self._sleep(self.poll_interval)
 
     def _spawn(self, entry: InboxEntry, event: AnyEvent | None = None) -> None:
+        if entry.event_id in self._active:
+            return
+        self._active.add(entry.event_id)
         task = asyncio.create_task(self.process(entry, event))
+        task.add_done_callback(lambda _t: self._active.discard(entry.event_id))
         self._inflight.add(task)
         task.add_done_callback(self._finished)
 
