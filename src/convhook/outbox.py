@@ -24,7 +24,7 @@ from convhook.store.producer import (
     ItemResult,
     NewConversation,
     NewEvent,
-    SQLiteProducerStore,
+    ProducerStore,
     StoredConversation,
 )
 from convhook.timefmt import format_ts, utcnow
@@ -39,7 +39,7 @@ class Outbox:
 
     def __init__(
         self,
-        store: SQLiteProducerStore,
+        store: ProducerStore,
         *,
         max_active: int = DEFAULT_MAX_ACTIVE,
         clock: Callable[[], datetime] = utcnow,

@@ -18,7 +18,7 @@ from convhook.api.auth import SECURITY_SCHEMES
 from convhook.api.deps import ApiSettings
 from convhook.outbox import Outbox
 from convhook.schema import webhooks_section
-from convhook.store.producer import SQLiteProducerStore
+from convhook.store.producer import ProducerStore
 
 DESCRIPTION = (
     "Record customers and conversations; every lifecycle change writes its event in the same "
@@ -41,7 +41,7 @@ def routers() -> list[APIRouter]:
     return found
 
 
-def create_app(store: SQLiteProducerStore, settings: ApiSettings | None = None) -> FastAPI:
+def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> FastAPI:
     """The API over ``store``; the app opens the store on start-up and closes it on shutdown."""
     settings = settings or ApiSettings()
 

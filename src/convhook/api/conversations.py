@@ -24,10 +24,10 @@ from convhook.api.fields import (
 from convhook.errors import FieldProblem
 from convhook.events import Conversation, ConversationStatus, ConversationType, TelephonyType
 from convhook.outbox import Outbox
-from convhook.store.producer import SQLiteProducerStore
+from convhook.store.producer import ProducerStore
 
 router = APIRouter(prefix="/api/v2/conversations", tags=["conversations"])
-Store = Annotated[SQLiteProducerStore, Depends(get_store)]
+Store = Annotated[ProducerStore, Depends(get_store)]
 OutboxDep = Annotated[Outbox, Depends(get_outbox)]
 
 

@@ -25,11 +25,11 @@ from convhook.api.fields import (
 from convhook.errors import FieldProblem
 from convhook.events import Customer, build_customer
 from convhook.ids import new_id
-from convhook.store.producer import NewCustomer, SQLiteProducerStore
+from convhook.store.producer import NewCustomer, ProducerStore
 from convhook.timefmt import format_ts, utcnow
 
 router = APIRouter(prefix="/api/v2/customers", tags=["customers"])
-Store = Annotated[SQLiteProducerStore, Depends(get_store)]
+Store = Annotated[ProducerStore, Depends(get_store)]
 
 
 class Source(BaseModel):

@@ -8,7 +8,7 @@ from fastapi import Request
 
 from convhook.api.errors import DEFAULT_MAX_BODY
 from convhook.outbox import DEFAULT_MAX_ACTIVE, Outbox
-from convhook.store.producer import SQLiteProducerStore
+from convhook.store.producer import ProducerStore
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,9 @@ class ApiSettings:
     """Seconds a client is told to wait after a 429."""
 
 
-async def get_store(request: Request) -> SQLiteProducerStore:
+async def get_store(request: Request) -> ProducerStore:
     """The producer store the app was created with."""
-    store: SQLiteProducerStore = request.app.state.store
+    store: ProducerStore = request.app.state.store
     return store
 
 

@@ -11,10 +11,10 @@ from fastapi.responses import Response
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
 from convhook.events import EventType
-from convhook.store.producer import SQLiteProducerStore
+from convhook.store.producer import ProducerStore
 
 router = APIRouter(prefix="/api/v2/events", tags=["events"])
-Store = Annotated[SQLiteProducerStore, Depends(get_store)]
+Store = Annotated[ProducerStore, Depends(get_store)]
 
 
 def _ms(value: datetime | None) -> int | None:
@@ -37,7 +37,8 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     """The workspace's events, oldest first: ``{"data": [{eventId, eventType, payload}],
-    "nextCursor": ...}``."""
+    "nextCursor": ...}``. An event older than the retention period whose payload was pruned
+    is listed as ``{eventId, eventType, "payload": null, "pruned": true}``."""
     page = await store.list_events(
         workspace.id,
         event_type=event_type.value if event_type else None,
@@ -50,7 +51,13 @@ async def list_events(
     return Response(page.to_json(), media_type="application/json")
 
 
-@router.get("/{event_id}")
+@router.get(
+    "/{event_id}",
+    responses={
+        404: {"description": "No such event in this workspace."},
+        410: {"description": "The event's payload was removed by the retention job."},
+    },
+)
 async def get_event(event_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
-    """One event, byte for byte as endpoints receive it."""
+    """One event, byte for byte as endpoints receive it; 410 once its payload was pruned."""
     return Response(await store.get_event(workspace.id, event_id), media_type="application/json")

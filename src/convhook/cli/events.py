@@ -1,4 +1,4 @@
-"""``convhook events``: follow the outbox as events are recorded, or list them."""
+"""``convhook events``: follow the outbox as events are recorded, list them, prune old ones."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from convhook.cli._common import fail, out, run
+from convhook.cli._common import err, fail, out, run
 from convhook.config import DatabaseURL, db_option, option
 from convhook.errors import ConfigError
 
 if TYPE_CHECKING:
-    from convhook.store.producer import EventRow, SQLiteProducerStore
+    from convhook.store.producer import EventRow, ProducerStore
 
-events = typer.Typer(help="Follow or list recorded events.", no_args_is_help=True)
+events = typer.Typer(help="Follow, list or prune recorded events.", no_args_is_help=True)
 
 _COLOURS = {
     "conversation.userJoined": "green",
@@ -27,16 +27,13 @@ _COLOURS = {
 }
 
 
-def _store(db: str) -> SQLiteProducerStore:
-    from convhook.store.producer import SQLiteProducerStore
+def _store(db: str) -> ProducerStore:
+    from convhook.store.producer import ProducerStore
 
     try:
-        url = DatabaseURL.parse(db)
+        return ProducerStore.at(DatabaseURL.parse(db))
     except ConfigError as exc:
         fail(str(exc))
-    if url.engine != "sqlite":
-        fail("only SQLite databases are supported in this version: pass a file path")
-    return SQLiteProducerStore(url.target)
 
 
 def _when(ms: int) -> str:
@@ -109,6 +106,41 @@ def list_(
 
     for row in run(go()):
         _show(row, as_json)
+
+
+@events.command("prune")
+def prune(
+    db: str = db_option("convhook.db"),
+    older_than: str = option(
+        "30d",
+        "--older-than",
+        env="RETENTION",
+        help="Remove payloads of events older than this (s, m, h or d, e.g. 30d).",
+    ),
+    batch: int = option(1000, "--batch", env="PRUNE_BATCH", min=1, help="Events per transaction."),
+    as_json: bool = option(False, "--json", env="JSON", help="Print the outcome as JSON."),
+) -> None:
+    """Remove the payload of old events whose deliveries are all finished (delivered or
+    failed), in small transactions; the event rows, their order and history stay."""
+    from convhook.store.retention import parse_period
+
+    try:
+        period = parse_period(older_than)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    async def go() -> tuple[int, int, int]:
+        async with _store(db) as store:
+            done = await store.prune_events(older_than_ms=period, batch=batch)
+            return done.events, done.batches, done.cutoff
+
+    pruned, batches, cutoff = run(go())
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"pruned": pruned, "batches": batches, "before": _when(cutoff)}) + "\n"
+        )
+        return
+    err.print(f"pruned {pruned} events created before {_when(cutoff)} in {batches} batches")
 
 
 def register(app: typer.Typer) -> None:

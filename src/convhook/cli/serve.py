@@ -27,41 +27,46 @@ def serve(
         "FULL",
         "--synchronous",
         env="SQLITE_SYNCHRONOUS",
-        help="SQLite durability: FULL survives power loss, NORMAL a process crash only.",
+        help="SQLite durability: FULL survives power loss, NORMAL a process crash only "
+        "(ignored for PostgreSQL).",
     ),
     log_level: str = option("warning", "--log-level", env="LOG_LEVEL", help="uvicorn log level."),
 ) -> None:
-    """Run the producer API; on a fresh database, create workspace "default" and print its key."""
+    """Run the producer API; on a fresh database, create workspace "default" and print its key.
+
+    On PostgreSQL the schema must be current: run ``convhook db upgrade --db URL`` first."""
     try:
         url = DatabaseURL.parse(db)
     except ConfigError as exc:
         fail(str(exc))
-    if url.engine != "sqlite":
-        fail("convhook serve supports SQLite databases only in this version: pass a file path")
     if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         fail(f"--synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
-    run(_serve(host, port, url.target, max_active, synchronous.upper(), log_level))
+    run(_serve(host, port, url, max_active, synchronous.upper(), log_level))
 
 
 async def _serve(
-    host: str, port: int, path: str, max_active: int, synchronous: str, log_level: str
+    host: str, port: int, url: DatabaseURL, max_active: int, synchronous: str, log_level: str
 ) -> None:
     import uvicorn
 
     from convhook.api import ApiSettings, create_app
-    from convhook.store.producer import SQLiteProducerStore
+    from convhook.store.producer import ProducerStore
 
-    # The SQLite writer thread releases the GIL around every statement and must win it back
-    # from the busy event loop each time; a 1 ms switch interval (default 5 ms) raised
+    # The writer thread releases the GIL around every statement and must win it back from
+    # the busy event loop each time; a 1 ms switch interval (default 5 ms) raised
     # transitions/s by about half in bench/api.py.
     sys.setswitchinterval(0.001)
-    store = SQLiteProducerStore(path, synchronous=synchronous)
+    store = ProducerStore.at(url, synchronous=synchronous)
     await store.open()
     base = f"http://{host}:{port}"
-    if not await store.list_workspaces():
-        workspace, key = await store.create_workspace("default")
-        _quick_start(base, workspace.id, key)
-    err.print(f"convhook API on {base} (docs at {base}/docs), database {path}")
+    try:
+        if not await store.list_workspaces():
+            workspace, key = await store.create_workspace("default")
+            _quick_start(base, workspace.id, key)
+    except BaseException:
+        await store.close()
+        raise
+    err.print(f"convhook API on {base} (docs at {base}/docs), database {store.db.name}")
     app = create_app(store, ApiSettings(max_active=max_active))
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on"

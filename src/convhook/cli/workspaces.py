@@ -13,14 +13,11 @@ from convhook.errors import ConfigError
 workspaces = typer.Typer(help="Create and list workspaces.", no_args_is_help=True)
 
 
-def _sqlite_path(db: str) -> str:
+def _url(db: str) -> DatabaseURL:
     try:
-        url = DatabaseURL.parse(db)
+        return DatabaseURL.parse(db)
     except ConfigError as exc:
         fail(str(exc))
-    if url.engine != "sqlite":
-        fail("only SQLite databases are supported in this version: pass a file path")
-    return url.target
 
 
 @workspaces.command("create")
@@ -30,10 +27,10 @@ def create(
     as_json: bool = option(False, "--json", env="JSON", help='Print {"workspaceId","apiKey"}.'),
 ) -> None:
     """Create a workspace and print its API key (shown only this once; stored hashed)."""
-    from convhook.store.producer import SQLiteProducerStore
+    from convhook.store.producer import ProducerStore
 
     async def go() -> tuple[str, str]:
-        async with SQLiteProducerStore(_sqlite_path(db)) as store:
+        async with ProducerStore.at(_url(db)) as store:
             workspace, key = await store.create_workspace(name)
             return workspace.id, key
 
@@ -53,11 +50,11 @@ def list_(
     """List workspaces, oldest first."""
     from rich.table import Table
 
-    from convhook.store.producer import SQLiteProducerStore
+    from convhook.store.producer import ProducerStore
     from convhook.timefmt import format_ts
 
     async def go() -> list[tuple[str, str, int]]:
-        async with SQLiteProducerStore(_sqlite_path(db)) as store:
+        async with ProducerStore.at(_url(db)) as store:
             return [(w.id, w.name, w.created_at) for w in await store.list_workspaces()]
 
     rows = run(go())

@@ -1,0 +1,104 @@
+"""The outbox's events as the API and ``convhook events`` read them.
+
+An event whose payload the retention job removed keeps its row (id, type, conversation,
+sequence, time) with an empty ``body``: it is listed as a stub and answers 410 when fetched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from convhook.errors import ConvhookError
+from convhook.store.paging import Page, filters, page
+
+PRUNED = ""
+"""The ``body`` of an event whose payload was pruned."""
+
+
+class GoneError(ConvhookError):
+    """The event exists but its payload was removed by the retention job (HTTP 410)."""
+
+    status_code = 410
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """An outbox row as ``events tail`` shows it."""
+
+    seq: int
+    id: str
+    workspace_id: str
+    conversation_id: str
+    conversation_seq: int
+    event_type: str
+    created_at: int
+
+
+def stub(event_id: str, event_type: str) -> str:
+    """What a list shows for a pruned event: its id and type, no payload."""
+    return json.dumps(
+        {"eventId": event_id, "eventType": event_type, "payload": None, "pruned": True},
+        separators=(",", ":"),
+    )
+
+
+def _render(row: Any) -> str:
+    body = str(row["body"])
+    return body if body != PRUNED else stub(row["id"], row["event_type"])
+
+
+def list_page(
+    conn: Any,
+    workspace_id: str,
+    after: int,
+    limit: int,
+    given: tuple[tuple[str, Any], ...],
+) -> Page:
+    """One page of the workspace's events matching ``given`` conditions, oldest first."""
+    args: list[Any] = [workspace_id, after]
+    sql = filters(
+        "SELECT seq, id, event_type, body FROM events WHERE workspace_id = ? AND seq > ?",
+        args,
+        given,
+    )
+    return page(conn, sql, args, limit, _render)
+
+
+def body(conn: Any, workspace_id: str, event_id: str) -> str | None:
+    """The event's exact wire JSON, None when there is no such event; raises
+    :class:`GoneError` when its payload was pruned."""
+    row = conn.execute(
+        "SELECT body, conversation_id FROM events WHERE workspace_id = ? AND id = ?",
+        (workspace_id, event_id),
+    ).fetchone()
+    if row is None:
+        return None
+    if row["body"] == PRUNED:
+        conversation_id = row["conversation_id"]
+        raise GoneError(
+            f"event {event_id} is older than the retention period and its payload was "
+            f"removed; conversation {conversation_id} is still readable at "
+            f"/api/v2/conversations/{conversation_id}"
+        )
+    return str(row["body"])
+
+
+def after(conn: Any, seq: int, workspace_id: str | None, limit: int) -> list[EventRow]:
+    """Rows with ``seq`` greater than the one given, oldest first (for tailing)."""
+    sql = (
+        "SELECT seq, id, workspace_id, conversation_id, conversation_seq, event_type, "
+        "created_at FROM events WHERE seq > ?"
+    )
+    args: list[Any] = [seq]
+    if workspace_id is not None:
+        sql += " AND workspace_id = ?"
+        args.append(workspace_id)
+    rows = conn.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit))
+    return [EventRow(*r) for r in rows]
+
+
+def last_seq(conn: Any) -> int:
+    """The sequence number of the newest event, 0 when there is none."""
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
