@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest --cov --cov-report=term -p no:cacheprovider
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85 -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
