@@ -431,8 +431,7 @@ class SQLiteInbox(Inbox):
                 )
             else:
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} {_FROM} WHERE s.status = ? "
-                    "ORDER BY i.rowid DESC LIMIT ?",
+                    f"SELECT {_COLUMNS} {_FROM} WHERE s.status = ? ORDER BY i.rowid DESC LIMIT ?",
                     (status.value, limit),
                 )
             return [_entry(r) for r in rows]
