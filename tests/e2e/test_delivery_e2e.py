@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -24,15 +26,20 @@ pytestmark = pytest.mark.slow
 KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
 
 
-def _serve_allows_private() -> bool:
+@functools.cache
+def _serve_help() -> str:
     result = subprocess.run(
         [sys.executable, "-m", "convhook", "serve", "--help"],
         capture_output=True,
         text=True,
         check=False,
-        env={"COLUMNS": "200", "PATH": ""},
+        env={**os.environ, "COLUMNS": "200"},
     )
-    return "--allow-private-targets" in result.stdout
+    return result.stdout
+
+
+def _serve_allows_private() -> bool:
+    return "--allow-private-targets" in _serve_help()
 
 
 class Stack:
@@ -96,6 +103,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     ]
     if _serve_allows_private():
         args.append("--allow-private-targets")
+    if "--no-dispatch" in _serve_help():
+        # The dispatcher under test is the separate `convhook dispatcher` process.
+        args.append("--no-dispatch")
     with Proc(args, tmp_path, port=port) as serve:
         yield Stack(tmp_path, serve, port)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -331,3 +332,19 @@ async def test_secrets_and_urls_never_logged(
         assert setup.secret not in text
         assert setup.secret.removeprefix("whsec_") not in text
         assert "sensitive" not in text
+
+
+async def test_endpoint_deleted_during_request(setup: Setup) -> None:
+    """Deleting an endpoint while its request runs loses nothing else in the same batch."""
+    receiver = Receiver().then(Reply(200, delay=0.3))
+    async with serve_app(receiver) as base:
+        await setup.start(base)
+        await setup.event("conv_1")
+        running = asyncio.ensure_future(setup.dispatcher.run_once())
+        await receiver.wait_for(1)
+        ws, ep = setup.ws, setup.endpoint
+        assert await setup.db.write(lambda c: endpoint_store.delete(c, ws, ep))
+        [result] = await running
+    assert result.status_code == 200
+    count = await setup.db.read(lambda c: c.execute("SELECT count(*) FROM attempts").fetchone()[0])
+    assert count == 0

@@ -192,17 +192,19 @@ def record(
     """Store attempts and move deliveries on; return the ids of endpoints this disabled."""
     disabled: list[str] = []
     conn.executemany(
+        # An endpoint deleted while its request ran took the delivery with it: skip those.
         "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, "
-        "response_body) VALUES (?, ?, ?, ?, ?, ?)",
+        "response_body) SELECT :id, :at, :code, :ms, :error, :body "
+        "WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = :id)",
         [
-            (
-                r.claim.delivery_id,
-                r.attempted_at,
-                r.status_code,
-                r.latency_ms,
-                r.error,
-                r.response_body,
-            )
+            {
+                "id": r.claim.delivery_id,
+                "at": r.attempted_at,
+                "code": r.status_code,
+                "ms": r.latency_ms,
+                "error": r.error,
+                "body": r.response_body,
+            }
             for r in results
         ],
     )

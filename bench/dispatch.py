@@ -1,0 +1,455 @@
+"""Delivery throughput, latency and backlog drain of ``convhook dispatcher``.
+
+1. Throughput: the outbox of a SQLite database holds N events for one endpoint; a
+   ``convhook dispatcher`` process (signing, leasing, recording every attempt durably) drains
+   it into a bare ASGI receiver (uvicorn subprocess answering 200). The baseline is a bare
+   aiohttp client process POSTing the same bodies to the same receiver with the same
+   concurrency. The table shows both rates and their ratio (target: at least 70%).
+2. Latency: ``convhook serve`` and ``convhook dispatcher`` on one database; transitions are
+   called at 200 events/s and each event's receipt is timed from the start of its API call.
+3. Backlog: a dispatcher started on a backlog of B events: drain rate and its peak RSS.
+
+    .venv/bin/python bench/dispatch.py [--events 5000] [--concurrency 32] [--backlog 10000]
+                                       [--rate 200] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from convhook.ids import new_id
+from convhook.samples import sample_event
+from convhook.signing import Secret
+from convhook.store import endpoints as endpoint_store
+from convhook.store import migrations
+from convhook.store.migrations import apply_sqlite
+from convhook.store.sqlite import connect
+
+KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
+ACTIONS = ("join", "leave", "end", "analysis")
+
+BARE_APP = """
+HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"29")]
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": b"Webhook received successfully"})
+"""
+
+BARE_CLIENT = """
+import asyncio, json, sys, time
+import aiohttp
+
+async def main(url, path, concurrency):
+    bodies = [b.encode() for b in json.load(open(path))]
+    it = iter(bodies)
+    async def worker(session):
+        for body in it:
+            async with session.post(url, data=body, headers={"content-type": "application/json"},
+                                    allow_redirects=False) as r:
+                await r.read()
+                assert r.status == 200
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(s) for _ in range(concurrency)))
+        print(time.perf_counter() - start)
+
+try:
+    import uvloop  # the dispatcher runs on uvloop when installed: same loop for both
+    uvloop.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+except ImportError:
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on {port}")
+
+
+@contextlib.contextmanager
+def process(args: list[str], cwd: Path, port: int | None = None) -> Iterator[subprocess.Popen[Any]]:
+    """A subprocess in its own group (stderr to ``<pid>.err``), stopped with SIGTERM after."""
+    err = (cwd / "starting.err").open("wb")
+    proc = subprocess.Popen(
+        args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+    )
+    Path(err.name).rename(cwd / f"{proc.pid}.err")
+    try:
+        if port is not None:
+            wait_for_port(port, proc)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        err.close()
+
+
+def receiver(tmp: Path) -> tuple[list[str], int]:
+    """The bare receiver's command line and port."""
+    (tmp / "bare_receiver.py").write_text(BARE_APP)
+    port = free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bare_receiver:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+    ]
+    return args, port
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    conn = connect(path, synchronous="NORMAL")
+    apply_sqlite(conn, migrations.load("sqlite", "producer"))
+    return conn
+
+
+def setup_endpoint(conn: sqlite3.Connection, url: str, concurrency: int) -> str:
+    """One workspace (if none) and one endpoint to ``url``; returns the workspace id."""
+    row = conn.execute("SELECT id FROM workspaces LIMIT 1").fetchone()
+    now = int(time.time() * 1000)
+    if row is None:
+        ws = new_id("ws")
+        conn.execute(
+            "INSERT INTO workspaces (id, name, created_at) VALUES (?, 'bench', ?)", (ws, now)
+        )
+    else:
+        ws = row[0]
+    endpoint_store.create(
+        conn,
+        endpoint_id=new_id("ep"),
+        workspace_id=ws,
+        url=url,
+        secret=str(Secret.generate()),
+        now=now,
+        max_in_flight=concurrency,
+    )
+    return str(ws)
+
+
+def fill(conn: sqlite3.Connection, ws: str, count: int) -> list[str]:
+    """Record ``count`` events (one conversation each) in one transaction; return bodies."""
+    template = sample_event("conversation.userJoined").to_json().decode()
+    old_id = json.loads(template)["eventId"]
+    bodies = []
+    now = int(time.time() * 1000)
+    conn.execute("BEGIN")
+    for _ in range(count):
+        event_id = new_id("evt")
+        body = template.replace(old_id, event_id)
+        bodies.append(body)
+        conn.execute(
+            "INSERT INTO events (id, workspace_id, conversation_id, conversation_seq, "
+            "event_type, body, created_at) VALUES (?, ?, ?, 1, 'conversation.userJoined', ?, ?)",
+            (event_id, ws, new_id("conv"), body, now),
+        )
+    conn.execute("COMMIT")
+    return bodies
+
+
+def remaining(conn: sqlite3.Connection) -> int:
+    """Deliveries not yet finished (counted on a partial index, so polling stays cheap)."""
+    value: int = conn.execute(
+        "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'delivering')"
+    ).fetchone()[0]
+    return value
+
+
+def dispatcher_args(db: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "convhook",
+        "dispatcher",
+        "--db",
+        str(db),
+        "--allow-private-targets",
+        "--log-level",
+        "warning",
+        "--poll-interval",
+        "0.05",
+        *extra,
+    ]
+
+
+def wait_ready(proc: subprocess.Popen[Any]) -> None:
+    """Give the dispatcher time to import and open the database."""
+    time.sleep(1.5)
+    if proc.poll() is not None:
+        raise RuntimeError("dispatcher exited early")
+
+
+def drain(conn: sqlite3.Connection, timeout: float, every: float = 0.02) -> float:
+    """Seconds until no delivery is left to do, polled ``every`` seconds (the count itself
+    costs CPU on a big backlog, so big runs poll less often)."""
+    start = time.perf_counter()
+    while remaining(conn):
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"{remaining(conn)} deliveries left after {timeout} s")
+        time.sleep(every)
+    return time.perf_counter() - start
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of a live process (Linux), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def throughput(tmp: Path, events: int, concurrency: int, sync: str) -> dict[str, float]:
+    """Dispatcher drain rate vs a bare aiohttp client to the same receiver."""
+    args, port = receiver(tmp)
+    url = f"http://127.0.0.1:{port}/webhook"
+    db = tmp / "throughput.db"
+    conn = open_db(db)
+    ws = setup_endpoint(conn, url, concurrency)
+    with process(args, tmp, port):
+        with process(dispatcher_args(db, "--synchronous", sync), tmp) as proc:
+            wait_ready(proc)
+            bodies = fill(conn, ws, events)
+            seconds = drain(conn, 300)
+        (tmp / "bodies.json").write_text(json.dumps(bodies))
+        (tmp / "bare_client.py").write_text(BARE_CLIENT)
+        out = subprocess.run(
+            [sys.executable, "bare_client.py", url, "bodies.json", str(concurrency)],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        bare_seconds = float(out.stdout.strip())
+    failed = conn.execute("SELECT count(*) FROM deliveries WHERE status != 'delivered'")
+    assert failed.fetchone()[0] == 0, "some deliveries failed"
+    conn.close()
+    return {"dispatcher": events / seconds, "bare": events / bare_seconds}
+
+
+def backlog(tmp: Path, count: int, concurrency: int, sync: str) -> dict[str, float]:
+    """Drain rate and peak RSS of a dispatcher started on a backlog of ``count`` events."""
+    args, port = receiver(tmp)
+    db = tmp / "backlog.db"
+    conn = open_db(db)
+    ws = setup_endpoint(conn, f"http://127.0.0.1:{port}/webhook", concurrency)
+    fill(conn, ws, count)
+    with process(args, tmp, port), process(dispatcher_args(db, "--synchronous", sync), tmp) as p:
+        start = time.perf_counter()
+        while conn.execute("SELECT count(*) FROM attempts").fetchone()[0] == 0:
+            time.sleep(0.01)
+        first = time.perf_counter()
+        seconds = drain(conn, 1800, every=max(0.02, count / 200_000))
+        rss = peak_rss_mib(p.pid)
+    conn.close()
+    return {"rate": count / seconds, "rss": rss, "startup": first - start}
+
+
+async def latency(tmp: Path, rate: float, seconds: float) -> dict[str, float]:
+    """p50/p99 from the start of a transition call to the event's receipt, at ``rate``/s."""
+    from aiohttp import web
+
+    arrivals: dict[tuple[str, str], float] = {}
+    expected = [0]
+    complete = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        doc = json.loads(await request.read())
+        arrivals[(doc["payload"]["id"], doc["eventType"])] = time.perf_counter()
+        if expected[0] and len(arrivals) >= expected[0]:
+            complete.set()
+        return web.Response(text="Webhook received successfully")
+
+    app = web.Application()
+    app.router.add_post("/webhook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    hook_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    db = tmp / "latency.db"
+    api_port = free_port()
+    serve = [
+        sys.executable,
+        "-m",
+        "convhook",
+        "serve",
+        "--port",
+        str(api_port),
+        "--db",
+        str(db),
+        "--max-active",
+        "100000",
+    ]
+    sent: dict[tuple[str, str], float] = {}
+    try:
+        with process(serve, tmp, api_port) as proc:
+            text = (tmp / f"{proc.pid}.err").read_text()
+            key = KEY.search(text)
+            assert key, text
+            conn = open_db(db)
+            setup_endpoint(conn, f"http://127.0.0.1:{hook_port}/webhook", 10)
+            conn.close()
+            with process(dispatcher_args(db, "--poll-interval", "0.5"), tmp):
+                await asyncio.sleep(1.5)
+                sent = await _drive(api_port, key[0], rate, seconds)
+                expected[0] = len(sent)
+                if len(arrivals) < len(sent):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(complete.wait(), 30)
+    finally:
+        await runner.cleanup()
+    waits = sorted((arrivals[k] - sent[k]) * 1000 for k in sent if k in arrivals)
+    return {
+        "p50": statistics.median(waits),
+        "p99": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
+        "events": float(len(sent)),
+        "received": float(len(waits)),
+    }
+
+
+async def _drive(port: int, key: str, rate: float, seconds: float) -> dict[tuple[str, str], float]:
+    import aiohttp
+
+    base = f"http://127.0.0.1:{port}/api/v2"
+    headers = {"x-api-key": key, "content-type": "application/json"}
+    total = int(rate * seconds)
+    sent: dict[tuple[str, str], float] = {}
+    types = dict(
+        zip(
+            ACTIONS,
+            (
+                "conversation.userJoined",
+                "conversation.userLeft",
+                "conversation.completed",
+                "conversation.analysisCompleted",
+            ),
+            strict=True,
+        )
+    )
+    async with aiohttp.ClientSession(headers=headers) as http:
+        conversations = []
+        for _ in range(total // 4 + 1):
+            async with http.post(base + "/conversations", json={"agentId": "agent_1"}) as r:
+                conversations.append((await r.json())["id"])
+        # Groups of 50 conversations: all joins, then all leaves...: a conversation's next
+        # call comes 50 calls (250 ms at 200/s) after its previous one.
+        order = [(i // 50, a, i) for i in range(len(conversations)) for a in range(4)]
+        calls = [(conversations[i], ACTIONS[a]) for _, a, i in sorted(order)][:total]
+        start = time.perf_counter()
+        tasks = []
+
+        async def call(conv: str, action: str) -> None:
+            sent[(conv, types[action])] = time.perf_counter()
+            async with http.post(f"{base}/conversations/{conv}/{action}", json={}) as r:
+                await r.read()
+                assert r.status == 200, await r.text()
+
+        for i, (conv, action) in enumerate(calls):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(call(conv, action)))
+        await asyncio.gather(*tasks)
+    return sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--backlog", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="convhook-bench-") as name:
+        tmp = Path(name)
+        print(
+            f"throughput: {args.events} events, concurrency {args.concurrency}, "
+            f"SQLite synchronous={args.synchronous}",
+            file=sys.stderr,
+        )
+        t = throughput(tmp, args.events, args.concurrency, args.synchronous)
+        print(f"  {t}", file=sys.stderr)
+        print(f"latency: {args.rate:g} events/s for {args.seconds:g} s", file=sys.stderr)
+        lat = asyncio.run(latency(tmp, args.rate, args.seconds))
+        print(f"  {lat}", file=sys.stderr)
+        print(f"backlog: {args.backlog} events", file=sys.stderr)
+        b = backlog(tmp, args.backlog, args.concurrency, args.synchronous)
+    rows = [
+        ("bare aiohttp client (baseline)", f"{t['bare']:,.0f} events/s", ""),
+        (
+            "convhook dispatcher",
+            f"{t['dispatcher']:,.0f} events/s",
+            f"{t['dispatcher'] / t['bare']:.0%} of baseline (target >= 70%)",
+        ),
+        (
+            f"latency at {args.rate:g} ev/s, API call -> receipt",
+            f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms",
+            f"{lat['received']:.0f}/{lat['events']:.0f} received",
+        ),
+        (
+            f"drain of a {args.backlog:,} backlog",
+            f"{b['rate']:,.0f} events/s",
+            f"peak RSS {b['rss']:.0f} MiB, first delivery after {b['startup']:.1f} s",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'value':<28}  note")
+    for label, value, note in rows:
+        print(f"{label:<{width}}  {value:<28}  {note}")
+
+
+if __name__ == "__main__":
+    main()
