@@ -1,4 +1,5 @@
-"""The producer's commands as real subprocesses: workspaces create/list and events tail."""
+"""The producer's commands as real subprocesses: workspaces create/list, events tail/list and
+prune, and serve's schema check, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from tests.e2e.test_api_serve import create_workspace, serve_process
+from tests.e2e.test_api_serve import create_workspace, serve_process, upgrade
 from tests.support.servers import free_port
 
 
@@ -23,19 +25,21 @@ def convhook(*args: str) -> str:
     return done.stdout
 
 
-async def test_workspaces_and_events_tail(tmp_path: Path) -> None:
-    """workspaces create --json prints a usable key, list shows it, and events tail --json
-    streams each event as it is recorded."""
-    db = tmp_path / "cli.db"
+async def test_workspaces_and_events_tail(database_url: str, tmp_path: Path) -> None:
+    """workspaces create --json prints a usable key, list shows it, events tail --json
+    streams each event as it is recorded, and events prune keeps young events."""
+    db = database_url
+    if db.startswith("postgresql://"):
+        upgrade(db)
     created = create_workspace(db, "acme")
     assert created["apiKey"].startswith("chk_")
-    listed = json.loads(convhook("workspaces", "list", "--db", str(db), "--json"))
+    listed = json.loads(convhook("workspaces", "list", "--db", db, "--json"))
     assert [w["name"] for w in listed] == ["acme"]
     port = free_port()
     with (
-        serve_process(["serve", "--port", str(port), "--db", str(db)], tmp_path, port) as server,
+        serve_process(["serve", "--port", str(port), "--db", db], tmp_path, port) as server,
         serve_process(
-            ["events", "tail", "--db", str(db), "--json", "--interval", "0.1", "--from-start"],
+            ["events", "tail", "--db", db, "--json", "--interval", "0.1", "--from-start"],
             tmp_path,
         ) as tail,
     ):
@@ -56,5 +60,44 @@ async def test_workspaces_and_events_tail(tmp_path: Path) -> None:
         ("conversation.userLeft", 2),
     ]
     assert {e["conversationId"] for e in lines} == {conv["id"]}
-    listed_events = convhook("events", "list", "--db", str(db), "--json")
+    listed_events = convhook("events", "list", "--db", db, "--json")
     assert len(listed_events.splitlines()) == 2
+    pruned = json.loads(convhook("events", "prune", "--db", db, "--json", "--older-than", "1d"))
+    assert (pruned["pruned"], pruned["batches"]) == (0, 0)
+
+
+def test_serve_refuses_a_postgres_schema_not_upgraded(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a PostgreSQL database without the producer schema, serve exits naming the command
+    to run; after `convhook db upgrade` it starts (database from CONVHOOK_DATABASE_URL) and
+    creates the first workspace."""
+    done = subprocess.run(
+        [sys.executable, "-m", "convhook", "serve", "--port", str(free_port()), "--db", pg_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    message = " ".join(done.stderr.split())
+    assert "producer schema" in message
+    assert "convhook db upgrade" in message
+    assert "Traceback" not in done.stderr
+    upgrade(pg_url)
+    monkeypatch.setenv("CONVHOOK_DATABASE_URL", pg_url)
+    port = free_port()
+    with serve_process(["serve", "--port", str(port)], tmp_path, port) as proc:
+        assert 'Created workspace "default"' in proc.stderr
+
+
+def test_events_prune_rejects_a_bad_period(tmp_path: Path) -> None:
+    """--older-than must be a number with a unit; anything else is a one-line error."""
+    args = ["events", "prune", "--db", str(tmp_path / "x.db"), "--older-than", "a month"]
+    done = subprocess.run(
+        [sys.executable, "-m", "convhook", *args],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "30d" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,5 +1,6 @@
 """The producer API as a real ``convhook serve`` process: lifecycle, outbox, bad input,
-isolation and concurrency, over HTTP on a loopback port."""
+isolation and concurrency, over HTTP on a loopback port; every test runs once against SQLite
+and once against PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 
 from convhook.events import parse_event
 from convhook.schema import json_schemas
+from tests.support.postgres import TemporaryPostgres
 from tests.support.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -109,11 +112,11 @@ class Server:
     base: str
     key: str
     other_key: str
-    db: Path
+    db: str
     proc: ServeProcess
 
 
-def create_workspace(db: Path, name: str) -> dict[str, str]:
+def create_workspace(db: Path | str, name: str) -> dict[str, str]:
     """Run ``convhook workspaces create NAME --json``."""
     done = subprocess.run(
         [sys.executable, "-m", "convhook", "workspaces", "create", name, "--db", str(db), "--json"],
@@ -125,13 +128,41 @@ def create_workspace(db: Path, name: str) -> dict[str, str]:
     return created
 
 
+def upgrade(db: str) -> None:
+    """Run ``convhook db upgrade`` for the producer schema (what an operator does before
+    starting servers on PostgreSQL; SQLite upgrades itself)."""
+    subprocess.run(
+        [sys.executable, "-m", "convhook", "db", "upgrade", "--db", db, "--component", "producer"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def fresh_database(engine: str, tmp: Path, request: pytest.FixtureRequest) -> str:
+    """A new empty database of ``engine``, schema applied: a SQLite path or a PostgreSQL URL."""
+    if engine == "sqlite":
+        return str(tmp / "api.db")
+    pg: TemporaryPostgres = request.getfixturevalue("pg_server")
+    url = pg.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One fresh database per module and engine (the ``database_url`` engines, module-wide so
+    one server serves every test of the module)."""
+    return fresh_database(str(request.param), tmp_path_factory.mktemp("db"), request)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(module_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One ``convhook serve`` on a fresh database for the whole module."""
     tmp = tmp_path_factory.mktemp("serve")
     port = free_port()
-    db = tmp / "api.db"
-    with serve_process(["serve", "--port", str(port), "--db", str(db)], tmp, port) as proc:
+    db = module_db
+    with serve_process(["serve", "--port", str(port), "--db", db], tmp, port) as proc:
         match = KEY.search(proc.stderr)
         assert match, proc.stderr
         other = create_workspace(db, "other")

@@ -1,12 +1,11 @@
 """Crash safety of the outbox: ``convhook serve`` killed with SIGKILL under load loses no
-acknowledged transition and keeps no event without its change."""
+acknowledged transition and keeps no event without its change, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import sqlite3
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.test_api_serve import KEY, Api, serve_process
+from convhook.store.producer import ProducerStore
+from tests.e2e.test_api_serve import KEY, Api, serve_process, upgrade
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -50,13 +50,27 @@ async def enough(acked: list[Any], count: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_sigkill_loses_no_acknowledged_transition(tmp_path: Path) -> None:
+def _rows(conn: Any) -> tuple[list[Any], int]:
+    rows = conn.execute(
+        "SELECT c.id, c.event_seq, count(e.seq), coalesce(max(e.conversation_seq), 0), "
+        "c.body FROM conversations c LEFT JOIN events e ON e.conversation_id = c.id "
+        "GROUP BY c.id, c.event_seq, c.body"
+    ).fetchall()
+    orphans = conn.execute(
+        "SELECT count(*) FROM events WHERE conversation_id NOT IN (SELECT id FROM conversations)"
+    ).fetchone()[0]
+    return [tuple(r) for r in rows], int(orphans)
+
+
+async def test_sigkill_loses_no_acknowledged_transition(database_url: str, tmp_path: Path) -> None:
     """After SIGKILL and restart, every acknowledged transition has its event (equal to the
     answer), every event's change is in its conversation row, and sequences are gapless."""
-    db = tmp_path / "crash.db"
+    db = database_url
+    if db.startswith("postgresql://"):
+        upgrade(db)
     port = free_port()
     acked: list[tuple[str, str, Any]] = []
-    with serve_process(["serve", "--port", str(port), "--db", str(db)], tmp_path, port) as proc:
+    with serve_process(["serve", "--port", str(port), "--db", db], tmp_path, port) as proc:
         key = KEY.search(proc.stderr)
         assert key, proc.stderr
         stop = asyncio.Event()
@@ -71,7 +85,7 @@ async def test_sigkill_loses_no_acknowledged_transition(tmp_path: Path) -> None:
     assert len(acked) >= 100, "the server was killed before it did enough work"
 
     port = free_port()
-    with serve_process(["serve", "--port", str(port), "--db", str(db)], tmp_path, port):
+    with serve_process(["serve", "--port", str(port), "--db", db], tmp_path, port):
         async with aiohttp.ClientSession() as session:
             api = Api(session, f"http://127.0.0.1:{port}", key[0])
             events = await api.all_pages("/api/v2/events?limit=500")
@@ -91,17 +105,8 @@ async def test_sigkill_loses_no_acknowledged_transition(tmp_path: Path) -> None:
                 else:
                     assert conv["conversationStatus"] == "created"
 
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT c.id, c.event_seq, count(e.seq), coalesce(max(e.conversation_seq), 0), "
-            "c.body FROM conversations c LEFT JOIN events e ON e.conversation_id = c.id "
-            "GROUP BY c.id"
-        ).fetchall()
-        orphans = conn.execute(
-            "SELECT count(*) FROM events WHERE conversation_id NOT IN "
-            "(SELECT id FROM conversations)"
-        ).fetchone()[0]
-    conn.close()
+    async with ProducerStore.at(db) as store:
+        rows, orphans = await store.db.read(_rows)
     assert orphans == 0
     for conv_id, event_seq, count, top, body in rows:
         assert event_seq == count == top, conv_id

@@ -1,9 +1,7 @@
 """Limits of the producer API served in-process by a real uvicorn: busy conversations (429)
-and the body size (413), and the outbox's all-or-nothing write."""
+and the body size (413), and the outbox's all-or-nothing write, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -11,14 +9,14 @@ import pytest
 from convhook.api import ApiSettings, create_app
 from convhook.lifecycle import Action
 from convhook.outbox import Outbox
-from convhook.store.producer import Change, SQLiteProducerStore, StoredConversation
+from convhook.store.producer import Change, ProducerStore, StoredConversation
 from tests.support.servers import serve_app
 
 
-async def test_busy_limit_answers_429_with_retry_after(db_path: Path) -> None:
+async def test_busy_limit_answers_429_with_retry_after(database_url: str) -> None:
     """Past max_active dialing/active conversations a dial or join answers 429 with
     Retry-After, writes nothing, and succeeds again once one ends."""
-    store = SQLiteProducerStore(db_path)
+    store = ProducerStore.at(database_url, auto_upgrade=True)
     await store.open()
     _, key = await store.create_workspace("w")
     app = create_app(store, ApiSettings(max_active=2, max_body=2048))
@@ -45,10 +43,10 @@ async def test_busy_limit_answers_429_with_retry_after(db_path: Path) -> None:
             assert (await r.json())["problems"][0]["field"] == "body"
 
 
-async def test_a_refused_change_writes_neither_row_nor_event(db_path: Path) -> None:
+async def test_a_refused_change_writes_neither_row_nor_event(database_url: str) -> None:
     """When the change function raises inside the write, the conversation and the outbox are
     both left as they were."""
-    async with SQLiteProducerStore(db_path) as store:
+    async with ProducerStore.at(database_url, auto_upgrade=True) as store:
         workspace, _ = await store.create_workspace("w")
         outbox = Outbox(store)
         [created] = await outbox.create(workspace.id, [({"agentId": "a"}, False)])
