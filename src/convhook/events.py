@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -33,9 +32,10 @@ from pydantic import (
     field_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import from_json
 
 from convhook.errors import FieldProblem, PayloadError, PayloadTooLarge
-from convhook.timefmt import format_ts, parse_ts
+from convhook.timefmt import format_ts
 
 DEFAULT_MAX_BODY = 1024 * 1024
 
@@ -131,20 +131,25 @@ E = TypeVar("E", bound=StrEnum)
 
 
 def _lenient(enum: type[E]) -> Any:
-    """A type that takes a member of ``enum`` when it can and keeps any other string."""
-    values = {m.value: m for m in enum}
+    """A type that takes a member of ``enum`` when it can and keeps any other string.
 
-    def coerce(value: object) -> object:
-        if isinstance(value, str):
-            return values.get(value, value)
-        return value
-
+    Left-to-right union mode keeps the choice inside pydantic-core (no Python call per
+    field), which matters on the receiver's hot path.
+    """
     schema = {"type": "string", "enum": [m.value for m in enum]}
-    return Annotated[enum | str, BeforeValidator(coerce), WithJsonSchema(schema)]
+    return Annotated[enum | str, Field(union_mode="left_to_right"), WithJsonSchema(schema)]
 
 
 def _utc(value: datetime) -> datetime:
-    return parse_ts(value.isoformat())
+    # A naive time is taken as UTC; an aware one is moved to UTC, so attributes always
+    # compare and print the same way whatever offset the sender used. Most senders use "Z":
+    # that case returns at once.
+    offset = value.utcoffset()
+    if offset is None:
+        return value.replace(tzinfo=UTC)
+    if offset:
+        return value.astimezone(UTC)
+    return value
 
 
 # Any ISO-8601 is accepted; output is always UTC with milliseconds and "Z".
@@ -262,7 +267,7 @@ class Conversation(WireModel):
             return json.dumps(dict(value), separators=(", ", ": "))
         if isinstance(value, str):
             try:
-                decoded = json.loads(value)
+                decoded = from_json(value)
             except ValueError as exc:
                 raise ValueError(f"dynamicVariables is not valid JSON: {exc}") from None
             if not isinstance(decoded, dict):
@@ -461,16 +466,26 @@ def _validate(run: Callable[[], AnyEvent]) -> AnyEvent:
         raise payload_error(exc) from None
 
 
+def _is_tag(part: object) -> bool:
+    """Union member tags in an error location (event classes, ``str-enum[...]``) are not
+    fields; dropping them leaves the path a sender can act on."""
+    if not isinstance(part, str):
+        return False
+    return part in EVENT_CLASSES or part in ("unknown", "str") or "[" in part
+
+
 def payload_error(exc: ValidationError) -> PayloadError:
     """Turn pydantic's errors into a :class:`PayloadError` with one problem per field."""
     problems: list[FieldProblem] = []
     for err in exc.errors(include_url=False):
         if err["type"] == "json_invalid":
             return PayloadError("body is not valid JSON", [FieldProblem("body", err["msg"])])
-        # Discriminated-union tags in the location are not fields; drop them.
-        loc = [str(p) for p in err["loc"] if p not in EVENT_CLASSES and p != "unknown"]
+        loc = [str(p) for p in err["loc"] if not _is_tag(p)]
         message = err["msg"].removeprefix("Value error, ")
-        problems.append(FieldProblem(".".join(loc) or "body", message))
+        field = ".".join(loc) or "body"
+        # A lenient enum reports once per union member; the last (plain string) reads best.
+        problems = [p for p in problems if p.field != field]
+        problems.append(FieldProblem(field, message))
     return PayloadError(
         "event failed validation: " + "; ".join(f"{p.field}: {p.problem}" for p in problems),
         problems,
