@@ -134,6 +134,9 @@ class Sender:
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> str:
+    length = response.content_length
+    if length is not None and length <= BODY_LIMIT:
+        return (await response.read()).decode("utf-8", errors="replace")
     chunks: list[bytes] = []
     size = 0
     while size < BODY_LIMIT:
