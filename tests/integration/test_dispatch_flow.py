@@ -182,3 +182,21 @@ async def test_attempts_after_lists_attempt_lines(db: SQLiteDatabase) -> None:
     [line] = await db.read(lambda c: delivery_log.attempts_after(c, start, workspace_id=ws))
     assert (line.event_id, line.status_code, line.delivery_status) == (event_id, 503, "pending")
     assert await db.read(lambda c: delivery_log.attempts_after(c, line.id)) == []
+
+
+async def test_rate_limit_spaces_requests(db: SQLiteDatabase) -> None:
+    """An endpoint limited to 20/s receives 10 events spread over at least 0.4 s."""
+    receiver = Receiver()
+    async with serve_app(receiver) as base:
+        ws = await db.write(add_workspace)
+        await db.write(
+            lambda c: add_endpoint(c, ws, base, str(Secret.generate()), _ms(), rate_limit=20)
+        )
+        for i in range(10):
+            await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], _ms()))
+        started = time.monotonic()
+        async with Dispatcher(db, allow_private=True, poll_interval=0.05) as dispatcher:
+            dispatcher.wake()
+            await receiver.wait_for(10)
+        elapsed = time.monotonic() - started
+    assert elapsed >= 0.4
