@@ -389,7 +389,11 @@ async def _drive(port: int, key: str, rate: float, seconds: float) -> dict[tuple
         start = time.perf_counter()
         tasks = []
 
-        async def call(conv: str, action: str) -> None:
+        last: dict[str, asyncio.Task[None]] = {}
+
+        async def call(conv: str, action: str, prior: asyncio.Task[None] | None) -> None:
+            if prior is not None:
+                await prior  # a conversation's calls go in order, even when the API is slow
             sent[(conv, types[action])] = time.perf_counter()
             async with http.post(f"{base}/conversations/{conv}/{action}", json={}) as r:
                 await r.read()
@@ -399,7 +403,9 @@ async def _drive(port: int, key: str, rate: float, seconds: float) -> dict[tuple
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(call(conv, action)))
+            task = asyncio.create_task(call(conv, action, last.get(conv)))
+            last[conv] = task
+            tasks.append(task)
         await asyncio.gather(*tasks)
     return sent
 
