@@ -6,13 +6,17 @@ answers without touching storage. The same aiohttp load generator, in its own pr
 join -> leave -> end -> analysis on many conversations over many connections against each,
 and the table shows both rates and their ratio (target: at least 50%).
 
-    .venv/bin/python bench/api.py [--conversations 1500] [--connections 64]
+    .venv/bin/python bench/api.py [--conversations 1500] [--connections 64] [--db postgres]
+
+With ``--db postgres`` the API runs on a throwaway PostgreSQL server started for the run
+(durable: fsync and synchronous_commit on, as in production) instead of SQLite.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -215,10 +220,28 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait(5)
 
 
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A throwaway durable PostgreSQL server with the producer schema applied; its URL."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.support.postgres import TemporaryPostgres
+
+    with TemporaryPostgres(durable=True) as server:
+        url = server.create_database("bench")
+        upgrade = ["db", "upgrade", "--db", url, "--component", "producer"]
+        subprocess.run(
+            [sys.executable, "-m", "convhook", *upgrade],
+            check=True,
+            capture_output=True,
+        )
+        yield url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=1500)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--baseline-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -234,8 +257,13 @@ def main() -> None:
     from rich.table import Table
 
     console = Console()
-    with tempfile.TemporaryDirectory(prefix="convhook-bench-") as tmp_name:
-        tmp = Path(tmp_name)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="convhook-bench-")))
+        database = str(tmp / "bench.db")
+        label = "SQLite, FULL"
+        if args.db == "postgres":
+            database = stack.enter_context(postgres_database())
+            label = "PostgreSQL, durable"
         api_port, base_port = free_port(), free_port()
         serve = start(
             [
@@ -246,7 +274,7 @@ def main() -> None:
                 "--port",
                 str(api_port),
                 "--db",
-                str(tmp / "bench.db"),
+                database,
                 "--max-active",
                 "1000000",
             ],
@@ -283,7 +311,7 @@ def main() -> None:
         "statuses",
     ):
         table.add_column(column, justify="right")
-    for name, r in (("convhook serve (SQLite, FULL)", api), ("FastAPI, no storage", plain)):
+    for name, r in ((f"convhook serve ({label})", api), ("FastAPI, no storage", plain)):
         table.add_row(
             name,
             str(r["requests"]),
