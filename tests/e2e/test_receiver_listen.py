@@ -1,5 +1,6 @@
 """`convhook listen` and `convhook inbox` as real processes: trigger interop, unsigned mode,
-failed forwards visible and replayable, and no acknowledged event lost to a SIGKILL."""
+failed forwards visible and replayable, and no acknowledged event lost to a SIGKILL, on a
+SQLite inbox and on a PostgreSQL one."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,54 +18,15 @@ from typing import Any
 import pytest
 
 from convhook.signing import Secret, Verifier
-from tests.support.servers import free_port, serve_app, wait_for_port
+from tests.support.inbox import is_postgres
+from tests.support.servers import CLIProcess, free_port, serve_app, wait_for_port
 
 pytestmark = pytest.mark.slow
 
 
-class CLIProcess:
-    """`convhook ARGS` as a subprocess in its own session, output captured to files that are
-    closed when it ends (tests.support.servers.CLIProcess leaves them open)."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        self.out_path = cwd / f"listen-{id(self)}.out"
-        self.err_path = cwd / f"listen-{id(self)}.err"
-        self._files = [self.out_path.open("wb"), self.err_path.open("wb")]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "convhook", *args],
-            cwd=cwd,
-            stdout=self._files[0],
-            stderr=self._files[1],
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "240"},
-            start_new_session=True,
-        )
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no shutdown code runs."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        """SIGTERM, wait (SIGKILL after 15 s), close the output files; return the exit code."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        for f in self._files:
-            f.close()
-        return self.proc.returncode
+def cli(args: list[str], cwd: Path) -> CLIProcess:
+    """`convhook ARGS` as a subprocess with a wide terminal for its tables."""
+    return CLIProcess(args, cwd=cwd, env={"COLUMNS": "240"})
 
 
 async def convhook(*args: str, cwd: Path) -> tuple[int, str, str]:
@@ -101,7 +61,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> None:
 
 @contextlib.asynccontextmanager
 async def listener(args: list[str], cwd: Path, port: int) -> AsyncIterator[CLIProcess]:
-    proc = CLIProcess(["listen", "--port", str(port), *args], cwd=cwd)
+    proc = cli(["listen", "--port", str(port), *args], cwd)
     try:
         await asyncio.to_thread(wait_for_port, port, 30.0, proc.proc)
         yield proc
@@ -133,19 +93,38 @@ class Target:
         return {json.loads(body)["eventId"] for _, body in self.requests}
 
 
-def stored_bodies(db: Path) -> dict[str, bytes]:
+def stored_bodies(db: str | Path) -> dict[str, bytes]:
+    """Every stored body by eventId, read straight from the database."""
+    query = "SELECT event_id, body FROM convhook_inbox"
+    if is_postgres(db):
+        import psycopg
+
+        with psycopg.connect(str(db)) as pg:
+            return {r[0]: bytes(r[1]) for r in pg.execute(query)}
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        return {
-            r[0]: bytes(r[1]) for r in conn.execute("SELECT event_id, body FROM convhook_inbox")
-        }
+        return {r[0]: bytes(r[1]) for r in conn.execute(query)}
 
 
-async def test_listen_accepts_trigger_events_prints_and_stores_them(tmp_path: Path) -> None:
+@pytest.fixture
+async def inbox_db(database_url: str, tmp_path: Path) -> str:
+    """An inbox database on either engine; PostgreSQL's schema made by `convhook db upgrade`."""
+    if is_postgres(database_url):
+        code, _, err = await convhook(
+            "db", "upgrade", "--db", database_url, "--component", "inbox", cwd=tmp_path
+        )
+        assert code == 0, err
+        return database_url
+    return str(tmp_path / "inbox.db")
+
+
+async def test_listen_accepts_trigger_events_prints_and_stores_them(
+    tmp_path: Path, inbox_db: str
+) -> None:
     """Events signed by `convhook trigger` are accepted, printed on stdout and stored as done."""
     secret = str(Secret.generate())
     port = free_port()
-    db = tmp_path / "inbox.db"
-    async with listener(["--secret", secret, "--db", str(db)], tmp_path, port) as proc:
+    db = inbox_db
+    async with listener(["--secret", secret, "--db", db], tmp_path, port) as proc:
         code, out, err = await convhook(
             "trigger",
             "conversation.completed",
@@ -161,7 +140,7 @@ async def test_listen_accepts_trigger_events_prints_and_stores_them(tmp_path: Pa
         assert code == 0, err
         assert json.loads(out)["ok"] == 3
         await eventually(lambda: proc.stdout.count("conversation.completed") == 3)
-        code, out, _ = await convhook("inbox", "list", "--db", str(db), "--json", cwd=tmp_path)
+        code, out, _ = await convhook("inbox", "list", "--db", db, "--json", cwd=tmp_path)
     assert code == 0
     listed = json.loads(out)
     assert [e["status"] for e in listed] == ["done"] * 3
@@ -257,14 +236,15 @@ async def test_failed_forward_is_listed_then_replayed(tmp_path: Path) -> None:
     assert [body for _, body in target.requests] == [stored_bodies(db)[event_id]] * 2
 
 
-async def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
-    """Every event acknowledged before a SIGKILL reaches the forward target after a restart."""
+async def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, inbox_db: str) -> None:
+    """Every event acknowledged before a SIGKILL reaches the forward target after a restart
+    (on PostgreSQL, when the dead listener's leases end)."""
     secret = str(Secret.generate())
     port, target_port = free_port(), free_port()
-    db = tmp_path / "inbox.db"
-    args = ["--secret", secret, "--db", str(db), "--quiet"]
+    db = inbox_db
+    args = ["--secret", secret, "--db", db, "--quiet", "--lease", "2"]
     args += ["--forward-to", f"http://127.0.0.1:{target_port}/hook"]
-    proc = CLIProcess(["listen", "--port", str(port), *args], cwd=tmp_path)
+    proc = cli(["listen", "--port", str(port), *args], tmp_path)
     try:
         await asyncio.to_thread(wait_for_port, port, 30.0, proc.proc)
         code, out, err = await convhook(
@@ -299,13 +279,19 @@ async def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path) -> No
         assert verifier.verify(headers, body)  # with the original signature
 
 
-async def test_unsupported_database_and_missing_inbox_fail_clearly(tmp_path: Path) -> None:
-    """A postgresql:// inbox is refused with a clear message, as is reading a missing inbox."""
+async def test_unmigrated_postgres_and_missing_inbox_fail_clearly(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A PostgreSQL inbox without its schema is refused naming `convhook db upgrade`, as is
+    reading a missing SQLite inbox."""
     code, _, err = await convhook(
-        "listen", "--db", "postgresql://localhost/convhook", "--port", "1", cwd=tmp_path
+        "listen", "--db", pg_url, "--port", str(free_port()), cwd=tmp_path
     )
     assert code == 2
-    assert "PostgreSQL inboxes are not supported yet" in err
+    assert "convhook db upgrade" in err
+    code, _, err = await convhook("inbox", "list", "--db", pg_url, cwd=tmp_path)
+    assert code == 2
+    assert "convhook db upgrade" in err
     code, _, err = await convhook("inbox", "list", "--db", str(tmp_path / "nope.db"), cwd=tmp_path)
     assert code == 2
     assert "no inbox at" in err

@@ -1,5 +1,6 @@
 """The receiver over real HTTP (uvicorn on loopback): acceptance, refusals, de-duplication,
-handler retries, unknown events, FastAPI mounting and the sync-framework bridge."""
+handler retries, unknown events, FastAPI mounting and the sync-framework bridge; on SQLite
+and PostgreSQL alike."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from convhook.receiver import HandlerStatus, Receiver, RetryPolicy
 from convhook.receiver.frameworks import ThreadedReceiver
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
+from tests.support.inbox import inbox_at
 from tests.support.servers import serve_app
 
 SECRET = Secret.generate()
@@ -59,16 +61,16 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def make_receiver(db_path: Path, **kwargs: Any) -> Receiver:
+def make_receiver(url: str | Path, **kwargs: Any) -> Receiver:
     kwargs.setdefault("retry", FAST)
-    return Receiver([SECRET], db_path, poll_interval=0.05, **kwargs)
+    return Receiver([SECRET], inbox_at(url), poll_interval=0.05, **kwargs)
 
 
 async def test_standardwebhooks_signed_event_is_accepted_and_handled(
-    db_path: Path, session: aiohttp.ClientSession
+    database_url: str, session: aiohttp.ClientSession
 ) -> None:
     """An event signed by the standardwebhooks package gets 200 text/plain and a typed handler."""
-    receiver = make_receiver(db_path)
+    receiver = make_receiver(database_url)
     seen: list[Any] = []
     receiver.on("conversation.userJoined")(seen.append)
     event_id, body = event_body()
@@ -147,7 +149,7 @@ def _bad_requests() -> list[Any]:
 
 @pytest.mark.parametrize(("method", "body", "headers", "status", "field"), _bad_requests())
 async def test_bad_input_is_refused_and_nothing_stored(
-    db_path: Path,
+    database_url: str,
     session: aiohttp.ClientSession,
     method: str,
     body: Any,
@@ -156,7 +158,7 @@ async def test_bad_input_is_refused_and_nothing_stored(
     field: str | None,
 ) -> None:
     """Each bad request gets its status with a JSON error naming the problem; nothing is stored."""
-    receiver = make_receiver(db_path)
+    receiver = make_receiver(database_url)
     data = body() if callable(body) else body
     async with serve_app(receiver.asgi_app()) as url:
         async with session.request(method, url + "/webhook", data=data, headers=headers) as r:
@@ -171,10 +173,10 @@ async def test_bad_input_is_refused_and_nothing_stored(
 
 
 async def test_duplicates_are_answered_200_and_handled_once(
-    db_path: Path, session: aiohttp.ClientSession
+    database_url: str, session: aiohttp.ClientSession
 ) -> None:
     """Redeliveries (same eventId, or same webhook-id) get 200 and do not run handlers again."""
-    receiver = make_receiver(db_path)
+    receiver = make_receiver(database_url)
     calls: list[str] = []
 
     @receiver.on_any
@@ -201,10 +203,10 @@ async def test_duplicates_are_answered_200_and_handled_once(
 
 
 async def test_failing_handler_is_retried_with_backoff_then_recorded(
-    db_path: Path, session: aiohttp.ClientSession
+    database_url: str, session: aiohttp.ClientSession
 ) -> None:
     """A raising handler never changes the 200; it is retried, and its error is recorded."""
-    receiver = make_receiver(db_path)
+    receiver = make_receiver(database_url)
     flaky_calls: list[int] = []
     broken_calls: list[int] = []
     ok_calls: list[int] = []
@@ -243,10 +245,10 @@ async def test_failing_handler_is_retried_with_backoff_then_recorded(
 
 
 async def test_unknown_event_type_is_stored_and_reaches_catch_all(
-    db_path: Path, session: aiohttp.ClientSession
+    database_url: str, session: aiohttp.ClientSession
 ) -> None:
     """An event type this version does not know is accepted, stored and given to the catch-all."""
-    receiver = make_receiver(db_path)
+    receiver = make_receiver(database_url)
     typed: list[Any] = []
     catch_all: list[Any] = []
     receiver.on("conversation.userJoined")(typed.append)
@@ -266,10 +268,10 @@ async def test_unknown_event_type_is_stored_and_reaches_catch_all(
 
 
 async def test_sync_handlers_run_in_a_thread_and_async_ones_on_the_loop(
-    db_path: Path, session: aiohttp.ClientSession
+    database_url: str, session: aiohttp.ClientSession
 ) -> None:
     """Sync handlers run off the event loop thread; async handlers run on it."""
-    receiver = make_receiver(db_path)
+    receiver = make_receiver(database_url)
     threads: dict[str, int] = {}
 
     @receiver.on("conversation.userJoined")
@@ -290,14 +292,14 @@ async def test_sync_handlers_run_in_a_thread_and_async_ones_on_the_loop(
 
 
 async def test_mounted_in_fastapi_with_explicit_lifecycle(
-    db_path: Path, session: aiohttp.ClientSession
+    database_url: str, session: aiohttp.ClientSession
 ) -> None:
     """Mounted in FastAPI (lifecycle via `async with receiver`), it answers on the mount path."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
 
-    receiver = make_receiver(db_path)
+    receiver = make_receiver(database_url)
     seen: list[Any] = []
     receiver.on_any(seen.append)
 
@@ -325,12 +327,12 @@ async def test_mounted_in_fastapi_with_explicit_lifecycle(
 
 
 async def test_unstarted_receiver_answers_503(
-    db_path: Path, session: aiohttp.ClientSession
+    database_url: str, session: aiohttp.ClientSession
 ) -> None:
     """Mounted without a lifecycle, the receiver refuses with 503 instead of losing events."""
     from fastapi import FastAPI
 
-    receiver = make_receiver(db_path)
+    receiver = make_receiver(database_url)
     app = FastAPI()
     app.mount("/hooks", receiver.asgi_app(path=None))
     event_id, body = event_body()

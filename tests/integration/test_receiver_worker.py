@@ -1,8 +1,11 @@
-"""The inbox worker with an injected clock: retry timing without sleeping, and recovery."""
+"""The inbox worker with an injected clock: retry timing without sleeping, recovery after a
+crash, and leases held while handlers run (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,9 @@ from convhook.receiver import HandlerStatus, RetryPolicy
 from convhook.receiver.handlers import HandlerRegistry
 from convhook.receiver.worker import Worker
 from convhook.samples import sample_event
-from convhook.store.inbox import Received, SQLiteInbox
+from convhook.store.database_inbox import SQLiteInbox
+from convhook.store.inbox import Received
+from tests.support.inbox import inbox_at
 
 
 class Clock:
@@ -26,7 +31,7 @@ def stored(at: float) -> Received:
     return Received(event.event_id, None, event.event_type, event.to_json(), {}, at)
 
 
-async def test_backoff_schedule_follows_the_policy_with_jitter(db_path: Path) -> None:
+async def test_backoff_schedule_follows_the_policy_with_jitter(database_url: str) -> None:
     """Each failure is retried after base * 2^(attempt-1) seconds, jittered, until failed."""
     clock = Clock(1000.0)
     policy = RetryPolicy(max_attempts=4, base=1.0, cap=3.0, jitter=0.1)
@@ -38,7 +43,7 @@ async def test_backoff_schedule_follows_the_policy_with_jitter(db_path: Path) ->
         raise TimeoutError("slow CRM")
 
     handlers.add(always_fails, ["*"])
-    async with SQLiteInbox(db_path) as inbox:
+    async with inbox_at(database_url) as inbox:
         item = stored(1000.0)
         await inbox.add(item)
         worker = Worker(inbox, handlers, retry=policy, clock=clock, rng=random.Random(7))
@@ -77,7 +82,7 @@ def test_retry_policy_caps_delay_and_stops_after_max_attempts() -> None:
 
 
 async def test_worker_start_reruns_events_left_running(db_path: Path) -> None:
-    """Events a dead process left running are run by the next worker at start."""
+    """On SQLite, events a dead process left running are run by the next worker at start."""
     clock = Clock(50.0)
     handlers = HandlerRegistry()
     seen: list[str] = []
@@ -103,6 +108,73 @@ async def test_worker_start_reruns_events_left_running(db_path: Path) -> None:
 
 
 async def worker_sleep() -> None:
-    import asyncio
-
     await asyncio.sleep(0.01)
+
+
+async def wait_done(inbox: Any, event_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = await inbox.get(event_id)
+        if entry is not None and entry.status is HandlerStatus.DONE:
+            return
+        await worker_sleep()
+    raise AssertionError(f"{event_id} not done in time")
+
+
+async def test_shared_inbox_reruns_a_dead_process_event_when_its_lease_ends(pg_url: str) -> None:
+    """On PostgreSQL, a starting worker leaves another process's running event alone until
+    its lease ends, then runs it."""
+    clock = Clock(50.0)
+    handlers = HandlerRegistry()
+    seen: list[str] = []
+
+    async def record(event: Any) -> None:
+        seen.append(event.event_id)
+
+    handlers.add(record, ["*"])
+    async with inbox_at(pg_url) as inbox:
+        item = stored(10.0)
+        await inbox.add(Received(**{**item.__dict__, "claimed_until": 60.0}))
+        worker = Worker(inbox, handlers, clock=clock, poll_interval=0.02)
+        await worker.start()
+        try:
+            await asyncio.sleep(0.3)
+            assert seen == []
+            clock.now = 60.0
+            await wait_done(inbox, item.event_id)
+        finally:
+            await worker.stop()
+    assert seen == [item.event_id]
+
+
+async def test_a_slow_handler_keeps_its_lease(database_url: str) -> None:
+    """While a handler outlives its lease, the worker renews it, so another process's claim
+    does not take the event."""
+    handlers = HandlerRegistry()
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    async def slow(event: Any) -> None:
+        runs.append(event.event_id)
+        await release.wait()
+
+    handlers.add(slow, ["*"])
+    async with inbox_at(database_url) as inbox, inbox_at(database_url) as other:
+        item = stored(time.time())
+        await inbox.add(item)
+        worker = Worker(inbox, handlers, lease=0.3, poll_interval=0.02)
+        await worker.start()
+        try:
+            deadline = time.monotonic() + 5
+            while not runs and time.monotonic() < deadline:
+                await worker_sleep()
+            assert runs == [item.event_id]
+            for _ in range(8):  # 1.2 s: four leases' worth
+                await asyncio.sleep(0.15)
+                assert await other.claim(time.time(), 10, 60.0) == []
+            release.set()
+            await wait_done(inbox, item.event_id)
+        finally:
+            release.set()
+            await worker.stop()
+    assert runs == [item.event_id]

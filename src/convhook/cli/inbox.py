@@ -12,9 +12,11 @@ from convhook.cli._common import err, fail, out, print_json, run
 from convhook.config import db_option, option
 
 if TYPE_CHECKING:
-    from convhook.store.inbox import InboxEntry, SQLiteInbox
+    from convhook.store.database_inbox import DatabaseInbox
+    from convhook.store.inbox import InboxEntry
 
 DEFAULT_DB = "convhook-inbox.db"
+_DB_HELP = "Inbox database: a SQLite file path or a postgresql:// URL."
 
 inbox_app = typer.Typer(
     help="Read the stored inbox of `convhook listen`; re-run handlers or re-forward events.",
@@ -22,20 +24,18 @@ inbox_app = typer.Typer(
 )
 
 
-def _open(db: str) -> SQLiteInbox:
+def _open(db: str) -> DatabaseInbox:
     from convhook.config import DatabaseURL
     from convhook.errors import ConvhookError
-    from convhook.store.inbox import SQLiteInbox
+    from convhook.store.database_inbox import open_inbox
 
     try:
         url = DatabaseURL.parse(db)
     except ConvhookError as exc:
         fail(str(exc))
-    if url.engine != "sqlite":
-        fail("PostgreSQL inboxes are not supported yet: pass --db with a SQLite file path")
-    if not Path(url.target).exists():
+    if url.engine == "sqlite" and not Path(url.target).exists():
         fail(f"no inbox at {url.target}: pass --db with the file `convhook listen` writes")
-    return SQLiteInbox(url.target)
+    return open_inbox(db)
 
 
 @inbox_app.command("list")
@@ -44,7 +44,7 @@ def list_events(
         None, "--status", env="INBOX_STATUS", help="Only pending, running, done or failed."
     ),
     limit: int = option(50, "--limit", env="INBOX_LIMIT", min=1, help="How many, newest first."),
-    db: str = db_option(DEFAULT_DB, help="Inbox database: a SQLite file path."),
+    db: str = db_option(DEFAULT_DB, help=_DB_HELP),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
     """List stored events, newest first, with their handler outcome."""
@@ -72,7 +72,7 @@ def list_events(
 @inbox_app.command("show")
 def show(
     event_id: str = typer.Argument(..., help="The eventId to show."),
-    db: str = db_option(DEFAULT_DB, help="Inbox database: a SQLite file path."),
+    db: str = db_option(DEFAULT_DB, help=_DB_HELP),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
     """Show one stored event: its outcome, the webhook headers and the full body."""
@@ -111,7 +111,7 @@ def replay(
         env="FORWARD_TO",
         help="Re-send the stored raw request to this URL now instead of re-running handlers.",
     ),
-    db: str = db_option(DEFAULT_DB, help="Inbox database: a SQLite file path."),
+    db: str = db_option(DEFAULT_DB, help=_DB_HELP),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
     """Re-run an event's handlers (a running `convhook listen` picks it up), or re-forward it.
@@ -149,7 +149,7 @@ def replay(
         err.print("no failed events")
 
 
-async def _requeue(inbox: SQLiteInbox, event_id: str | None) -> tuple[list[str], int]:
+async def _requeue(inbox: DatabaseInbox, event_id: str | None) -> tuple[list[str], int]:
     import time
 
     async with inbox:
@@ -157,7 +157,7 @@ async def _requeue(inbox: SQLiteInbox, event_id: str | None) -> tuple[list[str],
         return await inbox.requeue(ids, time.time()), len(ids)
 
 
-async def _forward(inbox: SQLiteInbox, event_id: str | None, url: str) -> list[dict[str, Any]]:
+async def _forward(inbox: DatabaseInbox, event_id: str | None, url: str) -> list[dict[str, Any]]:
     from convhook.errors import ConvhookError
     from convhook.receiver.forwarder import Forwarder
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from convhook.cli._common import err, fail, out
+from convhook.cli._common import err, fail, out, run
 from convhook.config import db_option, option
 from convhook.events import DEFAULT_MAX_BODY
 
@@ -34,7 +34,11 @@ def listen(
         env="FORWARD_TO",
         help="Re-send each event's raw signed request to this URL (retried on failure).",
     ),
-    db: str = db_option(DEFAULT_DB, help="Inbox database: a SQLite file path."),
+    db: str = db_option(
+        DEFAULT_DB,
+        help="Inbox database: a SQLite file path (one listener per file) or a postgresql:// URL "
+        "(any number of listeners; run `convhook db upgrade --component inbox` first).",
+    ),
     tolerance: int = option(
         300, "--tolerance", env="TOLERANCE", min=1, help="Accepted webhook-timestamp skew, s."
     ),
@@ -48,12 +52,25 @@ def listen(
         min=1,
         help="Attempts per event before it is marked failed (backoff 1 s, 2 s, 4 s...).",
     ),
+    lease: float = option(
+        60.0,
+        "--lease",
+        env="LISTEN_LEASE",
+        min=0.5,
+        help="Seconds an event stays claimed by this listener (renewed while its handlers run); "
+        "if the listener dies, another one takes the event when the lease ends.",
+    ),
     quiet: bool = option(False, "--quiet", env="LISTEN_QUIET", help="Do not print events."),
 ) -> None:
     """Receive webhooks on http://HOST:PORT/PATH: verify, store, print and forward them."""
     import uvicorn
 
-    receiver = _build(secrets or [], db, forward_to, tolerance, max_body, max_attempts, quiet)
+    receiver = _build(
+        secrets or [], db, forward_to, tolerance, max_body, max_attempts, lease, quiet
+    )
+    # Open the inbox once before serving, so a missing or outdated schema (or an unreachable
+    # database) is one clear error instead of a failed server start-up.
+    run(_check(receiver))
     _configure_logging()
     _banner(host, port, path, db, forward_to, signed=bool(secrets))
     config = uvicorn.Config(
@@ -78,20 +95,18 @@ def _build(
     tolerance: int,
     max_body: int,
     max_attempts: int,
+    lease: float,
     quiet: bool,
 ) -> Receiver:
-    from convhook.config import DatabaseURL
     from convhook.errors import ConvhookError
-    from convhook.receiver import Receiver, RetryPolicy
+    from convhook.receiver import Receiver, RetryPolicy, open_inbox
     from convhook.receiver.forwarder import Forwarder
 
     try:
-        url = DatabaseURL.parse(db)
-        if url.engine != "sqlite":
-            fail("PostgreSQL inboxes are not supported yet: pass --db with a SQLite file path")
         receiver = Receiver(
             secrets,
-            url.target,
+            open_inbox(db),
+            lease=lease,
             tolerance=tolerance,
             max_body=max_body,
             allow_unsigned=not secrets,
@@ -106,6 +121,11 @@ def _build(
     except ConvhookError as exc:
         fail(str(exc))
     return receiver
+
+
+async def _check(receiver: Receiver) -> None:
+    async with receiver.inbox:
+        pass
 
 
 class EventPrinter:
@@ -191,6 +211,10 @@ def _banner(
     host: str, port: int, path: str, db: str, forward_to: str | None, *, signed: bool
 ) -> None:
     err.print(f"[bold]convhook listen[/]: POST http://{host}:{port}{path}")
+    if db.startswith(("postgresql://", "postgres://")):
+        from convhook.store.postgres import redact
+
+        db = redact(db)
     err.print(f"  inbox: {db}")
     if forward_to:
         err.print(f"  forwarding to: {forward_to}")

@@ -10,21 +10,25 @@ from convhook.receiver.handlers import CATCH_ALL, Delivery, Handler
 from convhook.receiver.receiver import FORWARDED_HEADERS, Receiver
 from convhook.receiver.replies import RECEIVED, Reply
 from convhook.receiver.worker import RetryPolicy, Worker
-from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, SQLiteInbox
+from convhook.store.database_inbox import DatabaseInbox, PostgresInbox, SQLiteInbox, open_inbox
+from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry
 
 __all__ = [
     "CATCH_ALL",
     "FORWARDED_HEADERS",
     "RECEIVED",
+    "DatabaseInbox",
     "Delivery",
     "Handler",
     "HandlerStatus",
     "Inbox",
     "InboxEntry",
+    "PostgresInbox",
     "Receiver",
     "ReceiverApp",
     "Reply",
     "RetryPolicy",
     "SQLiteInbox",
     "Worker",
+    "open_inbox",
 ]

@@ -22,7 +22,8 @@ from convhook.receiver.handlers import CATCH_ALL, Handler, HandlerRegistry
 from convhook.receiver.replies import Reply
 from convhook.receiver.worker import Clock, RetryPolicy, Worker
 from convhook.signing import DEFAULT_TOLERANCE, Secret, Verifier
-from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, Received, SQLiteInbox
+from convhook.store.database_inbox import open_inbox
+from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, Received
 
 if TYPE_CHECKING:
     from convhook.receiver.app import ReceiverApp
@@ -45,7 +46,8 @@ class Receiver:
 
     ``secrets`` are the ``whsec_`` secrets to verify with (several during a rotation);
     without them ``allow_unsigned=True`` is required and any body is accepted. ``store`` is
-    an :class:`~convhook.store.inbox.Inbox` or a SQLite file path.
+    an :class:`~convhook.store.inbox.Inbox`, a SQLite file path or a ``postgresql://`` URL
+    (whose schema ``convhook db upgrade --component inbox`` has created).
     """
 
     def __init__(
@@ -74,7 +76,7 @@ class Receiver:
         self.verifier = (
             Verifier(secret_list, tolerance=tolerance, clock=clock) if secret_list else None
         )
-        self.inbox = store if isinstance(store, Inbox) else SQLiteInbox(store)
+        self.inbox = store if isinstance(store, Inbox) else open_inbox(store)
         self.max_body = max_body
         self.handlers = HandlerRegistry()
         self._clock = clock

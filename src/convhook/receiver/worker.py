@@ -87,6 +87,7 @@ class Worker:
         # Event ids being handled here: a handler outliving its lease must not be started twice.
         self._active: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._more = True
         self.batch_window = batch_window
@@ -110,7 +111,8 @@ class Worker:
         self._wake.set()
 
     async def start(self) -> None:
-        """Make events left ``running`` by a dead process due, then start the loop."""
+        """Make events left ``running`` by a dead process due (on an exclusive inbox), then
+        start the loop and the renewal of the leases this worker holds."""
         if self._loop_task is not None:
             return
         released = await self.inbox.release_running(self._clock())
@@ -122,6 +124,7 @@ class Worker:
             )
         self._stopping = False
         self._loop_task = asyncio.create_task(self._run(), name="convhook-inbox-worker")
+        self._renew_task = asyncio.create_task(self._renew(), name="convhook-inbox-leases")
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming; let running handlers finish for ``grace`` seconds, then cancel them."""
@@ -131,6 +134,10 @@ class Worker:
         self._stopping = True
         self._wake.set()
         await task
+        renew, self._renew_task = self._renew_task, None
+        if renew is not None:
+            renew.cancel()
+            await asyncio.gather(renew, return_exceptions=True)
         # Fresh events not started stay ``running`` in the inbox; the next start runs them.
         self._fresh.clear()
         if self._inflight:
@@ -155,6 +162,26 @@ class Worker:
                     "inbox worker: %s", exc, extra={"action": "worker_error", "error": str(exc)}
                 )
                 await self._sleep(self.poll_interval)
+
+    def held(self) -> list[str]:
+        """The events this worker holds a lease on: running here or handed over, not started."""
+        return [*self._active, *(entry.event_id for entry, _ in self._fresh)]
+
+    async def renew_leases(self) -> None:
+        """Extend the lease of every event held here, so a handler outliving one lease is not
+        taken by another process."""
+        await self.inbox.extend(self.held(), self._clock() + self.lease)
+
+    async def _renew(self) -> None:
+        # A third of the lease leaves two renewals' worth of slack for a slow commit.
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.renew_leases()
+            except ConvhookError as exc:
+                log.warning(
+                    "renewing leases failed: %s", exc, extra={"action": "lease_renew_failed"}
+                )
 
     async def _step(self) -> None:
         self._wake.clear()

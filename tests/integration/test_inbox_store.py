@@ -1,4 +1,5 @@
-"""The SQLite inbox: durable, de-duplicated, byte-exact storage and the handler-state machine."""
+"""The inbox on SQLite and PostgreSQL: durable, de-duplicated, byte-exact storage, the
+handler-state machine, leases, and claims shared by several processes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from convhook.store.inbox import HandlerStatus, Received, SQLiteInbox
+from convhook.store.database_inbox import SQLiteInbox
+from convhook.store.inbox import HandlerStatus, Received
+from tests.support.inbox import inbox_at
 
 
 def received(n: int, *, webhook_id: str | None = None, at: float = 1000.0) -> Received:
@@ -22,9 +25,9 @@ def received(n: int, *, webhook_id: str | None = None, at: float = 1000.0) -> Re
     )
 
 
-async def test_add_reports_new_and_duplicate_by_event_id_and_webhook_id(db_path: Path) -> None:
+async def test_add_reports_new_and_duplicate_by_event_id_and_webhook_id(database_url: str) -> None:
     """A second delivery with the same eventId or the same webhook-id is not stored again."""
-    async with SQLiteInbox(db_path) as inbox:
+    async with inbox_at(database_url) as inbox:
         assert await inbox.add(received(1)) is True
         assert await inbox.add(received(1)) is False
         same_hook = Received(**{**received(2).__dict__, "webhook_id": "msg_1"})
@@ -32,9 +35,9 @@ async def test_add_reports_new_and_duplicate_by_event_id_and_webhook_id(db_path:
         assert await inbox.get("evt_2") is None
 
 
-async def test_concurrent_adds_share_commits_and_dedupe_within_a_batch(db_path: Path) -> None:
+async def test_concurrent_adds_share_commits_and_dedupe_within_a_batch(database_url: str) -> None:
     """Concurrent adds are group-committed, and duplicates inside one batch count once."""
-    async with SQLiteInbox(db_path) as inbox:
+    async with inbox_at(database_url) as inbox:
         items = [received(n % 50) for n in range(200)]
         results = await asyncio.gather(*(inbox.add(item) for item in items))
         assert sum(results) == 50
@@ -42,10 +45,10 @@ async def test_concurrent_adds_share_commits_and_dedupe_within_a_batch(db_path: 
         assert len(await inbox.recent(limit=1000)) == 50
 
 
-async def test_body_and_headers_round_trip_byte_exact(db_path: Path) -> None:
+async def test_body_and_headers_round_trip_byte_exact(database_url: str) -> None:
     """The stored body is the exact bytes received, spacing included, with the webhook headers."""
     item = received(7)
-    async with SQLiteInbox(db_path) as inbox:
+    async with inbox_at(database_url) as inbox:
         await inbox.add(item)
         entry = await inbox.get("evt_7")
     assert entry is not None
@@ -55,9 +58,9 @@ async def test_body_and_headers_round_trip_byte_exact(db_path: Path) -> None:
     assert entry.attempts == 0
 
 
-async def test_claim_lease_fail_retry_and_complete(db_path: Path) -> None:
+async def test_claim_lease_fail_retry_and_complete(database_url: str) -> None:
     """Claiming leases a due event; a failure schedules a retry; success marks it done."""
-    async with SQLiteInbox(db_path) as inbox:
+    async with inbox_at(database_url) as inbox:
         await inbox.add(received(1, at=100.0))
         [entry] = await inbox.claim(now=100.0, limit=10, lease=30.0)
         assert (entry.status, entry.attempts, entry.next_attempt_at) == (
@@ -84,18 +87,18 @@ async def test_claim_lease_fail_retry_and_complete(db_path: Path) -> None:
         assert await inbox.next_due() is None
 
 
-async def test_expired_lease_is_claimed_again(db_path: Path) -> None:
+async def test_expired_lease_is_claimed_again(database_url: str) -> None:
     """A running event whose lease ended (its process died) is due again."""
-    async with SQLiteInbox(db_path) as inbox:
+    async with inbox_at(database_url) as inbox:
         await inbox.add(received(1, at=100.0))
         await inbox.claim(now=100.0, limit=10, lease=30.0)
         [entry] = await inbox.claim(now=131.0, limit=10, lease=30.0)
         assert entry.attempts == 2
 
 
-async def test_final_failure_then_requeue_keeps_succeeded_handlers(db_path: Path) -> None:
+async def test_final_failure_then_requeue_keeps_succeeded_handlers(database_url: str) -> None:
     """A failed event is replayable; replay of a failed event keeps handlers that succeeded."""
-    async with SQLiteInbox(db_path) as inbox:
+    async with inbox_at(database_url) as inbox:
         await inbox.add(received(1, at=100.0))
         await inbox.add(received(2, at=100.0))
         await inbox.claim(now=100.0, limit=10, lease=30.0)
@@ -117,7 +120,7 @@ async def test_final_failure_then_requeue_keeps_succeeded_handlers(db_path: Path
 
 
 async def test_release_running_makes_leased_events_due(db_path: Path) -> None:
-    """After a crash, every running event becomes due at once."""
+    """On an exclusive (SQLite) inbox, a starting receiver makes every running event due."""
     async with SQLiteInbox(db_path) as inbox:
         await inbox.add(Received(**{**received(1).__dict__, "claimed_until": 5000.0}))
         entry = await inbox.get("evt_1")
@@ -135,3 +138,59 @@ async def test_store_is_wal_and_fully_synchronous(db_path: Path) -> None:
     assert sync == 2  # FULL
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_shared_inbox_keeps_live_leases_at_start(pg_url: str) -> None:
+    """On PostgreSQL a starting receiver takes nothing running elsewhere: only expired leases."""
+    async with inbox_at(pg_url) as inbox:
+        assert inbox.shared
+        await inbox.add(Received(**{**received(1).__dict__, "claimed_until": 5000.0}))
+        assert await inbox.release_running(now=1001.0) == 0
+        assert await inbox.claim(now=4999.0, limit=10, lease=30.0) == []
+        [entry] = await inbox.claim(now=5000.0, limit=10, lease=30.0)
+        assert entry.attempts == 2
+
+
+async def test_concurrent_claimers_never_take_one_event_twice(database_url: str) -> None:
+    """Several inboxes on one database (as several processes) claim each due event once."""
+    async with inbox_at(database_url) as first:
+        await asyncio.gather(*(first.add(received(n, at=100.0)) for n in range(120)))
+        others = [inbox_at(database_url) for _ in range(3)]
+        for other in others:
+            await other.open()
+        try:
+            claimers = [first, *others]
+            taken: list[str] = []
+            for _ in range(10):
+                batches = await asyncio.gather(
+                    *(c.claim(now=200.0, limit=7, lease=60.0) for c in claimers)
+                )
+                taken += [e.event_id for batch in batches for e in batch]
+        finally:
+            for other in others:
+                await other.close()
+    assert len(taken) == len(set(taken)) == 120
+
+
+async def test_extend_renews_running_leases_only(database_url: str) -> None:
+    """Renewing leases moves a running event's lease and leaves a finished one alone."""
+    async with inbox_at(database_url) as inbox:
+        await inbox.add(received(1, at=100.0))
+        await inbox.add(received(2, at=100.0))
+        await inbox.claim(now=100.0, limit=10, lease=30.0)
+        await inbox.complete("evt_2", 101.0, ["h"])
+        await inbox.extend(["evt_1", "evt_2"], 500.0)
+        running, done = await inbox.get("evt_1"), await inbox.get("evt_2")
+        assert running is not None
+        assert done is not None
+        assert (running.status, running.next_attempt_at) == (HandlerStatus.RUNNING, 500.0)
+        assert (done.status, done.next_attempt_at) == (HandlerStatus.DONE, None)
+        assert await inbox.claim(now=499.0, limit=10, lease=30.0) == []
+
+
+async def test_recent_lists_newest_arrival_first(database_url: str) -> None:
+    """Listings go newest arrival first, on either engine (rowid or identity order)."""
+    async with inbox_at(database_url) as inbox:
+        for n in (3, 1, 2):
+            await inbox.add(received(n))
+        assert [e.event_id for e in await inbox.recent(limit=2)] == ["evt_2", "evt_1"]

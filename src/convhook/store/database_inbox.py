@@ -1,0 +1,351 @@
+"""The inbox in a group-committing database: SQLite (one receiving process) or PostgreSQL.
+
+:class:`DatabaseInbox` keeps the :class:`~convhook.store.inbox.Inbox` in any
+:class:`~convhook.store.database.Database`, so many concurrent requests share one commit: a
+SQLite file (:class:`SQLiteInbox`) or PostgreSQL (:class:`PostgresInbox`, any number of
+receiving processes). :func:`open_inbox` picks one from a path or URL. Every statement that
+touches the inbox lives in this module and is the same on both engines, except the claim.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from convhook.store.coalescer import Coalescer
+from convhook.store.database import Database
+from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, Received
+from convhook.store.migrations import load
+from convhook.store.url import DatabaseURL
+
+_FROM = "FROM convhook_inbox i JOIN convhook_inbox_state s ON s.event_id = i.event_id"
+_COLUMNS = (
+    "i.event_id, i.webhook_id, i.event_type, i.body, i.headers, i.received_at, s.status, "
+    "s.attempts, s.next_attempt_at, s.handlers_done, s.last_error, s.updated_at"
+)
+_INSERT = (
+    "INSERT INTO convhook_inbox (event_id, webhook_id, event_type, body, headers, received_at) "
+    "VALUES "
+)
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?)"
+_INSERT_STATE = (
+    "INSERT INTO convhook_inbox_state (event_id, status, attempts, next_attempt_at, updated_at) "
+    "VALUES "
+)
+_STATE_ROW = "(?, ?, ?, ?, ?)"
+# Well under SQLite's 32766 bound variables per statement (and PostgreSQL's 65535).
+_ROWS_PER_STATEMENT = 500
+_DUE = (
+    "SELECT event_id FROM convhook_inbox_state WHERE status IN ('pending', 'running') "
+    "AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"
+)
+_CLAIM_SET = (
+    "UPDATE convhook_inbox_state SET status = 'running', attempts = attempts + 1, "
+    "next_attempt_at = :until, updated_at = :now "
+)
+# SQLite has one writer at a time, so the due rows cannot change under the claim.
+_CLAIM_SQLITE = _CLAIM_SET + f"WHERE event_id IN ({_DUE}) RETURNING event_id"
+# Several processes claim at once: each locks the due rows it takes and skips the rows another
+# is taking, so no event is claimed twice and no claimer waits for another. The CTE is
+# evaluated once, which an IN (subquery) with LIMIT is not guaranteed to be.
+_CLAIM_POSTGRES = (
+    f"WITH due AS ({_DUE} FOR UPDATE SKIP LOCKED) "
+    + _CLAIM_SET
+    + "FROM due WHERE convhook_inbox_state.event_id = due.event_id "
+    "RETURNING convhook_inbox_state.event_id"
+)
+
+
+def _insert(conn: Any, items: list[Received]) -> list[bool]:
+    """Insert new events in as few statements as possible; True for each one inserted."""
+    seen_events: set[str] = set()
+    seen_hooks: set[str] = set()
+    first: list[bool] = []
+    unique: list[Received] = []
+    for item in items:
+        hook = item.webhook_id
+        repeat = item.event_id in seen_events or (hook is not None and hook in seen_hooks)
+        first.append(not repeat)
+        if not repeat:
+            seen_events.add(item.event_id)
+            if hook is not None:
+                seen_hooks.add(hook)
+            unique.append(item)
+    inserted: set[str] = set()
+    for at in range(0, len(unique), _ROWS_PER_STATEMENT):
+        chunk = unique[at : at + _ROWS_PER_STATEMENT]
+        # ON CONFLICT without a target skips a row clashing on eventId or on webhook-id; the
+        # same spelling works on both engines, and RETURNING names the rows really inserted.
+        sql = (
+            _INSERT
+            + ", ".join([_INSERT_ROW] * len(chunk))
+            + " ON CONFLICT DO NOTHING RETURNING event_id"
+        )
+        params: list[Any] = []
+        for r in chunk:
+            headers = json.dumps(dict(r.headers), separators=(",", ":"))
+            params += (r.event_id, r.webhook_id, r.event_type, r.body, headers, r.received_at)
+        new = {row[0] for row in conn.execute(sql, params)}
+        if not new:
+            continue
+        inserted |= new
+        states: list[Any] = []
+        for r in chunk:
+            if r.event_id in new:
+                if r.done:
+                    states += (r.event_id, "done", 0, None, r.received_at)
+                elif r.claimed_until is None:
+                    states += (r.event_id, "pending", 0, r.received_at, r.received_at)
+                else:
+                    states += (r.event_id, "running", 1, r.claimed_until, r.received_at)
+        conn.execute(_INSERT_STATE + ", ".join([_STATE_ROW] * len(new)), states)
+    return [is_first and r.event_id in inserted for is_first, r in zip(first, items, strict=True)]
+
+
+def _complete(conn: Any, items: list[tuple[str, str, float]]) -> list[None]:
+    """Mark events done, one statement per distinct set of succeeded handlers."""
+    groups: dict[str, list[str]] = {}
+    now = 0.0
+    for event_id, done, at in items:
+        groups.setdefault(done, []).append(event_id)
+        now = max(now, at)
+    for done, ids in groups.items():
+        for at in range(0, len(ids), _ROWS_PER_STATEMENT):
+            chunk = ids[at : at + _ROWS_PER_STATEMENT]
+            conn.execute(
+                "UPDATE convhook_inbox_state SET status = 'done', next_attempt_at = NULL, "
+                "handlers_done = ?, last_error = NULL, updated_at = ? "
+                f"WHERE event_id IN ({', '.join('?' * len(chunk))})",
+                [done, now, *chunk],
+            )
+    return [None] * len(items)
+
+
+def _entry(row: Any) -> InboxEntry:
+    return InboxEntry(
+        event_id=row["event_id"],
+        webhook_id=row["webhook_id"],
+        event_type=row["event_type"],
+        body=bytes(row["body"]),
+        headers=json.loads(row["headers"]),
+        received_at=row["received_at"],
+        status=HandlerStatus(row["status"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        handlers_done=tuple(json.loads(row["handlers_done"])),
+        last_error=row["last_error"],
+        updated_at=row["updated_at"],
+    )
+
+
+class DatabaseInbox(Inbox):
+    """The inbox in a :class:`~convhook.store.database.Database` of either engine.
+
+    ``db`` must ship the ``inbox`` migrations. ``shared`` says whether several receiving
+    processes may use it at once (default: True on PostgreSQL, False on SQLite); see
+    :meth:`Inbox.release_running`.
+    """
+
+    def __init__(self, db: Database, *, shared: bool | None = None) -> None:
+        self.db = db
+        postgres = db.dialect == "postgres"
+        self.shared = postgres if shared is None else shared
+        self._claim_sql = _CLAIM_POSTGRES if postgres else _CLAIM_SQLITE
+        # Arrival order: SQLite's rowid, PostgreSQL's identity column.
+        self._order = "i.seq" if postgres else "i.rowid"
+        self._adds: Coalescer[Received, bool] = Coalescer(db, _insert)
+        self._completions: Coalescer[tuple[str, str, float], None] = Coalescer(db, _complete)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.db.name!r})"
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def add(self, received: Received) -> bool:
+        return await self._adds.submit(received)
+
+    async def claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+        claim_sql = self._claim_sql
+
+        def claim(conn: Any) -> list[InboxEntry]:
+            params = {"until": now + lease, "now": now, "limit": limit}
+            ids = [r[0] for r in conn.execute(claim_sql, params)]
+            if not ids:
+                return []
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} {_FROM} WHERE i.event_id IN ({', '.join('?' * len(ids))})",
+                ids,
+            )
+            return [_entry(r) for r in rows]
+
+        entries = await self.db.write(claim)
+        entries.sort(key=lambda e: e.received_at)
+        return entries
+
+    async def next_due(self) -> float | None:
+        def due(conn: Any) -> float | None:
+            row = conn.execute(
+                "SELECT min(next_attempt_at) FROM convhook_inbox_state "
+                "WHERE status IN ('pending', 'running')"
+            ).fetchone()
+            value: float | None = row[0]
+            return value
+
+        return await self.db.read(due)
+
+    async def complete(self, event_id: str, now: float, handlers_done: Sequence[str]) -> None:
+        await self._completions.submit((event_id, json.dumps(list(handlers_done)), now))
+
+    async def fail(
+        self,
+        event_id: str,
+        now: float,
+        error: str,
+        handlers_done: Sequence[str],
+        retry_at: float | None,
+    ) -> None:
+        status = HandlerStatus.PENDING if retry_at is not None else HandlerStatus.FAILED
+        args = (status.value, retry_at, json.dumps(list(handlers_done)), error, now, event_id)
+
+        def fail(conn: Any) -> None:
+            conn.execute(
+                "UPDATE convhook_inbox_state SET status = ?, next_attempt_at = ?, handlers_done = ?, "
+                "last_error = ?, updated_at = ? WHERE event_id = ?",
+                args,
+            )
+
+        await self.db.write(fail)
+
+    async def get(self, event_id: str) -> InboxEntry | None:
+        def get(conn: Any) -> InboxEntry | None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} {_FROM} WHERE i.event_id = ?", (event_id,)
+            ).fetchone()
+            return None if row is None else _entry(row)
+
+        return await self.db.read(get)
+
+    async def recent(
+        self, status: HandlerStatus | None = None, limit: int = 50
+    ) -> list[InboxEntry]:
+        order = self._order
+
+        def select(conn: Any) -> list[InboxEntry]:
+            if status is None:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} {_FROM} ORDER BY {order} DESC LIMIT ?", (limit,)
+                )
+            else:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} {_FROM} WHERE s.status = ? ORDER BY {order} DESC LIMIT ?",
+                    (status.value, limit),
+                )
+            return [_entry(r) for r in rows]
+
+        return await self.db.read(select)
+
+    async def requeue(self, event_ids: Sequence[str], now: float) -> list[str]:
+        ids = list(event_ids)
+
+        def requeue(conn: Any) -> list[str]:
+            found = []
+            for event_id in ids:
+                row = conn.execute(
+                    "UPDATE convhook_inbox_state SET "
+                    "handlers_done = CASE WHEN status = 'done' THEN '[]' ELSE handlers_done END, "
+                    "status = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? "
+                    "WHERE event_id = ? RETURNING event_id",
+                    (now, now, event_id),
+                ).fetchone()
+                if row is not None:
+                    found.append(row[0])
+            return found
+
+        return await self.db.write(requeue)
+
+    async def failed_ids(self, limit: int = 1000) -> list[str]:
+        order = self._order
+
+        def select(conn: Any) -> list[str]:
+            rows = conn.execute(
+                "SELECT s.event_id FROM convhook_inbox_state s JOIN convhook_inbox i "
+                f"ON i.event_id = s.event_id WHERE s.status = 'failed' ORDER BY {order} LIMIT ?",
+                (limit,),
+            )
+            return [r[0] for r in rows]
+
+        return await self.db.read(select)
+
+    async def release_running(self, now: float) -> int:
+        if self.shared:
+            return 0
+
+        def release(conn: Any) -> int:
+            count: int = conn.execute(
+                "UPDATE convhook_inbox_state SET status = 'pending', next_attempt_at = ?, "
+                "updated_at = ? WHERE status = 'running'",
+                (now, now),
+            ).rowcount
+            return count
+
+        return await self.db.write(release)
+
+    async def extend(self, event_ids: Sequence[str], until: float) -> None:
+        ids = list(event_ids)
+        if not ids:
+            return
+
+        def extend(conn: Any) -> None:
+            for at in range(0, len(ids), _ROWS_PER_STATEMENT):
+                chunk = ids[at : at + _ROWS_PER_STATEMENT]
+                # Only a lease still held moves: a finished or failed event stays as recorded.
+                conn.execute(
+                    "UPDATE convhook_inbox_state SET next_attempt_at = ? WHERE status = 'running' "
+                    f"AND event_id IN ({', '.join('?' * len(chunk))})",
+                    [until, *chunk],
+                )
+
+        await self.db.write(extend)
+
+
+class SQLiteInbox(DatabaseInbox):
+    """The inbox in a SQLite file (WAL, group commit, ``synchronous=FULL`` by default); one
+    receiving process per file (``convhook inbox`` commands may use it at the same time)."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        from convhook.store.sqlite import SQLiteDatabase
+
+        self.path = Path(path)
+        super().__init__(
+            SQLiteDatabase(self.path, load("sqlite", "inbox"), synchronous=synchronous)
+        )
+
+
+class PostgresInbox(DatabaseInbox):
+    """The inbox in PostgreSQL, shared by any number of receiving processes.
+
+    The schema is checked on open, not changed: run ``convhook db upgrade --db URL
+    --component inbox`` first (or pass ``auto_upgrade=True``, e.g. in tests).
+    """
+
+    def __init__(self, dsn: str, *, auto_upgrade: bool = False) -> None:
+        from convhook.store.postgres import PostgresDatabase
+
+        self.dsn = dsn
+        super().__init__(
+            PostgresDatabase(dsn, load("postgres", "inbox"), auto_upgrade=auto_upgrade)
+        )
+
+
+def open_inbox(url: str | Path, *, auto_upgrade: bool = False) -> DatabaseInbox:
+    """A (not yet opened) inbox at a SQLite path, ``sqlite:///path`` or ``postgresql://`` URL."""
+    target = DatabaseURL.parse(str(url))
+    if target.engine == "postgres":
+        return PostgresInbox(target.target, auto_upgrade=auto_upgrade)
+    return SQLiteInbox(target.target)

@@ -1,0 +1,18 @@
+"""Receiver inboxes for tests, on either engine, with their schema in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convhook.store.database_inbox import DatabaseInbox, open_inbox
+
+
+def inbox_at(url: str | Path) -> DatabaseInbox:
+    """An inbox at ``url`` (SQLite path or PostgreSQL URL) that creates its schema on open,
+    as `convhook db upgrade --component inbox` would for PostgreSQL."""
+    return open_inbox(url, auto_upgrade=True)
+
+
+def is_postgres(url: str | Path) -> bool:
+    """Whether ``url`` names a PostgreSQL database."""
+    return str(url).startswith(("postgresql://", "postgres://"))
