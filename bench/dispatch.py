@@ -7,6 +7,7 @@
    concurrency. The table shows both rates and their ratio (target: at least 70%).
 2. Latency: ``convhook serve`` and ``convhook dispatcher`` on one database; transitions are
    called at 200 events/s and each event's receipt is timed from the start of its API call.
+   ``--in-serve`` measures it with the dispatcher inside ``convhook serve`` instead.
 3. Backlog: a dispatcher started on a backlog of B events: drain rate and its peak RSS.
 
     .venv/bin/python bench/dispatch.py [--events 5000] [--concurrency 32] [--backlog 10000]
@@ -296,7 +297,7 @@ def backlog(tmp: Path, count: int, concurrency: int, sync: str) -> dict[str, flo
     return {"rate": count / seconds, "rss": rss, "startup": first - start}
 
 
-async def latency(tmp: Path, rate: float, seconds: float) -> dict[str, float]:
+async def latency(tmp: Path, rate: float, seconds: float, in_serve: bool) -> dict[str, float]:
     """p50/p99 from the start of a transition call to the event's receipt, at ``rate``/s."""
     from aiohttp import web
 
@@ -331,6 +332,8 @@ async def latency(tmp: Path, rate: float, seconds: float) -> dict[str, float]:
         "--max-active",
         "100000",
     ]
+    if in_serve:
+        serve.append("--allow-private-targets")
     sent: dict[tuple[str, str], float] = {}
     try:
         with process(serve, tmp, api_port) as proc:
@@ -340,7 +343,8 @@ async def latency(tmp: Path, rate: float, seconds: float) -> dict[str, float]:
             conn = open_db(db)
             setup_endpoint(conn, f"http://127.0.0.1:{hook_port}/webhook", 10)
             conn.close()
-            with process(dispatcher_args(db, "--poll-interval", "0.5"), tmp):
+            separate = [] if in_serve else dispatcher_args(db, "--poll-interval", "0.5")
+            with process(separate, tmp) if separate else contextlib.nullcontext():
                 await asyncio.sleep(1.5)
                 sent = await _drive(api_port, key[0], rate, seconds)
                 expected[0] = len(sent)
@@ -418,6 +422,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
+    parser.add_argument(
+        "--in-serve",
+        action="store_true",
+        help="latency with the dispatcher inside `convhook serve` (not a separate process)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="convhook-bench-") as name:
         tmp = Path(name)
@@ -429,7 +438,7 @@ def main() -> None:
         t = throughput(tmp, args.events, args.concurrency, args.synchronous)
         print(f"  {t}", file=sys.stderr)
         print(f"latency: {args.rate:g} events/s for {args.seconds:g} s", file=sys.stderr)
-        lat = asyncio.run(latency(tmp, args.rate, args.seconds))
+        lat = asyncio.run(latency(tmp, args.rate, args.seconds, args.in_serve))
         print(f"  {lat}", file=sys.stderr)
         print(f"backlog: {args.backlog} events", file=sys.stderr)
         b = backlog(tmp, args.backlog, args.concurrency, args.synchronous)

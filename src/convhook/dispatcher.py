@@ -150,6 +150,10 @@ class Dispatcher:
     async def _claim(self, limit: int) -> list[store.Claim]:
         now, lease_ms = self._now_ms(), int(self.lease * 1000)
         owner = self.worker_id
+        # Look first with a read: the write lock is shared with the API (possibly in another
+        # process), and taking it only to find nothing due would slow everyone down.
+        if not await self.db.read(lambda c: store.has_due(c, now)):
+            return []
         return await self.db.write(lambda c: store.claim(c, owner, now, lease_ms, limit))
 
     async def run_once(self) -> list[store.Result]:

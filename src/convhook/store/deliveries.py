@@ -81,6 +81,18 @@ RETURNING id, event_id, event_type, endpoint_id, conversation_id, attempts, even
 """
 
 
+def has_due(conn: sqlite3.Connection, now: int) -> bool:
+    """Whether any delivery is due or any lease has expired (a read: takes no write lock)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_due "
+        "WHERE status = 'pending' AND next_attempt_at <= :now) OR EXISTS (SELECT 1 "
+        "FROM deliveries INDEXED BY deliveries_leased WHERE status = 'delivering' "
+        "AND lease_expires_at <= :now)",
+        {"now": now},
+    ).fetchone()
+    return bool(row[0])
+
+
 def claim(conn: sqlite3.Connection, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
     """Lease up to ``limit`` due deliveries in order, at most twice each endpoint's in-flight cap."""
     # A crashed worker's leases come back first, so its deliveries are not lost.
