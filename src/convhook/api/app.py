@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from convhook import __version__
 from convhook.api import errors
@@ -28,12 +29,19 @@ DESCRIPTION = (
 )
 
 
+# Routes are matched in order, one router after another: the lifecycle transitions carry
+# most of the traffic, so their router comes first.
+_FIRST = ("transitions",)
+
+
 def routers() -> list[APIRouter]:
-    """The ``router`` of every module in the ``convhook.api`` package, by module name."""
+    """The ``router`` of every module in the ``convhook.api`` package, the lifecycle
+    transitions first, then by module name."""
     import convhook.api as package
 
     found = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+    modules = sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name)
+    for info in sorted(modules, key=lambda i: i.name not in _FIRST):
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         router = getattr(module, "router", None)
         if isinstance(router, APIRouter):
@@ -102,8 +110,12 @@ def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> Fas
 def _request_schemas() -> dict[str, Any]:
     """Schemas of bodies the routes parse themselves (so FastAPI does not list them)."""
     from convhook.api.conversations import ConversationBatch
+    from convhook.api.transitions import MODELS
 
-    schema = ConversationBatch.model_json_schema(ref_template="#/components/schemas/{model}")
-    found: dict[str, Any] = schema.pop("$defs", {})
-    found["ConversationBatch"] = schema
+    models: list[type[BaseModel]] = [ConversationBatch, *MODELS.values()]
+    found: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        found.update(schema.pop("$defs", {}))
+        found[model.__name__] = schema
     return found

@@ -6,20 +6,22 @@ event in the same transaction. A move the conversation's phase does not allow an
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 
-from convhook.api.auth import CurrentWorkspace
-from convhook.api.deps import get_outbox
+from convhook.api.auth import current_workspace
+from convhook.api.errors import ApiError, validation_problems
 from convhook.api.fields import RequestModel
+from convhook.errors import FieldProblem
 from convhook.events import Conversation, EndReason, Timestamp
 from convhook.lifecycle import Action
 from convhook.outbox import Outbox
 
 router = APIRouter(prefix="/api/v2/conversations", tags=["lifecycle"])
-OutboxDep = Annotated[Outbox, Depends(get_outbox)]
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such conversation in this workspace."},
@@ -73,79 +75,97 @@ class AnalysisIn(RequestModel):
     transcript: str | None = None
 
 
-async def _move(
-    outbox: Outbox,
-    workspace_id: str,
-    conversation_id: str,
-    action: Action,
-    body: RequestModel | None,
-) -> Response:
-    given = body.wire() if body is not None else {}
-    change = await outbox.transition(workspace_id, conversation_id, action, given)
-    return Response(change.json, media_type="application/json")
+_NOT_AN_OBJECT = "Input should be a valid dictionary or object to extract fields from"
 
 
-@router.post("/{conversation_id}/dial", response_model=Conversation, responses=_RESPONSES)
-async def dial(
-    conversation_id: str,
-    workspace: CurrentWorkspace,
-    outbox: OutboxDep,
-    body: Annotated[DialIn | None, Body()] = None,
-) -> Response:
-    """``created`` -> ``dialing``; no event."""
-    return await _move(outbox, workspace.id, conversation_id, Action.DIAL, body)
+def _is_json(content_type: str | None) -> bool:
+    """Whether a ``content-type`` names JSON (``application/json`` or ``application/*+json``)."""
+    if not content_type:
+        return False
+    mime = content_type.partition(";")[0].strip().lower()
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
 
 
-@router.post("/{conversation_id}/join", response_model=Conversation, responses=_RESPONSES)
-async def join(
-    conversation_id: str,
-    workspace: CurrentWorkspace,
-    outbox: OutboxDep,
-    body: Annotated[JoinIn | None, Body()] = None,
-) -> Response:
-    """The user joined: ``active``; emits ``conversation.userJoined``."""
-    return await _move(outbox, workspace.id, conversation_id, Action.JOIN, body)
+def given_fields(
+    model: type[RequestModel], body: bytes, content_type: str | None
+) -> dict[str, Any]:
+    """The wire fields a transition request sets: ``{}`` for no body (or JSON ``null``);
+    400 for malformed JSON, 422 naming the field for anything the model refuses."""
+    if not body:
+        return {}
+    if not _is_json(content_type):
+        # Only JSON bodies are parsed; anything else is not an object of fields.
+        raise _invalid([FieldProblem("body", _NOT_AN_OBJECT)])
+    try:
+        doc = json.loads(body)
+    except json.JSONDecodeError:
+        raise ApiError(
+            400, "body is not valid JSON", [FieldProblem("body", "invalid JSON")]
+        ) from None
+    except ValueError:
+        raise ApiError(400, "There was an error parsing the body") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise _invalid([FieldProblem("body", _NOT_AN_OBJECT)])
+    try:
+        parsed = model.model_validate(doc)
+    except ValidationError as exc:
+        raise _invalid(validation_problems(exc.errors(include_url=False), strip=0)) from None
+    return parsed.wire()
 
 
-@router.post("/{conversation_id}/leave", response_model=Conversation, responses=_RESPONSES)
-async def leave(
-    conversation_id: str,
-    workspace: CurrentWorkspace,
-    outbox: OutboxDep,
-    body: Annotated[LeaveIn | None, Body()] = None,
-) -> Response:
-    """The user left; emits ``conversation.userLeft``."""
-    return await _move(outbox, workspace.id, conversation_id, Action.LEAVE, body)
+def _invalid(problems: list[FieldProblem]) -> ApiError:
+    text = "; ".join(f"{p.field}: {p.problem}" for p in problems)
+    return ApiError(422, f"request failed validation: {text}", problems)
 
 
-@router.post("/{conversation_id}/end", response_model=Conversation, responses=_RESPONSES)
-async def end(
-    conversation_id: str,
-    workspace: CurrentWorkspace,
-    outbox: OutboxDep,
-    body: Annotated[EndIn | None, Body()] = None,
-) -> Response:
-    """The conversation ended: ``completed``; emits ``conversation.completed``."""
-    return await _move(outbox, workspace.id, conversation_id, Action.END, body)
+MODELS: dict[Action, type[RequestModel]] = {
+    Action.DIAL: DialIn,
+    Action.JOIN: JoinIn,
+    Action.LEAVE: LeaveIn,
+    Action.END: EndIn,
+    Action.FAIL: FailIn,
+    Action.ANALYSIS: AnalysisIn,
+}
+"""The body model of each transition route."""
+
+_DOCS = {
+    Action.DIAL: "``created`` -> ``dialing``; no event.",
+    Action.JOIN: "The user joined: ``active``; emits ``conversation.userJoined``.",
+    Action.LEAVE: "The user left; emits ``conversation.userLeft``.",
+    Action.END: "The conversation ended: ``completed``; emits ``conversation.completed``.",
+    Action.FAIL: "The call failed or was not answered: ``failed``; emits "
+    "``conversation.completed``.",
+    Action.ANALYSIS: "Post-call analysis is done; emits ``conversation.analysisCompleted``.",
+}
 
 
-@router.post("/{conversation_id}/fail", response_model=Conversation, responses=_RESPONSES)
-async def fail(
-    conversation_id: str,
-    workspace: CurrentWorkspace,
-    outbox: OutboxDep,
-    body: Annotated[FailIn | None, Body()] = None,
-) -> Response:
-    """The call failed or was not answered: ``failed``; emits ``conversation.completed``."""
-    return await _move(outbox, workspace.id, conversation_id, Action.FAIL, body)
+def _add_route(action: Action, model: type[RequestModel]) -> None:
+    # The route takes the raw request: authentication, body parsing and validation run in
+    # the handler, not as FastAPI dependencies, which cost more per request than the work.
+    async def move(conversation_id: str, request: Request) -> Response:
+        workspace = await current_workspace(request)
+        given = given_fields(model, await request.body(), request.headers.get("content-type"))
+        outbox: Outbox = request.app.state.outbox
+        change = await outbox.transition(workspace.id, conversation_id, action, given)
+        return Response(change.json, media_type="application/json")
+
+    move.__name__ = move.__qualname__ = action.value
+    move.__doc__ = _DOCS[action]
+    body_schema = {
+        "anyOf": [{"$ref": f"#/components/schemas/{model.__name__}"}, {"type": "null"}],
+        "title": "Body",
+    }
+    router.post(
+        f"/{{conversation_id}}/{action.value}",
+        response_model=Conversation,
+        responses=_RESPONSES,
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema}}}},
+    )(move)
 
 
-@router.post("/{conversation_id}/analysis", response_model=Conversation, responses=_RESPONSES)
-async def analysis(
-    conversation_id: str,
-    workspace: CurrentWorkspace,
-    outbox: OutboxDep,
-    body: Annotated[AnalysisIn | None, Body()] = None,
-) -> Response:
-    """Post-call analysis is done; emits ``conversation.analysisCompleted``."""
-    return await _move(outbox, workspace.id, conversation_id, Action.ANALYSIS, body)
+for _action, _model in MODELS.items():
+    _add_route(_action, _model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import sys
 
@@ -9,7 +10,7 @@ import typer
 
 from convhook.cli._common import err, fail, run
 from convhook.config import DatabaseURL, db_option, option
-from convhook.errors import ConfigError
+from convhook.errors import ConfigError, ConvhookError
 
 
 def serve(
@@ -41,7 +42,21 @@ def serve(
         fail(str(exc))
     if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         fail(f"--synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
-    run(_serve(host, port, url, max_active, synchronous.upper(), log_level))
+    coro = _serve(host, port, url, max_active, synchronous.upper(), log_level)
+    try:
+        import uvloop
+    except ImportError:
+        run(coro)
+        return
+    # uvloop (installed with uvicorn[standard]) is what uvicorn.run picks by itself; serving
+    # from our own coroutine would otherwise run on the slower stdlib loop.
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(coro)
+    except ConvhookError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 async def _serve(
