@@ -348,3 +348,17 @@ async def test_endpoint_deleted_during_request(setup: Setup) -> None:
     assert result.status_code == 200
     count = await setup.db.read(lambda c: c.execute("SELECT count(*) FROM attempts").fetchone()[0])
     assert count == 0
+
+
+async def test_pruned_event_is_not_redelivered(setup: Setup) -> None:
+    """An event whose payload the retention job removed is not sent again (no empty body)."""
+    receiver = Receiver()
+    async with serve_app(receiver) as base:
+        await setup.start(base)
+        event_id = await setup.event()
+        await setup.dispatcher.run_once()
+        await setup.db.write(lambda c: c.execute("UPDATE events SET body = ''"))
+        ws, ep = setup.ws, setup.endpoint
+        assert await setup.db.write(lambda c: deliveries.redeliver(c, ws, event_id, None, 0)) == 0
+        assert await setup.db.write(lambda c: deliveries.redeliver(c, ws, event_id, [ep], 0)) == 0
+    assert len(receiver.received) == 1

@@ -12,16 +12,18 @@ from fastapi.responses import Response
 from convhook import metrics
 from convhook.api.deps import get_store
 from convhook.store import delivery_log
-from convhook.store.producer import SQLiteProducerStore
+from convhook.store.producer import ProducerStore
 
 router = APIRouter(tags=["metrics"])
-Store = Annotated[SQLiteProducerStore, Depends(get_store)]
+Store = Annotated[ProducerStore, Depends(get_store)]
 
 
 @router.get("/metrics", include_in_schema=False)
 async def scrape(store: Store) -> Response:
     """The metrics in the Prometheus text format (unauthenticated, as scrapers expect)."""
     now = time.time_ns() // 1_000_000
-    snapshot = await store.db.read(lambda c: delivery_log.backlog(c, now))
+    snapshot = None
+    if store.dialect == "sqlite":  # the delivery tables exist on SQLite only in this version
+        snapshot = await store.db.read(lambda c: delivery_log.backlog(c, now))
     text = await asyncio.to_thread(metrics.exposition, snapshot)
     return Response(text, media_type=metrics.CONTENT_TYPE)

@@ -130,7 +130,7 @@ def claim(conn: sqlite3.Connection, owner: str, now: int, lease_ms: int, limit: 
     taken = []
     for row in sorted(leased, key=lambda r: rank[r["id"]]):
         ep = caps[row["endpoint_id"]]
-        body = row["body"] if row["body"] is not None else bodies[row["event_seq"]]
+        body = row["body"] if row["body"] is not None else bodies.get(row["event_seq"], "")
         taken.append(
             Claim(
                 delivery_id=row["id"],
@@ -307,6 +307,13 @@ def enqueue_test(
     return int(cur.lastrowid or 0)
 
 
+# The retention job empties the body of old, finished events: those cannot be sent again.
+_LIVE = (
+    "NOT EXISTS (SELECT 1 FROM events AS pruned WHERE pruned.seq = deliveries.event_seq "
+    "AND pruned.body = '')"
+)
+
+
 def redeliver(
     conn: sqlite3.Connection,
     workspace_id: str,
@@ -319,7 +326,7 @@ def redeliver(
     cur = conn.execute(
         "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, "
         "updated_at = ? WHERE event_id = ? AND workspace_id = ? AND status != 'delivering' "
-        "AND (? IS NULL OR endpoint_id IN (SELECT value FROM json_each(?)))",
+        "AND (? IS NULL OR endpoint_id IN (SELECT value FROM json_each(?))) AND " + _LIVE,
         (now, now, event_id, workspace_id, wanted, wanted),
     )
     count = cur.rowcount
@@ -331,7 +338,7 @@ def redeliver(
             "updated_at) SELECT ev.seq, ev.id, e.id, ev.workspace_id, ev.conversation_id, "
             "ev.conversation_seq, ev.event_type, ?, ?, ? FROM events AS ev JOIN endpoints AS e "
             "ON e.workspace_id = ev.workspace_id WHERE ev.id = ? AND ev.workspace_id = ? "
-            "AND e.id IN (SELECT value FROM json_each(?))",
+            "AND ev.body <> '' AND e.id IN (SELECT value FROM json_each(?))",
             (now, now, now, event_id, workspace_id, wanted),
         )
         count += conn.execute("SELECT changes()").fetchone()[0]
@@ -345,7 +352,7 @@ def recover(
     cur = conn.execute(
         "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, "
         "updated_at = ? WHERE endpoint_id = ? AND workspace_id = ? AND status = 'failed' "
-        "AND created_at >= ?",
+        "AND created_at >= ? AND " + _LIVE,
         (now, now, endpoint_id, workspace_id, since),
     )
     return cur.rowcount
