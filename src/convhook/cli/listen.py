@@ -81,6 +81,9 @@ def listen(
         log_level="warning",
         access_log=False,
         server_header=False,
+        # The receiver never reads the client address, so X-Forwarded-* parsing per request
+        # (uvicorn's proxy-headers middleware) is pure overhead.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     server.run()
@@ -133,7 +136,9 @@ class EventPrinter:
 
     Styles are rendered to escape codes once (none when stdout is not a terminal), so a line
     costs a string format, not a pass through rich's renderer: at thousands of events a
-    second the printer must not become the receiver's bottleneck.
+    second the printer must not become the receiver's bottleneck. Lines are written from the
+    event loop (a stdout that stops reading, e.g. a paused pager, stalls the listener; use
+    ``--quiet`` when piping into something that may stop).
     """
 
     def __init__(self, console: Any) -> None:
@@ -154,7 +159,9 @@ class EventPrinter:
             codes(n) for n in ("dim", "bold cyan", "green", "yellow", "magenta")
         )
 
-    def __call__(self, event: Any, delivery: Delivery) -> None:
+    async def __call__(self, event: Any, delivery: Delivery) -> None:
+        # Async, so the line is written on the event loop: a sync handler would cost a thread
+        # hand-off per event, several times the cost of the write itself.
         from convhook.events import ConversationEvent
 
         d, t, k = self._dim, self._type, self._key
