@@ -12,11 +12,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from convhook import __version__
 from convhook.api import errors
 from convhook.api.auth import SECURITY_SCHEMES
 from convhook.api.deps import ApiSettings
+from convhook.api.fast_path import TransitionFastPath
 from convhook.outbox import Outbox
 from convhook.schema import webhooks_section
 from convhook.store.producer import ProducerStore
@@ -49,6 +51,19 @@ def routers() -> list[APIRouter]:
     return found
 
 
+class ProducerApp(FastAPI):
+    """The FastAPI app with the lifecycle transitions answered ahead of its middleware and
+    routing (see :mod:`convhook.api.fast_path`); everything else is plain FastAPI."""
+
+    fast_path: TransitionFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_path
+        if fast is not None and await fast(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> FastAPI:
     """The API over ``store``; the app opens the store on start-up and closes it on shutdown."""
     settings = settings or ApiSettings()
@@ -61,7 +76,7 @@ def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> Fas
         finally:
             await store.close()
 
-    app = FastAPI(
+    app = ProducerApp(
         title="convhook producer API",
         version=__version__,
         description=DESCRIPTION,
@@ -77,6 +92,7 @@ def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> Fas
     app.state.retry_after = settings.retry_after
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body)
+    app.fast_path = TransitionFastPath(app.state, settings.max_body)
     for router in routers():
         app.include_router(router)
 

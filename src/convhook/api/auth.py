@@ -10,11 +10,19 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import State
 
 from convhook.api.errors import ApiError
 from convhook.store.producer import Workspace, hash_key
 
-__all__ = ["SECURITY_SCHEMES", "CurrentWorkspace", "Workspace", "current_workspace"]
+__all__ = [
+    "SECURITY_SCHEMES",
+    "CurrentWorkspace",
+    "Workspace",
+    "api_key",
+    "authenticate",
+    "current_workspace",
+]
 
 SECURITY_SCHEMES = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
@@ -27,15 +35,33 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _key(request: Request) -> str | None:
-    headers = request.headers
-    key = headers.get("x-api-key")
-    if key:
-        return key
-    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+def api_key(x_api_key: str | None, authorization: str | None) -> str | None:
+    """The key a request carries in ``x-api-key`` or ``Authorization: Bearer``, or None."""
+    if x_api_key:
+        return x_api_key
+    scheme, _, credentials = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     return None
+
+
+async def authenticate(state: State, key: str | None, claimed: str | None) -> Workspace:
+    """The workspace of ``key`` (with ``claimed``, the ``x-workspace-id`` sent, if any, that
+    must match it) in the app whose ``state`` is given; 401 when missing or wrong."""
+    if not key:
+        raise _unauthorized("missing API key: send x-api-key or Authorization: Bearer <key>")
+    digest = hash_key(key)
+    cache: dict[str, Workspace] = state.key_cache
+    workspace = cache.get(digest)
+    if workspace is None:
+        found = await state.store.workspace_for_key(digest)
+        if found is None or not hmac.compare_digest(found[1], digest):
+            raise _unauthorized("the API key is not valid")
+        workspace = found[0]
+        cache[digest] = workspace
+    if claimed is not None and not hmac.compare_digest(claimed.encode(), workspace.id.encode()):
+        raise _unauthorized("the API key does not belong to the workspace in x-workspace-id")
+    return workspace
 
 
 async def current_workspace(request: Request) -> Workspace:
@@ -43,22 +69,9 @@ async def current_workspace(request: Request) -> Workspace:
     Bearer``, with an optional matching ``x-workspace-id``); 401 when missing or wrong."""
     # Headers are read directly rather than through FastAPI's security classes: this runs on
     # every request, and one dependency costs far less than three.
-    key = _key(request)
-    if not key:
-        raise _unauthorized("missing API key: send x-api-key or Authorization: Bearer <key>")
-    digest = hash_key(key)
-    cache: dict[str, Workspace] = request.app.state.key_cache
-    workspace = cache.get(digest)
-    if workspace is None:
-        found = await request.app.state.store.workspace_for_key(digest)
-        if found is None or not hmac.compare_digest(found[1], digest):
-            raise _unauthorized("the API key is not valid")
-        workspace = found[0]
-        cache[digest] = workspace
-    claimed = request.headers.get("x-workspace-id")
-    if claimed is not None and not hmac.compare_digest(claimed.encode(), workspace.id.encode()):
-        raise _unauthorized("the API key does not belong to the workspace in x-workspace-id")
-    return workspace
+    headers = request.headers
+    key = api_key(headers.get("x-api-key"), headers.get("authorization"))
+    return await authenticate(request.app.state, key, headers.get("x-workspace-id"))
 
 
 CurrentWorkspace = Annotated[Workspace, Depends(current_workspace)]

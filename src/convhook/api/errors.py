@@ -110,6 +110,11 @@ async def _http(request: Request, exc: Exception) -> Response:
 
 async def _convhook(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConvhookError)
+    return error_response(exc, int(getattr(request.app.state, "retry_after", 1)))
+
+
+def error_response(exc: ConvhookError, retry_after: int = 1) -> Response:
+    """The JSON answer to a domain error (``retry_after``: seconds advised after a 429)."""
     status = int(getattr(exc, "status_code", 500))
     if isinstance(exc, ApiError):
         return _answer(status, exc.message, exc.problems, exc.headers, **exc.extra)
@@ -121,8 +126,7 @@ async def _convhook(request: Request, exc: Exception) -> Response:
             allowed=[a.value for a in exc.allowed],
         )
     if isinstance(exc, ActiveLimitError):
-        retry_after = str(getattr(request.app.state, "retry_after", 1))
-        return _answer(429, str(exc), headers={"Retry-After": retry_after}, limit=exc.limit)
+        return _answer(429, str(exc), headers={"Retry-After": str(retry_after)}, limit=exc.limit)
     if isinstance(exc, PayloadError):
         return _answer(status, exc.message, exc.problems)
     return _answer(status, str(exc))
@@ -156,7 +160,7 @@ class BodyLimit:
                 break
         if declared is not None and declared.isdigit():
             if int(declared) > limit:
-                await _send_too_large(send, limit)
+                await send_too_large(send, limit)
                 return
             # The server hands over no more than the declared length: nothing to count, so
             # the request goes on unwrapped (the common, cheap case).
@@ -185,10 +189,11 @@ class BodyLimit:
         except BodyTooLarge:
             if started:
                 raise
-            await _send_too_large(send, limit)
+            await send_too_large(send, limit)
 
 
-async def _send_too_large(send: Send, limit: int) -> None:
+async def send_too_large(send: Send, limit: int) -> None:
+    """Answer 413 for a body over ``limit`` bytes."""
     # No "connection: close": uvicorn then discards the rest of the body instead of
     # resetting the connection, so the client can read this answer.
     body = error_body(
