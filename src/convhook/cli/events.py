@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 from datetime import UTC, datetime
@@ -12,9 +13,10 @@ import typer
 
 from convhook.cli._common import err, fail, out, run
 from convhook.config import DatabaseURL, db_option, option
-from convhook.errors import ConfigError
+from convhook.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
+    from convhook.store.delivery_log import AttemptLine
     from convhook.store.producer import EventRow, ProducerStore
 
 events = typer.Typer(help="Follow, list or prune recorded events.", no_args_is_help=True)
@@ -45,6 +47,7 @@ def _when(ms: int) -> str:
 def _show(row: EventRow, as_json: bool) -> None:
     if as_json:
         doc = {
+            "kind": "event",
             "seq": row.seq,
             "eventId": row.id,
             "eventType": row.event_type,
@@ -74,20 +77,72 @@ def tail(
     interval: float = option(0.5, "--interval", env="TAIL_INTERVAL", help="Seconds between polls."),
     as_json: bool = option(False, "--json", env="JSON", help="Print NDJSON, one event a line."),
 ) -> None:
-    """Print each new event as it is recorded (time, type, conversation) until interrupted."""
+    """Print each new event as it is recorded (time, type, conversation) and each delivery
+    attempt as it is made (endpoint, status, latency), until interrupted."""
+
+    from convhook.store import delivery_log
 
     async def go() -> None:
         async with _store(db) as store:
             seq = 0 if from_start else await store.last_event_seq()
+            with_attempts = True
+            try:
+                attempt = 0 if from_start else await store.db.read(delivery_log.last_attempt_id)
+            except StoreError:
+                attempt = 0
             while True:
                 rows = await store.events_after(seq, workspace_id=workspace)
                 for row in rows:
                     _show(row, as_json)
                     seq = row.seq
-                if len(rows) < 500:
+                attempts: list[AttemptLine] = []
+                if with_attempts:
+                    try:
+                        attempts = await store.db.read(
+                            functools.partial(
+                                delivery_log.attempts_after, after=attempt, workspace_id=workspace
+                            )
+                        )
+                    except StoreError as exc:
+                        # A database without the delivery schema still has events to show.
+                        err.print(f"[yellow]not showing delivery attempts:[/] {exc}")
+                        with_attempts = False
+                for line in attempts:
+                    _show_attempt(line, as_json)
+                    attempt = line.id
+                if len(rows) < 500 and len(attempts) < 500:
                     await asyncio.sleep(interval)
 
     run(go())
+
+
+def _show_attempt(line: AttemptLine, as_json: bool) -> None:
+    ok = line.status_code is not None and 200 <= line.status_code < 300
+    if as_json:
+        doc = {
+            "kind": "attempt",
+            "attemptId": line.id,
+            "eventId": line.event_id,
+            "eventType": line.event_type,
+            "endpointId": line.endpoint_id,
+            "workspaceId": line.workspace_id,
+            "statusCode": line.status_code,
+            "latencyMs": round(line.latency_ms, 2),
+            "error": line.error,
+            "deliveryStatus": line.delivery_status,
+            "attemptedAt": _when(line.attempted_at),
+        }
+        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.flush()
+        return
+    colour = "green" if ok else "red"
+    outcome = str(line.status_code) if line.status_code is not None else (line.error or "error")
+    out.print(
+        f"[dim]{_when(line.attempted_at)}[/]    [{colour}]-> {outcome:<28}[/] "
+        f"{line.endpoint_id} [dim]{line.latency_ms:.0f} ms  {line.event_id}  "
+        f"{line.delivery_status}[/]",
+        markup=True,
+    )
 
 
 @events.command("list")
