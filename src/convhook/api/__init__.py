@@ -2,7 +2,9 @@
 
 Every module here that defines a module-level ``router`` (an ``APIRouter``) is included by
 :func:`create_app`; routes authenticate with :func:`convhook.api.auth.current_workspace` and
-reach the store through :func:`convhook.api.deps.get_store`.
+reach the store through :func:`convhook.api.deps.get_store`. The lifecycle transitions, most
+of the traffic, are answered ahead of FastAPI by :mod:`convhook.api.fast_path` with the same
+behaviour as their routes in :mod:`convhook.api.transitions`.
 """
 
 from __future__ import annotations
