@@ -71,9 +71,19 @@ def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        dispatcher = None
         try:
+            if settings.dispatch:
+                from convhook.dispatcher import Dispatcher
+
+                dispatcher = Dispatcher(store.db, allow_private=settings.allow_private_targets)
+                await dispatcher.start()
+            app.state.dispatcher = dispatcher
             yield
         finally:
+            # Attempts in flight finish and are recorded before the store closes.
+            if dispatcher is not None:
+                await dispatcher.close()
             await store.close()
 
     app = ProducerApp(
@@ -90,6 +100,8 @@ def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> Fas
     app.state.outbox = Outbox(store, max_active=settings.max_active)
     app.state.key_cache = {}
     app.state.retry_after = settings.retry_after
+    app.state.allow_private_targets = settings.allow_private_targets
+    app.state.dispatcher = None
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body)
     app.fast_path = TransitionFastPath(app.state, settings.max_body)

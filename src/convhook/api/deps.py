@@ -21,6 +21,10 @@ class ApiSettings:
     """Largest request body accepted, in bytes."""
     retry_after: int = 1
     """Seconds a client is told to wait after a 429."""
+    dispatch: bool = False
+    """Run the delivery dispatcher inside the app (``convhook serve`` turns it on)."""
+    allow_private_targets: bool = False
+    """Allow endpoints on loopback, private and link-local addresses (development only)."""
 
 
 async def get_store(request: Request) -> ProducerStore:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from convhook.cli._common import err, fail, run
+from convhook.cli.dispatcher import allow_private_option
 from convhook.config import DatabaseURL, db_option, option
 from convhook.errors import ConfigError, ConvhookError
+
+if TYPE_CHECKING:
+    from convhook.api.deps import ApiSettings
 
 
 def serve(
@@ -32,6 +37,14 @@ def serve(
         "(ignored for PostgreSQL).",
     ),
     log_level: str = option("warning", "--log-level", env="LOG_LEVEL", help="uvicorn log level."),
+    allow_private_targets: bool = allow_private_option(),
+    dispatch: bool = option(
+        True,
+        "--dispatch/--no-dispatch",
+        env="DISPATCH",
+        help="Deliver events to endpoints from this process (turn off when separate "
+        "`convhook dispatcher` processes do it).",
+    ),
 ) -> None:
     """Run the producer API; on a fresh database, create workspace "default" and print its key.
 
@@ -42,7 +55,12 @@ def serve(
         fail(str(exc))
     if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         fail(f"--synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
-    coro = _serve(host, port, url, max_active, synchronous.upper(), log_level)
+    from convhook.api.deps import ApiSettings
+
+    settings = ApiSettings(
+        max_active=max_active, dispatch=dispatch, allow_private_targets=allow_private_targets
+    )
+    coro = _serve(host, port, url, settings, synchronous.upper(), log_level)
     try:
         import uvloop
     except ImportError:
@@ -60,11 +78,11 @@ def serve(
 
 
 async def _serve(
-    host: str, port: int, url: DatabaseURL, max_active: int, synchronous: str, log_level: str
+    host: str, port: int, url: DatabaseURL, settings: ApiSettings, synchronous: str, log_level: str
 ) -> None:
     import uvicorn
 
-    from convhook.api import ApiSettings, create_app
+    from convhook.api import create_app
     from convhook.store.producer import ProducerStore
 
     # The writer thread releases the GIL around every statement and must win it back from
@@ -84,7 +102,7 @@ async def _serve(
         await store.close()
         raise
     err.print(f"convhook API on {base} (docs at {base}/docs), database {store.db.name}")
-    app = create_app(store, ApiSettings(max_active=max_active))
+    app = create_app(store, settings)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on"
     )
