@@ -3,8 +3,10 @@
 One loop claims batches of due deliveries under a lease (so a crashed worker's claims come
 back), one task per delivery sends it, and a recorder writes finished attempts in batches
 (one group commit for many). It wakes on :meth:`Dispatcher.wake` (the API in the same process
-calls it), when SQLite's ``data_version`` says another process committed, and at worst every
-``poll_interval``. Several dispatchers may share one database.
+calls it), when another process records events (SQLite: ``data_version`` changed; PostgreSQL:
+``NOTIFY convhook_deliveries`` from the fan-out trigger), and at worst every
+``poll_interval``. Several dispatchers, on several machines with PostgreSQL, may share one
+database. A failing database (a PostgreSQL restart) is retried with capped exponential backoff.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ from convhook.ids import new_id
 from convhook.retry import RetryPolicy, Verdict
 from convhook.sender import DEFAULT_TIMEOUT, AttemptResult, Sender
 from convhook.store import deliveries as store
+from convhook.store.database import Database
 from convhook.store.sqlite import SQLiteDatabase, connect
 
 log = logging.getLogger("convhook.dispatcher")
 
 Clock = Callable[[], float]
+
+# The channel the PostgreSQL fan-out trigger notifies (see sql/postgres/producer/0002).
+CHANNEL = "convhook_deliveries"
 
 
 class _Bucket:
@@ -64,7 +70,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        db: SQLiteDatabase,
+        db: Database,
         *,
         allow_private: bool = False,
         policy: RetryPolicy | None = None,
@@ -96,6 +102,9 @@ class Dispatcher:
         self._buckets: dict[str, _Bucket] = {}
         self._gates: dict[str, _Gate] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self._claim_backoff = _Backoff()
+        self._record_backoff = _Backoff()
         self.delivered = 0
 
     async def __aenter__(self) -> Dispatcher:
@@ -117,6 +126,7 @@ class Dispatcher:
         """Open the session and start claiming in the background."""
         await self.open()
         self._stopping = False
+        self._stopped.clear()
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="convhook-dispatch"),
             asyncio.create_task(self._record_loop(), name="convhook-record"),
@@ -127,6 +137,7 @@ class Dispatcher:
     async def close(self) -> None:
         """Stop claiming, let attempts in flight finish and be recorded, close the session."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         loops, self._loops = self._loops, []
         if loops:
@@ -170,10 +181,19 @@ class Dispatcher:
             self._wake.clear()
             try:
                 claims = await self._claim(min(free, self.batch_size)) if free > 0 else []
+                self._claim_backoff.reset()
             except StoreError as exc:
-                # A busy or failing database must not stop delivery for good: try again later.
-                log.error("claim failed: %s", exc, extra={"action": "claim_failed"})
-                claims = []
+                # A busy or failing database (a restarting server) must not stop delivery for
+                # good: back off, then try again; claims that were lost expire with their lease.
+                delay = self._claim_backoff.next()
+                log.error(
+                    "claim failed: %s; retrying in %.1f s",
+                    exc,
+                    delay,
+                    extra={"action": "claim_failed"},
+                )
+                await self._pause(delay)
+                continue
             self._spawn(claims)
             if len(claims) < min(free, self.batch_size) or free <= 0:
                 with contextlib.suppress(TimeoutError):
@@ -213,11 +233,18 @@ class Dispatcher:
             next_attempt_at=attempted_at + int(decision.delay * 1000),
         )
 
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+
     async def _record_loop(self) -> None:
         while not self._stopping:
             await self._results_ready.wait()
             self._results_ready.clear()
             await self._flush(refill=True)
+            if self._record_backoff.failures:
+                await self._pause(self._record_backoff.delay)
+                self._results_ready.set()
 
     async def _flush(self, *, refill: bool = False) -> list[store.Result]:
         """Record finished attempts; with ``refill``, claim as many new ones in the same
@@ -237,9 +264,19 @@ class Dispatcher:
 
         try:
             disabled, claims = await self.db.write(write)
+            self._record_backoff.reset()
         except StoreError as exc:
-            # The attempts are lost but their leases expire, so the deliveries are sent again.
-            log.error("recording failed: %s", exc, extra={"action": "record_failed"})
+            # The transaction was rolled back: keep the results and record them again after a
+            # pause (should the lease expire first, the delivery is simply sent again).
+            delay = self._record_backoff.next()
+            log.error(
+                "recording failed: %s; retrying in %.1f s",
+                exc,
+                delay,
+                extra={"action": "record_failed"},
+            )
+            if not self._stopping:
+                self._results[:0] = results
             return []
         self._spawn(claims)
         for r in results:
@@ -282,8 +319,23 @@ class Dispatcher:
             )
 
     async def _watch_loop(self) -> None:
+        listen = getattr(self.db, "listen", None)
+        if listen is not None:
+            # PostgreSQL: the fan-out trigger NOTIFYs at commit; the listener reconnects by
+            # itself and calls back after each reconnect too (notifications may have been
+            # missed meanwhile).
+            loop = asyncio.get_running_loop()
+
+            def poke() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to wake
+                    loop.call_soon_threadsafe(self._wake.set)
+
+            listen(CHANNEL, poke)
+            return
         # PRAGMA data_version changes when another connection commits: a cheap cross-process
         # signal that events may have been recorded by an API in another process.
+        if not isinstance(self.db, SQLiteDatabase):
+            return
         conn = await asyncio.to_thread(connect, self.db.path)
         try:
             last = None
@@ -295,6 +347,26 @@ class Dispatcher:
                 await asyncio.sleep(self.watch_interval)
         finally:
             conn.close()
+
+
+class _Backoff:
+    """Capped exponential backoff: 0.1 s, 0.2 s, ... up to 5 s; reset by a success."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.failures = 0
+
+    @property
+    def delay(self) -> float:
+        return float(min(self.cap, self.first * 2 ** max(0, self.failures - 1)))
+
+    def next(self) -> float:
+        self.failures += 1
+        return self.delay
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

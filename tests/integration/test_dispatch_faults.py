@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from convhook.dispatcher import Dispatcher
 from convhook.retry import RetryPolicy
 from convhook.signing import Secret, Verifier
-from convhook.store import deliveries, delivery_log, migrations
+from convhook.store import deliveries, delivery_log, open_database
 from convhook.store import endpoints as endpoint_store
-from convhook.store.sqlite import SQLiteDatabase
+from convhook.store.database import Database
 from tests.support.delivery import (
     LIFECYCLE,
     FakeClock,
@@ -30,10 +29,10 @@ POLICY = RetryPolicy(jitter=lambda: 0.5)  # no jitter: delays are exactly the sc
 
 
 @pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    """A producer database with delivery tables."""
-    async with SQLiteDatabase(
-        db_path, migrations.load("sqlite", "producer"), synchronous="NORMAL"
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A producer database with delivery tables, on SQLite and on PostgreSQL."""
+    async with open_database(
+        database_url, "producer", synchronous="NORMAL", auto_upgrade=True
     ) as database:
         yield database
 
@@ -47,7 +46,7 @@ def clock() -> FakeClock:
 class Setup:
     """One workspace, one endpoint and a dispatcher on the fake clock."""
 
-    def __init__(self, db: SQLiteDatabase, clock: FakeClock, **options: object) -> None:
+    def __init__(self, db: Database, clock: FakeClock, **options: object) -> None:
         self.db = db
         self.clock = clock
         self.secret = str(Secret.generate())
@@ -91,7 +90,7 @@ class Setup:
 
 
 @pytest.fixture
-async def setup(db: SQLiteDatabase, clock: FakeClock) -> AsyncIterator[Setup]:
+async def setup(db: Database, clock: FakeClock) -> AsyncIterator[Setup]:
     """A ready workspace and dispatcher; closed afterwards."""
     s = Setup(db, clock)
     yield s
@@ -142,7 +141,7 @@ async def test_receiver_down_then_back(setup: Setup) -> None:
     assert receiver.received[0].headers["webhook-id"] == event_id
 
 
-async def test_timeout_waits_at_least_a_minute(db: SQLiteDatabase, clock: FakeClock) -> None:
+async def test_timeout_waits_at_least_a_minute(db: Database, clock: FakeClock) -> None:
     """A request past the timeout is a failed attempt retried no sooner than 60 s later."""
     s = Setup(db, clock, timeout=0.3)
     receiver = Receiver().then(Reply(200, delay=1.0))
@@ -207,7 +206,7 @@ async def test_301_is_a_failure_and_not_followed(setup: Setup) -> None:
 
 
 async def test_last_attempt_fails_and_is_redeliverable(
-    db: SQLiteDatabase, clock: FakeClock
+    db: Database, clock: FakeClock
 ) -> None:
     """After the schedule is spent the delivery is failed; redeliver and recover queue it again."""
     s = Setup(db, clock)
@@ -292,7 +291,7 @@ async def test_secret_rotation_grace(setup: Setup) -> None:
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
 async def test_private_target_refused_at_connect_time(
-    db: SQLiteDatabase, clock: FakeClock, host: str
+    db: Database, clock: FakeClock, host: str
 ) -> None:
     """Without allow_private a name resolving to 127.0.0.1 (or the literal) is never dialled."""
     s = Setup(db, clock, allow_private=False)

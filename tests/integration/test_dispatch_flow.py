@@ -1,10 +1,9 @@
-"""The dispatcher against a real SQLite outbox and a real HTTP receiver: order, signatures."""
+"""The dispatcher against a real outbox (SQLite and PostgreSQL) and a real HTTP receiver: order, signatures."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,8 @@ import pytest
 from convhook.dispatcher import Dispatcher
 from convhook.retry import RetryPolicy
 from convhook.signing import Secret, Verifier
-from convhook.store import delivery_log, migrations
-from convhook.store.sqlite import SQLiteDatabase
+from convhook.store import delivery_log, open_database
+from convhook.store.database import Database
 from tests.support.delivery import (
     LIFECYCLE,
     Receiver,
@@ -26,10 +25,10 @@ from tests.support.servers import serve_app
 
 
 @pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    """A producer database with delivery tables."""
-    async with SQLiteDatabase(
-        db_path, migrations.load("sqlite", "producer"), synchronous="NORMAL"
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A producer database with delivery tables, on SQLite and on PostgreSQL."""
+    async with open_database(
+        database_url, "producer", synchronous="NORMAL", auto_upgrade=True
     ) as database:
         yield database
 
@@ -38,7 +37,7 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
-async def test_lifecycle_arrives_signed_in_order(db: SQLiteDatabase) -> None:
+async def test_lifecycle_arrives_signed_in_order(db: Database) -> None:
     """Four events of one conversation reach the endpoint in order, signed, bodies unchanged."""
     secret = str(Secret.generate())
     receiver = Receiver()
@@ -67,7 +66,7 @@ async def test_lifecycle_arrives_signed_in_order(db: SQLiteDatabase) -> None:
 
 
 async def test_later_event_waits_for_earlier_but_other_conversations_flow(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     """A retrying event holds back its conversation's later events only; a final failure frees them."""
     receiver = Receiver().then(Reply(500))
@@ -99,7 +98,7 @@ async def test_later_event_waits_for_earlier_but_other_conversations_flow(
     assert status == {a1: "failed", a2: "delivered", b1: "delivered"}
 
 
-async def test_in_flight_limit_per_endpoint(db: SQLiteDatabase) -> None:
+async def test_in_flight_limit_per_endpoint(db: Database) -> None:
     """An endpoint never has more than twice its max_in_flight leased (the next ones ready)."""
     from convhook.store import deliveries
 
@@ -120,7 +119,7 @@ async def test_in_flight_limit_per_endpoint(db: SQLiteDatabase) -> None:
     assert {c.delivery_id for c in later} == {c.delivery_id for c in first}  # leases expired
 
 
-async def test_rate_limit_caps_leases(db: SQLiteDatabase) -> None:
+async def test_rate_limit_caps_leases(db: Database) -> None:
     """A rate-limited endpoint holds about two seconds' worth of leases."""
     from convhook.store import deliveries
 
@@ -134,7 +133,7 @@ async def test_rate_limit_caps_leases(db: SQLiteDatabase) -> None:
     assert len(claims) == 6
 
 
-async def test_concurrent_requests_stay_within_max_in_flight(db: SQLiteDatabase) -> None:
+async def test_concurrent_requests_stay_within_max_in_flight(db: Database) -> None:
     """However many are leased, at most max_in_flight requests to an endpoint run at once."""
     receiver = Receiver().then(*[Reply(delay=0.05) for _ in range(20)])
     running = [0, 0]  # now, peak
@@ -163,7 +162,7 @@ async def test_concurrent_requests_stay_within_max_in_flight(db: SQLiteDatabase)
     assert running[1] == 3
 
 
-async def test_attempts_after_lists_attempt_lines(db: SQLiteDatabase) -> None:
+async def test_attempts_after_lists_attempt_lines(db: Database) -> None:
     """attempts_after gives each new attempt with its event and outcome, for events tail."""
     receiver = Receiver().then(Reply(503))
     async with serve_app(receiver) as base:
@@ -184,7 +183,7 @@ async def test_attempts_after_lists_attempt_lines(db: SQLiteDatabase) -> None:
     assert await db.read(lambda c: delivery_log.attempts_after(c, line.id)) == []
 
 
-async def test_rate_limit_spaces_requests(db: SQLiteDatabase) -> None:
+async def test_rate_limit_spaces_requests(db: Database) -> None:
     """An endpoint limited to 20/s receives 10 events spread over at least 0.4 s."""
     receiver = Receiver()
     async with serve_app(receiver) as base:

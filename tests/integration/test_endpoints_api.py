@@ -1,10 +1,9 @@
-"""The endpoints API on a real uvicorn server over a real SQLite file."""
+"""The endpoints API on a real uvicorn server over a real SQLite file or PostgreSQL database."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,7 +12,7 @@ import pytest
 from convhook.api import create_app
 from convhook.dispatcher import Dispatcher
 from convhook.signing import Secret, Verifier
-from convhook.store.producer import SQLiteProducerStore
+from convhook.store.producer import ProducerStore
 from tests.support.delivery import LIFECYCLE, Receiver, Reply, record_event
 from tests.support.servers import serve_app
 
@@ -23,7 +22,7 @@ class Api:
     """A running API, its store and an authenticated session."""
 
     base: str
-    store: SQLiteProducerStore
+    store: ProducerStore
     workspace: str
     http: aiohttp.ClientSession
 
@@ -35,8 +34,8 @@ class Api:
             )
 
 
-async def _api(tmp: Path, allow_private: bool) -> AsyncIterator[Api]:
-    store = SQLiteProducerStore(tmp / "api.db", synchronous="NORMAL")
+async def _api(url: str, allow_private: bool) -> AsyncIterator[Api]:
+    store = ProducerStore.at(url, synchronous="NORMAL", auto_upgrade=True)
     await store.open()
     workspace, key = await store.create_workspace("t")
     app = create_app(store)
@@ -49,16 +48,16 @@ async def _api(tmp: Path, allow_private: bool) -> AsyncIterator[Api]:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    """The API with private targets allowed (loopback receivers)."""
-    async for a in _api(tmp_path, True):
+async def api(database_url: str) -> AsyncIterator[Api]:
+    """The API with private targets allowed (loopback receivers), on either engine."""
+    async for a in _api(database_url, True):
         yield a
 
 
 @pytest.fixture
-async def strict_api(tmp_path: Path) -> AsyncIterator[Api]:
+async def strict_api(database_url: str) -> AsyncIterator[Api]:
     """The API with the default SSRF guard."""
-    async for a in _api(tmp_path, False):
+    async for a in _api(database_url, False):
         yield a
 
 

@@ -11,13 +11,13 @@ from pydantic import Field
 
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
-from convhook.api.endpoints import delivery_doc, json_response, now_ms, require_sqlite, wake
+from convhook.api.endpoints import delivery_doc, json_response, now_ms, wake
 from convhook.api.errors import ApiError
 from convhook.api.fields import RequestModel
 from convhook.store import deliveries, delivery_log
 from convhook.store.producer import ProducerStore
 
-router = APIRouter(prefix="/api/v2", tags=["deliveries"], dependencies=[Depends(require_sqlite)])
+router = APIRouter(prefix="/api/v2", tags=["deliveries"])
 Store = Annotated[ProducerStore, Depends(get_store)]
 
 

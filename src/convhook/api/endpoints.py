@@ -32,20 +32,7 @@ from convhook.store import endpoints as endpoint_store
 from convhook.store.producer import ProducerStore
 from convhook.timefmt import format_ts
 
-
-async def require_sqlite(store: Annotated[ProducerStore, Depends(get_store)]) -> None:
-    """Webhook delivery keeps its tables in SQLite only in this version: say so plainly."""
-    if store.dialect != "sqlite":
-        raise ApiError(
-            501,
-            "webhook endpoints and deliveries need a SQLite database in this version; "
-            f"this server runs on {store.dialect}",
-        )
-
-
-router = APIRouter(
-    prefix="/api/v2/endpoints", tags=["endpoints"], dependencies=[Depends(require_sqlite)]
-)
+router = APIRouter(prefix="/api/v2/endpoints", tags=["endpoints"])
 Store = Annotated[ProducerStore, Depends(get_store)]
 
 DEFAULT_GRACE_HOURS = 24.0

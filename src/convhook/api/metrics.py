@@ -22,8 +22,6 @@ Store = Annotated[ProducerStore, Depends(get_store)]
 async def scrape(store: Store) -> Response:
     """The metrics in the Prometheus text format (unauthenticated, as scrapers expect)."""
     now = time.time_ns() // 1_000_000
-    snapshot = None
-    if store.dialect == "sqlite":  # the delivery tables exist on SQLite only in this version
-        snapshot = await store.db.read(lambda c: delivery_log.backlog(c, now))
+    snapshot = await store.db.read(lambda c: delivery_log.backlog(c, now))
     text = await asyncio.to_thread(metrics.exposition, snapshot)
     return Response(text, media_type=metrics.CONTENT_TYPE)

@@ -1,4 +1,6 @@
-"""``convhook dispatcher``: deliver the outbox of a database on its own (beside ``serve``)."""
+"""``convhook dispatcher``: deliver the outbox of a database on its own (beside ``serve``).
+
+Any number may run against one PostgreSQL database, on any number of machines."""
 
 from __future__ import annotations
 
@@ -65,12 +67,10 @@ def dispatcher(
         url = DatabaseURL.parse(db)
     except ConfigError as exc:
         fail(str(exc))
-    if url.engine != "sqlite":
-        fail("convhook dispatcher supports SQLite databases only in this version")
     _logging(log_level)
     _run_fast(
         _dispatch(
-            url.target,
+            url,
             allow_private=allow_private_targets,
             batch_size=batch_size,
             max_in_flight=max_in_flight,
@@ -111,23 +111,21 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
-async def _dispatch(path: str, *, synchronous: str, **options: object) -> None:
+async def _dispatch(url: DatabaseURL, *, synchronous: str, **options: object) -> None:
     import signal
 
     from convhook.dispatcher import Dispatcher
-    from convhook.store import migrations
-    from convhook.store.sqlite import SQLiteDatabase
+    from convhook.store import open_database
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with SQLiteDatabase(
-        path, migrations.load("sqlite", "producer"), synchronous=synchronous
-    ) as db:
+    # PostgreSQL: the schema is checked, never changed here (`convhook db upgrade` does it).
+    async with open_database(url, "producer", synchronous=synchronous) as db:
         async with Dispatcher(db, **options) as running:  # type: ignore[arg-type]
             err.print(
-                f"convhook dispatcher on {path} (worker {running.worker_id}"
+                f"convhook dispatcher on {db.name} (worker {running.worker_id}"
                 f"{', private targets allowed' if options['allow_private'] else ''})"
             )
             await stop.wait()

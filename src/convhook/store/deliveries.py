@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from convhook.retry import Verdict
 from convhook.store.endpoints import fail_pending
@@ -81,20 +82,41 @@ RETURNING id, event_id, event_type, endpoint_id, conversation_id, attempts, even
 """
 
 
-def has_due(conn: sqlite3.Connection, now: int) -> bool:
+def is_sqlite(conn: Any) -> bool:
+    """Whether ``conn`` is SQLite's (the few statements that differ branch on this)."""
+    return isinstance(conn, sqlite3.Connection)
+
+
+def indexed_by(conn: Any, index: str) -> str:
+    """SQLite's ``INDEXED BY`` hint (its planner needs it here); nothing on PostgreSQL."""
+    return f"INDEXED BY {index}" if is_sqlite(conn) else ""
+
+
+def notify(conn: Any) -> None:
+    """Wake dispatchers in other processes (PostgreSQL NOTIFY, sent at commit)."""
+    if not is_sqlite(conn):
+        conn.execute("SELECT pg_notify('convhook_deliveries', '')")
+
+
+def has_due(conn: Any, now: int) -> bool:
     """Whether any delivery is due or any lease has expired (a read: takes no write lock)."""
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_due "
+        f"SELECT EXISTS (SELECT 1 FROM deliveries {indexed_by(conn, 'deliveries_due')} "
         "WHERE status = 'pending' AND next_attempt_at <= :now) OR EXISTS (SELECT 1 "
-        "FROM deliveries INDEXED BY deliveries_leased WHERE status = 'delivering' "
+        f"FROM deliveries {indexed_by(conn, 'deliveries_leased')} WHERE status = 'delivering' "
         "AND lease_expires_at <= :now)",
         {"now": now},
     ).fetchone()
     return bool(row[0])
 
 
-def claim(conn: sqlite3.Connection, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
+def claim(conn: Any, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
     """Lease up to ``limit`` due deliveries in order, at most twice each endpoint's in-flight cap."""
+    if not is_sqlite(conn):
+        from convhook.store.delivery_claims import claim_postgres
+
+        return claim_postgres(conn, owner, now, lease_ms, limit)
+    # SQLite has one writer at a time: the whole claim is serialised, nothing can interleave.
     # A crashed worker's leases come back first, so its deliveries are not lost.
     conn.execute(
         "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL "
@@ -125,6 +147,18 @@ def claim(conn: sqlite3.Connection, owner: str, now: int, lease_ms: int, limit: 
     leased = conn.execute(
         _LEASE, {"owner": owner, "until": now + lease_ms, "ids": json.dumps(chosen)}
     ).fetchall()
+    return claims_of(conn, leased, chosen, caps, owner, now)
+
+
+def claims_of(
+    conn: Any,
+    leased: Sequence[Any],
+    chosen: Sequence[int],
+    caps: dict[str, _Target],
+    owner: str,
+    now: int,
+) -> list[Claim]:
+    """The leased rows as :class:`Claim` values, in the order they were chosen."""
     bodies = _bodies(conn, [r["event_seq"] for r in leased if r["body"] is None])
     rank = {delivery_id: i for i, delivery_id in enumerate(chosen)}
     taken = []
@@ -173,7 +207,12 @@ class _Target:
         return (self.secret,)
 
 
-def _endpoints(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, _Target]:
+def endpoints_of(conn: Any, ids: Iterable[str]) -> dict[str, _Target]:
+    """What the claim needs of each endpoint in ``ids``."""
+    return _endpoints(conn, ids)
+
+
+def _endpoints(conn: Any, ids: Iterable[str]) -> dict[str, _Target]:
     rows = conn.execute(
         "SELECT id, url, secret, previous_secret, previous_secret_expires_at, rate_limit, "
         "max_in_flight FROM endpoints WHERE id IN (SELECT value FROM json_each(?))",
@@ -182,11 +221,16 @@ def _endpoints(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, _Targe
     return {r[0]: _Target(r[0], r[1], r[2], r[3], r[4], r[5], _cap(r[6], r[5])) for r in rows}
 
 
-def _bodies(conn: sqlite3.Connection, seqs: list[int]) -> dict[int, str]:
-    rows = conn.execute(
-        "SELECT seq, body FROM events WHERE seq IN (SELECT value FROM json_each(?))",
-        (json.dumps(seqs),),
-    ).fetchall()
+def _bodies(conn: Any, seqs: list[int]) -> dict[int, str]:
+    if not seqs:
+        return {}
+    if is_sqlite(conn):
+        rows = conn.execute(
+            "SELECT seq, body FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+            (json.dumps(seqs),),
+        ).fetchall()
+    else:
+        rows = conn.execute("SELECT seq, body FROM events WHERE seq = ANY(?)", (seqs,)).fetchall()
     return {r[0]: r[1] for r in rows}
 
 
@@ -241,9 +285,10 @@ def record(
         ],
     )
     succeeded = {r.claim.endpoint_id for r in results if r.verdict is Verdict.DELIVERED}
+    # Endpoint rows are locked in id order: on PostgreSQL other dispatchers lock them too.
     conn.executemany(
         "UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
-        [(e,) for e in succeeded],
+        [(e,) for e in sorted(succeeded)],
     )
     failing: dict[str, int] = {}
     for r in results:
@@ -252,7 +297,7 @@ def record(
                 disabled.append(r.claim.endpoint_id)
         elif r.verdict is not Verdict.DELIVERED and r.claim.endpoint_id not in succeeded:
             failing.setdefault(r.claim.endpoint_id, r.attempted_at)
-    for endpoint, since in failing.items():
+    for endpoint, since in sorted(failing.items()):
         conn.execute(
             "UPDATE endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL",
             (since, endpoint),
@@ -298,13 +343,14 @@ def enqueue_test(
     now: int,
 ) -> int:
     """Queue a test event for one endpoint (its body inline, outside the events table)."""
-    cur = conn.execute(
+    row = conn.execute(
         "INSERT INTO deliveries (event_seq, event_id, endpoint_id, workspace_id, conversation_id, "
         "conversation_seq, event_type, body, next_attempt_at, created_at, updated_at) "
-        "VALUES (NULL, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        "VALUES (NULL, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?) RETURNING id",
         (event_id, endpoint_id, workspace_id, event_id, event_type, body.decode(), now, now, now),
-    )
-    return int(cur.lastrowid or 0)
+    ).fetchone()
+    notify(conn)
+    return int(row[0])
 
 
 # The retention job empties the body of old, finished events: those cannot be sent again.
@@ -326,13 +372,14 @@ def redeliver(
     cur = conn.execute(
         "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, "
         "updated_at = ? WHERE event_id = ? AND workspace_id = ? AND status != 'delivering' "
-        "AND (? IS NULL OR endpoint_id IN (SELECT value FROM json_each(?))) AND " + _LIVE,
+        "AND (CAST(? AS TEXT) IS NULL OR endpoint_id IN (SELECT value FROM json_each(?))) AND "
+        + _LIVE,
         (now, now, event_id, workspace_id, wanted, wanted),
     )
     count = cur.rowcount
     # An endpoint created after the event never had a delivery for it: create one.
     if endpoint_ids is not None:
-        conn.execute(
+        count += conn.execute(
             "INSERT OR IGNORE INTO deliveries (event_seq, event_id, endpoint_id, workspace_id, "
             "conversation_id, conversation_seq, event_type, next_attempt_at, created_at, "
             "updated_at) SELECT ev.seq, ev.id, e.id, ev.workspace_id, ev.conversation_id, "
@@ -340,8 +387,9 @@ def redeliver(
             "ON e.workspace_id = ev.workspace_id WHERE ev.id = ? AND ev.workspace_id = ? "
             "AND ev.body <> '' AND e.id IN (SELECT value FROM json_each(?))",
             (now, now, now, event_id, workspace_id, wanted),
-        )
-        count += conn.execute("SELECT changes()").fetchone()[0]
+        ).rowcount
+    if count:
+        notify(conn)
     return count
 
 
@@ -355,4 +403,6 @@ def recover(
         "AND created_at >= ? AND " + _LIVE,
         (now, now, endpoint_id, workspace_id, since),
     )
+    if cur.rowcount:
+        notify(conn)
     return cur.rowcount

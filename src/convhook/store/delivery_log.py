@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from convhook.store.deliveries import indexed_by
+
 _DELIVERY = (
     "id, event_id, endpoint_id, event_type, conversation_id, status, attempts, "
     "next_attempt_at, last_status_code, last_error, last_attempt_at, delivered_at, created_at"
@@ -86,7 +88,7 @@ def of_endpoint(
     """An endpoint's deliveries, newest first, ``limit`` at a time before id ``before``."""
     rows = conn.execute(
         f"SELECT {_DELIVERY} FROM deliveries WHERE endpoint_id = ? AND workspace_id = ? "
-        "AND (? IS NULL OR status = ?) AND id < ? ORDER BY id DESC LIMIT ?",
+        "AND (CAST(? AS TEXT) IS NULL OR status = ?) AND id < ? ORDER BY id DESC LIMIT ?",
         (endpoint_id, workspace_id, status, status, before or 2**62, limit),
     ).fetchall()
     return [_delivery(r) for r in rows]
@@ -125,15 +127,15 @@ def backlog(conn: sqlite3.Connection, now: int) -> Backlog:
     """Count due and in-flight deliveries per endpoint and the age of the oldest pending one."""
     due = dict(
         conn.execute(
-            "SELECT endpoint_id, count(*) FROM deliveries INDEXED BY deliveries_due "
+            f"SELECT endpoint_id, count(*) FROM deliveries {indexed_by(conn, 'deliveries_due')} "
             "WHERE status = 'pending' AND next_attempt_at <= ? GROUP BY endpoint_id",
             (now,),
         ).fetchall()
     )
     in_flight = dict(
         conn.execute(
-            "SELECT endpoint_id, count(*) FROM deliveries INDEXED BY deliveries_leased "
-            "WHERE status = 'delivering' GROUP BY endpoint_id"
+            "SELECT endpoint_id, count(*) FROM deliveries "
+            f"{indexed_by(conn, 'deliveries_leased')} WHERE status = 'delivering' GROUP BY endpoint_id"
         ).fetchall()
     )
     oldest = conn.execute(
@@ -176,7 +178,7 @@ def attempts_after(
         "SELECT a.id, a.attempted_at, d.event_id, d.event_type, d.endpoint_id, d.workspace_id, "
         "a.status_code, a.latency_ms, a.error, d.status FROM attempts AS a "
         "JOIN deliveries AS d ON d.id = a.delivery_id WHERE a.id > ? "
-        "AND (? IS NULL OR d.workspace_id = ?) ORDER BY a.id LIMIT ?",
+        "AND (CAST(? AS TEXT) IS NULL OR d.workspace_id = ?) ORDER BY a.id LIMIT ?",
         (after, workspace_id, workspace_id, limit),
     ).fetchall()
     return [AttemptLine(*r) for r in rows]
