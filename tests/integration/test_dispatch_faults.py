@@ -205,9 +205,7 @@ async def test_301_is_a_failure_and_not_followed(setup: Setup) -> None:
     assert [r.path for r in receiver.received] == ["/hook"]
 
 
-async def test_last_attempt_fails_and_is_redeliverable(
-    db: Database, clock: FakeClock
-) -> None:
+async def test_last_attempt_fails_and_is_redeliverable(db: Database, clock: FakeClock) -> None:
     """After the schedule is spent the delivery is failed; redeliver and recover queue it again."""
     s = Setup(db, clock)
     s.dispatcher.policy = RetryPolicy(schedule=(0, 5), jitter=lambda: 0.5)
