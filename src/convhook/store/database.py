@@ -210,18 +210,23 @@ class Database(ABC):
             if conn is None:
                 conn = self._connect()
             self._begin(conn)
-            for job in batch:
-                conn.execute("SAVEPOINT job")
+            if len(batch) == 1:
+                # Alone in its transaction a write needs no savepoint: a failure rolls the
+                # transaction back. That saves two statements (two round trips on PostgreSQL)
+                # whenever writes are not arriving concurrently.
+                job = batch[0]
                 try:
                     job.outcome = (True, job.fn(conn))
-                    conn.execute("RELEASE SAVEPOINT job")
                 except BaseException as exc:  # handed to the caller's future
                     if isinstance(exc, error) and self._is_disconnect(exc):
                         raise
-                    conn.execute("ROLLBACK TO SAVEPOINT job")
-                    conn.execute("RELEASE SAVEPOINT job")
+                    conn.execute("ROLLBACK")
                     job.outcome = (False, self._wrap(exc))
-            conn.execute("COMMIT")
+                else:
+                    conn.execute("COMMIT")
+            else:
+                self._run_with_savepoints(conn, batch)
+                conn.execute("COMMIT")
         except error as exc:
             log.warning(
                 "batch of %d writes to %s failed: %s",
@@ -245,6 +250,20 @@ class Database(ABC):
         self.writes += len(batch)
         self._settle_all(batch)
         return conn
+
+    def _run_with_savepoints(self, conn: Any, batch: list[_Job]) -> None:
+        error = self._driver_error()
+        for job in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                job.outcome = (True, job.fn(conn))
+                conn.execute("RELEASE SAVEPOINT job")
+            except BaseException as exc:  # handed to the caller's future
+                if isinstance(exc, error) and self._is_disconnect(exc):
+                    raise
+                conn.execute("ROLLBACK TO SAVEPOINT job")
+                conn.execute("RELEASE SAVEPOINT job")
+                job.outcome = (False, self._wrap(exc))
 
     def _wrap(self, exc: BaseException) -> BaseException:
         if isinstance(exc, self._driver_error()):
