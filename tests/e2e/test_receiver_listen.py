@@ -296,3 +296,47 @@ async def test_unmigrated_postgres_and_missing_inbox_fail_clearly(
     assert code == 2
     assert "no inbox at" in err
     assert not (tmp_path / "nope.db").exists()
+
+
+async def test_two_listeners_share_one_postgres_inbox(tmp_path: Path, pg_url: str) -> None:
+    """Two `convhook listen` processes on one PostgreSQL inbox each accept events, every event
+    is forwarded exactly once, and a replay made through either is run by one of them."""
+    code, _, err = await convhook(
+        "db", "upgrade", "--db", pg_url, "--component", "inbox", cwd=tmp_path
+    )
+    assert code == 0, err
+    secret = str(Secret.generate())
+    ports, target_port = [free_port(), free_port()], free_port()
+    args = ["--secret", secret, "--db", pg_url, "--quiet"]
+    args += ["--forward-to", f"http://127.0.0.1:{target_port}/hook"]
+    target = Target()
+    async with (
+        serve_app(target, port=target_port),
+        listener(args, tmp_path, ports[0]),
+        listener(args, tmp_path, ports[1]),
+    ):
+        for port in ports:
+            code, out, err = await convhook(
+                "trigger",
+                "conversation.completed",
+                "--url",
+                f"http://127.0.0.1:{port}/webhook",
+                "--secret",
+                secret,
+                "--count",
+                "10",
+                "--json",
+                cwd=tmp_path,
+            )
+            assert code == 0, err
+            assert json.loads(out)["ok"] == 10
+        stored = stored_bodies(pg_url)
+        assert len(stored) == 20
+        await eventually(lambda: target.event_ids() == set(stored))
+        replayed = sorted(stored)[0]
+        code, _, err = await convhook("inbox", "replay", replayed, "--db", pg_url, cwd=tmp_path)
+        assert code == 0, err
+        await eventually(lambda: len(target.requests) == 21)
+        await asyncio.sleep(1.5)  # a second poll round of both listeners
+    forwarded = [json.loads(body)["eventId"] for _, body in target.requests]
+    assert sorted(forwarded) == sorted([*stored, replayed])
