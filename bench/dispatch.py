@@ -12,6 +12,11 @@
 
     .venv/bin/python bench/dispatch.py [--events 5000] [--concurrency 32] [--backlog 10000]
                                        [--rate 200] [--seconds 10]
+
+With ``--db postgresql://...`` it measures scale-out instead: the same drain with 1, 2 and 4
+``convhook dispatcher`` processes sharing that database (``--dispatchers 1,2,4``), against the
+bare client baseline, and prints each rate and its ratio to one dispatcher. Each run uses a
+new workspace and endpoint; the rows it writes stay (use a throwaway database).
 """
 
 from __future__ import annotations
@@ -208,7 +213,7 @@ def remaining(conn: sqlite3.Connection) -> int:
     return value
 
 
-def dispatcher_args(db: Path, *extra: str) -> list[str]:
+def dispatcher_args(db: Path | str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -414,6 +419,121 @@ async def _drive(port: int, key: str, rate: float, seconds: float) -> dict[tuple
     return sent
 
 
+def pg_fill(url: str, hook: str, events: int, in_flight: int) -> tuple[str, list[str]]:
+    """A new workspace and endpoint on PostgreSQL and ``events`` events for it, recorded in
+    one transaction; returns the endpoint id and the bodies."""
+    import psycopg
+
+    from convhook.store.postgres import PgConnection
+
+    template = sample_event("conversation.userJoined").to_json().decode()
+    old_id = json.loads(template)["eventId"]
+    now = int(time.time() * 1000)
+    ws, endpoint = new_id("ws"), new_id("ep")
+    bodies, rows = [], []
+    for _ in range(events):
+        event_id = new_id("evt")
+        body = template.replace(old_id, event_id)
+        bodies.append(body)
+        rows.append((event_id, ws, new_id("conv"), body, now))
+    with psycopg.connect(url, autocommit=True) as raw:
+        conn = PgConnection(raw)
+        conn.execute(
+            "INSERT INTO workspaces (id, name, created_at) VALUES (?, 'bench', ?)", (ws, now)
+        )
+        endpoint_store.create(
+            conn,
+            endpoint_id=endpoint,
+            workspace_id=ws,
+            url=hook,
+            secret=str(Secret.generate()),
+            now=now,
+            max_in_flight=in_flight,
+        )
+        with raw.transaction(), raw.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO events (id, workspace_id, conversation_id, conversation_seq, "
+                "event_type, body, created_at) VALUES (%s, %s, %s, 1, "
+                "'conversation.userJoined', %s, %s)",
+                rows,
+            )
+    return endpoint, bodies
+
+
+def pg_drain(url: str, endpoint: str, timeout: float) -> float:
+    """Seconds until the endpoint has nothing pending or in flight."""
+    import psycopg
+
+    start = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE endpoint_id = %s "
+                "AND status IN ('pending', 'delivering')",
+                (endpoint,),
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                return time.perf_counter() - start
+            if time.perf_counter() - start > timeout:
+                raise TimeoutError(f"{row} deliveries left after {timeout} s")
+            time.sleep(0.02)
+
+
+def scaling(tmp: Path, url: str, events: int, concurrency: int, counts: list[int]) -> None:
+    """Drain rate with 1, 2, 4... dispatcher processes on one PostgreSQL database."""
+    import asyncio as aio
+
+    from convhook.store import open_database
+
+    async def upgrade() -> None:
+        async with open_database(url, "producer", auto_upgrade=True):
+            pass
+
+    aio.run(upgrade())
+    args, port = receiver(tmp)
+    hook = f"http://127.0.0.1:{port}/webhook"
+    rates: dict[int, float] = {}
+    with process(args, tmp, port):
+        bodies: list[str] = []
+        for n in counts:
+            with contextlib.ExitStack() as stack:
+                procs = [
+                    stack.enter_context(
+                        process(dispatcher_args(url, "--max-in-flight", str(concurrency)), tmp)
+                    )
+                    for _ in range(n)
+                ]
+                for proc in procs:
+                    wait_ready(proc)
+                start = time.perf_counter()
+                endpoint, bodies = pg_fill(url, hook, events, concurrency * max(counts))
+                fill_s = time.perf_counter() - start
+                seconds = pg_drain(url, endpoint, 600)
+            # The fill commits in one transaction; delivery starts at its commit.
+            rates[n] = events / seconds
+            print(
+                f"  {n} dispatcher(s): {rates[n]:,.0f} events/s (fill {fill_s:.1f} s)",
+                file=sys.stderr,
+            )
+        (tmp / "bodies.json").write_text(json.dumps(bodies))
+        (tmp / "bare_client.py").write_text(BARE_CLIENT)
+        out = subprocess.run(
+            [sys.executable, "bare_client.py", hook, "bodies.json", str(concurrency)],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        bare = events / float(out.stdout.strip())
+    first = rates[counts[0]]
+    print(f"{'measure':<36}  {'value':<18}  note")
+    print(f"{'bare aiohttp client (baseline)':<36}  {bare:>10,.0f} ev/s")
+    for n, rate in rates.items():
+        label = f"{n} dispatcher process(es), PostgreSQL"
+        note = f"x{rate / first:.2f} of {counts[0]}; {rate / bare:.0%} of baseline"
+        print(f"{label:<36}  {rate:>10,.0f} ev/s  {note}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--events", type=int, default=5000)
@@ -427,7 +547,15 @@ def main() -> None:
         action="store_true",
         help="latency with the dispatcher inside `convhook serve` (not a separate process)",
     )
+    parser.add_argument("--db", help="postgresql:// URL: measure scale-out over processes")
+    parser.add_argument("--dispatchers", default="1,2,4", help="process counts with --db")
     args = parser.parse_args()
+    if args.db:
+        counts = [int(n) for n in args.dispatchers.split(",")]
+        with tempfile.TemporaryDirectory(prefix="convhook-bench-") as name:
+            print(f"scale-out: {args.events} events on {args.db.split('@')[-1]}", file=sys.stderr)
+            scaling(Path(name), args.db, args.events, args.concurrency, counts)
+        return
     with tempfile.TemporaryDirectory(prefix="convhook-bench-") as name:
         tmp = Path(name)
         print(

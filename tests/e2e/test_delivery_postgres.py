@@ -223,3 +223,25 @@ async def test_postgres_restart_during_delivery(tmp_path: Path) -> None:
         assert set(hook.ids) == set(outbox.order)
         outbox.check_order(hook.ids)
         assert "claim_failed" in proc.stderr or "record_failed" in proc.stderr
+
+
+async def test_dispatcher_metrics_port(pg_url: str, tmp_path: Path) -> None:
+    """``convhook dispatcher --metrics-port`` serves its attempt counters for scraping."""
+    import aiohttp
+
+    await _upgraded(pg_url)
+    hook = Hook()
+    outbox = Outbox(pg_url)
+    port = free_port()
+    async with running(hook) as url:
+        outbox.setup(url, max_in_flight=4)
+        await asyncio.to_thread(outbox.record, range(2))
+        with _dispatcher(pg_url, tmp_path, "--metrics-port", str(port)):
+            await _until(lambda: len(set(hook.ids)) >= 8, 30, "delivered")
+            await _until(lambda: outbox.statuses() == {"delivered": 8}, 10, "recorded")
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{port}/metrics") as r,
+            ):
+                text = await r.text()
+    assert 'convhook_delivery_attempts_total{outcome="delivered"} 8.0' in text

@@ -61,6 +61,13 @@ def dispatcher(
         help="SQLite durability: FULL survives power loss, NORMAL a process crash only.",
     ),
     log_level: str = option("info", "--log-level", env="LOG_LEVEL", help="Log level."),
+    metrics_port: int = option(
+        0,
+        "--metrics-port",
+        env="DISPATCH_METRICS_PORT",
+        min=0,
+        help="Serve this process's attempt counters at http://0.0.0.0:PORT/metrics (0: off).",
+    ),
 ) -> None:
     """Claim due deliveries and POST them signed until stopped (SIGINT/SIGTERM)."""
     try:
@@ -68,6 +75,14 @@ def dispatcher(
     except ConfigError as exc:
         fail(str(exc))
     _logging(log_level)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        from convhook import metrics
+
+        # A thread serves the counters the dispatcher feeds (the backlog gauges are on the
+        # API's /metrics, read from the database).
+        start_http_server(metrics_port, registry=metrics.REGISTRY)
     _run_fast(
         _dispatch(
             url,
