@@ -145,6 +145,11 @@ class EventPrinter:
         from rich.color import ColorSystem
         from rich.style import Style
 
+        from convhook.events import ConversationEvent
+
+        # Looked up once here: an import statement per event is a measurable cost.
+        self._conversation_event = ConversationEvent
+
         self._file = console.file
         colour = console.is_terminal and console.color_system is not None and not console.no_color
 
@@ -162,12 +167,10 @@ class EventPrinter:
     async def __call__(self, event: Any, delivery: Delivery) -> None:
         # Async, so the line is written on the event loop: a sync handler would cost a thread
         # hand-off per event, several times the cost of the write itself.
-        from convhook.events import ConversationEvent
-
         d, t, k = self._dim, self._type, self._key
         when = _when(delivery.received_at)
         parts = [f"{d[0]}{when}{d[1]}", f"{t[0]}{event.event_type}{t[1]}", event.event_id]
-        if isinstance(event, ConversationEvent):
+        if isinstance(event, self._conversation_event):
             conv = event.payload
             fields = (
                 ("conversation", conv.id),
@@ -188,20 +191,18 @@ class EventPrinter:
 
 def _text(value: object) -> str:
     # Enum members print as their value; control characters from the sender are not echoed.
-    raw = getattr(value, "value", value)
-    return "".join(c if c.isprintable() else "?" for c in str(raw))
+    text = str(getattr(value, "value", value))
+    if text.isprintable():  # almost always: one C call instead of a generator per character
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _when(ts: float) -> str:
-    from convhook.timefmt import format_ts
-
-    return format_ts(_utc(ts))
-
-
-def _utc(ts: float) -> Any:
     from datetime import UTC, datetime
 
-    return datetime.fromtimestamp(ts, UTC)
+    from convhook.timefmt import format_ts
+
+    return format_ts(datetime.fromtimestamp(ts, UTC))
 
 
 def _configure_logging() -> None:
