@@ -178,3 +178,30 @@ async def test_a_slow_handler_keeps_its_lease(database_url: str) -> None:
             release.set()
             await worker.stop()
     assert runs == [item.event_id]
+
+
+async def test_other_processes_wake_a_postgres_worker_at_once(pg_url: str) -> None:
+    """On PostgreSQL, an event stored pending or replayed by another process is run at once
+    (NOTIFY), not at the worker's next poll."""
+    handlers = HandlerRegistry()
+    seen: list[str] = []
+
+    async def record(event: Any) -> None:
+        seen.append(event.event_id)
+
+    handlers.add(record, ["*"])
+    async with inbox_at(pg_url) as inbox, inbox_at(pg_url) as other:
+        worker = Worker(inbox, handlers, poll_interval=60.0)
+        await worker.start()
+        try:
+            await asyncio.sleep(0.5)  # past the first idle poll
+            item = stored(time.time())
+            await other.add(item)
+            await wait_done(inbox, item.event_id, timeout=5.0)
+            assert await other.requeue([item.event_id], time.time()) == [item.event_id]
+            deadline = time.monotonic() + 5
+            while len(seen) < 2 and time.monotonic() < deadline:
+                await worker_sleep()
+        finally:
+            await worker.stop()
+    assert seen == [item.event_id, item.event_id]

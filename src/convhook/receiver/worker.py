@@ -1,6 +1,7 @@
 """Runs handlers for stored events: claims due inbox rows, retries failures with backoff.
 
-The worker wakes when the receiver stores a new event (an :class:`asyncio.Event`) and polls
+The worker wakes when the receiver stores a new event (an :class:`asyncio.Event`), when another
+process notifies a PostgreSQL inbox (a replay, an event stored pending), and polls
 slowly as a fallback, so events made due by another process (``convhook inbox replay``) or
 by a retry time are picked up too. Time and randomness are injected, so retry timing is
 tested without sleeping.
@@ -123,6 +124,14 @@ class Worker:
                 extra={"action": "inbox_recovered", "count": released},
             )
         self._stopping = False
+        loop = asyncio.get_running_loop()
+
+        def wake_from_thread() -> None:
+            # A closed loop means this worker is gone; the notification is moot.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.wake)
+
+        self.inbox.watch(wake_from_thread)
         self._loop_task = asyncio.create_task(self._run(), name="convhook-inbox-worker")
         self._renew_task = asyncio.create_task(self._renew(), name="convhook-inbox-leases")
 

@@ -10,7 +10,7 @@ touches the inbox lives in this module and is the same on both engines, except t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,10 @@ _INSERT_STATE = (
 _STATE_ROW = "(?, ?, ?, ?, ?)"
 # Well under SQLite's 32766 bound variables per statement (and PostgreSQL's 65535).
 _ROWS_PER_STATEMENT = 500
+# NOTIFY channel of a PostgreSQL inbox: "work may be due", sent by replays and by events stored
+# pending, so the workers of every process look at once instead of at their next poll.
+CHANNEL = "convhook_inbox"
+_NOTIFY = "SELECT pg_notify(?, '')"
 _DUE = (
     "SELECT event_id FROM convhook_inbox_state WHERE status IN ('pending', 'running') "
     "AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"
@@ -155,7 +159,9 @@ class DatabaseInbox(Inbox):
         self._claim_sql = _CLAIM_POSTGRES if postgres else _CLAIM_SQLITE
         # Arrival order: SQLite's rowid, PostgreSQL's identity column.
         self._order = "i.seq" if postgres else "i.rowid"
-        self._adds: Coalescer[Received, bool] = Coalescer(db, _insert)
+        self._notifies = postgres
+        self._watchers: list[Callable[[], None]] = []
+        self._adds: Coalescer[Received, bool] = Coalescer(db, self._insert)
         self._completions: Coalescer[tuple[str, str, float], None] = Coalescer(db, _complete)
 
     def __repr__(self) -> str:
@@ -166,6 +172,28 @@ class DatabaseInbox(Inbox):
 
     async def close(self) -> None:
         await self.db.close()
+        self._watchers.clear()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        listen = getattr(self.db, "listen", None)
+        if listen is None:
+            return
+        if not self._watchers:
+            listen(CHANNEL, self._notified)
+        self._watchers.append(callback)
+
+    def _notified(self) -> None:
+        for callback in list(self._watchers):
+            callback()
+
+    def _insert(self, conn: Any, items: list[Received]) -> list[bool]:
+        inserted = _insert(conn, items)
+        if self._notifies and any(
+            new and r.claimed_until is None and not r.done
+            for new, r in zip(inserted, items, strict=True)
+        ):
+            conn.execute(_NOTIFY, (CHANNEL,))
+        return inserted
 
     async def add(self, received: Received) -> bool:
         return await self._adds.submit(received)
@@ -252,6 +280,7 @@ class DatabaseInbox(Inbox):
 
     async def requeue(self, event_ids: Sequence[str], now: float) -> list[str]:
         ids = list(event_ids)
+        notifies = self._notifies
 
         def requeue(conn: Any) -> list[str]:
             found = []
@@ -265,6 +294,8 @@ class DatabaseInbox(Inbox):
                 ).fetchone()
                 if row is not None:
                     found.append(row[0])
+            if found and notifies:
+                conn.execute(_NOTIFY, (CHANNEL,))
             return found
 
         return await self.db.write(requeue)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -175,3 +175,7 @@ class Inbox(ABC):
 
     async def extend(self, event_ids: Sequence[str], until: float) -> None:  # noqa: B027
         """Renew the leases of events this process is still running (optional; default none)."""
+
+    def watch(self, callback: Callable[[], None]) -> None:  # noqa: B027
+        """Call ``callback`` (from any thread) when another process may have made work due,
+        until the inbox closes (optional: by default nothing calls; workers also poll)."""
