@@ -1,160 +1,144 @@
-"""Delivery with real processes: ``convhook serve``, ``convhook dispatcher``, ``convhook listen``."""
+"""Delivery with real processes: ``convhook serve``, ``convhook dispatcher``, ``convhook listen``,
+on SQLite and on PostgreSQL (the producer's and the receiver's databases on the same engine)."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
-import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 
-from tests.support.delivery import LIFECYCLE, Proc, Receiver, Reply, loopback_name, record_event
-from tests.support.servers import free_port, serve_app
+from convhook.store import delivery_log, open_database
+from convhook.store.database_inbox import open_inbox
+from convhook.store.inbox import InboxEntry
+from tests.support.delivery import LIFECYCLE, Receiver, Reply, loopback_name, record_event
+from tests.support.postgres import TemporaryPostgres
+from tests.support.servers import CLIProcess, cli_process, free_port, serve_app
 
 pytestmark = pytest.mark.slow
 
 KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
+T = TypeVar("T")
 
 
-@functools.cache
-def _serve_help() -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "convhook", "serve", "--help"],
+def _convhook(*args: str, cwd: Path) -> None:
+    """Run a one-shot ``convhook`` command and insist it succeeds."""
+    done = subprocess.run(
+        [sys.executable, "-m", "convhook", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "COLUMNS": "200"},
+        timeout=60,
     )
-    return result.stdout
-
-
-def _serve_allows_private() -> bool:
-    return "--allow-private-targets" in _serve_help()
+    assert done.returncode == 0, done.stderr
 
 
 class Stack:
-    """A running ``convhook serve`` with its API key and database path."""
+    """A running ``convhook serve`` (without its in-process dispatcher) and its database."""
 
-    def __init__(self, tmp: Path, serve: Proc, port: int) -> None:
+    def __init__(self, tmp: Path, db: str, serve: CLIProcess, port: int) -> None:
         self.tmp = tmp
+        self.db = db
         self.serve = serve
         self.base = f"http://127.0.0.1:{port}"
-        self.db = tmp / "producer.db"
         match = KEY.search(serve.stderr)
         assert match, serve.stderr
         self.key = match[0]
-        self.private_flag = _serve_allows_private()
-
-    def target(self, port: int, path: str = "/webhook") -> str:
-        """A receiver URL the API accepts: 127.0.0.1 if serve allows it, else a loopback name."""
-        if self.private_flag:
-            return f"http://127.0.0.1:{port}{path}"
-        name = loopback_name()
-        if name is None:
-            pytest.skip("serve lacks --allow-private-targets and no host name maps to loopback")
-        return f"http://{name}:{port}{path}"
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One authenticated API call; the decoded answer (an error status fails the test)."""
         async with (
             aiohttp.ClientSession(headers={"x-api-key": self.key}) as http,
             http.request(method, self.base + path, json=body) as r,
         ):
             assert r.status < 300, (r.status, await r.text())
-            return json.loads(await r.read()) if r.status != 204 else None
+            return await r.json() if r.status != 204 else None
 
-    def dispatcher(self, *extra: str) -> Proc:
-        return Proc(
-            [
-                "dispatcher",
-                "--db",
-                str(self.db),
-                "--synchronous",
-                "NORMAL",
-                "--poll-interval",
-                "0.2",
-                *extra,
-            ],
-            self.tmp,
-        )
+    async def raw(self, path: str) -> bytes:
+        """The exact bytes of one authenticated GET."""
+        async with (
+            aiohttp.ClientSession(headers={"x-api-key": self.key}) as http,
+            http.get(self.base + path) as r,
+        ):
+            assert r.status == 200, (r.status, await r.text())
+            return await r.read()
+
+    async def store(self, fn: Callable[[Any], T], *, write: bool = False) -> T:
+        """Run ``fn`` on the producer's database through the store (either engine)."""
+        async with open_database(self.db, "producer") as db:
+            return await (db.write(fn) if write else db.read(fn))
+
+    async def statuses(self) -> dict[str, int]:
+        """Deliveries by status."""
+        now = int(time.time() * 1000)
+        return (await self.store(lambda c: delivery_log.backlog(c, now))).by_status
+
+    def dispatcher(self, *extra: str) -> CLIProcess:
+        """A ``convhook dispatcher`` process on the same database (stop it with ``with``)."""
+        args = ["dispatcher", "--db", self.db, "--synchronous", "NORMAL"]
+        return CLIProcess([*args, "--poll-interval", "0.2", *extra], cwd=self.tmp)
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    """``convhook serve`` on a fresh SQLite file."""
+def inbox_url(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The receiver's database on the producer's engine: a SQLite file, or a separate
+    PostgreSQL database whose inbox schema `convhook db upgrade` made."""
+    if not database_url.startswith("postgresql"):
+        return str(tmp_path / "inbox.db")
+    server: TemporaryPostgres = request.getfixturevalue("pg_server")
+    url = server.create_database(f"i_{uuid.uuid4().hex[:12]}")
+    _convhook("db", "upgrade", "--db", url, "--component", "inbox", cwd=tmp_path)
+    return url
+
+
+@pytest.fixture
+async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """``convhook serve --no-dispatch`` on a fresh database of either engine (the dispatcher
+    under test is a separate ``convhook dispatcher`` process)."""
+    if database_url.startswith("postgresql"):
+        _convhook("db", "upgrade", "--db", database_url, "--component", "producer", cwd=tmp_path)
     port = free_port()
-    args = [
-        "serve",
-        "--port",
-        str(port),
-        "--db",
-        str(tmp_path / "producer.db"),
-        "--synchronous",
-        "NORMAL",
-    ]
-    if _serve_allows_private():
-        args.append("--allow-private-targets")
-    if "--no-dispatch" in _serve_help():
-        # The dispatcher under test is the separate `convhook dispatcher` process.
-        args.append("--no-dispatch")
-    with Proc(args, tmp_path, port=port) as serve:
-        yield Stack(tmp_path, serve, port)
+    args = ["serve", "--port", str(port), "--db", database_url, "--synchronous", "NORMAL"]
+    args += ["--allow-private-targets", "--no-dispatch"]
+    with cli_process(args, cwd=tmp_path, port=port) as serve:
+        yield Stack(tmp_path, database_url, serve, port)
 
 
-def _inbox(path: Path) -> list[tuple[str, str, bytes]]:
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as conn:
-        try:
-            rows = conn.execute(
-                "SELECT event_id, event_type, body FROM convhook_inbox ORDER BY received_at"
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return []
-    conn.close()
-    return [(r[0], r[1], bytes(r[2])) for r in rows]
+async def _inbox(url: str) -> list[InboxEntry]:
+    """Everything the receiver stored, in arrival order, read through the inbox store."""
+    async with open_inbox(url) as inbox:
+        return list(reversed(await inbox.recent(limit=1000)))
 
 
-async def _until(check: Any, timeout: float = 20.0) -> Any:
+async def _until(check: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
+        value = await check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
+            raise TimeoutError(f"condition not met in time (last: {value!r})")
         await asyncio.sleep(0.1)
 
 
-async def test_lifecycle_reaches_convhook_listen(stack: Stack) -> None:
-    """Customer, conversation, endpoint, four transitions: listen gets four signed events in order."""
+async def test_lifecycle_reaches_convhook_listen(stack: Stack, inbox_url: str) -> None:
+    """Customer, conversation, endpoint, four transitions: listen stores four signed events in
+    lifecycle order, each byte for byte the API's view of it, each delivery logged as a 200."""
     listen_port = free_port()
-    endpoint = await stack.call("POST", "/api/v2/endpoints", {"url": stack.target(listen_port)})
-    inbox = stack.tmp / "inbox.db"
+    url = f"http://127.0.0.1:{listen_port}/webhook"
+    endpoint = await stack.call("POST", "/api/v2/endpoints", {"url": url})
+    listen = ["listen", "--port", str(listen_port), "--secret", endpoint["secret"]]
     with (
-        Proc(
-            [
-                "listen",
-                "--port",
-                str(listen_port),
-                "--secret",
-                endpoint["secret"],
-                "--db",
-                str(inbox),
-                "--quiet",
-            ],
-            stack.tmp,
-            port=listen_port,
-        ),
+        cli_process([*listen, "--db", inbox_url, "--quiet"], cwd=stack.tmp, port=listen_port),
         stack.dispatcher("--allow-private-targets"),
     ):
         customer = await stack.call(
@@ -165,61 +149,63 @@ async def test_lifecycle_reaches_convhook_listen(stack: Stack) -> None:
         )
         for action in ("join", "leave", "end", "analysis"):
             await stack.call("POST", f"/api/v2/conversations/{conv['id']}/{action}", {})
-        got = await _until(lambda: len(_inbox(inbox)) >= 4 and _inbox(inbox))
-    assert [t for _, t, _ in got] == list(LIFECYCLE)
-    for event_id, _, body in got:
-        async with (
-            aiohttp.ClientSession(headers={"x-api-key": stack.key}) as http,
-            http.get(f"{stack.base}/api/v2/events/{event_id}") as r,
-        ):
-            assert await r.read() == body  # byte for byte the API's view
-    log = await stack.call("GET", f"/api/v2/events/{got[0][0]}/deliveries")
+
+        async def four() -> list[InboxEntry]:
+            got = await _inbox(inbox_url)
+            return got if len(got) >= 4 else []
+
+        got = await _until(four)
+    assert [e.event_type for e in got] == list(LIFECYCLE)
+    for entry in got:
+        # listen verified the signature before storing; the headers it kept say so too.
+        assert dict(entry.headers)["webhook-id"] == entry.event_id
+        assert entry.body == await stack.raw(f"/api/v2/events/{entry.event_id}")
+    log = await stack.call("GET", f"/api/v2/events/{got[0].event_id}/deliveries")
     assert log["data"][0]["status"] == "delivered"
     assert log["data"][0]["attemptLog"][0]["statusCode"] == 200
 
 
 async def test_dispatcher_sigkill_mid_batch_loses_nothing(stack: Stack) -> None:
-    """SIGKILL during a batch, restart: every event arrives at least once, none is lost."""
+    """SIGKILL during a batch, restart: every event arrives at least once, none is lost, and
+    every delivery ends recorded as delivered."""
     receiver = Receiver()
     receiver.then(*[Reply(delay=0.02) for _ in range(10_000)])
     count = 300
     async with serve_app(receiver) as base:
-        port = int(base.rsplit(":", 1)[1])
-        await stack.call(
-            "POST", "/api/v2/endpoints", {"url": stack.target(port), "maxInFlight": 20}
-        )
-        with sqlite3.connect(stack.db, isolation_level=None) as conn:
+        await stack.call("POST", "/api/v2/endpoints", {"url": base + "/webhook", "maxInFlight": 20})
+
+        def fill(conn: Any) -> set[str]:
             [workspace] = conn.execute("SELECT id FROM workspaces").fetchone()
-            conn.execute("BEGIN")
-            ids = {
-                record_event(
-                    conn, workspace, f"conv_{i}", 1, LIFECYCLE[0], int(time.time() * 1000)
-                )[0]
+            now = int(time.time() * 1000)
+            return {
+                record_event(conn, workspace, f"conv_{i}", 1, LIFECYCLE[0], now)[0]
                 for i in range(count)
             }
-            conn.execute("COMMIT")
-        conn.close()
-        first = stack.dispatcher("--allow-private-targets", "--lease", "2", "--timeout", "1")
-        await receiver.wait_for(40, timeout=20)
-        first.kill()
-        with stack.dispatcher("--allow-private-targets", "--lease", "2", "--timeout", "1"):
-            await _until(
-                lambda: ids <= {r.headers["webhook-id"] for r in receiver.received}, timeout=40
-            )
-            statuses = await _until(lambda: _statuses(stack.db) == {"delivered": count} and 1)
-    assert statuses
+
+        ids = await stack.store(fill, write=True)
+        flags = ("--allow-private-targets", "--lease", "2", "--timeout", "1")
+        with stack.dispatcher(*flags) as first:
+            await receiver.wait_for(40, timeout=20)
+            first.kill()
+        arrived = len(receiver.received)
+        assert arrived < count, "the first dispatcher finished before it was killed"
+        with stack.dispatcher(*flags):
+
+            async def all_arrived() -> bool:
+                return ids <= {r.headers["webhook-id"] for r in receiver.received}
+
+            await _until(all_arrived, timeout=40)
+
+            async def all_recorded() -> bool:
+                return await stack.statuses() == {"delivered": count}
+
+            await _until(all_recorded)
     assert len(receiver.received) >= count
 
 
-def _statuses(path: Path) -> dict[str, int]:
-    with sqlite3.connect(path) as conn:
-        found = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"))
-    conn.close()
-    return found
-
-
 async def test_dns_name_to_loopback_refused_without_flag(stack: Stack) -> None:
-    """A host name resolving to 127.0.0.1 passes creation but the dispatcher never dials it."""
+    """A host name resolving to 127.0.0.1 passes creation but the dispatcher never dials it:
+    the attempt is logged as refused, naming loopback."""
     name = loopback_name()
     if name is None:
         pytest.skip("no host name other than localhost maps to loopback here")
@@ -229,16 +215,14 @@ async def test_dns_name_to_loopback_refused_without_flag(stack: Stack) -> None:
         endpoint = await stack.call("POST", "/api/v2/endpoints", {"url": f"http://{name}:{port}/"})
         test = await stack.call("POST", f"/api/v2/endpoints/{endpoint['id']}/test", {})
         with stack.dispatcher():
-            delivery = await _until(lambda: _last_error(stack.db, test["deliveryId"]))
+
+            async def refused() -> str | None:
+                delivery = await stack.call("GET", f"/api/v2/deliveries/{test['deliveryId']}")
+                error: str | None = delivery["lastError"]
+                return error
+
+            error = await _until(refused)
     assert receiver.received == []
-    assert "refusing to connect" in delivery
-    assert "loopback" in delivery
-
-
-def _last_error(path: Path, delivery_id: int) -> str | None:
-    with sqlite3.connect(path) as conn:
-        row = conn.execute(
-            "SELECT last_error FROM deliveries WHERE id = ?", (delivery_id,)
-        ).fetchone()
-    conn.close()
-    return row[0] if row else None
+    assert error is not None
+    assert "refusing to connect" in error
+    assert "loopback" in error

@@ -20,9 +20,9 @@ from convhook.signing import Secret
 from convhook.store import endpoints as endpoint_store
 from convhook.store import open_database
 from convhook.store.postgres import PgConnection
-from tests.support.delivery import LIFECYCLE, Proc
+from tests.support.delivery import LIFECYCLE
 from tests.support.postgres import TemporaryPostgres
-from tests.support.servers import free_port
+from tests.support.servers import CLIProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -128,8 +128,8 @@ async def _upgraded(url: str) -> None:
         pass
 
 
-def _dispatcher(url: str, tmp: Path, *extra: str) -> Proc:
-    return Proc(
+def _dispatcher(url: str, tmp: Path, *extra: str) -> CLIProcess:
+    return CLIProcess(
         [
             "dispatcher",
             "--db",
@@ -145,7 +145,7 @@ def _dispatcher(url: str, tmp: Path, *extra: str) -> Proc:
             "1",
             *extra,
         ],
-        tmp,
+        cwd=tmp,
     )
 
 
@@ -158,7 +158,7 @@ async def _until(check: object, timeout: float, what: str) -> None:
 
 
 @contextlib.contextmanager
-def _all_stopped(procs: list[Proc]) -> Iterator[list[Proc]]:
+def _all_stopped(procs: list[CLIProcess]) -> Iterator[list[CLIProcess]]:
     try:
         yield procs
     finally:

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from convhook.ids import new_id
 from convhook.samples import sample_event
 from convhook.store import endpoints as endpoint_store
-from tests.support.servers import wait_for_port
 
 LIFECYCLE = (
     "conversation.userJoined",
@@ -174,66 +167,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class Proc:
-    """``python -m convhook ARGS`` as a subprocess; output files are closed when it stops."""
-
-    def __init__(self, args: list[str], cwd: Path, port: int | None = None) -> None:
-        tag = f"{args[0]}-{id(self)}"
-        self.out_path, self.err_path = cwd / f"{tag}.out", cwd / f"{tag}.err"
-        self._files = (self.out_path.open("wb"), self.err_path.open("wb"))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "convhook", *args],
-            cwd=cwd,
-            stdout=self._files[0],
-            stderr=self._files[1],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-        if port is not None:
-            try:
-                wait_for_port(port, proc=self.proc)
-            except (RuntimeError, TimeoutError) as exc:
-                self.stop()
-                raise RuntimeError(f"{exc}\nstderr:\n{self.stderr}") from exc
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the process group: no shutdown code runs."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._close()
-
-    def stop(self, timeout: float = 15) -> int:
-        """SIGTERM, wait, SIGKILL if needed; returns the exit code."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._close()
-        return self.proc.returncode
-
-    def _close(self) -> None:
-        for f in self._files:
-            f.close()
-
-    def __enter__(self) -> Proc:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def loopback_name() -> str | None:

@@ -108,6 +108,12 @@ class CLIProcess:
                 self.kill()
         return self.proc.returncode
 
+    def __enter__(self) -> CLIProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 @contextlib.contextmanager
 def cli_process(
