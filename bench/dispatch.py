@@ -11,7 +11,8 @@
 3. Backlog: a dispatcher started on a backlog of B events: drain rate and its peak RSS.
 
     .venv/bin/python bench/dispatch.py [--events 5000] [--concurrency 32] [--backlog 10000]
-                                       [--rate 200] [--seconds 10]
+                                       [--rate 200] [--seconds 10] [--runs 1]
+                                       [--throughput-only]
 
 With ``--db postgresql://...`` it measures scale-out instead: the same drain with 1, 2 and 4
 ``convhook dispatcher`` processes sharing that database (``--dispatchers 1,2,4``), against the
@@ -66,7 +67,7 @@ async def app(scope, receive, send):
 """
 
 BARE_CLIENT = """
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
 import aiohttp
 
 async def main(url, path, concurrency):
@@ -79,9 +80,10 @@ async def main(url, path, concurrency):
                 await r.read()
                 assert r.status == 200
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), os.times()
         await asyncio.gather(*(worker(s) for _ in range(concurrency)))
-        print(time.perf_counter() - start)
+        end = os.times()
+        print(time.perf_counter() - start, end.user - cpu.user + end.system - cpu.system)
 
 try:
     import uvloop  # the dispatcher runs on uvloop when installed: same loop for both
@@ -248,6 +250,13 @@ def drain(conn: sqlite3.Connection, timeout: float, every: float = 0.02) -> floa
     return time.perf_counter() - start
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far (Linux ``/proc/<pid>/stat``)."""
+    # The command name may hold spaces: fields are counted after its closing parenthesis.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     """VmHWM of a live process (Linux), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -266,8 +275,10 @@ def throughput(tmp: Path, events: int, concurrency: int, sync: str) -> dict[str,
     with process(args, tmp, port):
         with process(dispatcher_args(db, "--synchronous", sync), tmp) as proc:
             wait_ready(proc)
+            cpu = cpu_seconds(proc.pid)
             bodies = fill(conn, ws, events)
             seconds = drain(conn, 300)
+            cpu = cpu_seconds(proc.pid) - cpu
         (tmp / "bodies.json").write_text(json.dumps(bodies))
         (tmp / "bare_client.py").write_text(BARE_CLIENT)
         out = subprocess.run(
@@ -277,11 +288,16 @@ def throughput(tmp: Path, events: int, concurrency: int, sync: str) -> dict[str,
             text=True,
             check=True,
         )
-        bare_seconds = float(out.stdout.strip())
+        bare_seconds, bare_cpu = (float(v) for v in out.stdout.split())
     failed = conn.execute("SELECT count(*) FROM deliveries WHERE status != 'delivered'")
     assert failed.fetchone()[0] == 0, "some deliveries failed"
     conn.close()
-    return {"dispatcher": events / seconds, "bare": events / bare_seconds}
+    return {
+        "dispatcher": events / seconds,
+        "bare": events / bare_seconds,
+        "dispatcher_cpu_us": cpu / events * 1e6,
+        "bare_cpu_us": bare_cpu / events * 1e6,
+    }
 
 
 def backlog(tmp: Path, count: int, concurrency: int, sync: str) -> dict[str, float]:
@@ -524,7 +540,7 @@ def scaling(tmp: Path, url: str, events: int, concurrency: int, counts: list[int
             text=True,
             check=True,
         )
-        bare = events / float(out.stdout.strip())
+        bare = events / float(out.stdout.split()[0])
     first = rates[counts[0]]
     print(f"{'measure':<36}  {'value':<18}  note")
     print(f"{'bare aiohttp client (baseline)':<36}  {bare:>10,.0f} ev/s")
@@ -547,6 +563,10 @@ def main() -> None:
         action="store_true",
         help="latency with the dispatcher inside `convhook serve` (not a separate process)",
     )
+    parser.add_argument("--runs", type=int, default=1, help="throughput runs (SQLite)")
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="skip the latency and backlog parts"
+    )
     parser.add_argument("--db", help="postgresql:// URL: measure scale-out over processes")
     parser.add_argument("--dispatchers", default="1,2,4", help="process counts with --db")
     args = parser.parse_args()
@@ -560,34 +580,49 @@ def main() -> None:
         tmp = Path(name)
         print(
             f"throughput: {args.events} events, concurrency {args.concurrency}, "
-            f"SQLite synchronous={args.synchronous}",
+            f"SQLite synchronous={args.synchronous}, {args.runs} run(s)",
             file=sys.stderr,
         )
-        t = throughput(tmp, args.events, args.concurrency, args.synchronous)
-        print(f"  {t}", file=sys.stderr)
-        print(f"latency: {args.rate:g} events/s for {args.seconds:g} s", file=sys.stderr)
-        lat = asyncio.run(latency(tmp, args.rate, args.seconds, args.in_serve))
-        print(f"  {lat}", file=sys.stderr)
-        print(f"backlog: {args.backlog} events", file=sys.stderr)
-        b = backlog(tmp, args.backlog, args.concurrency, args.synchronous)
-    rows = [
-        ("bare aiohttp client (baseline)", f"{t['bare']:,.0f} events/s", ""),
-        (
-            "convhook dispatcher",
-            f"{t['dispatcher']:,.0f} events/s",
-            f"{t['dispatcher'] / t['bare']:.0%} of baseline (target >= 70%)",
-        ),
-        (
-            f"latency at {args.rate:g} ev/s, API call -> receipt",
-            f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms",
-            f"{lat['received']:.0f}/{lat['events']:.0f} received",
-        ),
-        (
-            f"drain of a {args.backlog:,} backlog",
-            f"{b['rate']:,.0f} events/s",
-            f"peak RSS {b['rss']:.0f} MiB, first delivery after {b['startup']:.1f} s",
-        ),
-    ]
+        runs = []
+        for n in range(args.runs):
+            run_dir = tmp / f"run{n}"
+            run_dir.mkdir()
+            runs.append(throughput(run_dir, args.events, args.concurrency, args.synchronous))
+            print(f"  {runs[-1]}", file=sys.stderr)
+        rows = []
+        for t in runs:
+            ratio = t["dispatcher"] / t["bare"]
+            rows += [
+                (
+                    "bare aiohttp client (baseline)",
+                    f"{t['bare']:,.0f} events/s",
+                    f"CPU {t['bare_cpu_us']:.0f} us/event",
+                ),
+                (
+                    "convhook dispatcher",
+                    f"{t['dispatcher']:,.0f} events/s",
+                    f"{ratio:.0%} of baseline (target >= 70%), "
+                    f"CPU {t['dispatcher_cpu_us']:.0f} us/event",
+                ),
+            ]
+        if not args.throughput_only:
+            print(f"latency: {args.rate:g} events/s for {args.seconds:g} s", file=sys.stderr)
+            lat = asyncio.run(latency(tmp, args.rate, args.seconds, args.in_serve))
+            print(f"  {lat}", file=sys.stderr)
+            print(f"backlog: {args.backlog} events", file=sys.stderr)
+            b = backlog(tmp, args.backlog, args.concurrency, args.synchronous)
+            rows += [
+                (
+                    f"latency at {args.rate:g} ev/s, API call -> receipt",
+                    f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms",
+                    f"{lat['received']:.0f}/{lat['events']:.0f} received",
+                ),
+                (
+                    f"drain of a {args.backlog:,} backlog",
+                    f"{b['rate']:,.0f} events/s",
+                    f"peak RSS {b['rss']:.0f} MiB, first delivery after {b['startup']:.1f} s",
+                ),
+            ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':<28}  note")
     for label, value, note in rows:

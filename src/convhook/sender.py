@@ -8,6 +8,9 @@ attempt ends in an :class:`AttemptResult` the dispatcher records.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from convhook import __version__
 from convhook.errors import ClosedError
 from convhook.netguard import BlockedAddressError, GuardedResolver, TargetError, check_literal
 from convhook.retry import Outcome, parse_retry_after
-from convhook.signing import Secret, sign
+from convhook.signing import Secret
 
 BODY_LIMIT = 4096
 DEFAULT_TIMEOUT = 15.0
@@ -44,6 +47,25 @@ class AttemptResult:
         return Outcome(self.status_code, self.timed_out, self.retry_after)
 
 
+class _Signer:
+    """Signs messages with a fixed set of secrets: each key's HMAC state is set up once and
+    copied per message (keying an HMAC costs more than hashing a short body)."""
+
+    def __init__(self, secrets: Sequence[Secret]) -> None:
+        self._macs = [hmac.new(s.key, digestmod=hashlib.sha256) for s in secrets]
+
+    def signature(self, msg_id: str, timestamp: int, body: bytes) -> str:
+        """The ``webhook-signature`` value: one ``v1,<base64>`` entry per secret."""
+        prefix = b"%s.%d." % (msg_id.encode(), timestamp)
+        entries = []
+        for mac in self._macs:
+            h = mac.copy()
+            h.update(prefix)
+            h.update(body)
+            entries.append("v1," + base64.b64encode(h.digest()).decode())
+        return " ".join(entries)
+
+
 class Sender:
     """An aiohttp session that makes signed webhook attempts; use as ``async with``."""
 
@@ -62,7 +84,9 @@ class Sender:
         self._clock = clock
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
-        self._secrets: dict[str, Secret] = {}
+        self._signers: dict[tuple[Secret | str, ...], _Signer] = {}
+        # A URL's host is either a literal address or a name: its literal check never changes.
+        self._refused: dict[str, str | None] = {}
 
     async def __aenter__(self) -> Sender:
         resolver = None if self.allow_private else GuardedResolver()
@@ -83,19 +107,27 @@ class Sender:
         if session is not None:
             await session.close()
 
-    def _parsed(self, secrets: Sequence[Secret | str]) -> list[Secret]:
-        # Decoding whsec_ strings costs more than the HMAC itself; endpoints reuse theirs.
-        parsed = []
-        for secret in secrets:
-            if isinstance(secret, str):
-                cached = self._secrets.get(secret)
-                if cached is None:
-                    if len(self._secrets) > 10_000:
-                        self._secrets.clear()
-                    cached = self._secrets[secret] = Secret.parse(secret)
-                secret = cached
-            parsed.append(secret)
-        return parsed
+    def _signer(self, secrets: Sequence[Secret | str]) -> _Signer:
+        # Endpoints reuse their secrets: decoding and keying them once saves most of the cost.
+        key = tuple(secrets)
+        signer = self._signers.get(key)
+        if signer is None:
+            if len(self._signers) > 10_000:
+                self._signers.clear()
+            parsed = [s if isinstance(s, Secret) else Secret.parse(s) for s in key]
+            signer = self._signers[key] = _Signer(parsed)
+        return signer
+
+    def _refusal(self, url: str) -> str | None:
+        if url not in self._refused:
+            if len(self._refused) > 10_000:
+                self._refused.clear()
+            try:
+                check_literal(urlsplit(url).hostname or "")
+                self._refused[url] = None
+            except TargetError as exc:
+                self._refused[url] = str(exc)
+        return self._refused[url]
 
     async def send(
         self, url: str, event_id: str, body: bytes, secrets: Sequence[Secret | str]
@@ -103,15 +135,20 @@ class Sender:
         """POST ``body`` to ``url`` signed with every secret; never raises for I/O errors."""
         if self._session is None:
             raise ClosedError("Sender is not open: use `async with Sender(...)`")
-        headers = {"content-type": "application/json", "user-agent": self.user_agent}
-        headers.update(sign(self._parsed(secrets), event_id, body, clock=self._clock))
-        started = time.perf_counter()
         if not self.allow_private:
             # Literal addresses skip the resolver in aiohttp, so they are checked here.
-            try:
-                check_literal(urlsplit(url).hostname or "")
-            except TargetError as exc:
-                return AttemptResult(None, 0.0, str(exc))
+            refusal = self._refusal(url)
+            if refusal is not None:
+                return AttemptResult(None, 0.0, refusal)
+        timestamp = int(self._clock())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": self.user_agent,
+            "webhook-id": event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": self._signer(secrets).signature(event_id, timestamp, body),
+        }
+        started = time.perf_counter()
         try:
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False

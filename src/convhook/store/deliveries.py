@@ -61,11 +61,17 @@ class Result:
 
 
 # Only ids are scanned: rows that a busy endpoint cannot take now are skipped cheaply.
+_PAGE = 16
+_PAGES = 8
+
+# Read in pages from a keyset position: a claim limited by its endpoints' room reads about
+# as many rows as it takes, not a fixed multiple of its limit.
 _SCAN = """
-SELECT d.id, d.endpoint_id
+SELECT d.id, d.endpoint_id, d.next_attempt_at
 FROM deliveries AS d INDEXED BY deliveries_due
 JOIN endpoints AS e ON e.id = d.endpoint_id
 WHERE d.status = 'pending' AND d.next_attempt_at <= :now AND e.enabled = 1
+  AND (d.next_attempt_at, d.id) > (:after_at, :after_id)
   AND d.endpoint_id NOT IN (SELECT value FROM json_each(:full))
   AND NOT EXISTS (
     SELECT 1 FROM deliveries AS p INDEXED BY deliveries_order
@@ -131,17 +137,28 @@ def claim(conn: Any, owner: str, now: int, lease_ms: int, limit: int) -> list[Cl
     )
     caps = _endpoints(conn, in_flight)
     full = [ep for ep, n in in_flight.items() if n >= caps[ep].leases]
-    scanned = conn.execute(
-        _SCAN, {"now": now, "full": json.dumps(full), "scan": limit * 2}
-    ).fetchall()
-    caps.update(_endpoints(conn, {row[1] for row in scanned} - caps.keys()))
+    # The first page is sized to the room known to be left (the usual case: the endpoints
+    # being sent to). Another page is read only while the endpoints reached still have room,
+    # at most _PAGES in all.
+    room = sum(caps[ep].leases - n for ep, n in in_flight.items() if n < caps[ep].leases)
+    page = min(limit, max(_PAGE, room)) if room else limit
+    params = {"now": now, "full": json.dumps(full), "scan": page, "after_at": -1, "after_id": -1}
     chosen: list[int] = []
-    for delivery_id, endpoint in scanned:
-        if len(chosen) >= limit:
+    for _ in range(_PAGES):
+        scanned = conn.execute(_SCAN, params).fetchall()
+        caps.update(_endpoints(conn, {row[1] for row in scanned} - caps.keys()))
+        for delivery_id, endpoint, _at in scanned:
+            if len(chosen) >= limit:
+                break
+            if in_flight.get(endpoint, 0) < caps[endpoint].leases:
+                in_flight[endpoint] = in_flight.get(endpoint, 0) + 1
+                chosen.append(delivery_id)
+        seen = {row[1] for row in scanned}
+        if len(chosen) >= limit or len(scanned) < page:
             break
-        if in_flight.get(endpoint, 0) < caps[endpoint].leases:
-            in_flight[endpoint] = in_flight.get(endpoint, 0) + 1
-            chosen.append(delivery_id)
+        if all(in_flight.get(ep, 0) >= caps[ep].leases for ep in seen):
+            break  # every endpoint this page reached is full now: the next page would be too
+        params["after_id"], params["after_at"] = scanned[-1][0], scanned[-1][2]
     if not chosen:
         return []
     leased = conn.execute(
