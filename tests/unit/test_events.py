@@ -28,7 +28,8 @@ from convhook.events import (
 )
 from convhook.samples import parse_assignment, sample_event
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "conversation.userJoined.json"
+# The platform's own published example, kept verbatim.
+SEED = Path(__file__).resolve().parents[1] / "data" / "seed-conversation.userJoined.json"
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from convhook.events import EventType
 from convhook.samples import sample_event
 from convhook.schema import CATALOGUE, RECEIVED_TEXT, json_schemas, openapi_document
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "conversation.userJoined.json"
+# The platform's own published example, kept verbatim.
+SEED = Path(__file__).resolve().parents[1] / "data" / "seed-conversation.userJoined.json"
 REPO = Path(__file__).resolve().parents[2]
 
 
