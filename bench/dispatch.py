@@ -14,7 +14,8 @@
                                        [--rate 200] [--seconds 10] [--runs 1]
                                        [--throughput-only]
 
-With ``--db postgresql://...`` it measures scale-out instead: the same drain with 1, 2 and 4
+With ``--db postgresql://...`` (or ``--db temp``: a throwaway durable server) it measures
+scale-out instead: the same drain with 1, 2 and 4
 ``convhook dispatcher`` processes sharing that database (``--dispatchers 1,2,4``), against the
 bare client baseline, and prints each rate and its ratio to one dispatcher. Each run uses a
 new workspace and endpoint; the rows it writes stay (use a throwaway database).
@@ -435,7 +436,9 @@ async def _drive(port: int, key: str, rate: float, seconds: float) -> dict[tuple
     return sent
 
 
-def pg_fill(url: str, hook: str, events: int, in_flight: int) -> tuple[str, list[str]]:
+def pg_fill(
+    url: str, hook: str, events: int, in_flight: int, analyze: bool = True
+) -> tuple[str, list[str]]:
     """A new workspace and endpoint on PostgreSQL and ``events`` events for it, recorded in
     one transaction; returns the endpoint id and the bodies."""
     import psycopg
@@ -473,6 +476,11 @@ def pg_fill(url: str, hook: str, events: int, in_flight: int) -> tuple[str, list
                 "'conversation.userJoined', %s, %s)",
                 rows,
             )
+            if analyze:
+                # Planner statistics: a table in service has them (autovacuum); one filled a
+                # moment ago does not, and without them the claim's due scan is planned as a
+                # sort of the whole backlog (see docs/delivery.md).
+                cur.execute("ANALYZE deliveries, events")
     return endpoint, bodies
 
 
@@ -495,7 +503,9 @@ def pg_drain(url: str, endpoint: str, timeout: float) -> float:
             time.sleep(0.02)
 
 
-def scaling(tmp: Path, url: str, events: int, concurrency: int, counts: list[int]) -> None:
+def scaling(
+    tmp: Path, url: str, events: int, concurrency: int, counts: list[int], analyze: bool
+) -> None:
     """Drain rate with 1, 2, 4... dispatcher processes on one PostgreSQL database."""
     import asyncio as aio
 
@@ -522,7 +532,9 @@ def scaling(tmp: Path, url: str, events: int, concurrency: int, counts: list[int
                 for proc in procs:
                     wait_ready(proc)
                 start = time.perf_counter()
-                endpoint, bodies = pg_fill(url, hook, events, concurrency * max(counts))
+                endpoint, bodies = pg_fill(
+                    url, hook, events, concurrency * max(counts), analyze=analyze
+                )
                 fill_s = time.perf_counter() - start
                 seconds = pg_drain(url, endpoint, 600)
             # The fill commits in one transaction; delivery starts at its commit.
@@ -550,6 +562,19 @@ def scaling(tmp: Path, url: str, events: int, concurrency: int, counts: list[int
         print(f"{label:<36}  {rate:>10,.0f} ev/s  {note}")
 
 
+@contextlib.contextmanager
+def temporary_postgres(db: str) -> Iterator[str]:
+    """``db`` itself, or with ``--db temp`` a throwaway durable (fsync on) PostgreSQL server."""
+    if db != "temp":
+        yield db
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.support.postgres import TemporaryPostgres
+
+    with TemporaryPostgres(durable=True) as server:
+        yield server.create_database("bench")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--events", type=int, default=5000)
@@ -563,18 +588,31 @@ def main() -> None:
         action="store_true",
         help="latency with the dispatcher inside `convhook serve` (not a separate process)",
     )
-    parser.add_argument("--runs", type=int, default=1, help="throughput runs (SQLite)")
+    parser.add_argument("--runs", type=int, default=1, help="how many times to measure")
     parser.add_argument(
         "--throughput-only", action="store_true", help="skip the latency and backlog parts"
     )
-    parser.add_argument("--db", help="postgresql:// URL: measure scale-out over processes")
+    parser.add_argument(
+        "--db",
+        help="postgresql:// URL, or `temp` for a throwaway server: measure scale-out over processes",
+    )
     parser.add_argument("--dispatchers", default="1,2,4", help="process counts with --db")
+    parser.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="with --db: leave the filled tables without planner statistics",
+    )
     args = parser.parse_args()
     if args.db:
         counts = [int(n) for n in args.dispatchers.split(",")]
-        with tempfile.TemporaryDirectory(prefix="convhook-bench-") as name:
-            print(f"scale-out: {args.events} events on {args.db.split('@')[-1]}", file=sys.stderr)
-            scaling(Path(name), args.db, args.events, args.concurrency, counts)
+        with (
+            tempfile.TemporaryDirectory(prefix="convhook-bench-") as name,
+            temporary_postgres(args.db) as url,
+        ):
+            print(f"scale-out: {args.events} events on {url.split('@')[-1]}", file=sys.stderr)
+            for _ in range(args.runs):
+                scaling(Path(name), url, args.events, args.concurrency, counts, args.analyze)
         return
     with tempfile.TemporaryDirectory(prefix="convhook-bench-") as name:
         tmp = Path(name)

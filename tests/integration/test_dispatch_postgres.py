@@ -118,3 +118,59 @@ async def test_expired_lease_is_claimed_by_another_process(dbs: list[Database]) 
     [again] = await other.write(lambda c: deliveries.claim(c, "alive", now + 5_000, 5_000, 10))
     assert again.delivery_id == first.delivery_id
     assert again.lease_owner == "alive"
+
+
+async def test_claim_waits_for_a_concurrent_claim_of_the_same_endpoint(pg_url: str) -> None:
+    """A claim of an endpoint another transaction is claiming waits for it and then counts its
+    leases: an endpoint never has more than twice max_in_flight leased, even when the second
+    claim's snapshot would show different due rows (here: earlier ones recorded meanwhile)."""
+    import threading
+
+    import psycopg
+
+    from convhook.store.postgres import PgConnection
+
+    async with open_database(pg_url, "producer", auto_upgrade=True) as db:
+        ws = await db.write(add_workspace)
+        await db.write(
+            lambda c: add_endpoint(
+                c, ws, "http://x.invalid", str(Secret.generate()), 0, max_in_flight=3
+            )
+        )
+        now = _ms()
+        await db.write(
+            lambda c: [record_event(c, ws, f"a{i}", 1, LIFECYCLE[0], now) for i in range(10)]
+        )
+    first = PgConnection(psycopg.connect(pg_url, autocommit=True))
+    second = PgConnection(psycopg.connect(pg_url, autocommit=True))
+    other = PgConnection(psycopg.connect(pg_url, autocommit=True))
+    try:
+        first.execute("BEGIN")
+        held = deliveries.claim(first, "first", now, 60_000, 30)
+        assert len(held) == 6
+        # Due earlier than everything the first claim saw: a claim that did not wait for the
+        # first one would find them free and lease them too.
+        for i in range(6):
+            record_event(other, ws, f"b{i}", 1, LIFECYCLE[0], now - 1000)
+        got: list[deliveries.Claim] = []
+
+        def claim_second() -> None:
+            second.execute("BEGIN")
+            got.extend(deliveries.claim(second, "second", now, 60_000, 30))
+            second.execute("COMMIT")
+
+        thread = threading.Thread(target=claim_second)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive(), "the second claim did not wait for the endpoint"
+        first.execute("COMMIT")
+        thread.join(10)
+        assert got == []
+        leased = other.execute(
+            "SELECT count(*) FROM deliveries WHERE status = 'delivering'"
+        ).fetchone()
+        assert leased is not None
+        assert leased[0] == 6
+    finally:
+        for conn in (first, second, other):
+            conn.close()

@@ -229,13 +229,23 @@ def endpoints_of(conn: Any, ids: Iterable[str]) -> dict[str, _Target]:
     return _endpoints(conn, ids)
 
 
+# The endpoint columns a claim needs, in the order :func:`targets` reads them.
+TARGET_COLUMNS = (
+    "id, url, secret, previous_secret, previous_secret_expires_at, rate_limit, max_in_flight"
+)
+
+
+def targets(rows: Iterable[Any]) -> dict[str, _Target]:
+    """Endpoint rows selected as :data:`TARGET_COLUMNS`, by id."""
+    return {r[0]: _Target(r[0], r[1], r[2], r[3], r[4], r[5], _cap(r[6], r[5])) for r in rows}
+
+
 def _endpoints(conn: Any, ids: Iterable[str]) -> dict[str, _Target]:
     rows = conn.execute(
-        "SELECT id, url, secret, previous_secret, previous_secret_expires_at, rate_limit, "
-        "max_in_flight FROM endpoints WHERE id IN (SELECT value FROM json_each(?))",
+        f"SELECT {TARGET_COLUMNS} FROM endpoints WHERE id IN (SELECT value FROM json_each(?))",
         (json.dumps(list(ids)),),
     ).fetchall()
-    return {r[0]: _Target(r[0], r[1], r[2], r[3], r[4], r[5], _cap(r[6], r[5])) for r in rows}
+    return targets(rows)
 
 
 def _bodies(conn: Any, seqs: list[int]) -> dict[int, str]:
