@@ -176,7 +176,7 @@ def loopback_name() -> str | None:
         infos = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)
     except OSError:
         return None
-    addresses = {info[4][0] for info in infos}
+    addresses = {str(info[4][0]) for info in infos}
     if addresses and all(a.startswith("127.") or a == "::1" for a in addresses):
         return name
     return None
