@@ -32,8 +32,13 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85 -p no:cacheprovider
 
+## bench: every benchmark, each printing its own table with a baseline from the same run
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
+	$(BIN)/python bench/receiver.py
+	$(BIN)/python bench/api.py
+	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/dispatch.py --db temp --dispatchers 1,2,4
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache
