@@ -178,7 +178,7 @@ class EventPrinter:
                 ("customer", conv.customer.name if conv.customer else None),
                 ("to", conv.to_phone_number),
                 ("endReason", conv.end_reason),
-                ("summary", (conv.summary or "")[:60] or None),
+                ("summary", _clip(conv.summary or "", 60) or None),
             )
             parts += (f"{k[0]}{key}{k[1]}={_text(v)}" for key, v in fields if v is not None)
         else:
@@ -187,6 +187,10 @@ class EventPrinter:
             parts.append(f"{self._warn[0]}(attempt {delivery.attempt}){self._warn[1]}")
         self._file.write(" ".join(parts) + "\n")
         self._file.flush()
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _text(value: object) -> str:
