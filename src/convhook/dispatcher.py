@@ -12,6 +12,7 @@ database. A failing database (a PostgreSQL restart) is retried with capped expon
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -61,12 +62,14 @@ class _Bucket:
             await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
-class _Gate:
-    """At most ``limit`` requests in flight to one endpoint from this process."""
+class _Lane:
+    """An endpoint's claims waiting to be sent and the workers sending them, at most
+    ``limit`` (the endpoint's in-flight limit in this process)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.semaphore = asyncio.Semaphore(limit)
+        self.waiting: collections.deque[store.Claim] = collections.deque()
+        self.workers = 0
 
 
 class Dispatcher:
@@ -102,14 +105,16 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._results: list[store.Result] = []
         self._results_ready = asyncio.Event()
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[None]] = set()  # the lanes' workers
+        self._active = 0  # claims handed to lanes and not finished yet
         self._buckets: dict[str, _Bucket] = {}
-        self._gates: dict[str, _Gate] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._claim_backoff = _Backoff()
         self._record_backoff = _Backoff()
         self._refilled_at = -1e9
+        self._refilling = False  # a flush that claims too is in flight
         self.delivered = 0
 
     async def __aenter__(self) -> Dispatcher:
@@ -147,10 +152,13 @@ class Dispatcher:
         loops, self._loops = self._loops, []
         if loops:
             await loops[0]
-        if self._sending:
+        while self._sending:
             await asyncio.gather(*self._sending)
         self._results_ready.set()
         await asyncio.gather(*loops[1:])
+        # A flush that was claiming when the stop came may have started more attempts.
+        while self._sending:
+            await asyncio.gather(*self._sending)
         await self._flush()
         if self._open:
             await self._sender.__aexit__(None, None, None)
@@ -176,17 +184,22 @@ class Dispatcher:
         """Claim one batch, send it, record it, and return the results (tests, tools)."""
         if not self._open:
             raise ClosedError("Dispatcher is not open: call open() or use `async with`")
-        claims = await self._claim(self.batch_size)
-        await asyncio.gather(*(self._attempt(c) for c in claims))
+        self._spawn(await self._claim(self.batch_size))
+        while self._sending:
+            await asyncio.gather(*self._sending)
         return await self._flush()
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            free = self.max_in_flight - len(self._sending)
+            free = self.max_in_flight - self._active
             self._wake.clear()
-            if self._sending and time.monotonic() - self._refilled_at < _REFILL_COVERS:
+            if self._refilling or (
+                self._active and time.monotonic() - self._refilled_at < _REFILL_COVERS
+            ):
                 # Attempts are finishing and each flush claims as much as it records, seeing
-                # new work too: a claim here would mostly scan rows of endpoints already full.
+                # new work too: a claim here would mostly scan rows of endpoints already full
+                # (with one endpoint, all of its backlog). While a flush that claims is still
+                # committing (all attempts may have finished meanwhile), its claim comes first.
                 free = 0
             try:
                 claims = await self._claim(min(free, self.batch_size)) if free > 0 else []
@@ -209,23 +222,41 @@ class Dispatcher:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     def _spawn(self, claims: list[store.Claim]) -> None:
+        # Claims queue per endpoint and at most its in-flight limit of workers send them: a
+        # task per attempt and a semaphore holding most of them back cost more CPU.
         for claim in claims:
-            task = asyncio.create_task(self._attempt(claim))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            lane = self._lanes.get(claim.endpoint_id)
+            if lane is None:
+                lane = self._lanes[claim.endpoint_id] = _Lane(claim.max_in_flight)
+            lane.limit = claim.max_in_flight
+            lane.waiting.append(claim)
+            self._active += 1
+            if lane.workers < lane.limit:
+                lane.workers += 1
+                task = asyncio.create_task(self._work(lane))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _work(self, lane: _Lane) -> None:
+        try:
+            # A lowered limit takes effect as workers finish their current attempt.
+            while lane.waiting and lane.workers <= lane.limit:
+                claim = lane.waiting.popleft()
+                try:
+                    await self._attempt(claim)
+                finally:
+                    self._active -= 1
+        finally:
+            lane.workers -= 1
 
     async def _attempt(self, claim: store.Claim) -> None:
-        gate = self._gates.get(claim.endpoint_id)
-        if gate is None or gate.limit != claim.max_in_flight:
-            gate = self._gates[claim.endpoint_id] = _Gate(claim.max_in_flight)
-        async with gate.semaphore:
-            if claim.rate_limit:
-                bucket = self._buckets.get(claim.endpoint_id)
-                if bucket is None or bucket.rate != claim.rate_limit:
-                    bucket = self._buckets[claim.endpoint_id] = _Bucket(claim.rate_limit)
-                await bucket.take()
-            attempted_at = self._now_ms()
-            result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
+        if claim.rate_limit:
+            bucket = self._buckets.get(claim.endpoint_id)
+            if bucket is None or bucket.rate != claim.rate_limit:
+                bucket = self._buckets[claim.endpoint_id] = _Bucket(claim.rate_limit)
+            await bucket.take()
+        attempted_at = self._now_ms()
+        result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
         self._results.append(self._judge(claim, attempted_at, result))
         self._results_ready.set()
 
@@ -259,7 +290,7 @@ class Dispatcher:
         """Record finished attempts; with ``refill``, claim as many new ones in the same
         transaction, so a steady stream costs one commit per batch, not two."""
         results, self._results = self._results, []
-        free = self.max_in_flight - len(self._sending)
+        free = self.max_in_flight - self._active
         limit = min(free, self.batch_size) if refill and not self._stopping else 0
         if not results and not limit:
             return results
@@ -271,6 +302,7 @@ class Dispatcher:
             claims = store.claim(conn, owner, now, lease_ms, limit) if limit else []
             return disabled, claims
 
+        self._refilling = bool(limit)
         try:
             disabled, claims = await self.db.write(write)
             self._record_backoff.reset()
@@ -287,6 +319,8 @@ class Dispatcher:
             if not self._stopping:
                 self._results[:0] = results
             return []
+        finally:
+            self._refilling = False
         if limit:
             self._refilled_at = time.monotonic()
         self._spawn(claims)
