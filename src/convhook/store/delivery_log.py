@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from convhook.store.deliveries import indexed_by
+from convhook.store.deliveries import indexed_by, is_sqlite
 
 _DELIVERY = (
     "id, event_id, endpoint_id, event_type, conversation_id, status, attempts, "
@@ -86,12 +86,29 @@ def of_endpoint(
     before: int | None = None,
 ) -> list[Delivery]:
     """An endpoint's deliveries, newest first, ``limit`` at a time before id ``before``."""
+    if status is not None and status not in _STATUSES:
+        return []
     rows = conn.execute(
         f"SELECT {_DELIVERY} FROM deliveries WHERE endpoint_id = ? AND workspace_id = ? "
-        "AND (CAST(? AS TEXT) IS NULL OR status = ?) AND id < ? ORDER BY id DESC LIMIT ?",
-        (endpoint_id, workspace_id, status, status, before or 2**62, limit),
+        f"{_status_terms(status)} AND id < ? ORDER BY id DESC LIMIT ?",
+        (endpoint_id, workspace_id, before or 2**62, limit),
     ).fetchall()
     return [_delivery(r) for r in rows]
+
+
+_STATUSES = ("pending", "delivering", "delivered", "failed")
+
+
+def _status_terms(status: str | None) -> str:
+    # The status is written into the SQL (it is one of _STATUSES) rather than bound: neither
+    # planner can use a partial index for a bound value (PostgreSQL's cached generic plans,
+    # SQLite always), and SQLite matches a partial index only by the literal term of its
+    # WHERE, hence the repeated IN term of deliveries_order for the backlog statuses.
+    if status is None:
+        return ""
+    if status in ("pending", "delivering"):
+        return f"AND status = '{status}' AND status IN ('pending', 'delivering')"
+    return f"AND status = '{status}'"
 
 
 def of_event(conn: sqlite3.Connection, workspace_id: str, event_id: str) -> list[Delivery]:
@@ -114,7 +131,11 @@ def get(conn: sqlite3.Connection, workspace_id: str, delivery_id: int) -> Delive
 
 @dataclass(frozen=True)
 class Backlog:
-    """What waits, per endpoint, at one instant (for ``/metrics``)."""
+    """What waits, per endpoint, at one instant (for ``/metrics``).
+
+    ``by_status`` is exact, except ``delivered`` on PostgreSQL tables above
+    :data:`ESTIMATE_ABOVE` rows: it is estimated from the table's statistics there.
+    """
 
     due: dict[str, int]
     in_flight: dict[str, int]
@@ -142,9 +163,20 @@ def backlog(conn: sqlite3.Connection, now: int) -> Backlog:
         "SELECT min(created_at) FROM deliveries WHERE status IN ('pending', 'delivering')"
     ).fetchone()[0]
     recorded = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-    by_status = dict(
-        conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall()
-    )
+    # One count per status, each read from that status's partial index.
+    by_status = {
+        status: n
+        for status, n in conn.execute(
+            " UNION ALL ".join(
+                f"SELECT '{s}', count(*) FROM deliveries WHERE status = '{s}'"
+                for s in ("pending", "delivering", "failed")
+            )
+        ).fetchall()
+        if n
+    }
+    delivered = _delivered(conn, sum(by_status.values()))
+    if delivered:
+        by_status["delivered"] = delivered
     return Backlog(
         due=due,
         in_flight=in_flight,
@@ -152,6 +184,33 @@ def backlog(conn: sqlite3.Connection, now: int) -> Backlog:
         events_recorded=recorded,
         by_status=by_status,
     )
+
+
+# Counting the delivered rows (nearly all of them) reads the whole table: 1.4 s per scrape on
+# PostgreSQL and 5.5 s on SQLite at 10 M rows (bench/indexes.py). Above this many rows
+# PostgreSQL reports its planner's estimate instead.
+ESTIMATE_ABOVE = 1_000_000
+
+
+def _delivered(conn: sqlite3.Connection, unfinished: int) -> int:
+    """The number of delivered deliveries, given the exact number of the others."""
+    if is_sqlite(conn):
+        # An unfiltered count(*) is counted from the smallest index's pages without reading
+        # rows (~50 ms at 10 M), and it is exact: the read runs in one snapshot.
+        total: int = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+        return total - unfinished
+    tuples, pages, now_pages = conn.execute(
+        "SELECT reltuples, relpages, pg_relation_size(oid) / "
+        "current_setting('block_size')::int FROM pg_class WHERE oid = 'deliveries'::regclass"
+    ).fetchone()
+    if tuples >= ESTIMATE_ABOVE and pages > 0:
+        # The table's row count as the planner estimates it (statistics scaled to the
+        # table's current size), less the others.
+        return max(0, int(tuples / pages * now_pages + 0.5) - unfinished)
+    count: int = conn.execute(
+        "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+    ).fetchone()[0]
+    return count
 
 
 @dataclass(frozen=True)
