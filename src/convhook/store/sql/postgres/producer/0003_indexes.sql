@@ -1,4 +1,4 @@
--- Indexes measured with bench/indexes.py at 10 M deliveries (see docs/delivery.md). Only
+-- Indexes measured with bench/indexes.py at 10 M deliveries against 100 k. Only
 -- indexes are added, no table is rewritten. Migrations run in a transaction, so this is a
 -- plain CREATE INDEX (not CONCURRENTLY): writes to deliveries wait while it builds (it reads
 -- the table once; only failed rows go into it).

@@ -1,4 +1,4 @@
--- Indexes measured with bench/indexes.py at 10 M deliveries (see docs/delivery.md). Only
+-- Indexes measured with bench/indexes.py at 10 M deliveries against 100 k. Only
 -- indexes are added, no table is rewritten.
 
 -- "Deliveries of an endpoint" with status=failed, newest first. Failed deliveries are kept
