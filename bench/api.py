@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,28 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+from _support import cpu_seconds, free_port, wait_for_port
+
 ACTIONS = ("join", "leave", "end", "analysis")
 KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on {port}")
 
 
 # -- the baseline: same routes and body models, no storage ------------------------------
@@ -163,12 +144,6 @@ def run_load(base: str, key: str, ids_file: str, connections: int) -> None:
     except ImportError:
         pass
     print(json.dumps(asyncio.run(load(base, key, ids, connections))))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process ``pid`` (all its threads) has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from _support import cpu_seconds, free_port, wait_for_port
 from convhook.ids import new_id
 from convhook.samples import sample_event
 from convhook.signing import Secret
@@ -92,26 +92,6 @@ try:
 except ImportError:
     asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on {port}")
 
 
 @contextlib.contextmanager
@@ -249,13 +229,6 @@ def drain(conn: sqlite3.Connection, timeout: float, every: float = 0.02) -> floa
             raise TimeoutError(f"{remaining(conn)} deliveries left after {timeout} s")
         time.sleep(every)
     return time.perf_counter() - start
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a live process has used so far (Linux ``/proc/<pid>/stat``)."""
-    # The command name may hold spaces: fields are counted after its closing parenthesis.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:

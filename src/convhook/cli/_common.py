@@ -36,6 +36,23 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(130) from None
 
 
+def run_fast(coro: Coroutine[Any, Any, None]) -> None:
+    """Like :func:`run`, on uvloop when installed (it is with uvicorn[standard]): servers and
+    the dispatcher spend noticeably less CPU per request on it than on the stdlib loop."""
+    try:
+        import uvloop
+    except ImportError:
+        run(coro)
+        return
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(coro)
+    except ConvhookError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 def print_json(data: Any) -> None:
     """Write ``data`` as JSON on stdout (for ``--json``)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

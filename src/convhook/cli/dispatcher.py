@@ -5,14 +5,12 @@ Any number may run against one PostgreSQL database, on any number of machines.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any
 
 import typer
 
-from convhook.cli._common import err, fail, run
+from convhook.cli._common import err, fail, run_fast
 from convhook.config import DatabaseURL, db_option, option
-from convhook.errors import ConfigError, ConvhookError
+from convhook.errors import ConfigError
 
 
 def allow_private_option() -> bool:
@@ -83,7 +81,7 @@ def dispatcher(
         # A thread serves the counters the dispatcher feeds (the backlog gauges are on the
         # API's /metrics, read from the database).
         start_http_server(metrics_port, registry=metrics.REGISTRY)
-    _run_fast(
+    run_fast(
         _dispatch(
             url,
             allow_private=allow_private_targets,
@@ -95,22 +93,6 @@ def dispatcher(
             synchronous=synchronous.upper(),
         )
     )
-
-
-def _run_fast(coro: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop when installed (it is with uvicorn[standard]): sends cost less CPU."""
-    try:
-        import uvloop
-    except ImportError:
-        run(coro)
-        return
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(coro)
-    except ConvhookError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
 
 
 def _logging(level: str) -> None:

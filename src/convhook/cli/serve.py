@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 import sys
 from typing import TYPE_CHECKING
 
 import typer
 
-from convhook.cli._common import err, fail, run
+from convhook.cli._common import err, fail, run_fast
 from convhook.cli.dispatcher import allow_private_option
 from convhook.config import DatabaseURL, db_option, option
-from convhook.errors import ConfigError, ConvhookError
+from convhook.errors import ConfigError
 
 if TYPE_CHECKING:
     from convhook.api.deps import ApiSettings
@@ -60,21 +59,8 @@ def serve(
     settings = ApiSettings(
         max_active=max_active, dispatch=dispatch, allow_private_targets=allow_private_targets
     )
-    coro = _serve(host, port, url, settings, synchronous.upper(), log_level)
-    try:
-        import uvloop
-    except ImportError:
-        run(coro)
-        return
-    # uvloop (installed with uvicorn[standard]) is what uvicorn.run picks by itself; serving
-    # from our own coroutine would otherwise run on the slower stdlib loop.
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(coro)
-    except ConvhookError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    # uvicorn.run would pick uvloop by itself; serving from our own coroutine must ask for it.
+    run_fast(_serve(host, port, url, settings, synchronous.upper(), log_level))
 
 
 async def _serve(
