@@ -10,6 +10,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The baseline every receiving benchmark compares with: reads the body, answers the contract.
+BARE_APP = """
+BODY = b"Webhook received successfully"
+HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"29")]
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+"""
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _support import cpu_seconds, free_port, wait_for_port
+from _support import BARE_APP, cpu_seconds, free_port, wait_for_port
 from convhook.ids import new_id
 from convhook.samples import sample_event
 from convhook.signing import Secret
@@ -52,20 +52,6 @@ from convhook.store.sqlite import connect
 KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
 ACTIONS = ("join", "leave", "end", "analysis")
 
-BARE_APP = """
-HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"29")]
-
-
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    await send({"type": "http.response.body", "body": b"Webhook received successfully"})
-"""
 
 BARE_CLIENT = """
 import asyncio, json, os, sys, time

@@ -32,28 +32,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from _support import cpu_seconds, free_port, wait_for_port
+from _support import BARE_APP, cpu_seconds, free_port, wait_for_port
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
 
 PATH = "/webhook"
 PLACEHOLDER = "evt_PLACEHOLDER_ID"
 
-BARE_APP = """
-BODY = b"Webhook received successfully"
-HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"29")]
-
-
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    await send({"type": "http.response.body", "body": BODY})
-"""
 
 LUA = r"""
 local counter = 0

@@ -10,8 +10,7 @@ import json
 import os
 import sqlite3
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from convhook.signing import Secret, Verifier
 from tests.support.inbox import is_postgres
-from tests.support.servers import CLIProcess, free_port, serve_app, wait_for_port
+from tests.support.servers import CLIProcess, eventually, free_port, serve_app, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -44,19 +43,6 @@ async def convhook(*args: str, cwd: Path) -> tuple[int, str, str]:
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager

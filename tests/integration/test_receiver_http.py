@@ -10,7 +10,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from convhook.receiver.frameworks import ThreadedReceiver
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
 from tests.support.inbox import inbox_at
-from tests.support.servers import serve_app
+from tests.support.servers import eventually, serve_app
 
 SECRET = Secret.generate()
 FAST = RetryPolicy(max_attempts=3, base=0.05, jitter=0.0)
@@ -40,19 +40,6 @@ def signed(body: bytes, msg_id: str, **extra: str) -> dict[str, str]:
 def event_body(event_type: str = "conversation.userJoined") -> tuple[str, bytes]:
     event = sample_event(event_type)
     return event.event_id, event.to_json()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -10,13 +10,29 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
+) -> None:
+    """Wait until ``check()`` (sync or async) is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
 
 
 def free_port() -> int:
