@@ -429,7 +429,10 @@ def _event_tag(value: Any) -> str:
     event_type = (
         value.get("eventType") if isinstance(value, dict) else getattr(value, "event_type", None)
     )
-    return event_type if event_type in EVENT_CLASSES else "unknown"
+    # Checked as a string first: a list or object there is a schema error, not a crash.
+    if isinstance(event_type, str) and event_type in EVENT_CLASSES:
+        return event_type
+    return "unknown"
 
 
 Event = Annotated[
