@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from convhook.errors import ConfigError, PayloadError, SignatureError, StoreError
-from convhook.events import DEFAULT_MAX_BODY, parse_event
+from convhook.events import DEFAULT_MAX_BODY
 from convhook.receiver import replies
 from convhook.receiver.handlers import CATCH_ALL, Handler, HandlerRegistry
 from convhook.receiver.replies import Reply
@@ -24,6 +24,7 @@ from convhook.receiver.worker import Clock, RetryPolicy, Worker
 from convhook.signing import DEFAULT_TOLERANCE, Secret, Verifier
 from convhook.store.database_inbox import open_inbox
 from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, Received
+from convhook.wirecheck import check_event
 
 if TYPE_CHECKING:
     from convhook.receiver.app import ReceiverApp
@@ -200,7 +201,8 @@ class Receiver:
         except SignatureError as exc:
             return self.reject(replies.error(401, str(exc)))
         try:
-            event = parse_event(body, max_bytes=self.max_body)
+            # Checked, not built: the typed event is parsed when a handler needs it.
+            event = check_event(body, max_bytes=self.max_body)
         except PayloadError as exc:
             return self.reject(replies.error(exc.status_code, exc.message, exc.problems))
         now = self._clock()
@@ -238,7 +240,7 @@ class Receiver:
                     extra={"action": "duplicate", "event_id": event.event_id},
                 )
         elif received.claimed_until is not None:
-            worker.push(_claimed_entry(received), event)
+            worker.push(_claimed_entry(received))
         elif not done:
             worker.wake()
         return replies.RECEIVED

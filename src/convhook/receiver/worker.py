@@ -82,7 +82,7 @@ class Worker:
         self._clock = clock
         self._rng = rng or random.Random()
         self.backlog = backlog if backlog is not None else max(1024, concurrency * 8)
-        self._fresh: deque[tuple[InboxEntry, AnyEvent]] = deque()
+        self._fresh: deque[InboxEntry] = deque()
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         # Event ids being handled here: a handler outliving its lease must not be started twice.
@@ -97,13 +97,13 @@ class Worker:
         """True if a new event may be handed over in memory (see :meth:`push`)."""
         return self._loop_task is not None and len(self._fresh) < self.backlog
 
-    def push(self, entry: InboxEntry, event: AnyEvent) -> None:
+    def push(self, entry: InboxEntry) -> None:
         """Run a just-stored event that was stored already claimed (``running``) for us.
 
         This skips a claim write per event; if the process dies first, the row's lease
         (or the next start) makes it due again.
         """
-        self._fresh.append((entry, event))
+        self._fresh.append(entry)
         self._wake.set()
 
     def wake(self) -> None:
@@ -174,7 +174,7 @@ class Worker:
 
     def held(self) -> list[str]:
         """The events this worker holds a lease on: running here or handed over, not started."""
-        return [*self._active, *(entry.event_id for entry, _ in self._fresh)]
+        return [*self._active, *(entry.event_id for entry in self._fresh)]
 
     async def renew_leases(self) -> None:
         """Extend the lease of every event held here, so a handler outliving one lease is not
@@ -200,7 +200,7 @@ class Worker:
             return
         if self._fresh:
             while self._fresh and free > 0:
-                self._spawn(*self._fresh.popleft())
+                self._spawn(self._fresh.popleft())
                 free -= 1
             return
         if not self._more:
@@ -222,11 +222,11 @@ class Worker:
         if not entries:
             await self._sleep(self.poll_interval)
 
-    def _spawn(self, entry: InboxEntry, event: AnyEvent | None = None) -> None:
+    def _spawn(self, entry: InboxEntry) -> None:
         if entry.event_id in self._active:
             return
         self._active.add(entry.event_id)
-        task = asyncio.create_task(self.process(entry, event))
+        task = asyncio.create_task(self.process(entry))
         task.add_done_callback(lambda _t: self._active.discard(entry.event_id))
         self._inflight.add(task)
         task.add_done_callback(self._finished)

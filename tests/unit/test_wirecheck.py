@@ -1,0 +1,190 @@
+"""The receiver's fast body check agrees with the pydantic models it is generated from."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, field_validator
+
+from convhook.errors import PayloadError, PayloadTooLarge
+from convhook.events import SEED_CUSTOMER_FIELDS, SEED_FIELDS, parse_event
+from convhook.samples import sample_event
+from convhook.wirecheck import Checked, _struct, check_event, fast_check
+from tests.unit.test_events_property import events
+
+SEED = Path(__file__).parent.parent / "data" / "seed-conversation.userJoined.json"
+TYPES = [
+    "conversation.userJoined",
+    "conversation.userLeft",
+    "conversation.completed",
+    "conversation.analysisCompleted",
+]
+
+# Values of every JSON kind, and strings that look like timestamps in spellings pydantic
+# and msgspec may treat differently.
+odd_strings = st.sampled_from(
+    [
+        "",
+        "x",
+        "2023-01-01",
+        "2023-01-01T12:00:00",
+        "2023-01-01 12:00:00Z",
+        "2023-01-01t12:00:00z",
+        "2023-01-01T12:00:00,5Z",
+        "2023-01-01T12:00:00.123456789Z",
+        "2023-01-01T24:00:00Z",
+        "2023-12-31T23:59:60Z",
+        "2023-02-30T00:00:00Z",
+        "2023-01-01T12:00:00+0530",
+        "2023-01-01T12:00:00+24:00",
+        "0000-01-01T00:00:00Z",
+        "1700000000",
+        "{}",
+        "[]",
+        '{"a": 1}',
+        "null",
+        "\ud800",
+    ]
+)
+any_json: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | odd_strings,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(string.ascii_letters, max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+envelope_keys = st.sampled_from(["eventId", "eventType", "payload"])
+payload_keys = st.sampled_from([*SEED_FIELDS, "flowId", "agentJoinTime", "transcript", "agent_id"])
+customer_keys = st.sampled_from([*SEED_CUSTOMER_FIELDS, "source", "workspace_id"])
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A valid event with a few keys set to arbitrary JSON or removed."""
+    doc: dict[str, Any] = draw(events)
+    for _ in range(draw(st.integers(1, 3))):
+        where = draw(st.sampled_from(["envelope", "payload", "customer"]))
+        payload = doc.get("payload")
+        customer = payload.get("customer") if isinstance(payload, dict) else None
+        if where == "envelope" or not isinstance(payload, dict):
+            target, key = doc, draw(envelope_keys)
+        elif where == "payload" or not isinstance(customer, dict):
+            target, key = payload, draw(payload_keys)
+        else:
+            target, key = customer, draw(customer_keys)
+        if draw(st.booleans()) and key in target:
+            del target[key]
+        else:
+            target[key] = draw(any_json | odd_strings)
+    return json.dumps(doc).encode()
+
+
+def check_agrees(body: bytes) -> None:
+    fast = fast_check(body)
+    try:
+        event = parse_event(body)
+    except PayloadError:
+        assert fast is None, "the fast check accepted a body the models refuse"
+        with pytest.raises(PayloadError):
+            check_event(body)
+        return
+    expected = Checked(event.event_id, event.event_type)
+    assert fast in (None, expected)
+    assert check_event(body) == expected
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_fast_check_never_accepts_what_the_models_refuse(body: bytes) -> None:
+    check_agrees(body)
+
+
+@settings(max_examples=200)
+@given(events)
+def test_valid_events_take_the_fast_path(doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode()
+    assert fast_check(body) == Checked(doc["eventId"], doc["eventType"])
+
+
+@pytest.mark.parametrize("event_type", TYPES)
+def test_samples_and_seed_take_the_fast_path(event_type: str) -> None:
+    body = sample_event(event_type).to_json()
+    assert fast_check(body) == Checked(json.loads(body)["eventId"], event_type)
+    seed = SEED.read_bytes()
+    assert fast_check(seed) == Checked(json.loads(seed)["eventId"], "conversation.userJoined")
+
+
+@pytest.mark.parametrize(
+    "variables",
+    ['{"name": "Ada"}', "", None, {"name": "Ada"}, "not json", "[1, 2]", "3", 7, ["a"]],
+)
+def test_dynamic_variables_follow_the_model(variables: Any) -> None:
+    doc = json.loads(sample_event("conversation.completed").to_json())
+    doc["payload"]["dynamicVariables"] = variables
+    check_agrees(json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize("depth", [10, 150, 199, 200, 300, 5000])
+def test_deep_nesting_is_left_to_the_models(depth: int) -> None:
+    doc = sample_event("conversation.completed").to_json().decode()
+    nested = '{"a": ' * depth + "1" + "}" * depth
+    body = doc.replace('"postCallMetadata": {', '"postCallMetadata": {"deep": ' + nested + ", ", 1)
+    check_agrees(body.encode())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"null",
+        b"[]",
+        b"{",
+        b'{"eventId": "e", "eventType": "x"}',
+        b'{"eventId": "e", "eventType": [], "payload": {}}',
+        b"\xff\xfe",
+        b"{} x",
+    ],
+)
+def test_malformed_bodies_get_the_models_error(body: bytes) -> None:
+    check_agrees(body)
+
+
+def test_unknown_event_types_are_checked_by_the_models() -> None:
+    body = b'{"eventId": "evt_1", "eventType": "conversation.transferred", "payload": 5}'
+    assert fast_check(body) is None
+    assert check_event(body) == Checked("evt_1", "conversation.transferred")
+
+
+def test_size_limit() -> None:
+    with pytest.raises(PayloadTooLarge):
+        check_event(b"{" + b" " * 100 + b"}", max_bytes=50)
+
+
+def test_models_the_check_cannot_mirror_are_refused() -> None:
+    class Scored(BaseModel):
+        score: float
+
+    class Checked(BaseModel):
+        name: str
+
+        @field_validator("name")
+        @classmethod
+        def _upper(cls, value: str) -> str:
+            return value.upper()
+
+    with pytest.raises(TypeError, match="no msgspec type"):
+        _struct(Scored, {})
+    with pytest.raises(TypeError, match="validators"):
+        _struct(Checked, {})
