@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -20,32 +20,41 @@ class Coalescer(Generic[T_in, R]):
     and returns one result per item. Each job's SAVEPOINT and each statement release and
     retake the GIL; one statement for a whole batch keeps the writer thread from competing
     with the event loop per item.
+
+    The queue is a deque, not a list behind a lock: appends and pops are atomic, and a lock
+    shared with the writer thread made the event loop wait whenever the writer held it while
+    waiting for the GIL.
     """
 
     def __init__(self, db: Database, run: Callable[[Any, list[T_in]], list[R]]) -> None:
         self._db = db
         self._run = run
-        self._lock = threading.Lock()
-        self._items: list[tuple[T_in, asyncio.Future[R]]] = []
+        self._items: deque[tuple[T_in, asyncio.Future[R]]] = deque()
         self._queued = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T_in) -> R:
         """Queue ``item``; return its result once the job holding it has committed."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        with self._lock:
-            self._items.append((item, future))
-            start, self._queued = not self._queued, True
-        if start:
+        self._items.append((item, future))
+        if not self._queued:
+            self._queued = True
             task = asyncio.create_task(self._flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return await future
 
     def _take(self) -> list[tuple[T_in, asyncio.Future[R]]]:
-        with self._lock:
-            taken, self._items, self._queued = self._items, [], False
-        return taken
+        # Cleared before draining: an item appended after the drain then sees the flag down
+        # and starts a job of its own (at worst an empty one), so none is left behind.
+        self._queued = False
+        items = self._items
+        taken = []
+        while True:
+            try:
+                taken.append(items.popleft())
+            except IndexError:
+                return taken
 
     async def _flush(self) -> None:
         taken: list[tuple[T_in, asyncio.Future[R]]] = []

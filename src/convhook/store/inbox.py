@@ -36,9 +36,11 @@ class HandlerStatus(StrEnum):
     """A handler still failed after the last attempt; ``convhook inbox replay`` retries it."""
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, a cost paid on
+# every accepted request.
+@dataclass
 class Received:
-    """One accepted request, as the hot path stores it."""
+    """One accepted request, as the hot path stores it (treat it as read-only)."""
 
     event_id: str
     webhook_id: str | None
