@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 from annotated_types import MinLen
@@ -40,9 +39,9 @@ _KNOWN_VALIDATORS: dict[type[BaseModel], set[str]] = {Conversation: {"_encode_dy
 _OVERRIDES: dict[str, Any] = {"dynamicVariables": str | dict[str, Any] | None}
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """What the receiver needs from a valid body before its handlers run."""
+class Checked(NamedTuple):
+    """What the receiver needs from a valid body before its handlers run (a tuple: one
+    is built per accepted request, and a frozen dataclass costs more to build)."""
 
     event_id: str
     event_type: str

@@ -56,6 +56,8 @@ def method_not_allowed(method: str) -> Reply:
 
 def check_content_type(value: str | None) -> Reply | None:
     """415 unless the media type is ``application/json`` (parameters such as charset are fine)."""
+    if value == _JSON:
+        return None
     media = (value or "").split(";", 1)[0].strip().lower()
     if media == _JSON:
         return None
