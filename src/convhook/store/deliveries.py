@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from convhook.retry import Verdict
 from convhook.store.endpoints import fail_pending
 
@@ -145,7 +147,7 @@ def claim(conn: Any, owner: str, now: int, lease_ms: int, limit: int) -> list[Cl
     params = {"now": now, "full": json.dumps(full), "scan": page, "after_at": -1, "after_id": -1}
     chosen: list[int] = []
     for _ in range(_PAGES):
-        scanned = conn.execute(_SCAN, params).fetchall()
+        scanned = _scan_sqlite(conn, params)
         caps.update(_endpoints(conn, {row[1] for row in scanned} - caps.keys()))
         for delivery_id, endpoint, _at in scanned:
             if len(chosen) >= limit:
@@ -161,10 +163,34 @@ def claim(conn: Any, owner: str, now: int, lease_ms: int, limit: int) -> list[Cl
         params["after_id"], params["after_at"] = scanned[-1][0], scanned[-1][2]
     if not chosen:
         return []
-    leased = conn.execute(
-        _LEASE, {"owner": owner, "until": now + lease_ms, "ids": json.dumps(chosen)}
-    ).fetchall()
+    ids = json.dumps(chosen)
+    conn.execute(_LEASE_SQLITE, {"owner": owner, "until": now + lease_ms, "ids": ids})
+    leased = _DECODER.decode(conn.execute(_LEASED_SQLITE, (ids,)).fetchone()[0])
     return claims_of(conn, leased, chosen, caps, owner, now)
+
+
+# The SQLite claim reads its rows as one JSON value each time: SQLite steps a query once per
+# row, and every step releases and retakes the GIL, which a writer thread beside a busy event
+# loop waits for each time (see _INSERT_ATTEMPTS_JSON).
+_SCAN_SQLITE = (
+    f"SELECT json_group_array(json_array(id, endpoint_id, next_attempt_at)) FROM ({_SCAN})"
+)
+_LEASE_SQLITE = _LEASE[: _LEASE.index("RETURNING")]
+_LEASED_SQLITE = """
+SELECT json_group_array(json_object(
+    'id', d.id, 'event_id', d.event_id, 'event_type', d.event_type,
+    'endpoint_id', d.endpoint_id, 'conversation_id', d.conversation_id,
+    'attempts', d.attempts, 'event_seq', d.event_seq, 'body', coalesce(d.body, e.body)))
+FROM deliveries AS d LEFT JOIN events AS e ON d.body IS NULL AND e.seq = d.event_seq
+WHERE d.id IN (SELECT value FROM json_each(?))
+"""
+
+
+def _scan_sqlite(conn: Any, params: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = _DECODER.decode(conn.execute(_SCAN_SQLITE, params).fetchone()[0])
+    # An aggregate's input order is not promised: the due order is restored here.
+    rows.sort(key=lambda row: (row[2], row[0]))
+    return rows
 
 
 def claims_of(
@@ -274,43 +300,10 @@ def record(
 ) -> list[str]:
     """Store attempts and move deliveries on; return the ids of endpoints this disabled."""
     disabled: list[str] = []
-    conn.executemany(
-        # An endpoint deleted while its request ran took the delivery with it: skip those.
-        "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, "
-        "response_body) SELECT :id, :at, :code, :ms, :error, :body "
-        "WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = :id)",
-        [
-            {
-                "id": r.claim.delivery_id,
-                "at": r.attempted_at,
-                "code": r.status_code,
-                "ms": r.latency_ms,
-                "error": r.error,
-                "body": r.response_body,
-            }
-            for r in results
-        ],
-    )
-    conn.executemany(
-        "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
-        "lease_owner = NULL, lease_expires_at = NULL, last_status_code = ?, last_error = ?, "
-        "last_attempt_at = ?, delivered_at = ?, updated_at = ? "
-        "WHERE id = ? AND status = 'delivering' AND lease_owner = ?",
-        [
-            (
-                _STATUS[r.verdict],
-                r.next_attempt_at if r.verdict is Verdict.RETRY else r.attempted_at,
-                r.status_code,
-                r.error,
-                r.attempted_at,
-                r.attempted_at if r.verdict is Verdict.DELIVERED else None,
-                now,
-                r.claim.delivery_id,
-                r.claim.lease_owner,
-            )
-            for r in results
-        ],
-    )
+    if is_sqlite(conn):
+        _record_sqlite(conn, results, now)
+    else:
+        _record_rows(conn, results, now)
     succeeded = {r.claim.endpoint_id for r in results if r.verdict is Verdict.DELIVERED}
     # Endpoint rows are locked in id order: on PostgreSQL other dispatchers lock them too.
     conn.executemany(
@@ -338,6 +331,86 @@ def record(
         if _disable(conn, endpoint, now, reason):
             disabled.append(endpoint)
     return disabled
+
+
+def _outcome_row(r: Result, now: int) -> tuple[Any, ...]:
+    """The delivery's new columns after attempt ``r``, in ``_UPDATE_DELIVERY`` order."""
+    return (
+        _STATUS[r.verdict],
+        r.next_attempt_at if r.verdict is Verdict.RETRY else r.attempted_at,
+        r.status_code,
+        r.error,
+        r.attempted_at,
+        r.attempted_at if r.verdict is Verdict.DELIVERED else None,
+        now,
+        r.claim.delivery_id,
+        r.claim.lease_owner,
+    )
+
+
+def _attempt_row(r: Result) -> tuple[Any, ...]:
+    return (
+        r.claim.delivery_id,
+        r.attempted_at,
+        r.status_code,
+        r.latency_ms,
+        r.error,
+        r.response_body,
+    )
+
+
+_UPDATE_DELIVERY = (
+    "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
+    "lease_owner = NULL, lease_expires_at = NULL, last_status_code = ?, last_error = ?, "
+    "last_attempt_at = ?, delivered_at = ?, updated_at = ? "
+    "WHERE id = ? AND status = 'delivering' AND lease_owner = ?"
+)
+
+
+def _record_rows(conn: Any, results: Sequence[Result], now: int) -> None:
+    """Attempts and outcomes a statement per row (PostgreSQL pipelines them)."""
+    conn.executemany(
+        # An endpoint deleted while its request ran took the delivery with it: skip those.
+        "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, "
+        "response_body) SELECT ?, ?, ?, ?, ?, ? "
+        "WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?)",
+        [(*_attempt_row(r), r.claim.delivery_id) for r in results],
+    )
+    conn.executemany(_UPDATE_DELIVERY, [_outcome_row(r, now) for r in results])
+
+
+def _column(n: int) -> str:
+    return f"json_extract(j.value, '$[{n}]')"
+
+
+# SQLite steps a statement once per parameter set, and each step releases and retakes the
+# GIL: a writer thread doing that per row waits behind the busy event loop every time. These
+# take the whole batch as one JSON array, so a flush is two steps however many rows it has.
+_INSERT_ATTEMPTS_JSON = (
+    "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, "
+    f"response_body) SELECT {', '.join(_column(n) for n in range(6))} "
+    # An endpoint deleted while its request ran took the delivery with it: skip those.
+    f"FROM json_each(?) AS j JOIN deliveries AS d ON d.id = {_column(0)} ORDER BY j.key"
+)
+_UPDATE_DELIVERIES_JSON = (
+    f"UPDATE deliveries SET status = {_column(0)}, attempts = attempts + 1, "
+    f"next_attempt_at = {_column(1)}, lease_owner = NULL, lease_expires_at = NULL, "
+    f"last_status_code = {_column(2)}, last_error = {_column(3)}, "
+    f"last_attempt_at = {_column(4)}, delivered_at = {_column(5)}, updated_at = {_column(6)} "
+    f"FROM json_each(?) AS j WHERE deliveries.id = {_column(7)} "
+    f"AND deliveries.status = 'delivering' AND deliveries.lease_owner = {_column(8)}"
+)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
+
+
+def _record_sqlite(conn: Any, results: Sequence[Result], now: int) -> None:
+    attempts = _ENCODER.encode([_attempt_row(r) for r in results]).decode()
+    conn.execute(_INSERT_ATTEMPTS_JSON, (attempts,))
+    outcomes = _ENCODER.encode([_outcome_row(r, now) for r in results]).decode()
+    conn.execute(_UPDATE_DELIVERIES_JSON, (outcomes,))
 
 
 _STATUS = {
