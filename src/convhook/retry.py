@@ -45,7 +45,9 @@ class Verdict(enum.Enum):
     """The receiver answered 410: fail the delivery and disable the endpoint."""
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built per attempt, and a frozen dataclass sets each field through
+# object.__setattr__.
+@dataclass(slots=True)
 class Outcome:
     """What one attempt produced, as far as the policy cares."""
 
@@ -62,7 +64,9 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built per attempt, and a frozen dataclass sets each field through
+# object.__setattr__.
+@dataclass(slots=True)
 class Decision:
     """The policy's answer: a verdict and, for ``RETRY``, the delay in seconds."""
 

@@ -30,7 +30,9 @@ DEFAULT_TIMEOUT = 15.0
 USER_AGENT = f"convhook/{__version__} (+https://www.standardwebhooks.com)"
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built per attempt, and a frozen dataclass sets each field through
+# object.__setattr__.
+@dataclass(slots=True)
 class AttemptResult:
     """What one POST produced."""
 

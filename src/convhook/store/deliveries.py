@@ -30,7 +30,9 @@ class Status:
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built per attempt, and a frozen dataclass sets each field through
+# object.__setattr__.
+@dataclass(slots=True)
 class Claim:
     """A leased delivery with everything needed to send it."""
 
@@ -48,7 +50,9 @@ class Claim:
     max_in_flight: int = 10
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built per attempt, and a frozen dataclass sets each field through
+# object.__setattr__.
+@dataclass(slots=True)
 class Result:
     """The outcome of one attempt of a claimed delivery, ready to record."""
 
