@@ -81,7 +81,9 @@ class Secret:
 
     def signature(self, msg_id: str, timestamp: int, body: bytes) -> str:
         """The ``v1,<base64>`` signature of one message."""
-        return "v1," + base64.b64encode(self.digest(_content(msg_id, timestamp, body))).decode()
+        return (
+            "v1," + base64.b64encode(self.digest(signed_content(msg_id, timestamp, body))).decode()
+        )
 
     def digest(self, content: bytes) -> bytes:
         """The raw HMAC-SHA256 of signed ``content`` (``{id}.{timestamp}.{body}``)."""
@@ -93,7 +95,8 @@ class Secret:
         return digest
 
 
-def _content(msg_id: str, timestamp: int, body: bytes) -> bytes:
+def signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
+    """What a signature covers: ``{webhook-id}.{webhook-timestamp}.{body}``."""
     return b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
 
 
@@ -159,7 +162,7 @@ class Verifier:
         offered = [p[3:].encode() for p in raw_sig.split(" ") if p.startswith("v1,")]
         if not offered:
             raise SignatureError("webhook-signature has no 'v1,' entry")
-        content = _content(msg_id, timestamp, body)
+        content = signed_content(msg_id, timestamp, body)
         for secret in self.secrets:
             expected = base64.b64encode(secret.digest(content))
             for candidate in offered:
