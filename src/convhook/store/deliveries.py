@@ -151,7 +151,7 @@ def claim(conn: Any, owner: str, now: int, lease_ms: int, limit: int) -> list[Cl
     params = {"now": now, "full": json.dumps(full), "scan": page, "after_at": -1, "after_id": -1}
     chosen: list[int] = []
     for _ in range(_PAGES):
-        scanned = _scan_sqlite(conn, params)
+        scanned = conn.execute(_SCAN, params).fetchall()
         caps.update(_endpoints(conn, {row[1] for row in scanned} - caps.keys()))
         for delivery_id, endpoint, _at in scanned:
             if len(chosen) >= limit:
@@ -167,34 +167,10 @@ def claim(conn: Any, owner: str, now: int, lease_ms: int, limit: int) -> list[Cl
         params["after_id"], params["after_at"] = scanned[-1][0], scanned[-1][2]
     if not chosen:
         return []
-    ids = json.dumps(chosen)
-    conn.execute(_LEASE_SQLITE, {"owner": owner, "until": now + lease_ms, "ids": ids})
-    leased = _DECODER.decode(conn.execute(_LEASED_SQLITE, (ids,)).fetchone()[0])
+    leased = conn.execute(
+        _LEASE, {"owner": owner, "until": now + lease_ms, "ids": json.dumps(chosen)}
+    ).fetchall()
     return claims_of(conn, leased, chosen, caps, owner, now)
-
-
-# The SQLite claim reads its rows as one JSON value each time: SQLite steps a query once per
-# row, and every step releases and retakes the GIL, which a writer thread beside a busy event
-# loop waits for each time (see _INSERT_ATTEMPTS_JSON).
-_SCAN_SQLITE = (
-    f"SELECT json_group_array(json_array(id, endpoint_id, next_attempt_at)) FROM ({_SCAN})"
-)
-_LEASE_SQLITE = _LEASE[: _LEASE.index("RETURNING")]
-_LEASED_SQLITE = """
-SELECT json_group_array(json_object(
-    'id', d.id, 'event_id', d.event_id, 'event_type', d.event_type,
-    'endpoint_id', d.endpoint_id, 'conversation_id', d.conversation_id,
-    'attempts', d.attempts, 'event_seq', d.event_seq, 'body', coalesce(d.body, e.body)))
-FROM deliveries AS d LEFT JOIN events AS e ON d.body IS NULL AND e.seq = d.event_seq
-WHERE d.id IN (SELECT value FROM json_each(?))
-"""
-
-
-def _scan_sqlite(conn: Any, params: dict[str, Any]) -> list[list[Any]]:
-    rows: list[list[Any]] = _DECODER.decode(conn.execute(_SCAN_SQLITE, params).fetchone()[0])
-    # An aggregate's input order is not promised: the due order is restored here.
-    rows.sort(key=lambda row: (row[2], row[0]))
-    return rows
 
 
 def claims_of(
@@ -407,7 +383,6 @@ _UPDATE_DELIVERIES_JSON = (
 
 
 _ENCODER = msgspec.json.Encoder()
-_DECODER = msgspec.json.Decoder()
 
 
 def _record_sqlite(conn: Any, results: Sequence[Result], now: int) -> None:
