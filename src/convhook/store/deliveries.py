@@ -15,8 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from convhook.retry import Verdict
 from convhook.store.endpoints import fail_pending
 
@@ -280,10 +278,7 @@ def record(
 ) -> list[str]:
     """Store attempts and move deliveries on; return the ids of endpoints this disabled."""
     disabled: list[str] = []
-    if is_sqlite(conn):
-        _record_sqlite(conn, results, now)
-    else:
-        _record_rows(conn, results, now)
+    _record_rows(conn, results, now)
     succeeded = {r.claim.endpoint_id for r in results if r.verdict is Verdict.DELIVERED}
     # Endpoint rows are locked in id order: on PostgreSQL other dispatchers lock them too.
     conn.executemany(
@@ -348,7 +343,7 @@ _UPDATE_DELIVERY = (
 
 
 def _record_rows(conn: Any, results: Sequence[Result], now: int) -> None:
-    """Attempts and outcomes a statement per row (PostgreSQL pipelines them)."""
+    """Store each attempt and move its delivery on."""
     conn.executemany(
         # An endpoint deleted while its request ran took the delivery with it: skip those.
         "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, "
@@ -357,39 +352,6 @@ def _record_rows(conn: Any, results: Sequence[Result], now: int) -> None:
         [(*_attempt_row(r), r.claim.delivery_id) for r in results],
     )
     conn.executemany(_UPDATE_DELIVERY, [_outcome_row(r, now) for r in results])
-
-
-def _column(n: int) -> str:
-    return f"json_extract(j.value, '$[{n}]')"
-
-
-# SQLite steps a statement once per parameter set, and each step releases and retakes the
-# GIL: a writer thread doing that per row waits behind the busy event loop every time. These
-# take the whole batch as one JSON array, so a flush is two steps however many rows it has.
-_INSERT_ATTEMPTS_JSON = (
-    "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, "
-    f"response_body) SELECT {', '.join(_column(n) for n in range(6))} "
-    # An endpoint deleted while its request ran took the delivery with it: skip those.
-    f"FROM json_each(?) AS j JOIN deliveries AS d ON d.id = {_column(0)} ORDER BY j.key"
-)
-_UPDATE_DELIVERIES_JSON = (
-    f"UPDATE deliveries SET status = {_column(0)}, attempts = attempts + 1, "
-    f"next_attempt_at = {_column(1)}, lease_owner = NULL, lease_expires_at = NULL, "
-    f"last_status_code = {_column(2)}, last_error = {_column(3)}, "
-    f"last_attempt_at = {_column(4)}, delivered_at = {_column(5)}, updated_at = {_column(6)} "
-    f"FROM json_each(?) AS j WHERE deliveries.id = {_column(7)} "
-    f"AND deliveries.status = 'delivering' AND deliveries.lease_owner = {_column(8)}"
-)
-
-
-_ENCODER = msgspec.json.Encoder()
-
-
-def _record_sqlite(conn: Any, results: Sequence[Result], now: int) -> None:
-    attempts = _ENCODER.encode([_attempt_row(r) for r in results]).decode()
-    conn.execute(_INSERT_ATTEMPTS_JSON, (attempts,))
-    outcomes = _ENCODER.encode([_outcome_row(r, now) for r in results]).decode()
-    conn.execute(_UPDATE_DELIVERIES_JSON, (outcomes,))
 
 
 _STATUS = {
