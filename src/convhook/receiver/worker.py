@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from convhook.errors import ConvhookError, PayloadError
-from convhook.events import AnyEvent, parse_event
+from convhook.events import parse_event
 from convhook.receiver.handlers import Delivery, HandlerRegistry
 from convhook.store.inbox import Inbox, InboxEntry
 
@@ -248,16 +248,16 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def process(self, entry: InboxEntry, event: AnyEvent | None = None) -> None:
+    async def process(self, entry: InboxEntry) -> None:
         """Run the handlers of one claimed event that have not succeeded yet; record the outcome.
 
-        ``event`` is the parsed body when the caller has it already.
+        The typed event is built here, not when the request was accepted: the request path
+        only checks the body (see :mod:`convhook.wirecheck`).
         """
         done = list(entry.handlers_done)
         errors: list[str] = []
         try:
-            if event is None:
-                event = parse_event(entry.body, max_bytes=_NO_LIMIT)
+            event = parse_event(entry.body, max_bytes=_NO_LIMIT)
         except PayloadError as exc:
             # Stored bodies were valid when accepted; retrying cannot make this one parse.
             await self._record(entry, done, [f"stored body: {describe(exc)}"], final=True)
