@@ -45,6 +45,15 @@ async def convhook(*args: str, cwd: Path) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+async def trigger(
+    event_type: str, port: int, cwd: Path, *options: str, secret: str | None = None
+) -> tuple[int, str, str]:
+    """`convhook trigger EVENT_TYPE` at the listener on ``port`` (signed when given a secret)."""
+    signing = ["--secret", secret] if secret else []
+    url = f"http://127.0.0.1:{port}/webhook"
+    return await convhook("trigger", event_type, "--url", url, *signing, *options, cwd=cwd)
+
+
 @contextlib.asynccontextmanager
 async def listener(args: list[str], cwd: Path, port: int) -> AsyncIterator[CLIProcess]:
     proc = cli(["listen", "--port", str(port), *args], cwd)
@@ -111,17 +120,8 @@ async def test_listen_accepts_trigger_events_prints_and_stores_them(
     port = free_port()
     db = inbox_db
     async with listener(["--secret", secret, "--db", db], tmp_path, port) as proc:
-        code, out, err = await convhook(
-            "trigger",
-            "conversation.completed",
-            "--url",
-            f"http://127.0.0.1:{port}/webhook",
-            "--secret",
-            secret,
-            "--count",
-            "3",
-            "--json",
-            cwd=tmp_path,
+        code, out, err = await trigger(
+            "conversation.completed", port, tmp_path, "--count", "3", "--json", secret=secret
         )
         assert code == 0, err
         assert json.loads(out)["ok"] == 3
@@ -139,13 +139,7 @@ async def test_listen_without_secret_warns_loudly_and_accepts_unsigned(tmp_path:
     """Without --secret, start-up warns about unsigned mode and unsigned events are accepted."""
     port = free_port()
     async with listener(["--db", str(tmp_path / "i.db")], tmp_path, port) as proc:
-        code, _, err = await convhook(
-            "trigger",
-            "conversation.userJoined",
-            "--url",
-            f"http://127.0.0.1:{port}/webhook",
-            cwd=tmp_path,
-        )
+        code, _, err = await trigger("conversation.userJoined", port, tmp_path)
         assert code == 0, err
         await eventually(lambda: "conversation.userJoined" in proc.stdout)
     assert "WARNING" in proc.stderr
@@ -169,15 +163,7 @@ async def test_failed_forward_is_listed_then_replayed(tmp_path: Path) -> None:
     ]
     target = Target()
     async with listener(args, tmp_path, port) as proc:
-        code, _, err = await convhook(
-            "trigger",
-            "conversation.userLeft",
-            "--url",
-            f"http://127.0.0.1:{port}/webhook",
-            "--secret",
-            secret,
-            cwd=tmp_path,
-        )
+        code, _, err = await trigger("conversation.userLeft", port, tmp_path, secret=secret)
         assert code == 0, err
 
         async def failed() -> bool:
@@ -233,19 +219,12 @@ async def test_sigkill_after_acknowledgement_loses_nothing(tmp_path: Path, inbox
     proc = cli(["listen", "--port", str(port), *args], tmp_path)
     try:
         await asyncio.to_thread(wait_for_port, port, 30.0, proc.proc)
-        code, out, err = await convhook(
-            "trigger",
+        code, out, err = await trigger(
             "conversation.analysisCompleted",
-            "--url",
-            f"http://127.0.0.1:{port}/webhook",
-            "--secret",
-            secret,
-            "--count",
-            "25",
-            "--concurrency",
-            "5",
-            "--json",
-            cwd=tmp_path,
+            port,
+            tmp_path,
+            *("--count", "25", "--concurrency", "5", "--json"),
+            secret=secret,
         )
         proc.kill()
     finally:
@@ -302,17 +281,8 @@ async def test_two_listeners_share_one_postgres_inbox(tmp_path: Path, pg_url: st
         listener(args, tmp_path, ports[1]),
     ):
         for port in ports:
-            code, out, err = await convhook(
-                "trigger",
-                "conversation.completed",
-                "--url",
-                f"http://127.0.0.1:{port}/webhook",
-                "--secret",
-                secret,
-                "--count",
-                "10",
-                "--json",
-                cwd=tmp_path,
+            code, out, err = await trigger(
+                "conversation.completed", port, tmp_path, "--count", "10", "--json", secret=secret
             )
             assert code == 0, err
             assert json.loads(out)["ok"] == 10

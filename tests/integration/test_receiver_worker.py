@@ -84,6 +84,21 @@ def test_retry_policy_caps_delay_and_stops_after_max_attempts() -> None:
 async def test_worker_start_reruns_events_left_running(db_path: Path) -> None:
     """On SQLite, events a dead process left running are run by the next worker at start."""
     clock = Clock(50.0)
+    handlers, seen = recording()
+    async with SQLiteInbox(db_path) as inbox:
+        item = stored(10.0)
+        await inbox.add(Received(**{**item.__dict__, "claimed_until": 1e12}))
+        worker = Worker(inbox, handlers, clock=clock)
+        await worker.start()
+        try:
+            await wait_done(inbox, item.event_id)
+        finally:
+            await worker.stop()
+    assert seen == [item.event_id]
+
+
+def recording() -> tuple[HandlerRegistry, list[str]]:
+    """A registry whose one catch-all handler records the ids of the events it runs."""
     handlers = HandlerRegistry()
     seen: list[str] = []
 
@@ -91,20 +106,7 @@ async def test_worker_start_reruns_events_left_running(db_path: Path) -> None:
         seen.append(event.event_id)
 
     handlers.add(record, ["*"])
-    async with SQLiteInbox(db_path) as inbox:
-        item = stored(10.0)
-        await inbox.add(Received(**{**item.__dict__, "claimed_until": 1e12}))
-        worker = Worker(inbox, handlers, clock=clock)
-        await worker.start()
-        try:
-            for _ in range(500):
-                entry = await inbox.get(item.event_id)
-                if entry is not None and entry.status is HandlerStatus.DONE:
-                    break
-                await worker_sleep()
-        finally:
-            await worker.stop()
-    assert seen == [item.event_id]
+    return handlers, seen
 
 
 async def worker_sleep() -> None:
@@ -125,13 +127,7 @@ async def test_shared_inbox_reruns_a_dead_process_event_when_its_lease_ends(pg_u
     """On PostgreSQL, a starting worker leaves another process's running event alone until
     its lease ends, then runs it."""
     clock = Clock(50.0)
-    handlers = HandlerRegistry()
-    seen: list[str] = []
-
-    async def record(event: Any) -> None:
-        seen.append(event.event_id)
-
-    handlers.add(record, ["*"])
+    handlers, seen = recording()
     async with inbox_at(pg_url) as inbox:
         item = stored(10.0)
         await inbox.add(Received(**{**item.__dict__, "claimed_until": 60.0}))
