@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -53,3 +54,13 @@ def cpu_seconds(pid: int) -> float:
     # The command name may hold spaces: fields are counted after its closing parenthesis.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serve_command(port: int, db: str) -> list[str]:
+    """``convhook serve`` on 127.0.0.1:``port`` with ``db``; the active-conversation limit is
+    lifted so the load generators never hit it."""
+    return [
+        sys.executable,
+        *("-m", "convhook", "serve", "--port", str(port), "--db", db),
+        *("--max-active", "1000000"),
+    ]

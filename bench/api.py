@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from _support import cpu_seconds, free_port, wait_for_port
+from _support import cpu_seconds, free_port, serve_command, wait_for_port
 
 ACTIONS = ("join", "leave", "end", "analysis")
 KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
@@ -251,22 +251,7 @@ def main() -> None:
             database = stack.enter_context(postgres_database())
             label = "PostgreSQL, durable"
         api_port, base_port = free_port(), free_port()
-        serve = start(
-            [
-                sys.executable,
-                "-m",
-                "convhook",
-                "serve",
-                "--port",
-                str(api_port),
-                "--db",
-                database,
-                "--max-active",
-                "1000000",
-            ],
-            api_port,
-            tmp,
-        )
+        serve = start(serve_command(api_port, database), api_port, tmp)
         baseline = start(
             [sys.executable, __file__, "--baseline-port", str(base_port)], base_port, tmp
         )

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _support import BARE_APP, cpu_seconds, free_port, wait_for_port
+from _support import BARE_APP, cpu_seconds, free_port, serve_command, wait_for_port
 from convhook.ids import new_id
 from convhook.samples import sample_event
 from convhook.signing import Secret
@@ -225,6 +225,21 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def bare_client(tmp: Path, url: str, bodies: list[str], concurrency: int) -> tuple[float, float]:
+    """Seconds and CPU seconds the bare aiohttp client takes to POST ``bodies`` to ``url``."""
+    (tmp / "bodies.json").write_text(json.dumps(bodies))
+    (tmp / "bare_client.py").write_text(BARE_CLIENT)
+    out = subprocess.run(
+        [sys.executable, "bare_client.py", url, "bodies.json", str(concurrency)],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds, cpu = (float(v) for v in out.stdout.split())
+    return seconds, cpu
+
+
 def throughput(tmp: Path, events: int, concurrency: int, sync: str) -> dict[str, float]:
     """Dispatcher drain rate vs a bare aiohttp client to the same receiver."""
     args, port = receiver(tmp)
@@ -239,16 +254,7 @@ def throughput(tmp: Path, events: int, concurrency: int, sync: str) -> dict[str,
             bodies = fill(conn, ws, events)
             seconds = drain(conn, 300)
             cpu = cpu_seconds(proc.pid) - cpu
-        (tmp / "bodies.json").write_text(json.dumps(bodies))
-        (tmp / "bare_client.py").write_text(BARE_CLIENT)
-        out = subprocess.run(
-            [sys.executable, "bare_client.py", url, "bodies.json", str(concurrency)],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        bare_seconds, bare_cpu = (float(v) for v in out.stdout.split())
+        bare_seconds, bare_cpu = bare_client(tmp, url, bodies, concurrency)
     failed = conn.execute("SELECT count(*) FROM deliveries WHERE status != 'delivered'")
     assert failed.fetchone()[0] == 0, "some deliveries failed"
     conn.close()
@@ -301,18 +307,7 @@ async def latency(tmp: Path, rate: float, seconds: float, in_serve: bool) -> dic
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
     db = tmp / "latency.db"
     api_port = free_port()
-    serve = [
-        sys.executable,
-        "-m",
-        "convhook",
-        "serve",
-        "--port",
-        str(api_port),
-        "--db",
-        str(db),
-        "--max-active",
-        "100000",
-    ]
+    serve = serve_command(api_port, str(db))
     # Either serve's own dispatcher delivers (allowed to reach this machine's receiver), or
     # it stays off so the separate dispatcher process alone is measured.
     serve.append("--allow-private-targets" if in_serve else "--no-dispatch")
@@ -503,16 +498,7 @@ def scaling(
                 f"  {n} dispatcher(s): {rates[n]:,.0f} events/s (fill {fill_s:.1f} s)",
                 file=sys.stderr,
             )
-        (tmp / "bodies.json").write_text(json.dumps(bodies))
-        (tmp / "bare_client.py").write_text(BARE_CLIENT)
-        out = subprocess.run(
-            [sys.executable, "bare_client.py", hook, "bodies.json", str(concurrency)],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        bare = events / float(out.stdout.split()[0])
+        bare = events / bare_client(tmp, hook, bodies, concurrency)[0]
     first = rates[counts[0]]
     print(f"{'measure':<36}  {'value':<18}  note")
     print(f"{'bare aiohttp client (baseline)':<36}  {bare:>10,.0f} ev/s")
