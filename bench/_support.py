@@ -50,10 +50,19 @@ def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30) -
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a live process (all its threads) has used so far."""
+    """User + system CPU time a live process (all its threads) and its live children have
+    used so far (the dispatcher's SQLite writer is a child process)."""
     # The command name may hold spaces: fields are counted after its closing parenthesis.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            own += cpu_seconds(int(child))
+    return own
 
 
 def serve_command(port: int, db: str) -> list[str]:

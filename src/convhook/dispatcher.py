@@ -21,19 +21,24 @@ import sqlite3
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from convhook import metrics
-from convhook.errors import ClosedError, StoreError
+from convhook.errors import ClosedError, ConfigError, StoreError
 from convhook.ids import new_id
 from convhook.retry import RetryPolicy, Verdict
 from convhook.sender import DEFAULT_TIMEOUT, AttemptResult, Sender
 from convhook.store import deliveries as store
+from convhook.store import delivery_wire as wire
 from convhook.store.database import Database
 from convhook.store.sqlite import SQLiteDatabase, connect
+from convhook.store.writer_process import WriterProcess
 
 log = logging.getLogger("convhook.dispatcher")
 
 Clock = Callable[[], float]
+
+_OPS = wire.__name__
 
 # The channel the PostgreSQL fan-out trigger notifies (see sql/postgres/producer/0002).
 CHANNEL = "convhook_deliveries"
@@ -89,6 +94,7 @@ class Dispatcher:
         watch_interval: float = 0.02,
         timeout: float = DEFAULT_TIMEOUT,
         worker_id: str | None = None,
+        writer_process: bool = False,
     ) -> None:
         self.db = db
         self.policy = policy or RetryPolicy()
@@ -100,6 +106,13 @@ class Dispatcher:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
         self._clock = clock
         self._sender = Sender(timeout=timeout, allow_private=allow_private, clock=clock)
+        self._writer: WriterProcess | None = None
+        if writer_process:
+            # Claims and records run in a child with a GIL of its own (see writer_process):
+            # for a dispatcher alone in its process, on SQLite, whose writes are all its own.
+            if not isinstance(db, SQLiteDatabase):
+                raise ConfigError("writer_process needs a SQLite database")
+            self._writer = WriterProcess(db.path, _OPS, synchronous=db.synchronous)
         self._open = False
         self._stopping = False
         self._wake = asyncio.Event()
@@ -129,6 +142,8 @@ class Dispatcher:
     async def open(self) -> None:
         """Open the HTTP session without starting the loop (for :meth:`run_once`)."""
         if not self._open:
+            if self._writer is not None:
+                await self._writer.start()
             await self._sender.__aenter__()
             self._open = True
 
@@ -162,6 +177,8 @@ class Dispatcher:
         await self._flush()
         if self._open:
             await self._sender.__aexit__(None, None, None)
+            if self._writer is not None:
+                await self._writer.close()
             self._open = False
 
     def wake(self) -> None:
@@ -178,7 +195,19 @@ class Dispatcher:
         # process), and taking it only to find nothing due would slow everyone down.
         if not await self.db.read(lambda c: store.has_due(c, now)):
             return []
+        if self._writer is not None:
+            rows = await self._call("claim", owner, now, lease_ms, limit)
+            return [wire.claim_of(row) for row in rows]
         return await self.db.write(lambda c: store.claim(c, owner, now, lease_ms, limit))
+
+    async def _call(self, op: str, *args: object) -> Any:
+        assert self._writer is not None
+        try:
+            return await self._writer.call(op, *args)
+        except ClosedError:
+            raise
+        except StoreError as exc:
+            raise StoreError(f"{op} in {self.db.name} failed: {exc}") from exc
 
     async def run_once(self) -> list[store.Result]:
         """Claim one batch, send it, record it, and return the results (tests, tools)."""
@@ -304,7 +333,13 @@ class Dispatcher:
 
         self._refilling = bool(limit)
         try:
-            disabled, claims = await self.db.write(write)
+            if self._writer is not None:
+                rows = [wire.result_row(r) for r in results]
+                args = (rows, now, disable_ms, owner, lease_ms, limit)
+                disabled, claim_rows = await self._call("record", *args)
+                claims = [wire.claim_of(row) for row in claim_rows]
+            else:
+                disabled, claims = await self.db.write(write)
             self._record_backoff.reset()
         except StoreError as exc:
             # The transaction was rolled back: keep the results and record them again after a

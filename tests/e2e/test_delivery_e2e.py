@@ -186,7 +186,16 @@ async def test_dispatcher_sigkill_mid_batch_loses_nothing(stack: Stack) -> None:
         flags = ("--allow-private-targets", "--lease", "2", "--timeout", "1")
         with stack.dispatcher(*flags) as first:
             await receiver.wait_for(40, timeout=20)
+            writers = _children(first.proc.pid)
+            # On SQLite the claims and records run in a child process; PostgreSQL has none.
+            assert len(writers) == (0 if stack.db.startswith("postgresql") else 1)
             first.kill()
+
+            async def writers_gone() -> bool:
+                # Not in the dispatcher's process group: each must notice the death itself.
+                return not any(_running(pid) for pid in writers)
+
+            await _until(writers_gone, timeout=10)
         arrived = len(receiver.received)
         assert arrived < count, "the first dispatcher finished before it was killed"
         with stack.dispatcher(*flags):
@@ -201,6 +210,18 @@ async def test_dispatcher_sigkill_mid_batch_loses_nothing(stack: Stack) -> None:
 
             await _until(all_recorded)
     assert len(receiver.received) >= count
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # an exited orphan may wait for a reaper that never comes
 
 
 async def test_dns_name_to_loopback_refused_without_flag(stack: Stack) -> None:

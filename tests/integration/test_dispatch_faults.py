@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+import weakref
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -23,17 +26,27 @@ from tests.support.delivery import (
     add_workspace,
     record_event,
 )
+from tests.support.postgres import TemporaryPostgres
 from tests.support.servers import free_port, serve_app
 
 POLICY = RetryPolicy(jitter=lambda: 0.5)  # no jitter: delays are exactly the schedule
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    """A producer database with delivery tables, on SQLite and on PostgreSQL."""
-    async with open_database(
-        database_url, "producer", synchronous="NORMAL", auto_upgrade=True
-    ) as database:
+# Databases whose dispatcher runs its writes in a child process (SQLite only).
+_WRITER_PROCESS: weakref.WeakKeyDictionary[Database, bool] = weakref.WeakKeyDictionary()
+
+
+@pytest.fixture(params=["sqlite", "sqlite-writer-process", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A producer database with delivery tables: SQLite (its dispatcher writing on a thread,
+    or in a child process) and PostgreSQL."""
+    if request.param == "postgres":
+        server: TemporaryPostgres = request.getfixturevalue("pg_server")
+        url = server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    else:
+        url = str(tmp_path / "convhook.db")
+    async with open_database(url, "producer", synchronous="NORMAL", auto_upgrade=True) as database:
+        _WRITER_PROCESS[database] = request.param == "sqlite-writer-process"
         yield database
 
 
@@ -50,6 +63,7 @@ class Setup:
         self.db = db
         self.clock = clock
         self.secret = str(Secret.generate())
+        options.setdefault("writer_process", _WRITER_PROCESS.get(db, False))
         self.dispatcher = Dispatcher(
             db,
             allow_private=options.pop("allow_private", True),

@@ -58,6 +58,13 @@ def dispatcher(
         env="SQLITE_SYNCHRONOUS",
         help="SQLite durability: FULL survives power loss, NORMAL a process crash only.",
     ),
+    writer_process: bool = option(
+        True,
+        "--writer-process/--no-writer-process",
+        env="DISPATCH_WRITER_PROCESS",
+        help="SQLite: claim and record in a child process with its own GIL (faster on "
+        "multi-core machines; PostgreSQL ignores this).",
+    ),
     log_level: str = option("info", "--log-level", env="LOG_LEVEL", help="Log level."),
     metrics_port: int = option(
         0,
@@ -91,6 +98,7 @@ def dispatcher(
             poll_interval=poll_interval,
             timeout=timeout,
             synchronous=synchronous.upper(),
+            writer_process=writer_process and url.engine == "sqlite",
         )
     )
 

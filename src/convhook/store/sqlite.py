@@ -50,6 +50,11 @@ class SQLiteDatabase(Database):
     def name(self) -> str:
         return str(self.path)
 
+    @property
+    def synchronous(self) -> str:
+        """The ``PRAGMA synchronous`` level of every connection to this file."""
+        return self._synchronous
+
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return connect(self.path, synchronous=self._synchronous)

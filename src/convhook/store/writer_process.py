@@ -1,0 +1,298 @@
+"""A SQLite writer in a child process: group commit without sharing the GIL.
+
+Python's sqlite3 module lets go of the GIL around every statement step and must take it back
+after each one. A writer thread beside a busy event loop therefore spends its batches waiting
+for the GIL, and makes the loop wait in turn; with the dispatcher's writes on a thread, about
+a third of the process's CPU went to that contention. A child process has a GIL of its own.
+
+The parent sends named operations (``op(conn, *args)``, module-level functions listed in an
+``OPS`` mapping of the module the child is started with) over a socket pair, as msgpack
+frames. The child takes every request that is waiting, runs each in its own SAVEPOINT inside
+one transaction, commits once, and only then answers them all: a reply means "committed", as
+an awaited :meth:`~convhook.store.database.Database.write` does. Requests, arguments and
+results must be msgpack values (tuples arrive as lists).
+
+The child runs in a session of its own and ignores SIGINT and SIGTERM: the parent stops it
+by closing the socket after its own last write, and the child also exits when the parent dies
+(the socket then reads end of file). A child that dies fails the requests in flight with
+:class:`~convhook.errors.StoreError` and is started again on the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import msgspec
+
+from convhook.errors import ClosedError, StoreError
+
+log = logging.getLogger("convhook.store")
+
+_LENGTH = struct.Struct("<I")
+_STOP_WAIT = 10.0  # seconds the child may take to finish its batch and exit
+
+
+class WriterProcess:
+    """Runs the operations of ``ops_module`` on the SQLite file at ``path``, in a child."""
+
+    def __init__(self, path: str | Path, ops_module: str, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.ops_module = ops_module
+        self.synchronous = synchronous
+        self._proc: asyncio.subprocess.Process | None = None
+        self._protocol: _Replies | None = None
+        self._seq = 0
+        self._open = False
+        self._encode = msgspec.msgpack.Encoder().encode
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, while one runs."""
+        if self._proc is None or self._proc.returncode is not None:
+            return None
+        return self._proc.pid
+
+    async def start(self) -> None:
+        """Start the child (a no-op if it runs)."""
+        self._open = True
+        if self._protocol is None or self._protocol.lost:
+            await self._spawn()
+
+    async def _spawn(self) -> None:
+        old, self._proc = self._proc, None
+        if old is not None:
+            # A child whose socket closed is gone or going: make sure, and reap it.
+            with contextlib.suppress(ProcessLookupError):
+                old.kill()
+            await old.wait()
+        parent, child = socket.socketpair()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                __name__,
+                self.ops_module,
+                str(self.path),
+                self.synchronous,
+                str(child.fileno()),
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                # Out of the parent's process group, so a Ctrl-C or a SIGTERM sent to the
+                # group reaches the parent alone, which then makes its last writes here.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            parent.close()
+            raise StoreError(f"cannot start the SQLite writer process: {exc}") from exc
+        finally:
+            child.close()
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_connection(_Replies, sock=parent)
+        self._protocol = protocol
+        # The child answers request 0 once its connection is open: a file it cannot open
+        # fails here, not on the first write.
+        await protocol.expect(0)
+
+    async def call(self, op: str, *args: Any) -> Any:
+        """Run ``op(conn, *args)`` in the child's next transaction; return once committed."""
+        if not self._open:
+            raise ClosedError("the SQLite writer process is not started: call start() first")
+        if self._protocol is None or self._protocol.lost:
+            await self._spawn()
+        assert self._protocol is not None
+        self._seq += 1
+        frame = self._encode((self._seq, op, args))
+        return await self._protocol.send(self._seq, _LENGTH.pack(len(frame)) + frame)
+
+    async def close(self) -> None:
+        """Let the child finish what it was sent, then stop it."""
+        self._open = False
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            await protocol.drain()
+            protocol.close()
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                await asyncio.wait_for(proc.wait(), _STOP_WAIT)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+class _Replies(asyncio.Protocol):
+    """The parent's end: writes requests, resolves each one's future from its reply."""
+
+    def __init__(self) -> None:
+        self.lost = False
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._decode = msgspec.msgpack.Decoder().decode
+        self._idle: asyncio.Event | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but have its methods.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def expect(self, seq: int) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.lost:
+            future.set_exception(StoreError("the SQLite writer process exited at start"))
+        else:
+            self._waiting[seq] = future
+        return future
+
+    def send(self, seq: int, frame: bytes) -> asyncio.Future[Any]:
+        assert self._transport is not None
+        future = self.expect(seq)
+        self._transport.write(frame)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        at = 0
+        while len(buffer) - at >= 4:
+            (size,) = _LENGTH.unpack_from(buffer, at)
+            if len(buffer) - at - 4 < size:
+                break
+            seq, ok, value = self._decode(memoryview(buffer)[at + 4 : at + 4 + size])
+            at += 4 + size
+            future = self._waiting.pop(seq, None)
+            if future is None or future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(StoreError(value))
+        del buffer[:at]
+        if not self._waiting and self._idle is not None:
+            self._idle.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(
+                    StoreError(
+                        "the SQLite writer process exited; its last batch was rolled back "
+                        "(it is started again on the next write)"
+                    )
+                )
+        if self._idle is not None:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until every request sent has its reply (or the child is gone)."""
+        if self._waiting and not self.lost:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+# -- the child -------------------------------------------------------------------------
+
+
+def serve(
+    ops: dict[str, Callable[..., Any]], conn: sqlite3.Connection, sock: socket.socket
+) -> None:
+    """Answer the parent's requests until it closes the socket (or dies)."""
+    encode = msgspec.msgpack.Encoder().encode
+    decode = msgspec.msgpack.Decoder().decode
+    buffer = bytearray()
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return
+        buffer += data
+        # Whatever else has arrived meanwhile joins this batch.
+        sock.setblocking(False)
+        try:
+            while more := sock.recv(1 << 20):
+                buffer += more
+        except BlockingIOError:
+            pass
+        finally:
+            sock.setblocking(True)
+        requests = []
+        at = 0
+        while len(buffer) - at >= 4:
+            (size,) = _LENGTH.unpack_from(buffer, at)
+            if len(buffer) - at - 4 < size:
+                break
+            requests.append(decode(memoryview(buffer)[at + 4 : at + 4 + size]))
+            at += 4 + size
+        del buffer[:at]
+        if requests:
+            replies = [encode(reply) for reply in run_batch(ops, conn, requests)]
+            sock.sendall(b"".join(_LENGTH.pack(len(r)) + r for r in replies))
+
+
+def run_batch(
+    ops: dict[str, Callable[..., Any]], conn: sqlite3.Connection, requests: list[Any]
+) -> list[tuple[int, bool, Any]]:
+    """Run ``[seq, op, args]`` requests in one transaction; a failing one rolls back alone."""
+    replies: list[tuple[int, bool, Any]] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for seq, name, args in requests:
+            fn = ops.get(name)
+            if fn is None:
+                replies.append((seq, False, f"unknown writer operation {name!r}"))
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                replies.append((seq, True, fn(conn, *args)))
+                conn.execute("RELEASE SAVEPOINT op")
+            except Exception as exc:  # noqa: BLE001 - answered to the caller of this request
+                conn.execute("ROLLBACK TO SAVEPOINT op")
+                conn.execute("RELEASE SAVEPOINT op")
+                replies.append((seq, False, f"write failed: {exc}"))
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        message = f"commit failed: {exc}; the writes were rolled back"
+        return [(seq, False, message) for seq, _, _ in requests]
+    return replies
+
+
+def main(argv: list[str]) -> None:
+    from convhook.store.sqlite import connect
+
+    ops_module, path, synchronous, fd = argv
+    # The parent decides when to stop (it closes the socket after its last write): a signal
+    # sent to this process by mistake must not cut that write off either.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ops: dict[str, Callable[..., Any]] = importlib.import_module(ops_module).OPS
+    sock = socket.socket(fileno=int(fd))
+    conn = connect(path, synchronous=synchronous)
+    try:
+        ready = msgspec.msgpack.encode((0, True, None))
+        sock.sendall(_LENGTH.pack(len(ready)) + ready)
+        serve(ops, conn, sock)
+    finally:
+        conn.close()
+        sock.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,213 @@
+"""The SQLite writer process: the dispatcher's claims and records in a child with its own GIL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convhook.dispatcher import Dispatcher
+from convhook.errors import ClosedError, ConfigError, StoreError
+from convhook.signing import Secret, Verifier
+from convhook.store import delivery_log, delivery_wire, open_database
+from convhook.store.database import Database
+from convhook.store.sqlite import SQLiteDatabase
+from convhook.store.writer_process import WriterProcess, run_batch
+from tests.support.delivery import LIFECYCLE, Receiver, add_endpoint, add_workspace, record_event
+from tests.support.servers import serve_app
+
+OPS = delivery_wire.__name__
+
+
+@pytest.fixture
+async def db(db_path: Path) -> AsyncIterator[Database]:
+    """A producer database on a SQLite file."""
+    async with open_database(str(db_path), "producer", synchronous="NORMAL") as database:
+        yield database
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_dispatcher_with_writer_process_delivers_in_order(db: Database) -> None:
+    """With its writes in the child, the dispatcher delivers a lifecycle signed and in order,
+    and every attempt is recorded in the database."""
+    secret = str(Secret.generate())
+    receiver = Receiver()
+    async with serve_app(receiver) as base:
+        ws = await db.write(add_workspace)
+        await db.write(lambda c: add_endpoint(c, ws, base + "/hook", secret, _ms()))
+        sent = [
+            await db.write(lambda c, s=seq, t=kind: record_event(c, ws, "conv_1", s, t, _ms()))
+            for seq, kind in enumerate(LIFECYCLE, 1)
+        ]
+        async with Dispatcher(db, allow_private=True, writer_process=True) as dispatcher:
+            dispatcher.wake()
+            got = await receiver.wait_for(4)
+            child = dispatcher._writer.pid if dispatcher._writer else None
+            assert child is not None
+            assert _alive(child)
+    assert not _alive(child), "the writer process outlived its dispatcher"
+    assert [r.event["eventType"] for r in got] == list(LIFECYCLE)
+    assert [r.body for r in got] == [body for _, body in sent]
+    for request in got:
+        Verifier(secret).verify(request.headers, request.body)
+    for event_id, _ in sent:
+        [delivery] = await db.read(lambda c, e=event_id: delivery_log.of_event(c, ws, e))
+        assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
+            "delivered",
+            1,
+            200,
+        )
+        attempts = await db.read(lambda c, d=delivery.id: delivery_log.attempts_of(c, d))
+        assert [a.status_code for a in attempts] == [200]
+
+
+async def test_writer_process_needs_sqlite(pg_url: str) -> None:
+    """Asking for a writer process on PostgreSQL is a configuration error, said at once."""
+    async with open_database(pg_url, "producer", auto_upgrade=True) as pg:
+        with pytest.raises(ConfigError, match="SQLite"):
+            Dispatcher(pg, writer_process=True)
+
+
+async def test_killed_child_fails_its_requests_and_is_restarted(db: Database) -> None:
+    """A request in flight when the child dies fails with StoreError; the next request starts
+    a new child and succeeds."""
+    assert isinstance(db, SQLiteDatabase)
+    writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+    with pytest.raises(ClosedError, match="start"):
+        await writer.call("claim", "w", _ms(), 1000, 10)
+    await writer.start()
+    try:
+        assert await writer.call("claim", "w", _ms(), 1000, 10) == []
+        first = writer.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)  # the request below stays in flight
+        pending = asyncio.ensure_future(writer.call("claim", "w", _ms(), 1000, 10))
+        await asyncio.sleep(0.1)
+        assert not pending.done()
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(StoreError, match="writer process exited"):
+            await pending
+        assert await writer.call("claim", "w", _ms(), 1000, 10) == []
+        assert writer.pid not in (None, first)
+    finally:
+        await writer.close()
+    assert writer.pid is None
+
+
+async def test_child_ignores_sigterm_until_the_parent_closes(db: Database) -> None:
+    """SIGTERM sent to the whole process group leaves the child serving, so the parent's
+    last records still commit; closing the socket stops it."""
+    assert isinstance(db, SQLiteDatabase)
+    writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+    await writer.start()
+    child = writer.pid
+    assert child is not None
+    os.kill(child, signal.SIGTERM)
+    os.kill(child, signal.SIGINT)
+    assert await writer.call("claim", "w", _ms(), 1000, 10) == []
+    assert writer.pid == child
+    await writer.close()
+    assert not _alive(child)
+
+
+async def test_unknown_operation_is_refused(db: Database) -> None:
+    """An operation the ops module does not list fails that request alone."""
+    assert isinstance(db, SQLiteDatabase)
+    async with _writer(db) as writer:
+        with pytest.raises(StoreError, match="unknown writer operation 'drop'"):
+            await writer.call("drop")
+        assert await writer.call("claim", "w", _ms(), 1000, 10) == []
+
+
+def test_batch_rolls_back_a_failing_request_alone(tmp_path: Path) -> None:
+    """In one transaction, a request that raises is rolled back to its savepoint and answered
+    with its error; the others commit."""
+    conn = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (v TEXT PRIMARY KEY)")
+
+    def put(c: sqlite3.Connection, value: str) -> str:
+        c.execute("INSERT INTO t VALUES (?)", (value,))
+        return value
+
+    def put_then_fail(c: sqlite3.Connection, value: str) -> None:
+        c.execute("INSERT INTO t VALUES (?)", (value,))
+        raise ValueError("no")
+
+    ops: dict[str, Any] = {"put": put, "fail": put_then_fail}
+    replies = run_batch(
+        ops,
+        conn,
+        [[1, "put", ["a"]], [2, "fail", ["b"]], [3, "put", ["a"]], [4, "put", ["c"]]],
+    )
+    assert replies[0] == (1, True, "a")
+    assert replies[1] == (2, False, "write failed: no")
+    assert replies[2][:2] == (3, False)
+    assert "UNIQUE" in replies[2][2]
+    assert replies[3] == (4, True, "c")
+    assert [r[0] for r in conn.execute("SELECT v FROM t ORDER BY v")] == ["a", "c"]
+
+
+def test_wire_rows_round_trip() -> None:
+    """A claim and a result survive their flat wire form (tuples arrive as lists)."""
+    from convhook.retry import Verdict
+    from convhook.store.deliveries import Claim, Result
+
+    claim = Claim(
+        7,
+        "evt_1",
+        "conversation.completed",
+        "ep_1",
+        "conv_1",
+        "http://h/",
+        b"{}",
+        ("whsec_a", "whsec_b"),
+        2,
+        5.0,
+        "w1",
+        3,
+    )
+    assert delivery_wire.claim_of(list(delivery_wire.claim_row(claim))) == claim
+    result = Result(claim, 1000, 503, 12.5, "HTTP 503", "busy", Verdict.RETRY, 6000)
+    back = delivery_wire.result_of(list(delivery_wire.result_row(result)))
+    assert (back.claim.delivery_id, back.claim.endpoint_id, back.claim.lease_owner) == (
+        7,
+        "ep_1",
+        "w1",
+    )
+    assert (back.attempted_at, back.status_code, back.latency_ms, back.error) == (
+        1000,
+        503,
+        12.5,
+        "HTTP 503",
+    )
+    assert (back.response_body, back.verdict, back.next_attempt_at) == ("busy", Verdict.RETRY, 6000)
+
+
+class _writer:
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+
+    async def __aenter__(self) -> WriterProcess:
+        await self.writer.start()
+        return self.writer
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.writer.close()
