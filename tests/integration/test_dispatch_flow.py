@@ -99,8 +99,11 @@ async def test_later_event_waits_for_earlier_but_other_conversations_flow(
 
 
 async def test_in_flight_limit_per_endpoint(db: Database) -> None:
-    """An endpoint never has more than twice its max_in_flight leased (the next ones ready)."""
+    """An endpoint never has more than LEASE_FACTOR times its max_in_flight leased (the next
+    ones ready)."""
     from convhook.store import deliveries
+
+    room = deliveries.LEASE_FACTOR * 2
 
     ws = await db.write(add_workspace)
     await db.write(
@@ -108,29 +111,29 @@ async def test_in_flight_limit_per_endpoint(db: Database) -> None:
             c, ws, "http://x.invalid", str(Secret.generate()), 0, max_in_flight=2
         )
     )
-    for i in range(6):
+    for i in range(room + 2):
         await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], 0))
     now = _ms()
     first = await db.write(lambda c: deliveries.claim(c, "w1", now, 60_000, 100))
     second = await db.write(lambda c: deliveries.claim(c, "w2", now, 60_000, 100))
-    assert len(first) == 4
+    assert len(first) == room
     assert second == []
     later = await db.write(lambda c: deliveries.claim(c, "w2", now + 60_000, 60_000, 100))
     assert {c.delivery_id for c in later} == {c.delivery_id for c in first}  # leases expired
 
 
 async def test_rate_limit_caps_leases(db: Database) -> None:
-    """A rate-limited endpoint holds about two seconds' worth of leases."""
+    """A rate-limited endpoint holds about LEASE_FACTOR seconds' worth of leases."""
     from convhook.store import deliveries
 
     ws = await db.write(add_workspace)
     await db.write(
         lambda c: add_endpoint(c, ws, "http://x.invalid", str(Secret.generate()), 0, rate_limit=3)
     )
-    for i in range(10):
+    for i in range(3 * deliveries.LEASE_FACTOR + 4):
         await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], 0))
     claims = await db.write(lambda c: deliveries.claim(c, "w", _ms(), 60_000, 100))
-    assert len(claims) == 6
+    assert len(claims) == 3 * deliveries.LEASE_FACTOR
 
 
 async def test_concurrent_requests_stay_within_max_in_flight(db: Database) -> None:

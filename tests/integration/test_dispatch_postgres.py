@@ -49,7 +49,7 @@ async def _state(db: Database) -> list[Any]:
 
 
 async def test_claims_racing_keep_limits_and_order(dbs: list[Database]) -> None:
-    """Three claimers racing round after round never lease more than twice an endpoint's
+    """Three claimers racing round after round never lease more than LEASE_FACTOR times an endpoint's
     max_in_flight between them, never lease one conversation's events concurrently, and
     lease each conversation's events only after the earlier ones were delivered."""
     main = dbs[0]
@@ -83,7 +83,7 @@ async def test_claims_racing_keep_limits_and_order(dbs: list[Database]) -> None:
         )
         rows = await _state(main)
         leased = [r for r in rows if r[2] == "delivering"]
-        assert sum(1 for r in leased if r[3] == narrow) <= 6
+        assert sum(1 for r in leased if r[3] == narrow) <= 3 * deliveries.LEASE_FACTOR
         assert sum(1 for r in leased if r[3] == wide) <= 100
         active = [(r[3], r[0]) for r in leased]
         assert len(active) == len(set(active)), "one conversation leased twice at once"
@@ -122,7 +122,7 @@ async def test_expired_lease_is_claimed_by_another_process(dbs: list[Database]) 
 
 async def test_claim_waits_for_a_concurrent_claim_of_the_same_endpoint(pg_url: str) -> None:
     """A claim of an endpoint another transaction is claiming waits for it and then counts its
-    leases: an endpoint never has more than twice max_in_flight leased, even when the second
+    leases: an endpoint never has more than LEASE_FACTOR times max_in_flight leased, even when the second
     claim's snapshot would show different due rows (here: earlier ones recorded meanwhile)."""
     import threading
 
@@ -130,6 +130,7 @@ async def test_claim_waits_for_a_concurrent_claim_of_the_same_endpoint(pg_url: s
 
     from convhook.store.postgres import PgConnection
 
+    room = 3 * deliveries.LEASE_FACTOR
     async with open_database(pg_url, "producer", auto_upgrade=True) as db:
         ws = await db.write(add_workspace)
         await db.write(
@@ -139,7 +140,7 @@ async def test_claim_waits_for_a_concurrent_claim_of_the_same_endpoint(pg_url: s
         )
         now = _ms()
         await db.write(
-            lambda c: [record_event(c, ws, f"a{i}", 1, LIFECYCLE[0], now) for i in range(10)]
+            lambda c: [record_event(c, ws, f"a{i}", 1, LIFECYCLE[0], now) for i in range(room + 4)]
         )
     first = PgConnection(psycopg.connect(pg_url, autocommit=True))
     second = PgConnection(psycopg.connect(pg_url, autocommit=True))
@@ -147,7 +148,7 @@ async def test_claim_waits_for_a_concurrent_claim_of_the_same_endpoint(pg_url: s
     try:
         first.execute("BEGIN")
         held = deliveries.claim(first, "first", now, 60_000, 30)
-        assert len(held) == 6
+        assert len(held) == room
         # Due earlier than everything the first claim saw: a claim that did not wait for the
         # first one would find them free and lease them too.
         for i in range(6):
@@ -170,7 +171,7 @@ async def test_claim_waits_for_a_concurrent_claim_of_the_same_endpoint(pg_url: s
             "SELECT count(*) FROM deliveries WHERE status = 'delivering'"
         ).fetchone()
         assert leased is not None
-        assert leased[0] == 6
+        assert leased[0] == room
     finally:
         for conn in (first, second, other):
             conn.close()

@@ -3,7 +3,8 @@
 SQLite runs one write transaction at a time, so its claim (:func:`.deliveries.claim`) never
 races. Here claims by other processes interleave under READ COMMITTED, and two guarantees must
 hold across processes: a conversation's next event is not leased while an earlier one is
-pending or in flight, and an endpoint never has more than twice its ``max_in_flight`` leased.
+pending or in flight, and an endpoint never has more than LEASE_FACTOR times its
+``max_in_flight`` leased.
 
 A claim is two statements (two round trips) inside the caller's transaction:
 
@@ -30,12 +31,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from convhook.store.deliveries import TARGET_COLUMNS, Claim, claims_of, targets
+from convhook.store.deliveries import LEASE_FACTOR, TARGET_COLUMNS, Claim, claims_of, targets
 
-# An endpoint's lease room is twice its in-flight cap; the cap of a rate-limited endpoint is
-# its rate (at least 1), as in deliveries._cap.
+# An endpoint's lease room is LEASE_FACTOR times its in-flight cap; the cap of a rate-limited
+# endpoint is its rate (at least 1), as in deliveries._cap.
 _LEASES = (
-    "2 * CASE WHEN e.rate_limit IS NULL THEN e.max_in_flight "
+    f"{LEASE_FACTOR} * CASE WHEN e.rate_limit IS NULL THEN e.max_in_flight "
     "ELSE GREATEST(1, LEAST(e.max_in_flight, CAST(trunc(e.rate_limit) AS INTEGER))) END"
 )
 
