@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Coroutine
@@ -36,9 +37,26 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(130) from None
 
 
+# Python collects its youngest generation every 700 net allocations, which a server or the
+# dispatcher reaches every request or two (aiohttp and uvicorn allocate hundreds of short-lived
+# objects per request, nearly all freed by reference counting). Every 20,000 still bounds the
+# garbage that cycles can hold, and measured +11-14% delivered events/s for the dispatcher.
+GC_THRESHOLD = (20_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Set the collector up for a long-running server (see :data:`GC_THRESHOLD`)."""
+    # Objects alive now (modules, settings, the app) stay alive: leave them out of every
+    # later full collection.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def run_fast(coro: Coroutine[Any, Any, None]) -> None:
     """Like :func:`run`, on uvloop when installed (it is with uvicorn[standard]): servers and
-    the dispatcher spend noticeably less CPU per request on it than on the stdlib loop."""
+    the dispatcher spend noticeably less CPU per request on it than on the stdlib loop. The
+    garbage collector is tuned for a long-running server first (:func:`tune_gc`)."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from convhook.cli._common import err, fail, out, run
+from convhook.cli._common import err, fail, out, run, tune_gc
 from convhook.config import db_option, option
 from convhook.events import DEFAULT_MAX_BODY
 
@@ -86,6 +86,7 @@ def listen(
         proxy_headers=False,
     )
     server = uvicorn.Server(config)
+    tune_gc()
     server.run()
     if not server.started:
         raise typer.Exit(1)
