@@ -285,21 +285,29 @@ class Dispatcher:
                 bucket = self._buckets[claim.endpoint_id] = _Bucket(claim.rate_limit)
             await bucket.take()
         attempted_at = self._now_ms()
-        result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
+        result = await self._sender.send(
+            claim.url, claim.event_id, claim.body, claim.secrets, signed=claim.signed
+        )
         self._results.append(self._judge(claim, attempted_at, result))
         self._results_ready.set()
 
     def _judge(self, claim: store.Claim, attempted_at: int, r: AttemptResult) -> store.Result:
-        decision = self.policy.decide(claim.attempts + 1, r.outcome)
+        status = r.status_code
+        if status is not None and 200 <= status < 300:
+            # A 2xx is delivered whatever the policy (the common case, kept cheap).
+            verdict, next_at = Verdict.DELIVERED, attempted_at
+        else:
+            decision = self.policy.decide(claim.attempts + 1, r.outcome)
+            verdict, next_at = decision.verdict, attempted_at + int(decision.delay * 1000)
         return store.Result(
             claim=claim,
             attempted_at=attempted_at,
-            status_code=r.status_code,
+            status_code=status,
             latency_ms=r.latency_ms,
             error=r.error,
             response_body=r.response_body,
-            verdict=decision.verdict,
-            next_attempt_at=attempted_at + int(decision.delay * 1000),
+            verdict=verdict,
+            next_attempt_at=next_at,
         )
 
     async def _pause(self, seconds: float) -> None:

@@ -8,7 +8,6 @@ attempt ends in an :class:`AttemptResult` the dispatcher records.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,9 +20,12 @@ from convhook import __version__
 from convhook.errors import ClosedError
 from convhook.netguard import BlockedAddressError, GuardedResolver, TargetError, check_literal
 from convhook.retry import Outcome, parse_retry_after
-from convhook.signing import Secret, signed_content
+from convhook.signing import Secret, signature_header
 
 BODY_LIMIT = 4096
+# A signature made when the delivery was claimed (see delivery_wire) is sent if it is at most
+# this old (seconds); an attempt that waited longer is signed again with a fresh timestamp.
+PRESIGNED_FOR = 30
 DEFAULT_TIMEOUT = 15.0
 USER_AGENT = f"convhook/{__version__} (+https://www.standardwebhooks.com)"
 
@@ -55,8 +57,7 @@ class _Signer:
 
     def signature(self, msg_id: str, timestamp: int, body: bytes) -> str:
         """The ``webhook-signature`` value: one ``v1,<base64>`` entry per secret."""
-        content = signed_content(msg_id, timestamp, body)
-        return " ".join("v1," + base64.b64encode(s.digest(content)).decode() for s in self._secrets)
+        return signature_header(self._secrets, msg_id, timestamp, body)
 
 
 class Sender:
@@ -123,9 +124,19 @@ class Sender:
         return self._refused[url]
 
     async def send(
-        self, url: str, event_id: str, body: bytes, secrets: Sequence[Secret | str]
+        self,
+        url: str,
+        event_id: str,
+        body: bytes,
+        secrets: Sequence[Secret | str],
+        *,
+        signed: tuple[int, str] | None = None,
     ) -> AttemptResult:
-        """POST ``body`` to ``url`` signed with every secret; never raises for I/O errors."""
+        """POST ``body`` to ``url`` signed with every secret; never raises for I/O errors.
+
+        ``signed`` is a ``(timestamp, webhook-signature)`` pair made beforehand with the same
+        secrets; it is used unless it is older than :data:`PRESIGNED_FOR` seconds.
+        """
         if self._session is None:
             raise ClosedError("Sender is not open: use `async with Sender(...)`")
         if not self.allow_private:
@@ -134,12 +145,16 @@ class Sender:
             if refusal is not None:
                 return AttemptResult(None, 0.0, refusal)
         timestamp = int(self._clock())
+        if signed is not None and 0 <= timestamp - signed[0] <= PRESIGNED_FOR:
+            timestamp, signature = signed
+        else:
+            signature = self._signer(secrets).signature(event_id, timestamp, body)
         headers = {
             "content-type": "application/json",
             "user-agent": self.user_agent,
             "webhook-id": event_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": self._signer(secrets).signature(event_id, timestamp, body),
+            "webhook-signature": signature,
         }
         started = time.perf_counter()
         try:
