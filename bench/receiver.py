@@ -9,7 +9,8 @@ in a separate process.
 
 Each target runs ``--rounds`` times, interleaved, and keeps its best run, so a noisy
 neighbour on the machine hurts all targets alike. The table also shows the server's CPU time
-per request (all its threads), which is what the ratio comes down to.
+per request (all its threads, and its SQLite writer process: ``listen`` stores through a
+child process unless ``--no-writer-process``, shown as a row of its own).
 
 Run: ``.venv/bin/python bench/receiver.py [--seconds 5] [--rounds 2] [--connections 64]``
 """
@@ -245,6 +246,7 @@ def main() -> None:
         (tmp / "bare_app.py").write_text(BARE_APP)
         req_file, template = make_requests(tmp, secret, opts.requests)
         uvicorn_opts = ["--log-level", "warning", "--no-access-log", "--lifespan", "on"]
+        listen = [python, "-m", "convhook", "listen", "--secret", str(secret)]
         targets: list[tuple[str, list[str], bool]] = [
             (
                 "bare ASGI app (200 only)",
@@ -253,12 +255,17 @@ def main() -> None:
             ),
             (
                 "convhook listen --quiet",
-                [python, "-m", "convhook", "listen", "--secret", str(secret), "--quiet"],
+                [*listen, "--quiet"],
+                True,
+            ),
+            (
+                "convhook listen --quiet --no-writer-process",
+                [*listen, "--quiet", "--no-writer-process"],
                 True,
             ),
             (
                 "convhook listen (printing)",
-                [python, "-m", "convhook", "listen", "--secret", str(secret)],
+                listen,
                 True,
             ),
         ]

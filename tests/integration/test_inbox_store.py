@@ -6,11 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import uuid
 from pathlib import Path
+
+import pytest
 
 from convhook.store.database_inbox import SQLiteInbox
 from convhook.store.inbox import HandlerStatus, Received
-from tests.support.inbox import inbox_at
+from tests.support.inbox import WRITER_PROCESS, inbox_at
+from tests.support.postgres import TemporaryPostgres
+
+
+@pytest.fixture(params=["sqlite", "sqlite-writer-process", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on a SQLite file (written by a thread, or by a child process as
+    `convhook listen` does) and on a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        server: TemporaryPostgres = request.getfixturevalue("pg_server")
+        return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    path = str(tmp_path / "inbox.db")
+    return WRITER_PROCESS + path if request.param == "sqlite-writer-process" else path
 
 
 def received(n: int, *, webhook_id: str | None = None, at: float = 1000.0) -> Received:

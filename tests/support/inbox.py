@@ -6,10 +6,19 @@ from pathlib import Path
 
 from convhook.store.database_inbox import DatabaseInbox, open_inbox
 
+# A SQLite path with this prefix names an inbox that writes through a child process.
+WRITER_PROCESS = "writer-process:"
+
 
 def inbox_at(url: str | Path) -> DatabaseInbox:
-    """An inbox at ``url`` (SQLite path or PostgreSQL URL) that creates its schema on open,
-    as `convhook db upgrade --component inbox` would for PostgreSQL."""
+    """An inbox at ``url`` (SQLite path, ``writer-process:`` + SQLite path, or PostgreSQL URL)
+    that creates its schema on open, as `convhook db upgrade --component inbox` would for
+    PostgreSQL."""
+    text = str(url)
+    if text.startswith(WRITER_PROCESS):
+        from convhook.store.inbox_process import ProcessSQLiteInbox
+
+        return ProcessSQLiteInbox(text[len(WRITER_PROCESS) :])
     return open_inbox(url, auto_upgrade=True)
 
 

@@ -13,6 +13,7 @@ from convhook.events import DEFAULT_MAX_BODY
 
 if TYPE_CHECKING:
     from convhook.receiver import Delivery, Receiver
+    from convhook.store.inbox import Inbox
 
 DEFAULT_DB = "convhook-inbox.db"
 
@@ -61,12 +62,26 @@ def listen(
         "if the listener dies, another one takes the event when the lease ends.",
     ),
     quiet: bool = option(False, "--quiet", env="LISTEN_QUIET", help="Do not print events."),
+    writer_process: bool = option(
+        True,
+        "--writer-process/--no-writer-process",
+        env="LISTEN_WRITER_PROCESS",
+        help="SQLite: store in a child process with its own GIL (faster on multi-core "
+        "machines; PostgreSQL ignores this).",
+    ),
 ) -> None:
     """Receive webhooks on http://HOST:PORT/PATH: verify, store, print and forward them."""
     import uvicorn
 
     receiver = _build(
-        secrets or [], db, forward_to, tolerance, max_body, max_attempts, lease, quiet
+        secrets or [],
+        _inbox(db, writer_process=writer_process),
+        forward_to,
+        tolerance,
+        max_body,
+        max_attempts,
+        lease,
+        quiet,
     )
     # Open the inbox once before serving, so a missing or outdated schema (or an unreachable
     # database) is one clear error instead of a failed server start-up.
@@ -92,9 +107,25 @@ def listen(
         raise typer.Exit(1)
 
 
+def _inbox(db: str, *, writer_process: bool) -> Inbox:
+    from convhook.errors import ConfigError
+    from convhook.store.database_inbox import open_inbox
+    from convhook.store.url import DatabaseURL
+
+    try:
+        target = DatabaseURL.parse(db)
+    except ConfigError as exc:
+        fail(str(exc))
+    if writer_process and target.engine == "sqlite":
+        from convhook.store.inbox_process import ProcessSQLiteInbox
+
+        return ProcessSQLiteInbox(target.target)
+    return open_inbox(db)
+
+
 def _build(
     secrets: list[str],
-    db: str,
+    db: Inbox,
     forward_to: str | None,
     tolerance: int,
     max_body: int,
@@ -103,13 +134,13 @@ def _build(
     quiet: bool,
 ) -> Receiver:
     from convhook.errors import ConvhookError
-    from convhook.receiver import Receiver, RetryPolicy, open_inbox
+    from convhook.receiver import Receiver, RetryPolicy
     from convhook.receiver.forwarder import Forwarder
 
     try:
         receiver = Receiver(
             secrets,
-            open_inbox(db),
+            db,
             lease=lease,
             tolerance=tolerance,
             max_body=max_body,

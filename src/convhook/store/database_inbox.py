@@ -165,6 +165,85 @@ def _insert_exclusive(conn: Any, items: list[Received]) -> list[bool]:
     return [is_first and r.event_id in inserted for is_first, r in zip(first, items, strict=True)]
 
 
+# The inbox's writes, as functions of a connection: a writer thread (DatabaseInbox) or a writer
+# process (convhook.store.inbox_process) runs them.
+
+
+def claim_entries(
+    conn: Any, claim_sql: str, now: float, limit: int, lease: float
+) -> list[InboxEntry]:
+    """Lease up to ``limit`` due events until ``now + lease``."""
+    ids = [
+        r[0] for r in conn.execute(claim_sql, {"until": now + lease, "now": now, "limit": limit})
+    ]
+    if not ids:
+        return []
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} {_FROM} WHERE i.event_id IN ({', '.join('?' * len(ids))})", ids
+    )
+    return [_entry(r) for r in rows]
+
+
+def fail_args(
+    event_id: str, now: float, error: str, handlers_done: Sequence[str], retry_at: float | None
+) -> tuple[Any, ...]:
+    """The parameters of :func:`fail_event`: pending again at ``retry_at``, or failed."""
+    status = HandlerStatus.PENDING if retry_at is not None else HandlerStatus.FAILED
+    return (status.value, retry_at, json.dumps(list(handlers_done)), error, now, event_id)
+
+
+def fail_event(conn: Any, *args: Any) -> None:
+    conn.execute(
+        "UPDATE convhook_inbox_state SET status = ?, next_attempt_at = ?, handlers_done = ?, "
+        "last_error = ?, updated_at = ? WHERE event_id = ?",
+        args,
+    )
+
+
+def requeue_events(conn: Any, ids: Sequence[str], now: float, notify: bool) -> list[str]:
+    """Make events due again from their first handler attempt; return those found."""
+    found = []
+    for event_id in ids:
+        row = conn.execute(
+            "UPDATE convhook_inbox_state SET "
+            "handlers_done = CASE WHEN status = 'done' THEN '[]' ELSE handlers_done END, "
+            "status = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? "
+            "WHERE event_id = ? RETURNING event_id",
+            (now, now, event_id),
+        ).fetchone()
+        if row is not None:
+            found.append(row[0])
+    if found and notify:
+        conn.execute(_NOTIFY, (CHANNEL,))
+    return found
+
+
+def release_running(conn: Any, now: float) -> int:
+    """Make every running event due now (an exclusive inbox at start)."""
+    count: int = conn.execute(
+        "UPDATE convhook_inbox_state SET status = 'pending', next_attempt_at = ?, "
+        "updated_at = ? WHERE status = 'running'",
+        (now, now),
+    ).rowcount
+    return count
+
+
+def extend_leases(conn: Any, ids: Sequence[str], until: float) -> None:
+    for at in range(0, len(ids), _ROWS_PER_STATEMENT):
+        chunk = ids[at : at + _ROWS_PER_STATEMENT]
+        # Only a lease still held moves: a finished or failed event stays as recorded.
+        conn.execute(
+            "UPDATE convhook_inbox_state SET next_attempt_at = ? WHERE status = 'running' "
+            f"AND event_id IN ({', '.join('?' * len(chunk))})",
+            [until, *chunk],
+        )
+
+
+def complete_events(conn: Any, items: list[tuple[str, str, float]]) -> list[None]:
+    """Mark events done (``(event_id, handlers_done JSON, at)`` each)."""
+    return _complete(conn, items)
+
+
 def _marks(values: list[Any]) -> str:
     return ", ".join("?" * len(values))
 
@@ -263,19 +342,7 @@ class DatabaseInbox(Inbox):
 
     async def claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
         claim_sql = self._claim_sql
-
-        def claim(conn: Any) -> list[InboxEntry]:
-            params = {"until": now + lease, "now": now, "limit": limit}
-            ids = [r[0] for r in conn.execute(claim_sql, params)]
-            if not ids:
-                return []
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} {_FROM} WHERE i.event_id IN ({', '.join('?' * len(ids))})",
-                ids,
-            )
-            return [_entry(r) for r in rows]
-
-        entries = await self.db.write(claim)
+        entries = await self.db.write(lambda c: claim_entries(c, claim_sql, now, limit, lease))
         entries.sort(key=lambda e: e.received_at)
         return entries
 
@@ -301,17 +368,8 @@ class DatabaseInbox(Inbox):
         handlers_done: Sequence[str],
         retry_at: float | None,
     ) -> None:
-        status = HandlerStatus.PENDING if retry_at is not None else HandlerStatus.FAILED
-        args = (status.value, retry_at, json.dumps(list(handlers_done)), error, now, event_id)
-
-        def fail(conn: Any) -> None:
-            conn.execute(
-                "UPDATE convhook_inbox_state SET status = ?, next_attempt_at = ?, handlers_done = ?, "
-                "last_error = ?, updated_at = ? WHERE event_id = ?",
-                args,
-            )
-
-        await self.db.write(fail)
+        args = fail_args(event_id, now, error, handlers_done, retry_at)
+        await self.db.write(lambda c: fail_event(c, *args))
 
     async def get(self, event_id: str) -> InboxEntry | None:
         def get(conn: Any) -> InboxEntry | None:
@@ -344,24 +402,7 @@ class DatabaseInbox(Inbox):
     async def requeue(self, event_ids: Sequence[str], now: float) -> list[str]:
         ids = list(event_ids)
         notifies = self._notifies
-
-        def requeue(conn: Any) -> list[str]:
-            found = []
-            for event_id in ids:
-                row = conn.execute(
-                    "UPDATE convhook_inbox_state SET "
-                    "handlers_done = CASE WHEN status = 'done' THEN '[]' ELSE handlers_done END, "
-                    "status = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? "
-                    "WHERE event_id = ? RETURNING event_id",
-                    (now, now, event_id),
-                ).fetchone()
-                if row is not None:
-                    found.append(row[0])
-            if found and notifies:
-                conn.execute(_NOTIFY, (CHANNEL,))
-            return found
-
-        return await self.db.write(requeue)
+        return await self.db.write(lambda c: requeue_events(c, ids, now, notifies))
 
     async def failed_ids(self, limit: int = 1000) -> list[str]:
         order = self._order
@@ -379,33 +420,12 @@ class DatabaseInbox(Inbox):
     async def release_running(self, now: float) -> int:
         if self.shared:
             return 0
-
-        def release(conn: Any) -> int:
-            count: int = conn.execute(
-                "UPDATE convhook_inbox_state SET status = 'pending', next_attempt_at = ?, "
-                "updated_at = ? WHERE status = 'running'",
-                (now, now),
-            ).rowcount
-            return count
-
-        return await self.db.write(release)
+        return await self.db.write(lambda c: release_running(c, now))
 
     async def extend(self, event_ids: Sequence[str], until: float) -> None:
         ids = list(event_ids)
-        if not ids:
-            return
-
-        def extend(conn: Any) -> None:
-            for at in range(0, len(ids), _ROWS_PER_STATEMENT):
-                chunk = ids[at : at + _ROWS_PER_STATEMENT]
-                # Only a lease still held moves: a finished or failed event stays as recorded.
-                conn.execute(
-                    "UPDATE convhook_inbox_state SET next_attempt_at = ? WHERE status = 'running' "
-                    f"AND event_id IN ({', '.join('?' * len(chunk))})",
-                    [until, *chunk],
-                )
-
-        await self.db.write(extend)
+        if ids:
+            await self.db.write(lambda c: extend_leases(c, ids, until))
 
 
 class SQLiteInbox(DatabaseInbox):
