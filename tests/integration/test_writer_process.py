@@ -253,6 +253,32 @@ async def test_claims_from_the_child_are_signed_at_claim_time(db: Database) -> N
     Verifier(secret, clock=lambda: now / 1000).verify(headers, body)
 
 
+async def test_inbox_child_killed_mid_batch_loses_nothing_committed(tmp_path: Path) -> None:
+    """An inbox add in flight when its writer child dies fails (the receiver answers 503, so
+    the sender retries); what was committed before stays, and the next add restarts it."""
+    from convhook.store.inbox import Received
+    from convhook.store.inbox_process import ProcessSQLiteInbox
+
+    def item(n: int) -> Received:
+        return Received(f"evt_{n}", f"msg_{n}", "conversation.userJoined", b"{}", {}, 1.0)
+
+    async with ProcessSQLiteInbox(tmp_path / "inbox.db", synchronous="NORMAL") as inbox:
+        assert await inbox.add(item(1)) is True
+        child = inbox._writer.pid
+        assert child is not None
+        os.kill(child, signal.SIGSTOP)
+        pending = asyncio.ensure_future(inbox.add(item(2)))
+        await asyncio.sleep(0.1)
+        os.kill(child, signal.SIGKILL)
+        with pytest.raises(StoreError, match="writer process exited"):
+            await pending
+        assert await inbox.get("evt_2") is None
+        assert await inbox.add(item(2)) is True
+        assert await inbox.add(item(1)) is False
+        assert {e.event_id for e in await inbox.recent()} == {"evt_1", "evt_2"}
+        assert inbox._writer.pid not in (None, child)
+
+
 class _writer:
     def __init__(self, db: SQLiteDatabase) -> None:
         self.writer = WriterProcess(db.path, OPS, synchronous="NORMAL")

@@ -41,7 +41,11 @@ from convhook.errors import ClosedError, StoreError
 log = logging.getLogger("convhook.store")
 
 _LENGTH = struct.Struct("<I")
-_STOP_WAIT = 10.0  # seconds the child may take to finish its batch and exit
+# Seconds close() waits for the answers still due (a batch may wait up to the 30 s busy
+# timeout for another process's lock), then for the child to exit, before killing it. A batch
+# cut off this way is rolled back; its requests were not answered, so nothing is lost.
+_DRAIN_WAIT = 40.0
+_STOP_WAIT = 10.0
 
 
 class WriterProcess:
@@ -121,7 +125,8 @@ class WriterProcess:
         self._open = False
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
-            await protocol.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(protocol.drain(), _DRAIN_WAIT)
             protocol.close()
         proc, self._proc = self._proc, None
         if proc is not None:
