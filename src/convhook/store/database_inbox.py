@@ -192,7 +192,7 @@ def fail_args(
     return (status.value, retry_at, json.dumps(list(handlers_done)), error, now, event_id)
 
 
-def fail_event(conn: Any, *args: Any) -> None:
+def fail_event(conn: Any, args: Sequence[Any]) -> None:
     conn.execute(
         "UPDATE convhook_inbox_state SET status = ?, next_attempt_at = ?, handlers_done = ?, "
         "last_error = ?, updated_at = ? WHERE event_id = ?",
@@ -239,9 +239,13 @@ def extend_leases(conn: Any, ids: Sequence[str], until: float) -> None:
         )
 
 
-def complete_events(conn: Any, items: list[tuple[str, str, float]]) -> list[None]:
-    """Mark events done (``(event_id, handlers_done JSON, at)`` each)."""
-    return _complete(conn, items)
+# The writes that take plain values (a writer process receives them as they are).
+WRITES: dict[str, Callable[..., Any]] = {
+    "fail": fail_event,
+    "requeue": requeue_events,
+    "release": release_running,
+    "extend": extend_leases,
+}
 
 
 def _marks(values: list[Any]) -> str:
@@ -368,8 +372,7 @@ class DatabaseInbox(Inbox):
         handlers_done: Sequence[str],
         retry_at: float | None,
     ) -> None:
-        args = fail_args(event_id, now, error, handlers_done, retry_at)
-        await self.db.write(lambda c: fail_event(c, *args))
+        await self._write("fail", fail_args(event_id, now, error, handlers_done, retry_at))
 
     async def get(self, event_id: str) -> InboxEntry | None:
         def get(conn: Any) -> InboxEntry | None:
@@ -400,9 +403,8 @@ class DatabaseInbox(Inbox):
         return await self.db.read(select)
 
     async def requeue(self, event_ids: Sequence[str], now: float) -> list[str]:
-        ids = list(event_ids)
-        notifies = self._notifies
-        return await self.db.write(lambda c: requeue_events(c, ids, now, notifies))
+        found: list[str] = await self._write("requeue", list(event_ids), now, self._notifies)
+        return found
 
     async def failed_ids(self, limit: int = 1000) -> list[str]:
         order = self._order
@@ -420,12 +422,17 @@ class DatabaseInbox(Inbox):
     async def release_running(self, now: float) -> int:
         if self.shared:
             return 0
-        return await self.db.write(lambda c: release_running(c, now))
+        count: int = await self._write("release", now)
+        return count
 
     async def extend(self, event_ids: Sequence[str], until: float) -> None:
-        ids = list(event_ids)
-        if ids:
-            await self.db.write(lambda c: extend_leases(c, ids, until))
+        if event_ids:
+            await self._write("extend", list(event_ids), until)
+
+    async def _write(self, op: str, *args: Any) -> Any:
+        """Run the write ``WRITES[op](conn, *args)`` (a writer process overrides this)."""
+        fn = WRITES[op]
+        return await self.db.write(lambda c: fn(c, *args))
 
 
 class SQLiteInbox(DatabaseInbox):

@@ -113,31 +113,8 @@ class ProcessSQLiteInbox(SQLiteInbox):
         entries.sort(key=lambda e: e.received_at)
         return entries
 
-    async def fail(
-        self,
-        event_id: str,
-        now: float,
-        error: str,
-        handlers_done: Sequence[str],
-        retry_at: float | None,
-    ) -> None:
-        await self._writer.call(
-            "fail", sql.fail_args(event_id, now, error, handlers_done, retry_at)
-        )
-
-    async def requeue(self, event_ids: Sequence[str], now: float) -> list[str]:
-        found: list[str] = await self._writer.call("requeue", list(event_ids), now)
-        return found
-
-    async def release_running(self, now: float) -> int:
-        if self.shared:
-            return 0
-        count: int = await self._writer.call("release", now)
-        return count
-
-    async def extend(self, event_ids: Sequence[str], until: float) -> None:
-        if event_ids:
-            await self._writer.call("extend", list(event_ids), until)
+    async def _write(self, op: str, *args: Any) -> Any:
+        return await self._writer.call(op, *args)
 
 
 # -- wire forms -------------------------------------------------------------------------
@@ -198,7 +175,7 @@ def _add(conn: Any, rows: list[list[Any]]) -> list[bool]:
 
 
 def _complete(conn: Any, items: list[list[Any]]) -> list[None]:
-    return sql.complete_events(conn, [(e, done, at) for e, done, at in items])
+    return sql._complete(conn, [(e, done, at) for e, done, at in items])
 
 
 def _claim(conn: Any, now: float, limit: int, lease: float) -> list[tuple[Any, ...]]:
@@ -206,28 +183,4 @@ def _claim(conn: Any, now: float, limit: int, lease: float) -> list[tuple[Any, .
     return [_entry_row(e) for e in entries]
 
 
-def _fail(conn: Any, args: list[Any]) -> None:
-    sql.fail_event(conn, *args)
-
-
-def _requeue(conn: Any, ids: list[str], now: float) -> list[str]:
-    return sql.requeue_events(conn, ids, now, notify=False)
-
-
-def _release(conn: Any, now: float) -> int:
-    return sql.release_running(conn, now)
-
-
-def _extend(conn: Any, ids: list[str], until: float) -> None:
-    sql.extend_leases(conn, ids, until)
-
-
-OPS = {
-    "add": _add,
-    "complete": _complete,
-    "claim": _claim,
-    "fail": _fail,
-    "requeue": _requeue,
-    "release": _release,
-    "extend": _extend,
-}
+OPS = {"add": _add, "complete": _complete, "claim": _claim, **sql.WRITES}
