@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from convhook.store import database_inbox as sql
+from convhook.store import inbox_sql as sql
 from convhook.store.database_inbox import SQLiteInbox
 from convhook.store.inbox import HandlerStatus, InboxEntry, Received
 from convhook.store.writer_process import WriterProcess
@@ -171,16 +171,16 @@ def _entry_of(row: Sequence[Any]) -> InboxEntry:
 
 
 def _add(conn: Any, rows: list[list[Any]]) -> list[bool]:
-    return sql._insert_exclusive(conn, [Received(*row) for row in rows])
+    return sql.insert_exclusive(conn, [Received(*row) for row in rows])
 
 
-def _complete(conn: Any, items: list[list[Any]]) -> list[None]:
-    return sql._complete(conn, [(e, done, at) for e, done, at in items])
+def complete(conn: Any, items: list[list[Any]]) -> list[None]:
+    return sql.complete(conn, [(e, done, at) for e, done, at in items])
 
 
 def _claim(conn: Any, now: float, limit: int, lease: float) -> list[tuple[Any, ...]]:
-    entries = sql.claim_entries(conn, sql._CLAIM_SQLITE, now, limit, lease)
+    entries = sql.claim_entries(conn, sql.CLAIM_SQLITE, now, limit, lease)
     return [_entry_row(e) for e in entries]
 
 
-OPS = {"add": _add, "complete": _complete, "claim": _claim, **sql.WRITES}
+OPS = {"add": _add, "complete": complete, "claim": _claim, **sql.WRITES}
