@@ -21,24 +21,21 @@ import sqlite3
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 
 from convhook import metrics
 from convhook.errors import ClosedError, ConfigError, StoreError
 from convhook.ids import new_id
+from convhook.pacing import Backoff, TokenBucket
 from convhook.retry import RetryPolicy, Verdict
 from convhook.sender import DEFAULT_TIMEOUT, AttemptResult, Sender
 from convhook.store import deliveries as store
-from convhook.store import delivery_wire as wire
 from convhook.store.database import Database
+from convhook.store.delivery_writes import DeliveryWrites, ProcessWrites, ThreadWrites
 from convhook.store.sqlite import SQLiteDatabase, connect
-from convhook.store.writer_process import WriterProcess
 
 log = logging.getLogger("convhook.dispatcher")
 
 Clock = Callable[[], float]
-
-_OPS = wire.__name__
 
 # The channel the PostgreSQL fan-out trigger notifies (see sql/postgres/producer/0002).
 CHANNEL = "convhook_deliveries"
@@ -46,25 +43,6 @@ CHANNEL = "convhook_deliveries"
 # While attempts finish and their flushes claim more, the claim loop stands aside this long
 # after the last such claim (seconds).
 _REFILL_COVERS = 0.05
-
-
-class _Bucket:
-    """A token bucket for an endpoint's optional rate limit (per second)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = 1.0
-        self.stamp = time.monotonic()
-
-    async def take(self) -> None:
-        while True:
-            now = time.monotonic()
-            self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return
-            await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
 class _Lane:
@@ -106,13 +84,13 @@ class Dispatcher:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
         self._clock = clock
         self._sender = Sender(timeout=timeout, allow_private=allow_private, clock=clock)
-        self._writer: WriterProcess | None = None
+        self._writes: DeliveryWrites = ThreadWrites(db)
         if writer_process:
             # Claims and records run in a child with a GIL of its own (see writer_process):
             # for a dispatcher alone in its process, on SQLite, whose writes are all its own.
             if not isinstance(db, SQLiteDatabase):
                 raise ConfigError("writer_process needs a SQLite database")
-            self._writer = WriterProcess(db.path, _OPS, synchronous=db.synchronous)
+            self._writes = ProcessWrites(db)
         self._open = False
         self._stopping = False
         self._wake = asyncio.Event()
@@ -120,12 +98,12 @@ class Dispatcher:
         self._results_ready = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()  # the lanes' workers
         self._active = 0  # claims handed to lanes and not finished yet
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._lanes: dict[str, _Lane] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
-        self._claim_backoff = _Backoff()
-        self._record_backoff = _Backoff()
+        self._claim_backoff = Backoff()
+        self._record_backoff = Backoff()
         self._refilled_at = -1e9
         self._refilling = False  # a flush that claims too is in flight
         self.delivered = 0
@@ -142,8 +120,7 @@ class Dispatcher:
     async def open(self) -> None:
         """Open the HTTP session without starting the loop (for :meth:`run_once`)."""
         if not self._open:
-            if self._writer is not None:
-                await self._writer.start()
+            await self._writes.start()
             await self._sender.__aenter__()
             self._open = True
 
@@ -177,8 +154,7 @@ class Dispatcher:
         await self._flush()
         if self._open:
             await self._sender.__aexit__(None, None, None)
-            if self._writer is not None:
-                await self._writer.close()
+            await self._writes.close()
             self._open = False
 
     def wake(self) -> None:
@@ -195,19 +171,7 @@ class Dispatcher:
         # process), and taking it only to find nothing due would slow everyone down.
         if not await self.db.read(lambda c: store.has_due(c, now)):
             return []
-        if self._writer is not None:
-            rows = await self._call("claim", owner, now, lease_ms, limit)
-            return [wire.claim_of(row) for row in rows]
-        return await self.db.write(lambda c: store.claim(c, owner, now, lease_ms, limit))
-
-    async def _call(self, op: str, *args: object) -> Any:
-        assert self._writer is not None
-        try:
-            return await self._writer.call(op, *args)
-        except ClosedError:
-            raise
-        except StoreError as exc:
-            raise StoreError(f"{op} in {self.db.name} failed: {exc}") from exc
+        return await self._writes.claim(owner, now, lease_ms, limit)
 
     async def run_once(self) -> list[store.Result]:
         """Claim one batch, send it, record it, and return the results (tests, tools)."""
@@ -282,7 +246,7 @@ class Dispatcher:
         if claim.rate_limit:
             bucket = self._buckets.get(claim.endpoint_id)
             if bucket is None or bucket.rate != claim.rate_limit:
-                bucket = self._buckets[claim.endpoint_id] = _Bucket(claim.rate_limit)
+                bucket = self._buckets[claim.endpoint_id] = TokenBucket(claim.rate_limit)
             await bucket.take()
         attempted_at = self._now_ms()
         result = await self._sender.send(
@@ -333,21 +297,11 @@ class Dispatcher:
             return results
         now, disable_ms = self._now_ms(), int(self.policy.disable_after * 1000)
         lease_ms, owner = int(self.lease * 1000), self.worker_id
-
-        def write(conn: sqlite3.Connection) -> tuple[list[str], list[store.Claim]]:
-            disabled = store.record(conn, results, now, disable_ms) if results else []
-            claims = store.claim(conn, owner, now, lease_ms, limit) if limit else []
-            return disabled, claims
-
         self._refilling = bool(limit)
         try:
-            if self._writer is not None:
-                rows = [wire.result_row(r) for r in results]
-                args = (rows, now, disable_ms, owner, lease_ms, limit)
-                disabled, claim_rows = await self._call("record", *args)
-                claims = [wire.claim_of(row) for row in claim_rows]
-            else:
-                disabled, claims = await self.db.write(write)
+            disabled, claims = await self._writes.record(
+                results, now, disable_ms, owner, lease_ms, limit
+            )
             self._record_backoff.reset()
         except StoreError as exc:
             # The transaction was rolled back: keep the results and record them again after a
@@ -442,26 +396,6 @@ class Dispatcher:
                 await asyncio.sleep(self.watch_interval)
         finally:
             conn.close()
-
-
-class _Backoff:
-    """Capped exponential backoff: 0.1 s, 0.2 s, ... up to 5 s; reset by a success."""
-
-    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
-        self.first = first
-        self.cap = cap
-        self.failures = 0
-
-    @property
-    def delay(self) -> float:
-        return float(min(self.cap, self.first * 2 ** max(0, self.failures - 1)))
-
-    def next(self) -> float:
-        self.failures += 1
-        return self.delay
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

@@ -19,6 +19,7 @@ from convhook.sender import PRESIGNED_FOR, Sender
 from convhook.signing import Secret, Verifier, signature_header
 from convhook.store import delivery_log, delivery_wire, open_database
 from convhook.store.database import Database
+from convhook.store.delivery_writes import ProcessWrites
 from convhook.store.sqlite import SQLiteDatabase
 from convhook.store.writer_process import WriterProcess, run_batch
 from tests.support.delivery import (
@@ -68,7 +69,8 @@ async def test_dispatcher_with_writer_process_delivers_in_order(db: Database) ->
         async with Dispatcher(db, allow_private=True, writer_process=True) as dispatcher:
             dispatcher.wake()
             got = await receiver.wait_for(4)
-            child = dispatcher._writer.pid if dispatcher._writer else None
+            writes = dispatcher._writes
+            child = writes.pid if isinstance(writes, ProcessWrites) else None
             assert child is not None
             assert _alive(child)
     assert not _alive(child), "the writer process outlived its dispatcher"
