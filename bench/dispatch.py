@@ -8,7 +8,8 @@
 2. Latency: ``convhook serve`` and ``convhook dispatcher`` on one database; transitions are
    called at 200 events/s and each event's receipt is timed from the start of its API call.
    ``--in-serve`` measures it with the dispatcher inside ``convhook serve`` instead.
-3. Backlog: a dispatcher started on a backlog of B events: drain rate and its peak RSS.
+3. Backlog: a dispatcher started on a backlog of B events: drain rate and its peak RSS (with
+   its SQLite writer process).
 
     .venv/bin/python bench/dispatch.py [--events 5000] [--concurrency 32] [--backlog 10000]
                                        [--rate 200] [--seconds 10] [--runs 1]
@@ -218,11 +219,17 @@ def drain(conn: sqlite3.Connection, timeout: float, every: float = 0.02) -> floa
 
 
 def peak_rss_mib(pid: int) -> float:
-    """VmHWM of a live process (Linux), in MiB."""
+    """VmHWM of a live process (Linux), plus that of its live children (the dispatcher's
+    SQLite writer process), in MiB."""
+    total = float("nan")
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total = int(line.split()[1]) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        with contextlib.suppress(OSError):
+            total += peak_rss_mib(int(child))
+    return total
 
 
 def bare_client(tmp: Path, url: str, bodies: list[str], concurrency: int) -> tuple[float, float]:
