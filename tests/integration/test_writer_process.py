@@ -122,6 +122,34 @@ async def test_killed_child_fails_its_requests_and_is_restarted(db: Database) ->
     assert writer.pid is None
 
 
+async def test_callers_finding_the_child_gone_share_one_restart(db: Database) -> None:
+    """Several calls made at once after the child died start one new child, not one each."""
+    assert isinstance(db, SQLiteDatabase)
+    async with _writer(db) as writer:
+        first = writer.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        async with asyncio.timeout(10):
+            while writer.pid is not None:  # noqa: ASYNC110 - no event marks the exit
+                await asyncio.sleep(0.01)
+        results = await asyncio.gather(
+            *(writer.call("claim", "w", _ms(), 1000, 10) for _ in range(5))
+        )
+        assert results == [[]] * 5
+        alive = [pid for pid in _writer_children() if _alive(pid)]
+        assert alive == [writer.pid]
+
+
+def _writer_children() -> list[int]:
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"convhook.store.writer_process" in cmdline:
+                found.append(int(pid))
+    return found
+
+
 async def test_child_ignores_sigterm_until_the_parent_closes(db: Database) -> None:
     """SIGTERM sent to the whole process group leaves the child serving, so the parent's
     last records still commit; closing the socket stops it."""

@@ -60,6 +60,7 @@ class WriterProcess:
         self._seq = 0
         self._open = False
         self._encode = msgspec.msgpack.Encoder().encode
+        self._spawning: asyncio.Future[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -71,8 +72,21 @@ class WriterProcess:
     async def start(self) -> None:
         """Start the child (a no-op if it runs)."""
         self._open = True
-        if self._protocol is None or self._protocol.lost:
-            await self._spawn()
+        await self._ensure_child()
+
+    async def _ensure_child(self) -> None:
+        if self._protocol is not None and not self._protocol.lost:
+            return
+        # Callers that find the child gone at the same moment share one restart.
+        if self._spawning is None:
+            self._spawning = asyncio.ensure_future(self._spawn())
+            self._spawning.add_done_callback(self._spawned)
+        await asyncio.shield(self._spawning)
+
+    def _spawned(self, done: asyncio.Future[None]) -> None:
+        self._spawning = None
+        if not done.cancelled():
+            done.exception()  # retrieved: each waiter got it already
 
     async def _spawn(self) -> None:
         old, self._proc = self._proc, None
@@ -113,8 +127,7 @@ class WriterProcess:
         """Run ``op(conn, *args)`` in the child's next transaction; return once committed."""
         if not self._open:
             raise ClosedError("the SQLite writer process is not started: call start() first")
-        if self._protocol is None or self._protocol.lost:
-            await self._spawn()
+        await self._ensure_child()
         assert self._protocol is not None
         self._seq += 1
         frame = self._encode((self._seq, op, args))
@@ -223,7 +236,10 @@ def serve(
     decode = msgspec.msgpack.Decoder().decode
     buffer = bytearray()
     while True:
-        data = sock.recv(1 << 20)
+        try:
+            data = sock.recv(1 << 20)
+        except ConnectionResetError:  # the parent died with requests unread
+            return
         if not data:
             return
         buffer += data
@@ -246,8 +262,19 @@ def serve(
             at += 4 + size
         del buffer[:at]
         if requests:
-            replies = [encode(reply) for reply in run_batch(ops, conn, requests)]
-            sock.sendall(b"".join(_LENGTH.pack(len(r)) + r for r in replies))
+            replies = [_encoded(encode, reply) for reply in run_batch(ops, conn, requests)]
+            try:
+                sock.sendall(b"".join(_LENGTH.pack(len(r)) + r for r in replies))
+            except (BrokenPipeError, ConnectionResetError):  # the parent is gone
+                return
+
+
+def _encoded(encode: Callable[[Any], bytes], reply: tuple[int, bool, Any]) -> bytes:
+    try:
+        return encode(reply)
+    except (TypeError, ValueError, OverflowError) as exc:
+        # Committed, but the answer cannot travel: say so rather than let the child die.
+        return encode((reply[0], False, f"the result could not be sent back: {exc}"))
 
 
 def run_batch(
