@@ -78,7 +78,10 @@ class Dispatcher:
         self.policy = policy or RetryPolicy()
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
-        self.lease = max(lease, timeout + 1)  # a lease never ends while its request can run
+        # A lease never ends while its delivery can still be waiting or running: an endpoint
+        # has LEASE_FACTOR times its in-flight limit leased, so a claim may wait for that many
+        # requests before it (each up to the timeout), its own included.
+        self.lease = max(lease, store.LEASE_FACTOR * timeout + 1)
         self.poll_interval = poll_interval
         self.watch_interval = watch_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from convhook import __version__
-from convhook.errors import ClosedError
+from convhook.errors import ClosedError, SecretError
 from convhook.netguard import BlockedAddressError, GuardedResolver, TargetError, check_literal
 from convhook.retry import Outcome, parse_retry_after
 from convhook.signing import Secret, signature_header
@@ -148,7 +148,10 @@ class Sender:
         if signed is not None and 0 <= timestamp - signed[0] <= PRESIGNED_FOR:
             timestamp, signature = signed
         else:
-            signature = self._signer(secrets).signature(event_id, timestamp, body)
+            try:
+                signature = self._signer(secrets).signature(event_id, timestamp, body)
+            except SecretError as exc:  # a damaged secret row: a failed attempt, not a crash
+                return AttemptResult(None, 0.0, f"cannot sign the request: {exc}")
         headers = {
             "content-type": "application/json",
             "user-agent": self.user_agent,

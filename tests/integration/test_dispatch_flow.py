@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -163,6 +164,32 @@ async def test_concurrent_requests_stay_within_max_in_flight(db: Database) -> No
             dispatcher.wake()
             await receiver.wait_for(20)
     assert running[1] == 3
+
+
+async def test_lease_outlasts_every_leased_claim_waiting_its_turn(db: Database) -> None:
+    """With an endpoint's whole lease room queued behind slow requests, no lease ends before
+    its delivery was sent: each event goes out once (a shorter lease sent some twice)."""
+    from convhook.store.deliveries import LEASE_FACTOR
+
+    room = LEASE_FACTOR  # max_in_flight=1
+    receiver = Receiver().then(*[Reply(delay=0.6) for _ in range(2 * room)])
+    async with serve_app(receiver) as base:
+        ws = await db.write(add_workspace)
+        await db.write(
+            lambda c: add_endpoint(c, ws, base, str(Secret.generate()), _ms(), max_in_flight=1)
+        )
+        for i in range(room):
+            await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], _ms()))
+        dispatcher = Dispatcher(db, allow_private=True, timeout=0.5, lease=1.0, poll_interval=0.05)
+        assert dispatcher.lease == LEASE_FACTOR * 0.5 + 1
+        async with dispatcher:
+            dispatcher.wake()
+            await receiver.wait_for(room, timeout=10)
+            # Past the lease asked for (1 s) and past every request's end: a claim whose
+            # lease had ended would have been taken and sent again by now.
+            await asyncio.sleep(0.8)
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert len(ids) == len(set(ids)) == room
 
 
 async def test_attempts_after_lists_attempt_lines(db: Database) -> None:

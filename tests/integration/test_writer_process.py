@@ -89,6 +89,32 @@ async def test_dispatcher_with_writer_process_delivers_in_order(db: Database) ->
         assert [a.status_code for a in attempts] == [200]
 
 
+@pytest.mark.parametrize("writer_process", [False, True], ids=["thread", "writer-process"])
+async def test_damaged_secret_fails_its_attempt_only(db: Database, writer_process: bool) -> None:
+    """An endpoint whose stored secret cannot be parsed gets a failed attempt that says so;
+    the claim it was in, and other endpoints' deliveries, go on."""
+    receiver = Receiver()
+    async with serve_app(receiver) as base:
+        ws = await db.write(add_workspace)
+        good = str(Secret.generate())
+        await db.write(lambda c: add_endpoint(c, ws, base + "/good", good, _ms()))
+        bad = await db.write(lambda c: add_endpoint(c, ws, base + "/bad", good, _ms()))
+        await db.write(
+            lambda c: c.execute("UPDATE endpoints SET secret = 'whsec_!!' WHERE id = ?", (bad,))
+        )
+        await db.write(lambda c: record_event(c, ws, "conv_1", 1, LIFECYCLE[0], _ms()))
+        dispatcher = Dispatcher(db, allow_private=True, writer_process=writer_process)
+        await dispatcher.open()
+        try:
+            results = await dispatcher.run_once()
+        finally:
+            await dispatcher.close()
+    by_endpoint = {r.claim.endpoint_id: r for r in results}
+    assert by_endpoint[bad].status_code is None
+    assert "cannot sign the request" in (by_endpoint[bad].error or "")
+    assert [r.path for r in receiver.received] == ["/good"]
+
+
 async def test_writer_process_needs_sqlite(pg_url: str) -> None:
     """Asking for a writer process on PostgreSQL is a configuration error, said at once."""
     async with open_database(pg_url, "producer", auto_upgrade=True) as pg:
@@ -138,6 +164,28 @@ async def test_callers_finding_the_child_gone_share_one_restart(db: Database) ->
         assert results == [[]] * 5
         alive = [pid for pid in _writer_children() if _alive(pid)]
         assert alive == [writer.pid]
+
+
+async def test_close_during_a_restart_stops_the_new_child(db: Database) -> None:
+    """Closing while a call restarts the child fails that call with ClosedError and stops the
+    new child at once instead of leaving it to a kill after the stop timeout."""
+    assert isinstance(db, SQLiteDatabase)
+    writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+    await writer.start()
+    first = writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    async with asyncio.timeout(10):
+        while writer.pid is not None:  # noqa: ASYNC110 - no event marks the exit
+            await asyncio.sleep(0.01)
+    call = asyncio.ensure_future(writer.call("claim", "w", _ms(), 1000, 10))
+    await asyncio.sleep(0)  # the call starts the restart
+    started = time.monotonic()
+    await writer.close()
+    assert time.monotonic() - started < 5
+    with pytest.raises(ClosedError):
+        await call
+    assert not any(_alive(pid) for pid in _writer_children())
 
 
 def _writer_children() -> list[int]:

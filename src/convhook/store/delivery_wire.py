@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from convhook.errors import SecretError
 from convhook.retry import Verdict
 from convhook.signing import Secret, signature_header
 from convhook.store.deliveries import Claim, Result, claim, record
@@ -100,8 +101,13 @@ def claim_op(conn: Any, owner: str, now: int, lease_ms: int, limit: int) -> list
     rows = []
     timestamp = now // 1000
     for c in claim(conn, owner, now, lease_ms, limit):
-        signature = signature_header(_secrets(c.secrets), c.event_id, timestamp, c.body)
-        c.signed = (timestamp, signature)
+        try:
+            signature = signature_header(_secrets(c.secrets), c.event_id, timestamp, c.body)
+            c.signed = (timestamp, signature)
+        except SecretError:
+            # A damaged secret must not fail the whole claim (and every other endpoint's
+            # deliveries with it): the sender meets it again and records a failed attempt.
+            pass
         rows.append(claim_row(c))
     return rows
 

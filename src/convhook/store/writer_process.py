@@ -43,7 +43,8 @@ log = logging.getLogger("convhook.store")
 _LENGTH = struct.Struct("<I")
 # Seconds close() waits for the answers still due (a batch may wait up to the 30 s busy
 # timeout for another process's lock), then for the child to exit, before killing it. A batch
-# cut off this way is rolled back; its requests were not answered, so nothing is lost.
+# cut off this way is unanswered: it may or may not have committed, as with any write whose
+# connection is lost; the callers' writes are idempotent or retried.
 _DRAIN_WAIT = 40.0
 _STOP_WAIT = 10.0
 
@@ -99,6 +100,9 @@ class WriterProcess:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                # -P: the working directory is not put on sys.path, so nothing there can
+                # shadow a module the child imports.
+                "-P",
                 "-m",
                 __name__,
                 self.ops_module,
@@ -116,19 +120,22 @@ class WriterProcess:
             raise StoreError(f"cannot start the SQLite writer process: {exc}") from exc
         finally:
             child.close()
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(_Replies, sock=parent)
-        self._protocol = protocol
+        protocol = _Replies()
         # The child answers request 0 once its connection is open: a file it cannot open
-        # fails here, not on the first write.
-        await protocol.expect(0)
+        # fails here, not on the first write. Expected before connecting, so the answer
+        # cannot arrive before anyone waits for it.
+        ready = protocol.expect(0)
+        await asyncio.get_running_loop().create_connection(lambda: protocol, sock=parent)
+        self._protocol = protocol
+        await ready
 
     async def call(self, op: str, *args: Any) -> Any:
         """Run ``op(conn, *args)`` in the child's next transaction; return once committed."""
         if not self._open:
             raise ClosedError("the SQLite writer process is not started: call start() first")
         await self._ensure_child()
-        assert self._protocol is not None
+        if self._protocol is None or not self._open:
+            raise ClosedError("the SQLite writer process was closed meanwhile")
         self._seq += 1
         frame = self._encode((self._seq, op, args))
         return await self._protocol.send(self._seq, _LENGTH.pack(len(frame)) + frame)
@@ -136,6 +143,10 @@ class WriterProcess:
     async def close(self) -> None:
         """Let the child finish what it was sent, then stop it."""
         self._open = False
+        if self._spawning is not None:
+            # A restart in progress finishes first, so its child is stopped below too.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._spawning)
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             with contextlib.suppress(TimeoutError):
@@ -207,8 +218,8 @@ class _Replies(asyncio.Protocol):
             if not future.done():
                 future.set_exception(
                     StoreError(
-                        "the SQLite writer process exited; its last batch was rolled back "
-                        "(it is started again on the next write)"
+                        "the SQLite writer process exited before answering; its last batch "
+                        "may not have committed (it is started again on the next write)"
                     )
                 )
         if self._idle is not None:
