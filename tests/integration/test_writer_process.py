@@ -152,18 +152,14 @@ async def test_callers_finding_the_child_gone_share_one_restart(db: Database) ->
     """Several calls made at once after the child died start one new child, not one each."""
     assert isinstance(db, SQLiteDatabase)
     async with _writer(db) as writer:
-        first = writer.pid
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-        async with asyncio.timeout(10):
-            while writer.pid is not None:  # noqa: ASYNC110 - no event marks the exit
-                await asyncio.sleep(0.01)
+        first = await _kill_child(writer)
         results = await asyncio.gather(
             *(writer.call("claim", "w", _ms(), 1000, 10) for _ in range(5))
         )
         assert results == [[]] * 5
         alive = [pid for pid in _writer_children() if _alive(pid)]
         assert alive == [writer.pid]
+        assert writer.pid != first
 
 
 async def test_close_during_a_restart_stops_the_new_child(db: Database) -> None:
@@ -172,12 +168,7 @@ async def test_close_during_a_restart_stops_the_new_child(db: Database) -> None:
     assert isinstance(db, SQLiteDatabase)
     writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
     await writer.start()
-    first = writer.pid
-    assert first is not None
-    os.kill(first, signal.SIGKILL)
-    async with asyncio.timeout(10):
-        while writer.pid is not None:  # noqa: ASYNC110 - no event marks the exit
-            await asyncio.sleep(0.01)
+    await _kill_child(writer)
     call = asyncio.ensure_future(writer.call("claim", "w", _ms(), 1000, 10))
     await asyncio.sleep(0)  # the call starts the restart
     started = time.monotonic()
@@ -186,6 +177,17 @@ async def test_close_during_a_restart_stops_the_new_child(db: Database) -> None:
     with pytest.raises(ClosedError):
         await call
     assert not any(_alive(pid) for pid in _writer_children())
+
+
+async def _kill_child(writer: WriterProcess) -> int:
+    """SIGKILL the writer's child and wait until the parent has seen it exit; its pid."""
+    pid = writer.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    async with asyncio.timeout(10):
+        while writer.pid is not None:  # noqa: ASYNC110 - no event marks the exit
+            await asyncio.sleep(0.01)
+    return pid
 
 
 def _writer_children() -> list[int]:
