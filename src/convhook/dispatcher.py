@@ -252,9 +252,7 @@ class Dispatcher:
                 bucket = self._buckets[claim.endpoint_id] = TokenBucket(claim.rate_limit)
             await bucket.take()
         attempted_at = self._now_ms()
-        result = await self._sender.send(
-            claim.url, claim.event_id, claim.body, claim.secrets, signed=claim.signed
-        )
+        result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
         self._results.append(self._judge(claim, attempted_at, result))
         self._results_ready.set()
 

@@ -23,9 +23,6 @@ from convhook.retry import Outcome, parse_retry_after
 from convhook.signing import Secret, signature_header
 
 BODY_LIMIT = 4096
-# A signature made when the delivery was claimed (see delivery_wire) is sent if it is at most
-# this old (seconds); an attempt that waited longer is signed again with a fresh timestamp.
-PRESIGNED_FOR = 30
 DEFAULT_TIMEOUT = 15.0
 USER_AGENT = f"convhook/{__version__} (+https://www.standardwebhooks.com)"
 
@@ -129,14 +126,8 @@ class Sender:
         event_id: str,
         body: bytes,
         secrets: Sequence[Secret | str],
-        *,
-        signed: tuple[int, str] | None = None,
     ) -> AttemptResult:
-        """POST ``body`` to ``url`` signed with every secret; never raises for I/O errors.
-
-        ``signed`` is a ``(timestamp, webhook-signature)`` pair made beforehand with the same
-        secrets; it is used unless it is older than :data:`PRESIGNED_FOR` seconds.
-        """
+        """POST ``body`` to ``url`` signed with every secret; never raises for I/O errors."""
         if self._session is None:
             raise ClosedError("Sender is not open: use `async with Sender(...)`")
         if not self.allow_private:
@@ -145,13 +136,10 @@ class Sender:
             if refusal is not None:
                 return AttemptResult(None, 0.0, refusal)
         timestamp = int(self._clock())
-        if signed is not None and 0 <= timestamp - signed[0] <= PRESIGNED_FOR:
-            timestamp, signature = signed
-        else:
-            try:
-                signature = self._signer(secrets).signature(event_id, timestamp, body)
-            except SecretError as exc:  # a damaged secret row: a failed attempt, not a crash
-                return AttemptResult(None, 0.0, f"cannot sign the request: {exc}")
+        try:
+            signature = self._signer(secrets).signature(event_id, timestamp, body)
+        except SecretError as exc:  # a damaged secret row: a failed attempt, not a crash
+            return AttemptResult(None, 0.0, f"cannot sign the request: {exc}")
         headers = {
             "content-type": "application/json",
             "user-agent": self.user_agent,

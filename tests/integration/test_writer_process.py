@@ -15,8 +15,7 @@ import pytest
 
 from convhook.dispatcher import Dispatcher
 from convhook.errors import ClosedError, ConfigError, StoreError
-from convhook.sender import PRESIGNED_FOR, Sender
-from convhook.signing import Secret, Verifier, signature_header
+from convhook.signing import Secret, Verifier
 from convhook.store import delivery_log, delivery_wire, open_database
 from convhook.store.database import Database
 from convhook.store.delivery_writes import ProcessWrites
@@ -24,7 +23,6 @@ from convhook.store.sqlite import SQLiteDatabase
 from convhook.store.writer_process import WriterProcess, run_batch
 from tests.support.delivery import (
     LIFECYCLE,
-    FakeClock,
     Receiver,
     add_endpoint,
     add_workspace,
@@ -272,8 +270,7 @@ def test_wire_rows_round_trip() -> None:
         "w1",
         3,
     )
-    assert delivery_wire.claim_of(list(delivery_wire.claim_row(claim))) == claim
-    claim.signed = (1_800_000_000, "v1,abc")
+    # As msgpack gives it back: every array a list.
     row = [list(v) if isinstance(v, tuple) else v for v in delivery_wire.claim_row(claim)]
     assert delivery_wire.claim_of(row) == claim
     result = Result(claim, 1000, 503, 12.5, "HTTP 503", "busy", Verdict.RETRY, 6000)
@@ -290,47 +287,6 @@ def test_wire_rows_round_trip() -> None:
         "HTTP 503",
     )
     assert (back.response_body, back.verdict, back.next_attempt_at) == ("busy", Verdict.RETRY, 6000)
-
-
-async def test_presigned_signature_is_used_only_while_fresh() -> None:
-    """A signature made at claim time is sent as it is within PRESIGNED_FOR seconds; an attempt
-    that starts later is signed again with its own timestamp."""
-    secret = Secret.generate()
-    body = b'{"eventId": "evt_1"}'
-    clock = FakeClock(1_800_000_000)
-    receiver = Receiver()
-    made = int(clock())
-    signed = (made, signature_header([secret], "evt_1", made, body))
-    async with serve_app(receiver) as base, Sender(allow_private=True, clock=clock) as sender:
-        clock.advance(PRESIGNED_FOR)
-        await sender.send(base + "/h", "evt_1", body, [secret], signed=signed)
-        clock.advance(1)
-        await sender.send(base + "/h", "evt_1", body, [secret], signed=signed)
-    fresh, stale = receiver.received
-    assert fresh.headers["webhook-timestamp"] == str(made)
-    assert fresh.headers["webhook-signature"] == signed[1]
-    assert stale.headers["webhook-timestamp"] == str(made + PRESIGNED_FOR + 1)
-    assert stale.headers["webhook-signature"] != signed[1]
-    Verifier(secret, clock=clock).verify(stale.headers, stale.body)
-
-
-async def test_claims_from_the_child_are_signed_at_claim_time(db: Database) -> None:
-    """The child signs each claim with every current secret and the claim's time."""
-    assert isinstance(db, SQLiteDatabase)
-    secret = str(Secret.generate())
-    ws = await db.write(add_workspace)
-    await db.write(lambda c: add_endpoint(c, ws, "http://x.invalid/", secret, _ms()))
-    event_id, body = await db.write(lambda c: record_event(c, ws, "conv_1", 1, LIFECYCLE[0], 0))
-    now = _ms() + 5000
-    async with _writer(db) as writer:
-        [row] = await writer.call("claim", "w", now, 60_000, 10)
-    claim = delivery_wire.claim_of(row)
-    assert claim.signed is not None
-    timestamp, signature = claim.signed
-    assert timestamp == now // 1000
-    headers = {"webhook-id": event_id, "webhook-timestamp": str(timestamp)}
-    headers["webhook-signature"] = signature
-    Verifier(secret, clock=lambda: now / 1000).verify(headers, body)
 
 
 async def test_inbox_child_killed_mid_batch_loses_nothing_committed(tmp_path: Path) -> None:

@@ -46,8 +46,6 @@ class Claim:
     rate_limit: float | None
     lease_owner: str
     max_in_flight: int = 10
-    signed: tuple[int, str] | None = field(default=None, repr=False)
-    """``(webhook-timestamp, webhook-signature)`` made at claim time, if any."""
 
 
 # Not frozen: one is built per attempt, and a frozen dataclass sets each field through

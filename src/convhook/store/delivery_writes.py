@@ -9,7 +9,7 @@ on SQLite), whose operations are in :mod:`convhook.store.delivery_wire`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from convhook.errors import ClosedError, StoreError
 from convhook.store import deliveries as store
@@ -17,31 +17,6 @@ from convhook.store import delivery_wire as wire
 from convhook.store.database import Database
 from convhook.store.sqlite import SQLiteDatabase
 from convhook.store.writer_process import WriterProcess
-
-
-class DeliveryWrites(Protocol):
-    """Where the dispatcher's claims and records are written."""
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def claim(self, owner: str, now: int, lease_ms: int, limit: int) -> list[store.Claim]:
-        """Lease up to ``limit`` due deliveries (see :func:`~.deliveries.claim`)."""
-        ...
-
-    async def record(
-        self,
-        results: Sequence[store.Result],
-        now: int,
-        disable_ms: int,
-        owner: str,
-        lease_ms: int,
-        limit: int,
-    ) -> tuple[list[str], list[store.Claim]]:
-        """Record ``results``, then claim up to ``limit`` more, in one transaction; return the
-        endpoints this disabled and the new claims."""
-        ...
 
 
 class ThreadWrites:
@@ -68,6 +43,9 @@ class ThreadWrites:
         lease_ms: int,
         limit: int,
     ) -> tuple[list[str], list[store.Claim]]:
+        """Record ``results``, then claim up to ``limit`` more, in one transaction; return the
+        endpoints this disabled and the new claims."""
+
         def write(conn: Any) -> tuple[list[str], list[store.Claim]]:
             disabled = store.record(conn, results, now, disable_ms) if results else []
             claims = store.claim(conn, owner, now, lease_ms, limit) if limit else []
@@ -118,3 +96,6 @@ class ProcessWrites:
             raise
         except StoreError as exc:
             raise StoreError(f"{op} in {self.name} failed: {exc}") from exc
+
+
+DeliveryWrites = ThreadWrites | ProcessWrites
