@@ -223,6 +223,66 @@ async def test_unknown_operation_is_refused(db: Database) -> None:
         assert await writer.call("claim", "w", _ms(), 1000, 10) == []
 
 
+async def test_post_answers_through_its_callback(db: Database) -> None:
+    """post() writes the request at once and calls back with the committed result; before
+    start() and after the child died it still answers: ClosedError, or a restarted child."""
+    assert isinstance(db, SQLiteDatabase)
+    writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+
+    async def post(op: str, *args: Any) -> tuple[bool, Any]:
+        answer: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+        writer.post(op, args, lambda ok, value: answer.set_result((ok, value)))
+        return await answer
+
+    ok, error = await post("claim", "w", _ms(), 1000, 10)
+    assert not ok
+    assert isinstance(error, ClosedError)
+    await writer.start()
+    try:
+        assert await post("claim", "w", _ms(), 1000, 10) == (True, [])
+        ok, error = await post("drop")
+        assert not ok
+        assert isinstance(error, StoreError)
+        assert "unknown writer operation" in str(error)
+        first = await _kill_child(writer)
+        assert await post("claim", "w", _ms(), 1000, 10) == (True, [])
+        assert writer.pid not in (None, first)
+    finally:
+        await writer.close()
+
+
+async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
+    """The reply to a batch resolves each waiting request while it is read, with no task or
+    callback turn in between: under load every turn of the loop is a millisecond or more."""
+    import msgspec
+
+    from convhook.store import writer_process
+    from convhook.store.inbox_process import _Batcher
+
+    class Direct:
+        """Stands in for the child's socket: the reply is fed to the parent's protocol."""
+
+        def __init__(self) -> None:
+            self.replies = writer_process._Replies()
+            self.sent: list[tuple[str, Any]] = []
+
+        def post(self, op: str, args: tuple[Any, ...], resolve: Any) -> None:
+            self.sent.append((op, args))
+            self.replies._waiting[7] = resolve
+
+    direct = Direct()
+    batcher: _Batcher[str, bool] = _Batcher(direct, "add")  # type: ignore[arg-type]
+    futures = [batcher.submit(f"evt_{n}") for n in range(3)]
+    futures[1].cancel()  # its request was cancelled: the others still get their answers
+    await asyncio.sleep(0)  # the end of the turn sends the batch
+    assert direct.sent == [("add", (["evt_0", "evt_1", "evt_2"],))]
+    frame = msgspec.msgpack.encode((7, True, [True, False, True]))
+    direct.replies.data_received(writer_process._LENGTH.pack(len(frame)) + frame)
+    assert futures[0].result() is True
+    assert futures[2].result() is True
+    assert futures[1].cancelled()
+
+
 def test_batch_rolls_back_a_failing_request_alone(tmp_path: Path) -> None:
     """In one transaction, a request that raises is rolled back to its savepoint and answered
     with its error; the others commit."""

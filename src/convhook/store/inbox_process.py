@@ -25,9 +25,9 @@ from convhook.store.inbox import HandlerStatus, InboxEntry, Received
 from convhook.store.writer_process import WriterProcess
 
 # How many adds gather before they are sent without waiting for the end of the loop's turn.
-# Measured with bench/receiver.py (64 connections): 16 did best (8.5-8.8k events/s); 8 costs
-# more frames and system calls, while 32, or only at the end of the turn (7.7-7.9k), leave the
-# child idle while a whole burst is read.
+# Measured with bench/receiver.py (64 connections, same run): 16 and 32 did alike, 8 about 1%
+# less and 4 about 7% less (more frames and system calls); sending only at the end of the turn
+# leaves the child idle while a whole burst is read.
 EAGER = 16
 
 T = TypeVar("T")
@@ -43,7 +43,6 @@ class _Batcher(Generic[T, R]):
         self._items: list[T] = []
         self._futures: list[asyncio.Future[R]] = []
         self._scheduled = False
-        self._calls: set[asyncio.Future[Any]] = set()
 
     def submit(self, item: T) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
@@ -63,22 +62,17 @@ class _Batcher(Generic[T, R]):
             return
         items, futures = self._items, self._futures
         self._items, self._futures = [], []
-        call = asyncio.ensure_future(self._writer.call(self._op, items))
-        self._calls.add(call)  # the loop keeps only weak references to tasks
 
-        def settle(done: asyncio.Future[Any]) -> None:
-            self._calls.discard(done)
+        def resolve(ok: bool, value: Any) -> None:
             for i, future in enumerate(futures):
-                if future.done():
+                if future.done():  # its request was cancelled
                     continue
-                if done.cancelled():
-                    future.cancel()
-                elif (error := done.exception()) is not None:
-                    future.set_exception(error)
+                if ok:
+                    future.set_result(value[i])
                 else:
-                    future.set_result(done.result()[i])
+                    future.set_exception(value)
 
-        call.add_done_callback(settle)
+        self._writer.post(self._op, (items,), resolve)
 
 
 class ProcessSQLiteInbox(SQLiteInbox):

@@ -41,6 +41,8 @@ from convhook.errors import ClosedError, StoreError
 log = logging.getLogger("convhook.store")
 
 _LENGTH = struct.Struct("<I")
+# Called once with a request's outcome: (True, result) after its commit, or (False, error).
+Resolve = Callable[[bool, Any], None]
 # Seconds close() waits for the answers still due (a batch may wait up to the 30 s busy
 # timeout for another process's lock), then for the child to exit, before killing it. A batch
 # cut off this way is unanswered: it may or may not have committed, as with any write whose
@@ -62,6 +64,7 @@ class WriterProcess:
         self._open = False
         self._encode = msgspec.msgpack.Encoder().encode
         self._spawning: asyncio.Future[None] | None = None
+        self._posting: set[asyncio.Future[Any]] = set()
 
     @property
     def pid(self) -> int | None:
@@ -136,9 +139,40 @@ class WriterProcess:
         await self._ensure_child()
         if self._protocol is None or not self._open:
             raise ClosedError("the SQLite writer process was closed meanwhile")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._send(self._protocol, op, args, _settle(future))
+        return await future
+
+    def post(self, op: str, args: tuple[Any, ...], resolve: Resolve) -> None:
+        """:meth:`call` without a coroutine: the request is written at once and ``resolve``
+        runs as soon as its reply is read.
+
+        Hot paths use this: each task between a request and its reply costs a turn of the
+        event loop, and a turn of a busy loop is a millisecond or more of waiting.
+        """
+        protocol = self._protocol
+        if protocol is None or protocol.lost or not self._open or self._spawning is not None:
+            # The child is (re)starting or gone: the slow path waits for it, or says why not.
+            task = asyncio.ensure_future(self.call(op, *args))
+            self._posting.add(task)  # the loop keeps only weak references to tasks
+
+            def done(task: asyncio.Future[Any]) -> None:
+                self._posting.discard(task)
+                if task.cancelled():
+                    resolve(False, asyncio.CancelledError())
+                elif (error := task.exception()) is not None:
+                    resolve(False, error)
+                else:
+                    resolve(True, task.result())
+
+            task.add_done_callback(done)
+            return
+        self._send(protocol, op, args, resolve)
+
+    def _send(self, protocol: _Replies, op: str, args: tuple[Any, ...], resolve: Resolve) -> None:
         self._seq += 1
         frame = self._encode((self._seq, op, args))
-        return await self._protocol.send(self._seq, _LENGTH.pack(len(frame)) + frame)
+        protocol.send(self._seq, _LENGTH.pack(len(frame)) + frame, resolve)
 
     async def close(self) -> None:
         """Let the child finish what it was sent, then stop it."""
@@ -168,7 +202,7 @@ class _Replies(asyncio.Protocol):
         self.lost = False
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._waiting: dict[int, Resolve] = {}
         self._decode = msgspec.msgpack.Decoder().decode
         self._idle: asyncio.Event | None = None
 
@@ -181,14 +215,13 @@ class _Replies(asyncio.Protocol):
         if self.lost:
             future.set_exception(StoreError("the SQLite writer process exited at start"))
         else:
-            self._waiting[seq] = future
+            self._waiting[seq] = _settle(future)
         return future
 
-    def send(self, seq: int, frame: bytes) -> asyncio.Future[Any]:
+    def send(self, seq: int, frame: bytes, resolve: Resolve) -> None:
         assert self._transport is not None
-        future = self.expect(seq)
+        self._waiting[seq] = resolve
         self._transport.write(frame)
-        return future
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -200,13 +233,13 @@ class _Replies(asyncio.Protocol):
                 break
             seq, ok, value = self._decode(memoryview(buffer)[at + 4 : at + 4 + size])
             at += 4 + size
-            future = self._waiting.pop(seq, None)
-            if future is None or future.done():
+            resolve = self._waiting.pop(seq, None)
+            if resolve is None:
                 continue
             if ok:
-                future.set_result(value)
+                resolve(True, value)
             else:
-                future.set_exception(StoreError(value))
+                resolve(False, StoreError(value))
         del buffer[:at]
         if not self._waiting and self._idle is not None:
             self._idle.set()
@@ -214,14 +247,14 @@ class _Replies(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         waiting, self._waiting = self._waiting, {}
-        for future in waiting.values():
-            if not future.done():
-                future.set_exception(
-                    StoreError(
-                        "the SQLite writer process exited before answering; its last batch "
-                        "may not have committed (it is started again on the next write)"
-                    )
-                )
+        for resolve in waiting.values():
+            resolve(
+                False,
+                StoreError(
+                    "the SQLite writer process exited before answering; its last batch "
+                    "may not have committed (it is started again on the next write)"
+                ),
+            )
         if self._idle is not None:
             self._idle.set()
 
@@ -234,6 +267,18 @@ class _Replies(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+def _settle(future: asyncio.Future[Any]) -> Resolve:
+    def resolve(ok: bool, value: Any) -> None:
+        if future.done():  # its caller was cancelled
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    return resolve
 
 
 # -- the child -------------------------------------------------------------------------
