@@ -283,6 +283,26 @@ async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
     assert futures[1].cancelled()
 
 
+async def test_a_cancelled_restart_cancels_the_waiting_adds(tmp_path: Path) -> None:
+    """Adds posted while the child is gone wait on its restart; if that is cancelled (the
+    loop shutting down), their futures are cancelled, not failed with CancelledError."""
+    from convhook.store.inbox import Received
+    from convhook.store.inbox_process import ProcessSQLiteInbox
+
+    async with ProcessSQLiteInbox(tmp_path / "inbox.db", synchronous="NORMAL") as inbox:
+        await _kill_child(inbox._writer)
+        row = ("evt_1", "msg_1", "conversation.userJoined", b"{}", {}, 1.0, None, True)
+        future = inbox._add_batch.submit(row)
+        await asyncio.sleep(0)  # the end of the turn posts the batch: the slow path
+        assert len(inbox._writer._posting) == 1
+        for task in inbox._writer._posting:
+            task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await future
+        assert future.cancelled()
+        assert await inbox.add(Received(*row)) is True
+
+
 def test_batch_rolls_back_a_failing_request_alone(tmp_path: Path) -> None:
     """In one transaction, a request that raises is rolled back to its savepoint and answered
     with its error; the others commit."""

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from convhook.store import inbox_sql as sql
 from convhook.store.database_inbox import SQLiteInbox
 from convhook.store.inbox import HandlerStatus, InboxEntry, Received
-from convhook.store.writer_process import WriterProcess
+from convhook.store.writer_process import WriterProcess, settle
 
 # How many adds gather before they are sent without waiting for the end of the loop's turn.
 # Measured with bench/receiver.py (64 connections, same run): 16 and 32 did alike, 8 about 1%
@@ -65,12 +65,7 @@ class _Batcher(Generic[T, R]):
 
         def resolve(ok: bool, value: Any) -> None:
             for i, future in enumerate(futures):
-                if future.done():  # its request was cancelled
-                    continue
-                if ok:
-                    future.set_result(value[i])
-                else:
-                    future.set_exception(value)
+                settle(future, ok, value[i] if ok else value)
 
         self._writer.post(self._op, (items,), resolve)
 

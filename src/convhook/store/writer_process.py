@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import signal
@@ -269,16 +270,24 @@ class _Replies(asyncio.Protocol):
             self._transport.close()
 
 
-def _settle(future: asyncio.Future[Any]) -> Resolve:
-    def resolve(ok: bool, value: Any) -> None:
-        if future.done():  # its caller was cancelled
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Give ``future`` a request's outcome, as a :data:`Resolve` receives it.
 
-    return resolve
+    A future already done (its caller was cancelled) is left alone; a request whose own task
+    was cancelled cancels the future rather than raising CancelledError out of it.
+    """
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    elif isinstance(value, asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(value)
+
+
+def _settle(future: asyncio.Future[Any]) -> Resolve:
+    return functools.partial(settle, future)
 
 
 # -- the child -------------------------------------------------------------------------
