@@ -1,23 +1,28 @@
 """Server-side request forgery guard: which URLs and addresses webhooks may be sent to.
 
 A webhook URL is chosen by the user, so without a guard the dispatcher would POST to the
-server's own loopback, the private network it sits in, or the cloud metadata service. The URL
-is checked when an endpoint is created (scheme, literal addresses, ``localhost`` names) and
-again when connecting: :class:`GuardedResolver` drops every blocked address a name resolves
-to, so a DNS name pointing at 127.0.0.1 is refused too and the address dialled is always one
-that was checked. ``allow_private=True`` turns the address checks off for local development.
+server's own loopback, the private network it sits in, or the cloud metadata service. Every
+check judges the host exactly as the HTTP client will dial it: :func:`dial_host` parses the URL
+with yarl, as aiohttp does, so Unicode digits and dots (``１２７。０。０。１``), IDNA names and
+IPv6 spellings are normalised before they are judged, and the legacy IPv4 forms the system
+resolver reads as numbers (``127.1``, ``0x7f.1``, ``2130706433``) are judged as the addresses
+they are. The URL is checked when an endpoint is created and again before each attempt;
+:class:`GuardedResolver` then drops every blocked address a name resolves to, so a DNS name
+pointing at 127.0.0.1 is refused too and the address dialled is always one that was checked.
+``allow_private=True`` turns the address checks off for local development.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from convhook.errors import ConfigError
 
@@ -30,6 +35,14 @@ _METADATA = frozenset(
 )
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _METADATA_NAMES = ("metadata.google.internal", "metadata")
+# NAT64's well-known prefix carries an IPv4 address in its last 32 bits.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+MAX_URL_LENGTH = 2048
+# A host as it goes on the wire: LDH labels (underscores occur in real DNS names) of 1-63
+# characters, 253 in all. Anything else (spaces, percent signs, empty labels) did not
+# normalise cleanly and is refused rather than guessed at.
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_IPV6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9._~%-]+)?$")
 
 
 class AddressClass(enum.Enum):
@@ -63,8 +76,11 @@ def classify(address: str | IPAddress) -> AddressClass | None:
     """The reason ``address`` is blocked, or ``None`` for a public address."""
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
     if isinstance(ip, ipaddress.IPv6Address):
-        # ::ffff:127.0.0.1 and 2002:7f00:1::/48 (6to4) embed an IPv4 host: judge that host.
+        # ::ffff:127.0.0.1, 2002:7f00:1::/48 (6to4) and 64:ff9b::7f00:1 (NAT64) embed an
+        # IPv4 host that a gateway would reach: judge that host.
         mapped = ip.ipv4_mapped or ip.sixtofour
+        if mapped is None and ip in _NAT64:
+            mapped = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if mapped is not None:
             return classify(mapped)
     if ip in _METADATA:
@@ -90,50 +106,96 @@ def classify(address: str | IPAddress) -> AddressClass | None:
 
 def validate_url(url: str, *, allow_private: bool = False) -> str:
     """Return ``url`` if it is an absolute http(s) URL to an allowed host, else raise."""
-    if not isinstance(url, str) or len(url) > 2048:
-        raise TargetError("an endpoint URL must be a string of at most 2048 characters")
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https"):
+    if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
+        raise TargetError(
+            f"an endpoint URL must be a string of at most {MAX_URL_LENGTH} characters"
+        )
+    url = url.strip()
+    if any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in url):
+        raise TargetError("an endpoint URL must not contain spaces or control characters")
+    parsed = _parse(url)
+    if parsed.scheme not in ("http", "https"):
         raise TargetError(f"an endpoint URL must start with http:// or https://, got {url!r}")
-    host = parts.hostname
-    if not host:
-        raise TargetError(f"the endpoint URL {url!r} has no host")
-    if parts.username or parts.password:
+    if parsed.user is not None or parsed.password is not None:
         raise TargetError("an endpoint URL must not carry credentials; use the signature")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise TargetError(f"the endpoint URL {url!r} has an invalid port") from None
+    host = dial_host(parsed)
     if not allow_private:
         check_host(host)
-    return url.strip()
+    return url
+
+
+def _parse(url: str | URL) -> URL:
+    if isinstance(url, URL):
+        return url
+    try:
+        return URL(url)
+    except (ValueError, UnicodeError, TypeError) as exc:
+        raise TargetError(f"the endpoint URL {url!r} is not a valid URL: {exc}") from None
+
+
+def dial_host(url: str | URL) -> str:
+    """The host the HTTP client dials for ``url``, normalised as aiohttp does (IDNA,
+    Unicode digits and dots folded, IPv6 compressed, no brackets); raise :class:`TargetError`
+    for a URL without a host or a host that does not normalise to a clean name or address."""
+    parsed = _parse(url)
+    try:
+        host = parsed.raw_host
+        _ = parsed.port
+    except (ValueError, UnicodeError) as exc:
+        raise TargetError(f"the endpoint URL {str(url)!r} has an invalid host: {exc}") from None
+    if not host:
+        raise TargetError(f"the endpoint URL {str(url)!r} has no host")
+    if not _clean(host):
+        raise TargetError(
+            f"the endpoint URL's host {host!r} is not a valid host name or IP address "
+            "once normalised; write it in ASCII (IDNA for international names)"
+        )
+    return host
+
+
+def _clean(host: str) -> bool:
+    if ":" in host:
+        return bool(_IPV6.match(host))
+    name = host.removesuffix(".")
+    if len(name) > 253:
+        return False
+    return all(_LABEL.match(label) for label in name.split("."))
+
+
+def numeric_address(host: str) -> IPAddress | None:
+    """The address a dialled ``host`` is read as without DNS: an IP literal, or one of the
+    legacy IPv4 forms (``127.1``, ``0x7f.1``, ``017700000001``) that the system's resolver
+    accepts as numbers; None for a name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        pass
+    if not host.isascii() or not host[:1].isdigit():
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def check_host(host: str) -> None:
-    """Raise :class:`TargetError` if ``host`` is a blocked literal address or local name."""
+    """Raise :class:`TargetError` if the dialled ``host`` is a blocked address or local name."""
     name = host.lower().rstrip(".")
     if name in _LOCAL_NAMES or name.endswith(".localhost"):
         raise _refused(host, AddressClass.LOOPBACK)
     if name in _METADATA_NAMES:
         raise _refused(host, AddressClass.METADATA)
-    try:
-        ip = ipaddress.ip_address(name.strip("[]").split("%", 1)[0])
-    except ValueError:
+    ip = numeric_address(name)
+    if ip is None:
         return
     reason = classify(ip)
     if reason is not None:
-        raise _refused(host, reason)
+        raise _refused(host if host == str(ip) else f"{host} (read as {ip})", reason)
 
 
-def check_literal(host: str) -> None:
-    """Raise :class:`TargetError` if ``host`` is a literal blocked address (names pass)."""
-    try:
-        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return
-    reason = classify(ip)
-    if reason is not None:
-        raise _refused(host, reason)
+def check_url(url: str | URL) -> None:
+    """Raise :class:`TargetError` unless ``url``'s dialled host may be called (send time)."""
+    check_host(dial_host(url))
 
 
 def _refused(host: str, reason: AddressClass) -> TargetError:

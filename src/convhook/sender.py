@@ -12,13 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from convhook import __version__
 from convhook.errors import ClosedError, SecretError
-from convhook.netguard import BlockedAddressError, GuardedResolver, TargetError, check_literal
+from convhook.netguard import BlockedAddressError, GuardedResolver, TargetError, check_url
 from convhook.retry import Outcome, parse_retry_after
 from convhook.signing import Secret, signature_header
 
@@ -76,7 +75,7 @@ class Sender:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._signers: dict[tuple[Secret | str, ...], _Signer] = {}
-        # A URL's host is either a literal address or a name: its literal check never changes.
+        # A URL's verdict depends on nothing but the URL: judge each one once.
         self._refused: dict[str, str | None] = {}
 
     async def __aenter__(self) -> Sender:
@@ -114,7 +113,7 @@ class Sender:
             if len(self._refused) > 10_000:
                 self._refused.clear()
             try:
-                check_literal(urlsplit(url).hostname or "")
+                check_url(url)
                 self._refused[url] = None
             except TargetError as exc:
                 self._refused[url] = str(exc)
@@ -131,7 +130,8 @@ class Sender:
         if self._session is None:
             raise ClosedError("Sender is not open: use `async with Sender(...)`")
         if not self.allow_private:
-            # Literal addresses skip the resolver in aiohttp, so they are checked here.
+            # aiohttp dials a literal address without asking the resolver, so the host is
+            # judged here as aiohttp will normalise it (Unicode digits and dots included).
             refusal = self._refusal(url)
             if refusal is not None:
                 return AttemptResult(None, 0.0, refusal)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from convhook.netguard import AddressClass, TargetError, classify, validate_url
+from convhook.netguard import AddressClass, TargetError, classify, dial_host, validate_url
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_public_urls_are_accepted(url: str) -> None:
         ("example.com/x", "http:// or https://"),
         ("https:///x", "no host"),
         ("https://user:pw@example.com/", "credentials"),
-        ("http://example.com:99999/", "invalid port"),
+        ("http://example.com:99999/", "Port out of range"),
         ("http://127.0.0.1:8080/", "loopback"),
         ("http://localhost:8080/", "loopback"),
         ("http://api.localhost/", "loopback"),
@@ -77,6 +77,15 @@ def test_public_urls_are_accepted(url: str) -> None:
         ("http://0.0.0.0:80/", "unspecified"),
         ("http://100.64.1.1/", "carrier-grade-nat"),
         ("http://[::ffff:127.0.0.1]/", "loopback"),
+        ("http://１２７.０.０.１:8/h", "loopback"),
+        ("http://127。0。0。1:8/h", "loopback"),
+        ("http://127.1/", "read as 127.0.0.1"),
+        ("http://0xa9.0xfe.0xa9.0xfe/", "cloud-metadata"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "cloud-metadata"),
+        ("http://[::1:8/h", "not a valid URL"),
+        ("http://[foo]/", "not a valid URL"),
+        ("http://%31%32%37.0.0.1/", "not a valid host name"),
+        ("http://exa mple.com/", "spaces or control characters"),
     ],
 )
 def test_refused_urls(url: str, words: str) -> None:
@@ -90,3 +99,17 @@ def test_allow_private_lets_local_targets_through() -> None:
     assert validate_url("http://127.0.0.1:9/", allow_private=True) == "http://127.0.0.1:9/"
     with pytest.raises(TargetError):
         validate_url("file:///etc/passwd", allow_private=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://１２７.０.０.１:8/h", "127.0.0.1"),
+        ("https://Bücher.Example/x", "xn--bcher-kva.example"),
+        ("http://[::FFFF:127.0.0.1]/", "::ffff:7f00:1"),
+        ("http://ⓛocalhost/", "localhost"),
+    ],
+)
+def test_dial_host_is_what_the_client_dials(url: str, host: str) -> None:
+    """dial_host folds Unicode, IDNA and IPv6 spellings the way aiohttp does before dialling."""
+    assert dial_host(url) == host
