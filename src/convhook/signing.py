@@ -12,18 +12,20 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import secrets as _random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from convhook.errors import SecretError, SignatureError
+from convhook.errors import ConfigError, SecretError, SignatureError
 
 PREFIX = "whsec_"
 DEFAULT_TOLERANCE = 300
 _MIN_KEY_BYTES = 16
-_MAX_KEY_BYTES = 64
+# The reference libraries take any length; HMAC hashes a key longer than one block.
+_MAX_KEY_BYTES = 1024
 _BLOCK = 64  # SHA-256's block size: the longest key HMAC uses as it is
 # Svix sends the same headers under its own prefix; accept both.
 _HEADER_PREFIXES = ("webhook-", "svix-")
@@ -43,7 +45,13 @@ class Secret:
     _outer: Any = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        block = self.key.ljust(_BLOCK, b"\0")
+        if not isinstance(self.key, bytes | bytearray) or not self.key:
+            # An empty key signs with a value anyone can compute: refuse it, never fail open.
+            raise SecretError("a webhook secret's key must be a non-empty bytes value")
+        key = bytes(self.key)
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()  # RFC 2104: long keys are hashed first
+        block = key.ljust(_BLOCK, b"\0")
         object.__setattr__(self, "_inner", hashlib.sha256(bytes(b ^ 0x36 for b in block)))
         object.__setattr__(self, "_outer", hashlib.sha256(bytes(b ^ 0x5C for b in block)))
 
@@ -54,17 +62,19 @@ class Secret:
 
     @classmethod
     def parse(cls, text: str) -> Secret:
-        """Parse ``whsec_<base64>``, raising :class:`SecretError` that says what is wrong."""
-        if not isinstance(text, str) or not text.startswith(PREFIX):
+        """Parse ``whsec_<base64>`` (the prefix is optional, and so is base64 padding, as in
+        the reference libraries), raising :class:`SecretError` that says what is wrong."""
+        if not isinstance(text, str) or not text.removeprefix(PREFIX).strip():
             raise SecretError(
-                "a webhook secret must start with 'whsec_' followed by base64 "
+                "a webhook secret is empty: give 'whsec_' followed by base64 "
                 "(generate one with `convhook secret`)"
             )
+        encoded = text.removeprefix(PREFIX)
         try:
-            key = base64.b64decode(text[len(PREFIX) :], validate=True)
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise SecretError(
-                "the part of the webhook secret after 'whsec_' is not valid base64"
+                "the webhook secret is not valid base64 (after its optional 'whsec_' prefix)"
             ) from None
         if not _MIN_KEY_BYTES <= len(key) <= _MAX_KEY_BYTES:
             raise SecretError(
@@ -141,7 +151,7 @@ class Verifier:
         clock: Clock = time.time,
     ) -> None:
         self.secrets = as_secrets(secrets)
-        self.tolerance = tolerance
+        self.tolerance = check_tolerance(tolerance)
         self._clock = clock
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> str:
@@ -175,6 +185,21 @@ class Verifier:
                 if hmac.compare_digest(expected, candidate):
                     return msg_id
         raise SignatureError("no webhook-signature entry matches the body and secret")
+
+
+def check_tolerance(tolerance: float) -> int:
+    """``tolerance`` as whole seconds; raise :class:`ConfigError` unless it is a finite
+    number >= 0 (NaN compares false with everything, so it would accept any timestamp)."""
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not math.isfinite(tolerance)
+        or tolerance < 0
+    ):
+        raise ConfigError(
+            f"the signature tolerance must be a finite number of seconds >= 0, got {tolerance!r}"
+        )
+    return int(tolerance)
 
 
 def _headers(headers: Mapping[str, str]) -> tuple[str, str, str]:

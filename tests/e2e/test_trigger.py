@@ -172,7 +172,7 @@ async def test_wrong_secret_is_refused_by_the_endpoint(endpoint: tuple[Recorder,
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--secret", "nope"], "must start with 'whsec_'"),
+        (["--secret", "nope"], "must decode to"),
         (["--secret", "whsec_%%%"], "not valid base64"),
         (["--set", "oops"], "field=value"),
     ],

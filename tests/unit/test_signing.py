@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from convhook.errors import SecretError, SignatureError
+from convhook.errors import ConfigError, SecretError, SignatureError
+from convhook.receiver import Receiver
 from convhook.signing import Secret, Verifier, sign
 
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -144,8 +147,8 @@ def test_secret_round_trips_and_hides_itself() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with 'whsec_'"),
-        ("", "must start with 'whsec_'"),
+        ("", "is empty"),
+        ("whsec_", "is empty"),
         ("whsec_not base64!!", "not valid base64"),
         ("whsec_" + base64.b64encode(b"short").decode(), "must decode to"),
     ],
@@ -170,3 +173,45 @@ def test_reference_rejects_convhook_signature_for_other_body() -> None:
     headers = sign(secret, "evt_q", BODY)
     with pytest.raises(WebhookVerificationError):
         Webhook(str(secret)).verify(BODY + b" ", headers)
+
+
+def test_secret_without_prefix_is_accepted_as_the_reference_does() -> None:
+    """A bare base64 secret (no whsec_, no padding) parses as the reference libraries read it,
+    and their signatures verify with it."""
+    bare = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    assert Secret.parse(bare) == Secret.parse("whsec_" + bare)
+    unpadded = base64.b64encode(b"k" * 20).decode().rstrip("=")
+    assert Secret.parse(unpadded).key == b"k" * 20
+    reference = Webhook(bare)
+    stamp = datetime.now(UTC)
+    signature = reference.sign("msg_bare", stamp, BODY.decode())
+    headers = {
+        "webhook-id": "msg_bare",
+        "webhook-timestamp": str(int(stamp.timestamp())),
+        "webhook-signature": signature,
+    }
+    assert Verifier(bare).verify(headers, BODY) == "msg_bare"
+
+
+def test_empty_key_is_refused() -> None:
+    """Secret(b"") would verify signatures anyone can make with the empty key: it is refused."""
+    with pytest.raises(SecretError, match="non-empty"):
+        Secret(b"")
+
+
+def test_long_key_signs_as_the_reference_does() -> None:
+    """A key longer than SHA-256's block is hashed first (RFC 2104), as the reference does."""
+    key = bytes(range(200))
+    secret = Secret(key)
+    headers = sign(secret, "msg_long", BODY)
+    Webhook(key).verify(BODY, headers)
+
+
+@pytest.mark.parametrize("tolerance", [math.nan, math.inf, -math.inf, -1, "300", True])
+def test_tolerance_must_be_finite_and_non_negative(tolerance: object, tmp_path: Path) -> None:
+    """A NaN or infinite tolerance would accept any timestamp (fail open): it is refused, by
+    the Verifier and by a Receiver built with it."""
+    with pytest.raises(ConfigError, match="tolerance"):
+        Verifier(Secret.generate(), tolerance=tolerance)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="tolerance"):
+        Receiver(Secret.generate(), store=tmp_path / "inbox.db", tolerance=tolerance)  # type: ignore[arg-type]
