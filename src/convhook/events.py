@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -38,6 +39,8 @@ from convhook.errors import FieldProblem, PayloadError, PayloadTooLarge
 from convhook.timefmt import format_ts
 
 DEFAULT_MAX_BODY = 1024 * 1024
+MAX_EVENT_ID = 256
+"""The longest ``eventId`` accepted: ids are logged, indexed and compared on every delivery."""
 
 
 class EventType(StrEnum):
@@ -148,7 +151,11 @@ def _utc(value: datetime) -> datetime:
     if offset is None:
         return value.replace(tzinfo=UTC)
     if offset:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            # e.g. 0001-01-01T00:30:00+01:00: valid ISO-8601 whose UTC time is before year 1.
+            raise ValueError("time is outside years 1-9999 once moved to UTC") from None
     return value
 
 
@@ -377,7 +384,7 @@ def build_customer(**fields: Any) -> Customer:
 class BaseEvent(WireModel):
     """The envelope every webhook body has."""
 
-    event_id: NonEmptyStr
+    event_id: Annotated[str, Field(min_length=1, max_length=MAX_EVENT_ID)]
     event_type: NonEmptyStr
 
 
@@ -454,7 +461,24 @@ def parse_event(body: bytes | str, *, max_bytes: int = DEFAULT_MAX_BODY) -> AnyE
             f"body is {len(body)} bytes, over the {max_bytes}-byte limit",
             [FieldProblem("body", f"larger than {max_bytes} bytes")],
         )
-    return _validate(lambda: _EVENT_ADAPTER.validate_json(body))
+    event = _validate(lambda: _EVENT_ADAPTER.validate_json(body))
+    _check_strict_json(body)
+    return event
+
+
+_STRICT = msgspec.json.Decoder()
+
+
+def _check_strict_json(body: bytes | str) -> None:
+    """Refuse what pydantic-core accepts beyond RFC 8259: ``NaN``, ``Infinity`` and numbers
+    too large for a float, which it reads as non-finite floats. msgspec's decoder is strict
+    and costs a few microseconds; pydantic already refused bodies nested too deep for it."""
+    try:
+        _STRICT.decode(body)
+    except msgspec.DecodeError as exc:
+        raise PayloadError(
+            "body is not valid JSON (RFC 8259)", [FieldProblem("body", str(exc))]
+        ) from None
 
 
 def event_from_dict(data: Mapping[str, Any]) -> AnyEvent:

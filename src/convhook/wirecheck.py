@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import types
 import typing
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
-from annotated_types import MinLen
+from annotated_types import MaxLen, MinLen
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import from_json
 
 from convhook.errors import FieldProblem, PayloadTooLarge
-from convhook.events import DEFAULT_MAX_BODY, EVENT_CLASSES, Conversation, parse_event
+from convhook.events import (
+    DEFAULT_MAX_BODY,
+    EVENT_CLASSES,
+    MAX_EVENT_ID,
+    Conversation,
+    parse_event,
+)
 
 # pydantic-core refuses JSON nested ~200 deep while msgspec goes to ~1,000. A body with fewer
 # opening brackets than this cannot be nested that deep; real events have about five.
@@ -74,9 +80,64 @@ def fast_check(body: bytes) -> Checked | None:
         envelope = _DECODER.decode(body)
     except (msgspec.DecodeError, ValueError, RecursionError):
         return None
-    if envelope.eventType not in EVENT_CLASSES or not _variables_ok(envelope.payload):
+    payload = envelope.payload
+    if envelope.eventType not in EVENT_CLASSES or not _variables_ok(payload):
+        return None
+    if not _times_ok(payload, _TIMES[Conversation]):
         return None
     return Checked(envelope.eventId, envelope.eventType)
+
+
+class _Times(NamedTuple):
+    """Where a struct holds timestamps: its own datetime fields and its nested structs."""
+
+    fields: tuple[str, ...]
+    nested: tuple[tuple[str, _Times], ...]
+
+
+def _times_ok(struct: Any, times: _Times) -> bool:
+    """False if a timestamp leaves years 1-9999 when moved to UTC, which the models refuse.
+
+    msgspec keeps the offset it read, so only the two boundary years can be affected; the
+    check costs a getattr per timestamp field.
+    """
+    for name in times.fields:
+        value = getattr(struct, name)
+        if value is not None and value.year in (1, 9999) and value.utcoffset():
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                return False
+    for name, inner in times.nested:
+        value = getattr(struct, name)
+        if value is not None and not _times_ok(value, inner):
+            return False
+    return True
+
+
+def _times_of(model: type[BaseModel]) -> _Times:
+    fields: list[str] = []
+    nested: list[tuple[str, _Times]] = []
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        for kind in _leaves(info.annotation):
+            if kind is datetime:
+                fields.append(key)
+            elif isinstance(kind, type) and issubclass(kind, BaseModel):
+                inner = _times_of(kind)
+                if inner.fields or inner.nested:
+                    nested.append((key, inner))
+    return _Times(tuple(fields), tuple(nested))
+
+
+def _leaves(kind: Any) -> list[Any]:
+    """The types a field annotation may hold, through Annotated and unions."""
+    origin = typing.get_origin(kind)
+    if origin is Annotated:
+        return _leaves(typing.get_args(kind)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [leaf for arg in typing.get_args(kind) for leaf in _leaves(arg)]
+    return [kind]
 
 
 def _variables_ok(payload: Any) -> bool:
@@ -114,10 +175,11 @@ def _field_type(info: FieldInfo, cache: dict[type[BaseModel], Any]) -> Any:
 
 
 def _constrain(kind: Any, metadata: list[Any]) -> Any:
-    for item in metadata:
-        if isinstance(item, MinLen):
-            return Annotated[kind, msgspec.Meta(min_length=item.min_length)]
-    return kind
+    low = next((m.min_length for m in metadata if isinstance(m, MinLen)), None)
+    high = next((m.max_length for m in metadata if isinstance(m, MaxLen)), None)
+    if low is None and high is None:
+        return kind
+    return Annotated[kind, msgspec.Meta(min_length=low, max_length=high)]
 
 
 def _convert(kind: Any, cache: dict[type[BaseModel], Any]) -> Any:
@@ -148,13 +210,13 @@ def _field_metadata(item: Any) -> list[Any]:
 
 def _envelope() -> Any:
     cache: dict[type[BaseModel], Any] = {}
-    event_key = Annotated[str, msgspec.Meta(min_length=1)]
     fields = [
-        ("eventId", event_key),
-        ("eventType", event_key),
+        ("eventId", Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID)]),
+        ("eventType", Annotated[str, msgspec.Meta(min_length=1)]),
         ("payload", _struct(Conversation, cache)),
     ]
     return msgspec.defstruct("FastEvent", fields, kw_only=True)
 
 
 _DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_envelope())
+_TIMES = {Conversation: _times_of(Conversation)}

@@ -344,3 +344,55 @@ def test_payload_error_serialises_for_http(seed: dict[str, Any]) -> None:
     body = info.value.as_dict()
     assert body["problems"] == [{"field": "payload.agentId", "problem": "Field required"}]
     assert info.value.field == "payload.agentId"
+
+
+@pytest.mark.parametrize(
+    ("field", "where"),
+    [
+        ("userJoinTime", "0001-01-01T00:30:00+01:00"),
+        ("callEndTime", "9999-12-31T23:30:00-01:00"),
+        ("transferUserLeaveTime", "0001-01-01T00:00:00.000+00:01"),
+        ("customer.createdAt", "9999-12-31T23:59:59-23:59"),
+    ],
+)
+def test_times_leaving_the_date_range_in_utc_are_named(
+    seed: dict[str, Any], field: str, where: str
+) -> None:
+    """A valid ISO-8601 time whose UTC form is outside years 1-9999 is a named field error."""
+    target = seed["payload"]
+    *parents, key = field.split(".")
+    for parent in parents:
+        target = target[parent]
+    target[key] = where
+    with pytest.raises(PayloadError) as info:
+        parse_event(json.dumps(seed).encode())
+    assert "years 1-9999" in problems(info.value)[f"payload.{field}"]
+
+
+@pytest.mark.parametrize("edge", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999+00:00"])
+def test_times_at_the_edges_of_the_range_are_kept(seed: dict[str, Any], edge: str) -> None:
+    """The first and last instants Python can hold in UTC are accepted."""
+    seed["payload"]["userJoinTime"] = edge
+    event = parse_event(json.dumps(seed).encode())
+    assert isinstance(event, UserJoined)
+    assert event.payload.user_join_time is not None
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1E+999"])
+def test_non_finite_numbers_are_not_json(seed_text: str, token: bytes) -> None:
+    """NaN, Infinity and numbers too large for a float are refused as not RFC 8259 JSON."""
+    body = seed_text.encode().replace(b'"value"', token, 1)
+    assert body != seed_text.encode()
+    with pytest.raises(PayloadError) as info:
+        parse_event(body)
+    assert "body" in problems(info.value)
+
+
+def test_event_id_has_a_length_limit(seed: dict[str, Any]) -> None:
+    """An eventId over 256 characters is refused; one of 256 is kept."""
+    seed["eventId"] = "e" * 256
+    assert parse_event(json.dumps(seed).encode()).event_id == "e" * 256
+    seed["eventId"] = "e" * 257
+    with pytest.raises(PayloadError) as info:
+        parse_event(json.dumps(seed).encode())
+    assert "256" in problems(info.value)["eventId"]

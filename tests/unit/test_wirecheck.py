@@ -44,6 +44,10 @@ odd_strings = st.sampled_from(
         "2023-01-01T12:00:00+0530",
         "2023-01-01T12:00:00+24:00",
         "0000-01-01T00:00:00Z",
+        "0001-01-01T00:30:00+01:00",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:30:00-01:00",
+        "9999-12-31T23:59:59.999999Z",
         "1700000000",
         "{}",
         "[]",
@@ -65,6 +69,8 @@ any_json: st.SearchStrategy[Any] = st.recursive(
     ),
     max_leaves=6,
 )
+# Strings around the eventId length limit.
+odd_strings = odd_strings | st.sampled_from(["i" * 256, "i" * 257])
 envelope_keys = st.sampled_from(["eventId", "eventType", "payload"])
 payload_keys = st.sampled_from([*SEED_FIELDS, "flowId", "agentJoinTime", "transcript", "agent_id"])
 customer_keys = st.sampled_from([*SEED_CUSTOMER_FIELDS, "source", "workspace_id"])
@@ -188,3 +194,64 @@ def test_models_the_check_cannot_mirror_are_refused() -> None:
         _struct(Scored, {})
     with pytest.raises(TypeError, match="validators"):
         _struct(Checked, {})
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        b'"0001-01-01T00:30:00+01:00"',
+        b'"9999-12-31T23:30:00-01:00"',
+        b'"\\u0039999-12-31T23:30:00-01:00"',
+        b'"\\u0030001-01-01T00:00:00+00:01"',
+    ],
+)
+@pytest.mark.parametrize("key", [b"userJoinTime", b"agentLeaveTime", b"updatedAt"])
+def test_times_outside_the_range_in_utc_leave_the_fast_path(spelling: bytes, key: bytes) -> None:
+    """A timestamp the models refuse for leaving years 1-9999 in UTC is refused, however spelt
+    (``\\u0039`` is an escaped "9")."""
+    doc = json.loads(sample_event("conversation.completed").to_json())
+    doc["payload"]["agentLeaveTime"] = "2023-01-01T00:00:00Z"
+    doc["payload"]["userJoinTime"] = "2023-01-01T00:00:00Z"
+    doc["payload"]["customer"]["updatedAt"] = "2023-01-01T00:00:00Z"
+    good = b'"' + key + b'": "2023-01-01T00:00:00Z"'
+    body = json.dumps(doc).encode().replace(good, b'"' + key + b'": ' + spelling, 1)
+    assert spelling in body
+    assert fast_check(body) is None
+    with pytest.raises(PayloadError):
+        check_event(body)
+    check_agrees(body)
+
+
+@pytest.mark.parametrize(
+    ("token", "where"),
+    [
+        (b"NaN", b'"metadata":{'),
+        (b"Infinity", b'"metadata":{'),
+        (b"-Infinity", b'"metadata":{'),
+        (b"1e400", b'"metadata":{'),
+        (b"NaN", b'"summary":'),
+    ],
+)
+def test_non_finite_numbers_are_refused(token: bytes, where: bytes) -> None:
+    """NaN, Infinity and out-of-range numbers anywhere in a body are refused at intake."""
+    body = sample_event("conversation.completed").to_json()
+    assert where in body
+    body = body.replace(where, where + b'"n": ' + token + b", ", 1)
+    assert fast_check(body) is None
+    with pytest.raises(PayloadError) as info:
+        check_event(body)
+    assert info.value.problems[0].field == "body"
+    check_agrees(body)
+
+
+def test_long_event_ids_are_refused() -> None:
+    """An eventId over 256 characters is refused by the fast check and the models alike."""
+    doc = json.loads(sample_event("conversation.completed").to_json())
+    doc["eventId"] = "e" * 257
+    body = json.dumps(doc).encode()
+    assert fast_check(body) is None
+    with pytest.raises(PayloadError) as info:
+        check_event(body)
+    assert info.value.problems[0].field == "eventId"
+    doc["eventId"] = "e" * 256
+    assert fast_check(json.dumps(doc).encode()) == Checked("e" * 256, "conversation.completed")
