@@ -4,14 +4,18 @@ of events in the OpenAPI ``webhooks`` section."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
 from convhook import __version__
@@ -64,8 +68,11 @@ class ProducerApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> FastAPI:
-    """The API over ``store``; the app opens the store on start-up and closes it on shutdown."""
+def create_app(
+    store: ProducerStore, settings: ApiSettings | None = None, *, metrics_token: str | None = None
+) -> FastAPI:
+    """The API over ``store``; the app opens the store on start-up and closes it on shutdown.
+    With ``metrics_token``, ``/metrics`` answers only ``Authorization: Bearer <token>``."""
     settings = settings or ApiSettings()
 
     @asynccontextmanager
@@ -102,7 +109,9 @@ def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> Fas
     app.state.retry_after = settings.retry_after
     app.state.allow_private_targets = settings.allow_private_targets
     app.state.dispatcher = None
+    app.state.metrics_token = metrics_token
     errors.install(app)
+    _allow_every_method(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body)
     app.fast_path = TransitionFastPath(app.state, settings.max_body)
     for router in routers():
@@ -126,8 +135,14 @@ def create_app(store: ProducerStore, settings: ApiSettings | None = None) -> Fas
         doc["components"]["securitySchemes"] = SECURITY_SCHEMES
         for path, operations in doc["paths"].items():
             if path.startswith("/api/"):
-                for operation in operations.values():
+                for method, operation in operations.items():
                     operation["security"] = [{"apiKey": []}, {"bearer": []}]
+                    document_errors(method.upper(), path, operation)
+                    describe_cursor(operation)
+        # Every 422 answers an ErrorDocument: FastAPI's own validation schemas are unused.
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        schemas.update(_error_schemas())
         app.openapi_schema = doc
         return doc
 
@@ -147,3 +162,136 @@ def _request_schemas() -> dict[str, Any]:
         found.update(schema.pop("$defs", {}))
         found[model.__name__] = schema
     return found
+
+
+class Problem(BaseModel):
+    """What is wrong with one field of a request."""
+
+    field: str
+    problem: str
+
+
+class ErrorDocument(BaseModel):
+    """Every error answer; some add context (a 409 the ``state`` and ``allowed`` moves, a 429
+    the ``limit``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    problems: list[Problem]
+
+
+ERRORS: dict[int, str] = {
+    400: "Malformed request: the body is not JSON, a cursor is not one this API returned, "
+    "or a value cannot be read.",
+    401: "Missing or wrong API key.",
+    404: "No such object in this workspace.",
+    409: "The object's state does not allow this, or a unique value is taken.",
+    410: "The event's payload was removed by the retention job.",
+    413: "The request body is over the size limit.",
+    422: "A field is missing or has a wrong value; `problems` names each field.",
+    429: "Too many conversations dialing or active in this workspace: retry after `Retry-After` "
+    "seconds.",
+}
+"""Every error status the API answers, with what it means."""
+
+# Every /api operation authenticates, reads its parameters and is under the body limit.
+_COMMON = (400, 401, 413, 422)
+_TRANSITION = "/api/v2/conversations/{conversation_id}/"
+# What the routes, or the store they call, raise beyond the common errors and the 404 of an
+# operation with a path parameter; statuses below 400 are successes besides the route's own.
+_OPERATION_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
+    ("POST", "/api/v2/conversations"): (200,),
+    ("GET", "/api/v2/conversations"): (404,),
+    ("POST", "/api/v2/customers"): (409,),
+    ("PATCH", "/api/v2/customers/{customer_id}"): (409,),
+    ("POST", "/api/v2/endpoints/{endpoint_id}/test"): (409,),
+    ("POST", "/api/v2/endpoints/{endpoint_id}/recover"): (409,),
+    ("GET", "/api/v2/events/{event_id}"): (410,),
+}
+_TRANSITION_STATUSES = (409, 429)
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    429: {"Retry-After": {"schema": {"type": "string"}, "required": True}},
+}
+
+
+def document_errors(method: str, path: str, operation: dict[str, Any]) -> None:
+    """Add to ``operation`` every status it can answer, errors with the
+    :class:`ErrorDocument` schema, so the published contract lists what clients get."""
+    statuses = set(_COMMON) | set(_OPERATION_STATUSES.get((method, path), ()))
+    if "{" in path:
+        statuses.add(404)
+    if method == "POST" and path.startswith(_TRANSITION):
+        statuses.update(_TRANSITION_STATUSES)
+    responses = operation.setdefault("responses", {})
+    statuses.update(int(s) for s in responses if s.isdigit() and int(s) >= 400)
+    for status in sorted(statuses):
+        if status < 400:
+            responses.setdefault(str(status), {"description": "Successful Response"})
+            continue
+        answer = responses.setdefault(str(status), {"description": ERRORS[status]})
+        ref = {"$ref": "#/components/schemas/ErrorDocument"}
+        answer["content"] = {"application/json": {"schema": ref}}
+        if status in _HEADERS:
+            answer["headers"] = _HEADERS[status]
+
+
+# paging.encode_cursor's output: base64url, unpadded, of "s" and a row number. Base64 turns each
+# 3 bytes into 4 characters on their own, so a cursor is "s" with its first digit or two, then
+# groups of 3 digits, then a last group of 1 or 2; 18 digits at most keeps the row number a
+# 64-bit integer. Empty means the first page.
+_D3 = "(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][0-5w-z]"
+_D2 = "(?:[MN][DTjz]|O[DT])[AEIMQUYcgk]"
+_D1 = "(?:[MN][AQgw]|O[AQ])"
+CURSOR_PATTERN = f"^(?:cz[AEIMQUYcgk](?:[0-5w-z](?:(?:{_D3}){{0,4}}(?:{_D2}|{_D1})?|(?:{_D3}){{5}}(?:{_D1})?))?)?$"
+"""The cursors the list operations return and accept (``nextCursor``)."""
+
+
+def describe_cursor(operation: dict[str, Any]) -> None:
+    """Publish the exact form of the opaque ``cursor`` query parameter, so a client (or a
+    fuzzer) knows a made-up one is refused with 400."""
+    for parameter in operation.get("parameters", ()):
+        if parameter["in"] == "query" and parameter["name"] == "cursor":
+            parameter["schema"] = {"type": "string", "pattern": CURSOR_PATTERN}
+            parameter.setdefault("description", "`nextCursor` of the previous page.")
+
+
+def _error_schemas() -> dict[str, Any]:
+    schema = ErrorDocument.model_json_schema(ref_template="#/components/schemas/{model}")
+    found: dict[str, Any] = schema.pop("$defs", {})
+    found["ErrorDocument"] = schema
+    return found
+
+
+def _allow_every_method(app: FastAPI) -> None:
+    """Make a 405's ``Allow`` list every method of the path's routes, not only those of the
+    first route Starlette found (a path such as ``/api/v2/customers`` has a route per method)."""
+    answer = app.exception_handlers[HTTPException]
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            allowed = allowed_methods(app.router.routes, request.scope)
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+        response = answer(request, exc)
+        return await response if inspect.isawaitable(response) else response
+
+    app.add_exception_handler(HTTPException, handle)
+
+
+def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    """The methods routes answer at the request's path; when literal and templated paths
+    both match (``/customers/batch`` and ``/customers/{customer_id}``), only those of the most
+    literal."""
+    matching = [
+        r
+        for r in routes
+        if isinstance(r, Route) and r.methods and r.matches(scope)[0] is not Match.NONE
+    ]
+    if not matching:
+        return []
+    fewest = min(len(r.param_convertors) for r in matching)
+    return sorted(
+        {m for r in matching if len(r.param_convertors) == fewest for m in r.methods or ()}
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -36,12 +37,21 @@ router = APIRouter(prefix="/api/v2/endpoints", tags=["endpoints"])
 Store = Annotated[ProducerStore, Depends(get_store)]
 
 DEFAULT_GRACE_HOURS = 24.0
+AFTER_PATTERN = "^(?:ep_[0-9a-f]{28})?$"
+"""An endpoint id (``convhook.ids.new_id("ep")``): the ``after`` cursor of the list."""
+_AFTER = re.compile(AFTER_PATTERN.removesuffix("$") + r"\Z")
+MAX_DELIVERY_ID = 2**63 - 1
+URL_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]?://"
+_URL_DOC = (
+    "http(s) URL that receives the events; a host on loopback, a private network or a "
+    "cloud metadata service is refused with 422 unless the server allows private targets."
+)
 
 
 class EndpointIn(RequestModel):
     """An endpoint to create."""
 
-    url: str = Field(max_length=2048, description="http(s) URL that receives the events.")
+    url: str = Field(max_length=2048, pattern=URL_PATTERN, description=_URL_DOC)
     event_types: list[EventType] | None = Field(
         None, description="Event types to send; absent or null means all."
     )
@@ -54,7 +64,7 @@ class EndpointIn(RequestModel):
 class EndpointUpdate(RequestModel):
     """Fields to change; only the fields sent change."""
 
-    url: str | None = Field(None, max_length=2048)
+    url: str | None = Field(None, max_length=2048, pattern=URL_PATTERN, description=_URL_DOC)
     event_types: list[EventType] | None = None
     description: str | None = Field(None, max_length=1000)
     enabled: bool | None = None
@@ -201,10 +211,21 @@ async def list_endpoints(
     store: Store,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     after: Annotated[
-        str | None, Query(description="Cursor: the last id of the previous page.")
+        str | None,
+        Query(
+            description="Cursor: `nextCursor` of the previous page (the last id it listed).",
+            json_schema_extra={"pattern": AFTER_PATTERN},
+        ),
     ] = None,
 ) -> Response:
     """The workspace's endpoints (never their secrets): ``{"data": [...], "nextCursor"}``."""
+    if after is not None and not _AFTER.match(after):
+        # The same answer as the other lists give a cursor they did not hand out.
+        raise ApiError(
+            400,
+            "cursor is not one this API returned: pass nextCursor from the previous page",
+            [FieldProblem("after", "malformed cursor")],
+        )
     found = await store.db.read(
         lambda c: endpoint_store.list_(c, workspace.id, limit=limit + 1, after=after)
     )
@@ -337,7 +358,8 @@ async def list_deliveries(
     status: Annotated[str | None, Query(pattern="^(pending|delivering|delivered|failed)$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[
-        int | None, Query(description="Cursor: deliveries older than this id.")
+        int | None,
+        Query(ge=1, le=MAX_DELIVERY_ID, description="Cursor: deliveries older than this id."),
     ] = None,
 ) -> Response:
     """The endpoint's deliveries, newest first: ``{"data": [...], "nextCursor"}``."""
