@@ -4,11 +4,18 @@ Counters and the latency histogram live in :data:`REGISTRY` and are fed by the d
 running in this process. The backlog (due and in-flight deliveries per endpoint, the oldest
 pending delivery, events recorded, deliveries by status) is read from the database on each
 scrape by :class:`BacklogCollector`, so it is right whichever process dispatches.
+
+The backlog is labelled with endpoint ids of every workspace, so a scrape can be required to
+carry ``Authorization: Bearer <token>`` (:func:`authorized`, :func:`serve`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -93,3 +100,58 @@ def exposition(snapshot: Backlog | None) -> bytes:
         scrape.register(BacklogCollector(snapshot))
         text += generate_latest(scrape)
     return text
+
+
+def authorized(authorization: str | None, token: str | None) -> bool:
+    """Whether a scrape may read the metrics: always without a ``token``, else only with
+    ``Authorization: Bearer <token>`` (compared in constant time)."""
+    if token is None:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    # Digests of equal length: the comparison reveals neither the token nor its length.
+    expected = hashlib.sha256(token.encode()).digest()
+    offered = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
+    return hmac.compare_digest(expected, offered) and scheme.lower() == "bearer"
+
+
+UNAUTHORIZED = b'{"error": "metrics need Authorization: Bearer <token>", "problems": []}'
+
+
+class _Scrape(BaseHTTPRequestHandler):
+    token: str | None = None
+
+    def do_GET(self) -> None:
+        if self.path.partition("?")[0] != "/metrics":
+            self._answer(404, b'{"error": "not found; metrics are at /metrics", "problems": []}')
+        elif not authorized(self.headers.get("Authorization"), self.token):
+            self._answer(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+        else:
+            self._answer(200, exposition(None), content_type=CONTENT_TYPE)
+
+    def _answer(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not logged (one every few seconds would drown the dispatcher's log)."""
+
+
+def serve(host: str, port: int, token: str | None = None) -> ThreadingHTTPServer:
+    """Serve this process's counters at ``http://host:port/metrics`` from a daemon thread,
+    requiring ``Authorization: Bearer <token>`` if a token is given; the caller shuts it down."""
+    handler = type("Scrape", (_Scrape,), {"token": token})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

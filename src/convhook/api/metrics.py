@@ -1,4 +1,7 @@
-"""``/metrics``: Prometheus exposition of delivery counters and the backlog read now."""
+"""``/metrics``: Prometheus exposition of delivery counters and the backlog read now.
+
+The backlog is labelled with the endpoint ids of every workspace: with a metrics token
+configured, a scrape must carry ``Authorization: Bearer <token>``."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from convhook import metrics
@@ -19,8 +22,17 @@ Store = Annotated[ProducerStore, Depends(get_store)]
 
 
 @router.get("/metrics", include_in_schema=False)
-async def scrape(store: Store) -> Response:
-    """The metrics in the Prometheus text format (unauthenticated, as scrapers expect)."""
+async def scrape(request: Request, store: Store) -> Response:
+    """The metrics in the Prometheus text format; 401 without the metrics token, if one is
+    configured."""
+    token = getattr(request.app.state, "metrics_token", None)
+    if not metrics.authorized(request.headers.get("authorization"), token):
+        return Response(
+            metrics.UNAUTHORIZED,
+            status_code=401,
+            media_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     now = time.time_ns() // 1_000_000
     snapshot = await store.db.read(lambda c: delivery_log.backlog(c, now))
     text = await asyncio.to_thread(metrics.exposition, snapshot)

@@ -24,6 +24,19 @@ def allow_private_option() -> bool:
     return flag
 
 
+def metrics_token_option(exposes: str) -> str | None:
+    """The ``--metrics-token`` option ``dispatcher`` and ``serve`` share; ``exposes`` says
+    what an open metrics page shows."""
+    token: str | None = option(
+        None,
+        "--metrics-token",
+        env="METRICS_TOKEN",
+        help="Require `Authorization: Bearer <token>` to read /metrics (401 otherwise). "
+        f"Without it /metrics is open to anyone who can reach the port: {exposes}",
+    )
+    return token
+
+
 def dispatcher(
     db: str = db_option("convhook.db"),
     allow_private_targets: bool = allow_private_option(),
@@ -71,7 +84,16 @@ def dispatcher(
         "--metrics-port",
         env="DISPATCH_METRICS_PORT",
         min=0,
-        help="Serve this process's attempt counters at http://0.0.0.0:PORT/metrics (0: off).",
+        help="Serve this process's attempt counters at http://HOST:PORT/metrics (0: off).",
+    ),
+    metrics_host: str = option(
+        "0.0.0.0",
+        "--metrics-host",
+        env="DISPATCH_METRICS_HOST",
+        help="Interface of the metrics port (127.0.0.1 keeps it to this machine).",
+    ),
+    metrics_token: str | None = metrics_token_option(
+        "delivery attempt counts by outcome and their latency, for all workspaces."
     ),
 ) -> None:
     """Claim due deliveries and POST them signed until stopped (SIGINT/SIGTERM)."""
@@ -81,13 +103,14 @@ def dispatcher(
         fail(str(exc))
     _logging(log_level)
     if metrics_port:
-        from prometheus_client import start_http_server
-
         from convhook import metrics
 
         # A thread serves the counters the dispatcher feeds (the backlog gauges are on the
         # API's /metrics, read from the database).
-        start_http_server(metrics_port, registry=metrics.REGISTRY)
+        try:
+            metrics.serve(metrics_host, metrics_port, metrics_token or None)
+        except OSError as exc:
+            fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}")
     run_fast(
         _dispatch(
             url,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from convhook.cli._common import err, fail, run_fast
-from convhook.cli.dispatcher import allow_private_option
+from convhook.cli.dispatcher import allow_private_option, metrics_token_option
 from convhook.config import DatabaseURL, db_option, option
 from convhook.errors import ConfigError
 
@@ -44,6 +44,9 @@ def serve(
         help="Deliver events to endpoints from this process (turn off when separate "
         "`convhook dispatcher` processes do it).",
     ),
+    metrics_token: str | None = metrics_token_option(
+        "delivery counts and the backlog labelled with the endpoint ids of every workspace."
+    ),
 ) -> None:
     """Run the producer API; on a fresh database, create workspace "default" and print its key.
 
@@ -60,11 +63,19 @@ def serve(
         max_active=max_active, dispatch=dispatch, allow_private_targets=allow_private_targets
     )
     # uvicorn.run would pick uvloop by itself; serving from our own coroutine must ask for it.
-    run_fast(_serve(host, port, url, settings, synchronous.upper(), log_level))
+    run_fast(
+        _serve(host, port, url, settings, synchronous.upper(), log_level, metrics_token or None)
+    )
 
 
 async def _serve(
-    host: str, port: int, url: DatabaseURL, settings: ApiSettings, synchronous: str, log_level: str
+    host: str,
+    port: int,
+    url: DatabaseURL,
+    settings: ApiSettings,
+    synchronous: str,
+    log_level: str,
+    metrics_token: str | None,
 ) -> None:
     import uvicorn
 
@@ -88,7 +99,7 @@ async def _serve(
         await store.close()
         raise
     err.print(f"convhook API on {base} (docs at {base}/docs), database {store.db.name}")
-    app = create_app(store, settings)
+    app = create_app(store, settings, metrics_token=metrics_token)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on"
     )
