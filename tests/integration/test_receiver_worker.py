@@ -9,13 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from convhook.receiver import HandlerStatus, RetryPolicy
 from convhook.receiver.handlers import HandlerRegistry
 from convhook.receiver.worker import Worker
 from convhook.samples import sample_event
 from convhook.store.database_inbox import SQLiteInbox
 from convhook.store.inbox import Received
-from tests.support.inbox import inbox_at
+from tests.support.inbox import WRITER_PROCESS, inbox_at
 
 
 class Clock:
@@ -201,3 +203,125 @@ async def test_other_processes_wake_a_postgres_worker_at_once(pg_url: str) -> No
         finally:
             await worker.stop()
     assert seen == [item.event_id, item.event_id]
+
+
+@pytest.fixture(params=["sqlite", "writer-process", "postgres"])
+def any_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An inbox on each store a receiver may use: SQLite, SQLite written by a child process,
+    PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "inbox.db")
+    if request.param == "writer-process":
+        return WRITER_PROCESS + str(tmp_path / "inbox.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+async def run_to_the_end(worker: Worker, clock: Clock, inbox: Any, event_id: str) -> Any:
+    """Run every due attempt of ``event_id``, moving the clock to each retry; the last entry."""
+    for _ in range(10):
+        await worker.run_once()
+        entry = await inbox.get(event_id)
+        if entry.status in (HandlerStatus.DONE, HandlerStatus.FAILED):
+            return entry
+        assert entry.status is HandlerStatus.PENDING, entry
+        clock.now = max(clock.now, entry.next_attempt_at)
+    raise AssertionError(f"{event_id} still {entry.status} after 10 rounds")
+
+
+class Unusual(BaseException):
+    """A BaseException subclass a library might raise from a handler."""
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+POISON = [
+    pytest.param(lambda: OverflowError("date value out of range"), id="OverflowError"),
+    pytest.param(lambda: RecursionError("maximum recursion depth exceeded"), id="RecursionError"),
+    pytest.param(lambda: MemoryError(), id="MemoryError"),
+    pytest.param(lambda: KeyboardInterrupt(), id="KeyboardInterrupt"),
+    pytest.param(lambda: SystemExit(3), id="SystemExit"),
+    pytest.param(lambda: GeneratorExit(), id="GeneratorExit"),
+    pytest.param(lambda: Unusual("odd"), id="BaseException-subclass"),
+    pytest.param(lambda: asyncio.CancelledError(), id="handler-own-CancelledError"),
+    pytest.param(lambda: ValueError("nul \x00 and lone \ud800 surrogate"), id="unstorable-text"),
+    pytest.param(lambda: ValueError("x" * 100_000), id="huge-text"),
+]
+
+
+@pytest.mark.parametrize("make", POISON)
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_whatever_a_handler_raises_ends_failed_within_the_attempts(
+    any_inbox: str, make: Any, sync: bool
+) -> None:
+    """Any exception from a handler, BaseException subclasses included, is recorded as a
+    failed attempt, and the event ends failed with its error after the last attempt."""
+    clock = Clock(1000.0)
+    handlers = HandlerRegistry()
+    calls: list[int] = []
+
+    def failing_sync(event: Any) -> None:
+        calls.append(1)
+        _raise(make())
+
+    async def failing_async(event: Any) -> None:
+        calls.append(1)
+        _raise(make())
+
+    handlers.add(failing_sync if sync else failing_async, ["*"], name="poison")
+    policy = RetryPolicy(max_attempts=3, base=1.0, jitter=0.0)
+    async with inbox_at(any_inbox) as inbox:
+        item = stored(1000.0)
+        await inbox.add(item)
+        worker = Worker(inbox, handlers, retry=policy, clock=clock)
+        entry = await run_to_the_end(worker, clock, inbox, item.event_id)
+    assert (entry.status, entry.attempts) == (HandlerStatus.FAILED, 3)
+    assert len(calls) == 3
+    assert entry.last_error.startswith("poison: ")
+    assert type(make()).__name__ in entry.last_error
+    assert len(entry.last_error) <= 2100
+
+
+async def test_a_stored_body_that_cannot_be_built_ends_failed(any_inbox: str) -> None:
+    """A stored body the models refuse (here a time leaving the date range in UTC, stored
+    before intake refused such times) ends failed with its error, without running handlers."""
+    clock = Clock(1000.0)
+    handlers, seen = recording()
+    event = sample_event("conversation.userJoined")
+    body = event.to_json().replace(
+        b'"userJoinTime":"', b'"userJoinTime":"0001-01-01T00:30:00+01:00","x":"', 1
+    )
+    item = Received(event.event_id, None, event.event_type, body, {}, 1000.0)
+    async with inbox_at(any_inbox) as inbox:
+        await inbox.add(item)
+        worker = Worker(inbox, handlers, retry=RetryPolicy(max_attempts=3), clock=clock)
+        entry = await run_to_the_end(worker, clock, inbox, item.event_id)
+    assert entry.status is HandlerStatus.FAILED
+    assert entry.attempts <= 3
+    assert "payload.userJoinTime" in entry.last_error
+    assert seen == []
+
+
+async def test_attempts_that_never_recorded_an_outcome_end_failed(any_inbox: str) -> None:
+    """An event whose every attempt was claimed but never recorded (a process that died
+    mid-handler each time) is marked failed at the next claim, never attempted past the
+    maximum."""
+    clock = Clock(1000.0)
+    handlers, seen = recording()
+    policy = RetryPolicy(max_attempts=3)
+    async with inbox_at(any_inbox) as inbox:
+        item = stored(1000.0)
+        await inbox.add(item)
+        for attempt in (1, 2, 3):
+            [claimed] = await inbox.claim(clock.now, 10, 30.0, max_attempts=3)
+            assert claimed.attempts == attempt
+            clock.now += 31.0  # the lease ends without an outcome
+        worker = Worker(inbox, handlers, retry=policy, clock=clock)
+        assert await worker.run_once() == 0
+        entry = await inbox.get(item.event_id)
+        assert await inbox.next_due() is None
+    assert (entry.status, entry.attempts, entry.next_attempt_at) == (HandlerStatus.FAILED, 3, None)
+    assert "recorded no outcome" in entry.last_error
+    assert seen == []

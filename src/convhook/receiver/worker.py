@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from convhook.errors import ConvhookError, PayloadError
 from convhook.events import parse_event
 from convhook.receiver.handlers import Delivery, HandlerRegistry
+from convhook.receiver.limits import clip, describe, storable
 from convhook.store.inbox import Inbox, InboxEntry
 
 log = logging.getLogger("convhook.receiver.worker")
@@ -50,10 +51,11 @@ class RetryPolicy:
         return now + self.delay(attempt, rng)
 
 
-def describe(exc: BaseException) -> str:
-    """``Type: message`` for the inbox's ``last_error``."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _cancelled_here() -> bool:
+    """True if the running task is being cancelled (by :meth:`Worker.stop`), as opposed to a
+    handler that raised :class:`asyncio.CancelledError` of its own."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class Worker:
@@ -158,17 +160,25 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim and process the due events now (for tests and tools); return how many."""
-        entries = await self.inbox.claim(self._clock(), self.concurrency, self.lease)
+        entries = await self._claim(self.concurrency)
         await asyncio.gather(*(self.process(e) for e in entries))
         return len(entries)
+
+    async def _claim(self, limit: int) -> list[InboxEntry]:
+        # Events whose attempts are used up (their last attempt never recorded an outcome:
+        # the process died, or recording failed) are marked failed instead of claimed again.
+        return await self.inbox.claim(
+            self._clock(), limit, self.lease, max_attempts=self.retry.max_attempts
+        )
 
     async def _run(self) -> None:
         while not self._stopping:
             try:
                 await self._step()
             except ConvhookError as exc:
+                error = clip(exc)
                 log.error(
-                    "inbox worker: %s", exc, extra={"action": "worker_error", "error": str(exc)}
+                    "inbox worker: %s", error, extra={"action": "worker_error", "error": error}
                 )
                 await self._sleep(self.poll_interval)
 
@@ -214,7 +224,7 @@ class Worker:
         if self.batch_window:
             # Under load, one claim then takes the whole burst instead of one event at a time.
             await asyncio.sleep(self.batch_window)
-        entries = await self.inbox.claim(self._clock(), free, self.lease)
+        entries = await self._claim(free)
         for entry in entries:
             self._spawn(entry)
         # A full batch means more may be due; an empty one means someone else took them.
@@ -236,10 +246,11 @@ class Worker:
         self._wake.set()
         if not task.cancelled() and (exc := task.exception()) is not None:
             # The outcome was not recorded; the lease makes the event due again later.
+            error = clip(describe(exc))
             log.error(
                 "recording a handler outcome failed: %s",
-                describe(exc),
-                extra={"action": "worker_error", "error": describe(exc)},
+                error,
+                extra={"action": "worker_error", "error": error},
             )
 
     async def _sleep(self, seconds: float) -> None:
@@ -252,7 +263,8 @@ class Worker:
         """Run the handlers of one claimed event that have not succeeded yet; record the outcome.
 
         The typed event is built here, not when the request was accepted: the request path
-        only checks the body (see :mod:`convhook.wirecheck`).
+        only checks the body (see :mod:`convhook.wirecheck`). Whatever a handler or the
+        parsing raises is recorded as a failed attempt, so no event can loop unrecorded.
         """
         done = list(entry.handlers_done)
         errors: list[str] = []
@@ -261,6 +273,11 @@ class Worker:
         except PayloadError as exc:
             # Stored bodies were valid when accepted; retrying cannot make this one parse.
             await self._record(entry, done, [f"stored body: {describe(exc)}"], final=True)
+            return
+        except BaseException as exc:  # e.g. MemoryError or RecursionError: recorded, retried
+            if isinstance(exc, asyncio.CancelledError) and _cancelled_here():
+                raise
+            await self._record(entry, done, [f"building the event: {describe(exc)}"])
             return
         delivery = Delivery(
             entry.event_id,
@@ -276,7 +293,9 @@ class Worker:
                 continue
             try:
                 await handler.run(event, delivery)
-            except Exception as exc:  # noqa: BLE001 - any handler failure is recorded and retried
+            except BaseException as exc:  # whatever a handler raises is recorded
+                if isinstance(exc, asyncio.CancelledError) and _cancelled_here():
+                    raise
                 errors.append(f"{handler.name}: {describe(exc)}")
             else:
                 done.append(handler.name)
@@ -286,31 +305,29 @@ class Worker:
         self, entry: InboxEntry, done: list[str], errors: list[str], *, final: bool = False
     ) -> None:
         now = self._clock()
+        event_id = clip(entry.event_id)
         if not errors:
             await self.inbox.complete(entry.event_id, now, done)
-            log.debug(
-                "handled %s",
-                entry.event_id,
-                extra={"action": "handled", "event_id": entry.event_id},
-            )
+            log.debug("handled %s", event_id, extra={"action": "handled", "event_id": event_id})
             return
-        error = "; ".join(errors)
+        error = storable("; ".join(errors))
         retry_at = None if final else self.retry.retry_at(entry.attempts, now, self._rng)
         await self.inbox.fail(entry.event_id, now, error, done, retry_at)
+        shown = clip(error)
         if retry_at is None:
             log.error(
                 "handlers of %s failed after %d attempts: %s",
-                entry.event_id,
+                event_id,
                 entry.attempts,
-                error,
-                extra={"action": "handler_gave_up", "event_id": entry.event_id, "error": error},
+                shown,
+                extra={"action": "handler_gave_up", "event_id": event_id, "error": shown},
             )
         else:
             log.warning(
                 "handlers of %s failed (attempt %d), retrying in %.1f s: %s",
-                entry.event_id,
+                event_id,
                 entry.attempts,
                 retry_at - now,
-                error,
-                extra={"action": "handler_failed", "event_id": entry.event_id, "error": error},
+                shown,
+                extra={"action": "handler_failed", "event_id": event_id, "error": shown},
             )

@@ -78,9 +78,13 @@ class DatabaseInbox(Inbox):
     async def add(self, received: Received) -> bool:
         return await self._adds.submit(received)
 
-    async def claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
+    async def claim(
+        self, now: float, limit: int, lease: float, *, max_attempts: int | None = None
+    ) -> list[InboxEntry]:
         claim_sql = self._claim_sql
-        entries = await self.db.write(lambda c: sql.claim_entries(c, claim_sql, now, limit, lease))
+        entries = await self.db.write(
+            lambda c: sql.claim_entries(c, claim_sql, now, limit, lease, max_attempts)
+        )
         entries.sort(key=lambda e: e.received_at)
         return entries
 

@@ -4,7 +4,8 @@
 database engine is in :mod:`convhook.store.database_inbox`.
 
 Each row moves ``pending -> running -> done``, or back to ``pending`` with a later
-``next_attempt_at`` when a handler raises, and to ``failed`` after the last attempt. A
+``next_attempt_at`` when a handler raises, and to ``failed`` after the last attempt (also
+when that attempt never recorded an outcome: see :meth:`Inbox.claim`). A
 ``running`` row's ``next_attempt_at`` is its lease: if the process dies, the row is due
 again when the lease ends. A process that runs handlers renews the leases it holds
 (:meth:`Inbox.extend`). On an exclusive inbox (SQLite) the next receiver to start also makes
@@ -123,8 +124,15 @@ class Inbox(ABC):
         """
 
     @abstractmethod
-    async def claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
-        """Mark up to ``limit`` due events ``running`` until ``now + lease`` and return them."""
+    async def claim(
+        self, now: float, limit: int, lease: float, *, max_attempts: int | None = None
+    ) -> list[InboxEntry]:
+        """Mark up to ``limit`` due events ``running`` until ``now + lease`` and return them.
+
+        With ``max_attempts``, a due event that already had that many attempts (its last one
+        never recorded an outcome: the process stopped, or recording failed) is marked
+        ``failed`` instead, so no event is attempted more often than the retry policy says.
+        """
 
     @abstractmethod
     async def next_due(self) -> float | None:

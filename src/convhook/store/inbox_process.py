@@ -96,8 +96,10 @@ class ProcessSQLiteInbox(SQLiteInbox):
     async def complete(self, event_id: str, now: float, handlers_done: Sequence[str]) -> None:
         await self._done_batch.submit((event_id, json.dumps(list(handlers_done)), now))
 
-    async def claim(self, now: float, limit: int, lease: float) -> list[InboxEntry]:
-        rows = await self._writer.call("claim", now, limit, lease)
+    async def claim(
+        self, now: float, limit: int, lease: float, *, max_attempts: int | None = None
+    ) -> list[InboxEntry]:
+        rows = await self._writer.call("claim", now, limit, lease, max_attempts)
         entries = [_entry_of(row) for row in rows]
         entries.sort(key=lambda e: e.received_at)
         return entries
@@ -167,8 +169,10 @@ def complete(conn: Any, items: list[list[Any]]) -> list[None]:
     return sql.complete(conn, [(e, done, at) for e, done, at in items])
 
 
-def _claim(conn: Any, now: float, limit: int, lease: float) -> list[tuple[Any, ...]]:
-    entries = sql.claim_entries(conn, sql.CLAIM_SQLITE, now, limit, lease)
+def _claim(
+    conn: Any, now: float, limit: int, lease: float, max_attempts: int | None
+) -> list[tuple[Any, ...]]:
+    entries = sql.claim_entries(conn, sql.CLAIM_SQLITE, now, limit, lease, max_attempts)
     return [_entry_row(e) for e in entries]
 
 

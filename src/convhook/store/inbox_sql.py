@@ -66,6 +66,19 @@ CLAIM_POSTGRES = (
 )
 
 
+# A due event with its attempts used up: its last attempt ended without recording an outcome
+# (a retry would have been recorded as pending with a later time, or as failed). Any earlier
+# error is kept in front of the reason.
+GIVE_UP = (
+    "UPDATE convhook_inbox_state SET status = 'failed', next_attempt_at = NULL, "
+    "last_error = COALESCE(last_error || '; ', '') || :error, updated_at = :now "
+    "WHERE status IN ('pending', 'running') AND next_attempt_at <= :now AND attempts >= :max"
+)
+_NO_OUTCOME = (
+    "gave up: the last attempt recorded no outcome (its process stopped, or recording failed)"
+)
+
+
 def _first_of_each(items: list[Received]) -> tuple[list[bool], list[Received]]:
     """Which items are the first with their eventId and webhook-id in this batch."""
     seen_events: set[str] = set()
@@ -163,9 +176,17 @@ def insert_exclusive(conn: Any, items: list[Received]) -> list[bool]:
 
 
 def claim_entries(
-    conn: Any, claim_sql: str, now: float, limit: int, lease: float
+    conn: Any,
+    claim_sql: str,
+    now: float,
+    limit: int,
+    lease: float,
+    max_attempts: int | None = None,
 ) -> list[InboxEntry]:
-    """Lease up to ``limit`` due events until ``now + lease``."""
+    """Lease up to ``limit`` due events until ``now + lease``; first mark ``failed`` the due
+    events that already had ``max_attempts`` attempts."""
+    if max_attempts is not None:
+        conn.execute(GIVE_UP, {"now": now, "max": max_attempts, "error": _NO_OUTCOME})
     ids = [
         r[0] for r in conn.execute(claim_sql, {"until": now + lease, "now": now, "limit": limit})
     ]
