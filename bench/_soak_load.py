@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections import Counter
@@ -94,6 +95,8 @@ class Load:
     """(conversation id, event type) of every move the API answered 2xx."""
     refused: Counter[str] = field(default_factory=Counter)
     """Calls not answered 2xx, by ``"<call>: <status or error>"``."""
+    examples: dict[str, str] = field(default_factory=dict)
+    """The first answer (or error) behind each key of :attr:`refused`."""
     conversations: int = 0
     seconds: float = 0.0
 
@@ -139,13 +142,18 @@ async def _call(
     try:
         status, body = await api.post(path, doc)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        load.refused[f"{name}: {type(exc).__name__}"] += 1
+        _refused(load, f"{name}: {type(exc).__name__}", repr(exc))
         return None
     if status != expected:
-        load.refused[f"{name}: {status}"] += 1
+        _refused(load, f"{name}: {status}", json.dumps(body) if isinstance(body, dict) else body)
         return None
     found: dict[str, Any] = body
     return found
+
+
+def _refused(load: Load, key: str, detail: str) -> None:
+    load.refused[key] += 1
+    load.examples.setdefault(key, detail[:300])
 
 
 async def wait_drained(api: Api, endpoint: str, timeout: float) -> float:

@@ -277,6 +277,8 @@ def report(args: argparse.Namespace, out: Outcome, console: Console) -> int:
             note,
         )
     console.print(procs)
+    for key, example in out.load.examples.items():
+        console.print(f"first answer for {key}: {example}", markup=False, highlight=False)
     for conv, kind in sorted(lost)[:10]:
         console.print(f"lost: {kind} of {conv}", style="red")
     return 1 if lost or stuck else 0
