@@ -13,6 +13,8 @@ from typing import Any
 from convhook.errors import ConvhookError, FieldProblem, PayloadError
 
 MAX_LIMIT = 500
+MAX_SEQ = 2**63 - 1
+"""Largest row sequence (SQLite INTEGER, PostgreSQL BIGINT)."""
 
 
 class NotFoundError(ConvhookError):
@@ -64,9 +66,15 @@ def decode_cursor(cursor: str | None) -> int:
         return 0
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("s"):
+        digits = text[1:]
+        # int() also takes signs, "_", spaces and non-ASCII digits; a row sequence is plain
+        # ASCII digits that fit the databases' 64-bit integers.
+        if not text.startswith("s") or not (digits.isascii() and digits.isdigit()):
             raise ValueError(text)
-        return int(text[1:])
+        seq = int(digits)
+        if seq > MAX_SEQ:
+            raise ValueError(text)
+        return seq
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise PayloadError(
             "cursor is not one this API returned: pass nextCursor from the previous page",
