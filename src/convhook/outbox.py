@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from convhook.events import Conversation, payload_error
+from convhook.errors import FieldProblem, PayloadError
+from convhook.events import DEFAULT_MAX_BODY, Conversation, payload_error
 from convhook.ids import new_id
 from convhook.lifecycle import Action, apply, transition
 from convhook.store.producer import (
@@ -32,6 +33,27 @@ from convhook.timefmt import format_ts, utcnow
 log = logging.getLogger("convhook.outbox")
 
 DEFAULT_MAX_ACTIVE = 20
+MAX_EVENT_BYTES = DEFAULT_MAX_BODY
+"""Largest event the outbox records: the size a receiver accepts by default. Every request
+body is within the API's own limit, but a conversation gathers several of them."""
+# What an event adds around its conversation, with the longest event type: a conversation
+# must leave this much room under MAX_EVENT_BYTES to be created.
+_ENVELOPE_BYTES = len('{"eventId":"","eventType":"conversation.analysisCompleted","payload":}') + 64
+
+
+class EventTooLarge(PayloadError):
+    """The change would record an event larger than receivers accept (HTTP 422)."""
+
+    status_code = 422
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the conversation's event would be {size} bytes, over the {limit} bytes a "
+            "receiver accepts: send shorter fields",
+            [FieldProblem("body", f"makes the event larger than {limit} bytes")],
+        )
+        self.size = size
+        self.limit = limit
 
 
 class Outbox:
@@ -72,7 +94,15 @@ class Outbox:
             except ValidationError as exc:
                 refused[index] = ItemResult(index, problems=payload_error(exc).problems)
                 continue
-            built.append(NewConversation(conversation.to_wire(), ignore_dnd))
+            wire = conversation.to_wire()
+            size = len(json.dumps(wire, separators=(",", ":"))) + _ENVELOPE_BYTES
+            if size > MAX_EVENT_BYTES:
+                # Every event would carry it: refused now rather than on its first move.
+                refused[index] = ItemResult(
+                    index, problems=EventTooLarge(size, MAX_EVENT_BYTES).problems
+                )
+                continue
+            built.append(NewConversation(wire, ignore_dnd))
         stored = iter(await self.store.create_conversations(workspace_id, built) if built else [])
         results = []
         for index in range(len(items)):
@@ -104,6 +134,8 @@ class Outbox:
                 body = (
                     f'{{"eventId":"{event_id}","eventType":"{move.event.value}","payload":{text}}}'
                 )
+                if len(body) > MAX_EVENT_BYTES:  # ASCII: json.dumps escapes the rest
+                    raise EventTooLarge(len(body), MAX_EVENT_BYTES)
                 events = (NewEvent(event_id, move.event.value, body),)
             return Change(move.target, fields, text, events, move.takes_slot)
 
