@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import Response
-from pydantic import Field, ValidationError
+from pydantic import Field, StrictBool, ValidationError
 
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_outbox, get_store
@@ -17,6 +16,7 @@ from convhook.api.fields import (
     Id,
     Phone,
     RequestModel,
+    Timestamp,
     batch_refused,
     item_error,
     validate_items,
@@ -44,7 +44,7 @@ class ConversationIn(RequestModel):
     dynamic_variables: dict[str, Any] | None = None
     campaign_id: Id | None = None
     campaign_run_id: Id | None = None
-    ignore_dnd: bool = Field(False, alias="ignoreDND")
+    ignore_dnd: StrictBool = Field(False, alias="ignoreDND")
     """Create it even though the customer has do-not-disturb enabled."""
 
 
@@ -140,7 +140,8 @@ async def get_conversation(
     return _json(await store.get_conversation(workspace.id, conversation_id))
 
 
-def _ms(value: datetime | None) -> int | None:
+def _ms(value: Timestamp | None) -> int | None:
+    # Timestamp values are in UTC: a naive query value is UTC, not the server's local time.
     return None if value is None else int(value.timestamp() * 1000)
 
 
@@ -153,10 +154,10 @@ async def list_conversations(
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
     campaign_id: Annotated[str | None, Query(alias="campaignId")] = None,
     created_after: Annotated[
-        datetime | None, Query(alias="createdAfter", description="Inclusive.")
+        Timestamp | None, Query(alias="createdAfter", description="Inclusive.")
     ] = None,
     created_before: Annotated[
-        datetime | None, Query(alias="createdBefore", description="Exclusive.")
+        Timestamp | None, Query(alias="createdBefore", description="Exclusive.")
     ] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -9,13 +9,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
 from convhook.api.errors import ApiError
 from convhook.api.fields import (
     Email,
+    Int64,
     Phone,
     RequestModel,
     batch_refused,
@@ -46,8 +47,8 @@ class CustomerUpdate(RequestModel):
     email: Email | None = None
     phone_number: Phone | None = None
     identifier: str | None = Field(None, max_length=500)
-    priority: int | None = None
-    is_do_not_disturb_enabled: bool | None = None
+    priority: Int64 | None = None
+    is_do_not_disturb_enabled: StrictBool | None = None
     metadata: dict[str, Any] | None = None
     source: Source | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from pydantic import Field
 
@@ -13,7 +13,7 @@ from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
 from convhook.api.endpoints import delivery_doc, json_response, now_ms, wake
 from convhook.api.errors import ApiError
-from convhook.api.fields import RequestModel
+from convhook.api.fields import MAX_INT64, RequestModel
 from convhook.store import deliveries, delivery_log
 from convhook.store.producer import ProducerStore
 
@@ -76,7 +76,9 @@ async def redeliver(
 
 
 @router.get("/deliveries/{delivery_id}")
-async def get_delivery(delivery_id: int, workspace: CurrentWorkspace, store: Store) -> Response:
+async def get_delivery(
+    delivery_id: Annotated[int, Path(ge=1, le=MAX_INT64)], workspace: CurrentWorkspace, store: Store
+) -> Response:
     """One delivery with its attempts."""
     found = await store.db.read(lambda c: delivery_log.get(c, workspace.id, delivery_id))
     if found is None:

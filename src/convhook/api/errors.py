@@ -1,4 +1,5 @@
-"""Every API error as JSON ``{"error", "problems": [{"field", "problem"}]}``, and the body limit.
+"""Every API error as JSON ``{"error", "problems": [{"field", "problem"}]}``, and the intake
+limits every request passes before a route sees it (docs/api-limits.md).
 
 Domain errors carry a ``status_code``; the handlers here turn them, FastAPI's validation
 errors and Starlette's HTTP errors into that one shape, so a client parses a single format.
@@ -7,13 +8,17 @@ errors and Starlette's HTTP errors into that one shape, so a client parses a sin
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from convhook.errors import ConvhookError, FieldProblem, PayloadError
@@ -21,6 +26,8 @@ from convhook.lifecycle import TransitionError
 from convhook.store.producer import ActiveLimitError
 
 DEFAULT_MAX_BODY = 1024 * 1024
+MAX_DEPTH = 32
+"""Most arrays and objects a JSON body may nest inside one another."""
 
 
 class ApiError(ConvhookError):
@@ -49,6 +56,15 @@ class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body is over the {limit}-byte limit")
         self.limit = limit
+
+
+class BodyRefused(HTTPException):
+    """Raised from ``receive`` once a whole body is read and refused: FastAPI re-raises HTTP
+    errors from body parsing, so the route never sees the body."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.status_code, error.message)
+        self.error = error
 
 
 def error_body(message: str, problems: Sequence[FieldProblem] = (), **extra: Any) -> bytes:
@@ -105,7 +121,13 @@ async def _http(request: Request, exc: Exception) -> Response:
     if isinstance(exc, BodyTooLarge):
         problem = FieldProblem("body", f"larger than {exc.limit} bytes")
         return _answer(413, str(exc.detail), [problem])
-    return _answer(exc.status_code, str(exc.detail), headers=exc.headers)
+    if isinstance(exc, BodyRefused):
+        return error_response(exc.error)
+    problems = []
+    if exc.status_code == 400 and "body" in str(exc.detail):
+        # FastAPI's answer to a body json.loads gave up on (e.g. an integer over 4,300 digits).
+        problems.append(FieldProblem("body", "cannot be parsed"))
+    return _answer(exc.status_code, str(exc.detail), problems, headers=exc.headers)
 
 
 async def _convhook(request: Request, exc: Exception) -> Response:
@@ -140,7 +162,9 @@ def install(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware refusing bodies over ``max_bytes`` with 413, reading at most that much."""
+    """ASGI middleware applying the intake limits before any route runs: a body over
+    ``max_bytes`` answers 413 (reading at most that much); a path or query string that is not
+    valid UTF-8 or holds NUL, and a body that :func:`refused_body` refuses, answer 4xx."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY) -> None:
         self.app = app
@@ -150,6 +174,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refused = refused_target(scope)
+        if refused is not None:
+            await error_response(refused)(scope, receive, send)
+            return
         limit = self.max_bytes
         declared: bytes | None = None
         for name, value in scope["headers"]:
@@ -158,23 +186,26 @@ class BodyLimit:
             elif name == b"transfer-encoding":
                 declared = None
                 break
-        if declared is not None and declared.isdigit():
-            if int(declared) > limit:
-                await send_too_large(send, limit)
-                return
-            # The server hands over no more than the declared length: nothing to count, so
-            # the request goes on unwrapped (the common, cheap case).
-            await self.app(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await send_too_large(send, limit)
             return
         seen = 0
+        chunks: list[bytes] = []
 
-        async def counted() -> Message:
+        async def checked() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                seen += len(chunk)
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                if chunk:
+                    chunks.append(chunk)
+                if chunks and not message.get("more_body", False):
+                    error = refused_body(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                    if error is not None:
+                        raise BodyRefused(error)
             return message
 
         started = False
@@ -185,11 +216,164 @@ class BodyLimit:
             await send(message)
 
         try:
-            await self.app(scope, counted, tracked)
+            await self.app(scope, checked, tracked)
         except BodyTooLarge:
             if started:
                 raise
             await send_too_large(send, limit)
+        except BodyRefused as exc:
+            if started:
+                raise
+            await error_response(exc.error)(scope, receive, send)
+
+
+def invalid(problems: Sequence[FieldProblem]) -> ApiError:
+    """The 422 answered for field problems found before or by a route's model."""
+    text = "; ".join(f"{p.field}: {p.problem}" for p in problems)
+    return ApiError(422, f"request failed validation: {text}", problems)
+
+
+# The intake checks run on every request, so cheap byte tests decide whether a body needs a
+# closer look: a usual request pays well under a microsecond.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+# Numbers json.loads turns into inf or nan, which json.dumps then writes as the bare words
+# Infinity and NaN that no JSON parser (the receiver's included) accepts.
+_NONFINITE = re.compile(rb"NaN|Infinity|[eE][+-]?0*[1-9][0-9]{2}|[0-9]{300}")
+
+
+def refused_body(body: bytes, *, numbers: bool = True) -> ApiError | None:
+    """Why a request body cannot be taken whatever the route: nested deeper than
+    :data:`MAX_DEPTH`, or a string (value or name) that is not valid Unicode or holds NUL, or
+    (unless ``numbers`` is false: the caller checks them as it parses) a number too large
+    to be a float; None when it can (malformed JSON is left to the route)."""
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _too_deep(body):
+        return invalid([FieldProblem("body", f"nested deeper than {MAX_DEPTH} levels")])
+    if not _suspect(body) and not (numbers and _NONFINITE.search(body)):
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    problem = _walk(doc, "")
+    return None if problem is None else invalid([problem])
+
+
+def _too_deep(body: bytes) -> bool:
+    # Brackets inside strings do not nest; what is left is signed +1/-1 and summed as it goes.
+    signs = memoryview(_STRING.sub(b"", body).translate(_SIGNS, _NOT_BRACKETS)).cast("b")
+    depth = 0
+    for sign in signs:
+        depth += sign
+        if depth > MAX_DEPTH:
+            return True
+    return False
+
+
+def _suspect(body: bytes) -> bool:
+    """Whether a body may hold bad text: a lone surrogate or NUL arrives as a ``\\u``
+    escape or as bytes that are not UTF-8."""
+    if b"\\u" in body:
+        return True
+    if not body.isascii():
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            return True
+    return False
+
+
+def text_problem(value: str) -> str | None:
+    """What makes ``value`` unfit to store and send, or None."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "holds a lone surrogate: not valid Unicode"
+    if "\x00" in value:
+        return "holds U+0000 (NUL), which cannot be stored"
+    return None
+
+
+def _shown(name: str) -> str:
+    return name.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+
+
+def _walk(value: Any, path: str) -> FieldProblem | None:
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return None if problem is None else FieldProblem(path or "body", problem)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else FieldProblem(path or "body", "not finite")
+    found = None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{_shown(key)}" if path else _shown(key)
+            problem = text_problem(key)
+            if problem is not None:
+                return FieldProblem(where, f"the name {problem}")
+            if (found := _walk(item, where)) is not None:
+                break
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _walk(item, f"{path}[{index}]")) is not None:
+                break
+    return found
+
+
+def refused_target(scope: Scope) -> ApiError | None:
+    """Why a request's path or query string cannot be taken (not valid UTF-8 once
+    percent-decoded, or holding NUL), naming the parameter; None when it can."""
+    raw = scope.get("raw_path")
+    path: str = scope["path"]
+    if (b"%" in raw if raw is not None else not path.isascii()) or "\x00" in path:
+        data = unquote_to_bytes(raw) if raw is not None else path.encode("utf-8", "surrogatepass")
+        problem = _bytes_problem(data)
+        if problem is not None:
+            return invalid([FieldProblem(_path_parameter(scope), problem)])
+    query: bytes = scope.get("query_string", b"")
+    if b"%" in query or not query.isascii():
+        for part in query.split(b"&"):
+            name, _, value = part.partition(b"=")
+            name, value = unquote_to_bytes(name.replace(b"+", b" ")), value.replace(b"+", b" ")
+            problem = _bytes_problem(name) or _bytes_problem(unquote_to_bytes(value))
+            if problem is not None:
+                field = _shown(name.decode("utf-8", "replace")) or "query"
+                return invalid([FieldProblem(field, problem)])
+    return None
+
+
+def _bytes_problem(data: bytes) -> str | None:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return "not valid UTF-8 once percent-decoded"
+    return text_problem(text)
+
+
+def _path_parameter(scope: Scope) -> str:
+    """The name of the path parameter holding the bad text (servers decode a path with
+    U+FFFD for bytes that are not UTF-8), or ``path`` when no route takes it."""
+    for route in _flat(getattr(getattr(scope.get("app"), "router", None), "routes", ())):
+        match, child = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        for name, value in child.get("path_params", {}).items():
+            if isinstance(value, str) and ("\ufffd" in value or text_problem(value)):
+                return str(name)
+    return "path"
+
+
+def _flat(routes: Sequence[Any]) -> Iterator[Any]:
+    # FastAPI keeps an included router's routes behind a wrapper that matches without
+    # naming parameters: its own routes name them.
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flat(inner.routes)
+        else:
+            yield route
 
 
 async def send_too_large(send: Send, limit: int) -> None:

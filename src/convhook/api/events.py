@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -10,6 +9,7 @@ from fastapi.responses import Response
 
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
+from convhook.api.fields import Timestamp
 from convhook.events import EventType
 from convhook.store.producer import ProducerStore
 
@@ -17,7 +17,8 @@ router = APIRouter(prefix="/api/v2/events", tags=["events"])
 Store = Annotated[ProducerStore, Depends(get_store)]
 
 
-def _ms(value: datetime | None) -> int | None:
+def _ms(value: Timestamp | None) -> int | None:
+    # Timestamp values are in UTC: a naive query value is UTC, not the server's local time.
     return None if value is None else int(value.timestamp() * 1000)
 
 
@@ -28,10 +29,10 @@ async def list_events(
     event_type: Annotated[EventType | None, Query(alias="eventType")] = None,
     conversation_id: Annotated[str | None, Query(alias="conversationId")] = None,
     created_after: Annotated[
-        datetime | None, Query(alias="createdAfter", description="Inclusive.")
+        Timestamp | None, Query(alias="createdAfter", description="Inclusive.")
     ] = None,
     created_before: Annotated[
-        datetime | None, Query(alias="createdBefore", description="Exclusive.")
+        Timestamp | None, Query(alias="createdBefore", description="Exclusive.")
     ] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -41,6 +41,16 @@ class TransitionFastPath:
         match = _PATH.fullmatch(scope["path"])
         if match is None:
             return False
+        raw = scope.get("raw_path")
+        query = scope["query_string"]
+        if (
+            (b"%" in raw if raw is not None else not match[1].isascii() or "\x00" in match[1])
+            or b"%" in query
+            or not query.isascii()
+        ):
+            # The path or query may hold text the intake refuses: FastAPI's middleware
+            # checks it (see convhook.api.errors.refused_target).
+            return False
         x_api_key: str | None = None
         authorization: str | None = None
         claimed: str | None = None

@@ -1,20 +1,35 @@
-"""Request models' shared parts: camelCase, unknown fields refused, phone and email checks."""
+"""Request models' shared parts: camelCase, unknown fields refused, phone, email, timestamp
+and integer checks the JSON Schema also states."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 
 from convhook.api.errors import ApiError, validation_problems
 from convhook.errors import FieldProblem
+from convhook.timefmt import MAX_YEAR, MIN_YEAR, format_ts, in_range
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+MAX_EMAIL = 254
 MAX_BATCH = 1000
+MAX_INT64 = 2**63 - 1
+"""Largest integer the databases store (SQLite INTEGER, PostgreSQL BIGINT)."""
 
 
 def _phone(value: str) -> str:
@@ -24,14 +39,51 @@ def _phone(value: str) -> str:
 
 
 def _email(value: str) -> str:
-    if len(value) > 254 or not EMAIL.match(value):
+    if len(value) > MAX_EMAIL or not EMAIL.match(value):
         raise ValueError("must be an email address such as jane@example.com")
     return value
 
 
-Phone = Annotated[str, AfterValidator(_phone)]
-Email = Annotated[str, AfterValidator(_email)]
+# The schemas state the rules the validators check (the validators keep their messages).
+Phone = Annotated[
+    str,
+    AfterValidator(_phone),
+    WithJsonSchema(
+        {"type": "string", "pattern": E164.pattern, "maxLength": 16, "examples": ["+14155550100"]}
+    ),
+]
+Email = Annotated[
+    str,
+    AfterValidator(_email),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "email",
+            "pattern": EMAIL.pattern,
+            "maxLength": MAX_EMAIL,
+            "examples": ["jane@example.com"],
+        }
+    ),
+]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
+Int64 = Annotated[int, Field(ge=-MAX_INT64 - 1, le=MAX_INT64)]
+"""An integer the databases can store."""
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(in_range),
+    PlainSerializer(format_ts, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": f"ISO-8601; a time without offset is UTC. Years {MIN_YEAR} to "
+            f"{MAX_YEAR} once moved to UTC.",
+            "examples": ["2023-01-01T12:00:00.000Z"],
+        }
+    ),
+]
+"""Any ISO-8601 date-time in :data:`~convhook.timefmt.MIN_YEAR`..``MAX_YEAR`` (in UTC), so
+that every timestamp the API stores is written back as a four-digit year and parses again."""
 
 
 class RequestModel(BaseModel):

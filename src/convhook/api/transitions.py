@@ -7,6 +7,7 @@ event in the same transaction. A move the conversation's phase does not allow an
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,10 +15,10 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from convhook.api.auth import current_workspace
-from convhook.api.errors import ApiError, validation_problems
-from convhook.api.fields import RequestModel
+from convhook.api.errors import ApiError, invalid, refused_body, validation_problems
+from convhook.api.fields import RequestModel, Timestamp
 from convhook.errors import FieldProblem
-from convhook.events import Conversation, EndReason, Timestamp
+from convhook.events import Conversation, EndReason
 from convhook.lifecycle import Action
 from convhook.outbox import Outbox
 
@@ -88,38 +89,63 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+class _NotFinite(ValueError):
+    """A number json.loads would turn into inf or nan (json.dumps writes those as words no
+    JSON parser reads)."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotFinite(text)
+    return value
+
+
+def _not_finite(text: str) -> float:
+    raise _NotFinite(text)
+
+
+# The hooks run only for floats and NaN/Infinity, which transition bodies rarely hold: the
+# usual body pays nothing for the check.
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_not_finite)
+
+
 def given_fields(
     model: type[RequestModel], body: bytes, content_type: str | None
 ) -> dict[str, Any]:
     """The wire fields a transition request sets: ``{}`` for no body (or JSON ``null``);
-    400 for malformed JSON, 422 naming the field for anything the model refuses."""
+    400 for malformed JSON, 422 naming the field for anything the model refuses or that
+    :func:`~convhook.api.errors.refused_body` refuses on every route."""
     if not body:
         return {}
     if not _is_json(content_type):
-        # Only JSON bodies are parsed; anything else is not an object of fields.
-        raise _invalid([FieldProblem("body", _NOT_AN_OBJECT)])
+        # Only JSON bodies are parsed; anything else is not an object of fields (unless the
+        # intake checks every route shares refuse it first, as they do for FastAPI routes).
+        raise refused_body(body) or invalid([FieldProblem("body", _NOT_AN_OBJECT)])
+    refused = refused_body(body, numbers=False)
+    if refused is not None:
+        raise refused
     try:
-        doc = json.loads(body)
+        doc = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    except _NotFinite:
+        raise refused_body(body) or invalid([FieldProblem("body", "not finite")]) from None
     except json.JSONDecodeError:
         raise ApiError(
             400, "body is not valid JSON", [FieldProblem("body", "invalid JSON")]
         ) from None
     except ValueError:
-        raise ApiError(400, "There was an error parsing the body") from None
+        raise ApiError(
+            400, "There was an error parsing the body", [FieldProblem("body", "cannot be parsed")]
+        ) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise _invalid([FieldProblem("body", _NOT_AN_OBJECT)])
+        raise invalid([FieldProblem("body", _NOT_AN_OBJECT)])
     try:
         parsed = model.model_validate(doc)
     except ValidationError as exc:
-        raise _invalid(validation_problems(exc.errors(include_url=False), strip=0)) from None
+        raise invalid(validation_problems(exc.errors(include_url=False), strip=0)) from None
     return parsed.wire()
-
-
-def _invalid(problems: list[FieldProblem]) -> ApiError:
-    text = "; ".join(f"{p.field}: {p.problem}" for p in problems)
-    return ApiError(422, f"request failed validation: {text}", problems)
 
 
 MODELS: dict[Action, type[RequestModel]] = {
