@@ -108,14 +108,17 @@ class Child:
             start_new_session=True,
         )
         self.starts += 1
-        if self.port is not None:
-            wait_for_port(self.port, self.proc, timeout=60)
-        else:
-            time.sleep(1.5)
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}: see {self.log}"
-                )
+        try:
+            if self.port is not None:
+                wait_for_port(self.port, self.proc, timeout=60)
+            else:
+                time.sleep(1.5)
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"exited with {self.proc.returncode}")
+        except (RuntimeError, TimeoutError) as exc:
+            # The temporary directory holding the log goes with the failure: show its end.
+            tail = self.log.read_text(errors="replace").splitlines()[-20:]
+            raise RuntimeError(f"convhook {self.name}: {exc}\n" + "\n".join(tail)) from exc
 
     def crash(self) -> None:
         """SIGKILL the main process alone, as the kernel's OOM killer would, then check that
