@@ -188,3 +188,34 @@ async def test_metrics_exposes_backlog(api: Api) -> None:
     assert f'convhook_delivery_backlog{{endpoint="{created["id"]}",state="due"}} 1.0' in text
     assert "convhook_delivery_oldest_pending_seconds" in text
     assert "convhook_delivery_attempt_seconds_bucket" in text
+
+
+@pytest.mark.parametrize("after", ["garbage", "ep_", "ep_" + "f" * 29, "EP_" + "0" * 28, "1" * 30])
+async def test_list_refuses_a_cursor_it_did_not_hand_out(api: Api, after: str) -> None:
+    """A malformed ``after`` answers 400 naming the field, as the other lists do."""
+    async with api.http.get(f"{api.base}/api/v2/endpoints", params={"after": after}) as r:
+        assert r.status == 400
+        body = await r.json()
+    assert body["problems"] == [{"field": "after", "problem": "malformed cursor"}]
+
+
+async def test_list_pages_with_the_cursor_it_hands_out(api: Api) -> None:
+    """``nextCursor`` of one page, sent back as ``after``, gives the next page; empty is first."""
+    ids = []
+    for n in range(3):
+        _, created = await api.call("POST", "/api/v2/endpoints", {"url": f"http://127.0.0.1/{n}"})
+        ids.append(created["id"])
+    status, first = await api.call("GET", "/api/v2/endpoints?limit=2&after=")
+    assert (status, [e["id"] for e in first["data"]]) == (200, ids[:2])
+    status, rest = await api.call("GET", f"/api/v2/endpoints?limit=2&after={first['nextCursor']}")
+    assert (status, [e["id"] for e in rest["data"]], rest["nextCursor"]) == (200, ids[2:], None)
+
+
+@pytest.mark.parametrize("before", [2**63, 2**64 + 1, -(2**63) - 1, 0])
+async def test_deliveries_cursor_beyond_64_bits_is_refused(api: Api, before: int) -> None:
+    """A ``before`` cursor outside the delivery ids' 64-bit range answers 422 naming it."""
+    _, created = await api.call("POST", "/api/v2/endpoints", {"url": "http://127.0.0.1/"})
+    path = f"/api/v2/endpoints/{created['id']}/deliveries?before={before}"
+    status, body = await api.call("GET", path)
+    assert status == 422
+    assert [p["field"] for p in body["problems"]] == ["before"]

@@ -6,16 +6,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import fastapi.routing
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import Receive, Scope, Send
 
 from convhook import __version__
@@ -268,30 +270,40 @@ def _allow_every_method(app: FastAPI) -> None:
     """Make a 405's ``Allow`` list every method of the path's routes, not only those of the
     first route Starlette found (a path such as ``/api/v2/customers`` has a route per method)."""
     answer = app.exception_handlers[HTTPException]
+    table: list[tuple[re.Pattern[str], int, frozenset[str]]] = []
 
     async def handle(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
-            allowed = allowed_methods(app.router.routes, request.scope)
-            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+            # Routes are all included by the first request: read them then, once.
+            table[:] = table or route_table(app.routes)
+            path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed(table, path))}
         response = answer(request, exc)
         return await response if inspect.isawaitable(response) else response
 
     app.add_exception_handler(HTTPException, handle)
 
 
-def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
-    """The methods routes answer at the request's path; when literal and templated paths
-    both match (``/customers/batch`` and ``/customers/{customer_id}``), only those of the most
-    literal."""
-    matching = [
-        r
-        for r in routes
-        if isinstance(r, Route) and r.methods and r.matches(scope)[0] is not Match.NONE
-    ]
+def route_table(routes: list[BaseRoute]) -> list[tuple[re.Pattern[str], int, frozenset[str]]]:
+    """Each route's path pattern, its number of path parameters and its methods."""
+    # FastAPI keeps included routers whole; iter_route_contexts yields their routes with the
+    # full path (older FastAPI copies them into the app's routes).
+    contexts: Any = getattr(fastapi.routing, "iter_route_contexts", lambda found: found)(routes)
+    table = []
+    for route in contexts:
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if isinstance(path, str) and methods:
+            regex, _, convertors = compile_path(path)
+            table.append((regex, len(convertors), frozenset(methods)))
+    return table
+
+
+def allowed(table: list[tuple[re.Pattern[str], int, frozenset[str]]], path: str) -> list[str]:
+    """The methods routed at ``path``; when literal and templated paths both match
+    (``/customers/batch`` and ``/customers/{customer_id}``), only those of the most literal."""
+    matching = [(params, methods) for regex, params, methods in table if regex.match(path)]
     if not matching:
         return []
-    fewest = min(len(r.param_convertors) for r in matching)
-    return sorted(
-        {m for r in matching if len(r.param_convertors) == fewest for m in r.methods or ()}
-    )
+    fewest = min(params for params, _ in matching)
+    return sorted({m for params, methods in matching if params == fewest for m in methods})
