@@ -608,3 +608,59 @@ async def test_openapi_publishes_routes_and_the_event_catalogue(api: Api) -> Non
     async with api.session.get(api.base + "/docs") as r:
         assert r.status == 200
         assert "swagger" in (await r.text()).lower()
+
+
+async def _metrics_status(base: str, authorization: str | None) -> tuple[int, str]:
+    headers = {"Authorization": authorization} if authorization else {}
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics", headers=headers) as r:
+        return r.status, await r.text()
+
+
+async def test_serve_metrics_need_the_token_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CONVHOOK_METRICS_TOKEN`` makes ``convhook serve``'s /metrics answer 401 without
+    ``Authorization: Bearer <token>`` and the metrics with it."""
+    monkeypatch.setenv("CONVHOOK_METRICS_TOKEN", "s3cret-token")
+    port = free_port()
+    args = ["serve", "--port", str(port), "--db", str(tmp_path / "m.db"), "--no-dispatch"]
+    with serve_process(args, tmp_path, port):
+        base = f"http://127.0.0.1:{port}"
+        assert (await _metrics_status(base, None))[0] == 401
+        assert (await _metrics_status(base, "Bearer wrong"))[0] == 401
+        status, text = await _metrics_status(base, "Bearer s3cret-token")
+        assert status == 200
+        assert "convhook_delivery_backlog" in text
+
+
+async def test_dispatcher_metrics_port_needs_its_token(tmp_path: Path) -> None:
+    """``convhook dispatcher --metrics-token`` serves its counters on the metrics port only
+    with ``Authorization: Bearer <token>``."""
+    port = free_port()
+    args = ["dispatcher", "--db", str(tmp_path / "d.db"), "--metrics-port", str(port)]
+    args += ["--metrics-host", "127.0.0.1", "--metrics-token", "disp-token"]
+    with serve_process(args, tmp_path, port):
+        base = f"http://127.0.0.1:{port}"
+        assert (await _metrics_status(base, None))[0] == 401
+        status, text = await _metrics_status(base, "Bearer disp-token")
+        assert status == 200
+        assert "convhook_delivery_attempts" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "exposes"),
+    [("serve", "endpoint ids of every workspace"), ("dispatcher", "attempt counts")],
+)
+def test_help_says_what_open_metrics_expose(command: str, exposes: str) -> None:
+    """``--help`` names the metrics token, its variable, and what /metrics shows without it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "convhook", command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "400", "TERM": "dumb"},
+    )
+    text = " ".join(done.stdout.split())
+    assert "--metrics-token" in text
+    assert "CONVHOOK_METRICS_TOKEN" in text
+    assert exposes in text
