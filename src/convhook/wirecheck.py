@@ -76,6 +76,9 @@ def fast_check(body: bytes) -> Checked | None:
     spelt; None when the models must decide (which they may still accept)."""
     if body.count(b"{") + body.count(b"[") >= _MAX_BRACKETS:
         return None
+    if not body.isascii() and not _utf8(body):
+        # msgspec skips the values of unknown keys without checking their UTF-8.
+        return None
     try:
         envelope = _DECODER.decode(body)
     except (msgspec.DecodeError, ValueError, RecursionError):
@@ -138,6 +141,14 @@ def _leaves(kind: Any) -> list[Any]:
     if origin is typing.Union or origin is types.UnionType:
         return [leaf for arg in typing.get_args(kind) for leaf in _leaves(arg)]
     return [kind]
+
+
+def _utf8(body: bytes) -> bool:
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _variables_ok(payload: Any) -> bool:

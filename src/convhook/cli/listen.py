@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -69,9 +70,34 @@ def listen(
         help="SQLite: store in a child process with its own GIL (faster on multi-core "
         "machines; PostgreSQL ignores this).",
     ),
+    keep_alive: int = option(
+        5,
+        "--timeout-keep-alive",
+        env="LISTEN_TIMEOUT_KEEP_ALIVE",
+        min=1,
+        help="Seconds a connection may stay idle (before its first request or between "
+        "requests) before it is closed.",
+    ),
+    read_timeout: float = option(
+        10.0,
+        "--read-timeout",
+        env="LISTEN_READ_TIMEOUT",
+        min=0.1,
+        help="Seconds a client has to send a whole request (headers and body) once it has "
+        "started one; slower connections are closed.",
+    ),
+    max_header_bytes: int = option(
+        64 * 1024,
+        "--max-header-bytes",
+        env="LISTEN_MAX_HEADER_BYTES",
+        min=1024,
+        help="Largest total size of a request's headers; larger ones get 400.",
+    ),
 ) -> None:
     """Receive webhooks on http://HOST:PORT/PATH: verify, store, print and forward them."""
     import uvicorn
+
+    from convhook.receiver.deadlines import protocol
 
     receiver = _build(
         secrets or [],
@@ -86,7 +112,7 @@ def listen(
     # Open the inbox once before serving, so a missing or outdated schema (or an unreachable
     # database) is one clear error instead of a failed server start-up.
     run(_check(receiver))
-    _configure_logging()
+    stop_logging = _configure_logging()
     _banner(host, port, path, db, forward_to, signed=bool(secrets))
     config = uvicorn.Config(
         receiver.asgi_app(path),
@@ -99,10 +125,17 @@ def listen(
         # The receiver never reads the client address, so X-Forwarded-* parsing per request
         # (uvicorn's proxy-headers middleware) is pure overhead.
         proxy_headers=False,
+        # uvicorn alone never closes a connection that has not finished its first request
+        # (idle, or a slowloris); the protocol adds those deadlines and a header size bound.
+        http=protocol(read_timeout, max_header_bytes),
+        timeout_keep_alive=keep_alive,
     )
     server = uvicorn.Server(config)
     tune_gc()
-    server.run()
+    try:
+        server.run()
+    finally:
+        stop_logging()
     if not server.started:
         raise typer.Exit(1)
 
@@ -201,7 +234,9 @@ class EventPrinter:
         # hand-off per event, several times the cost of the write itself.
         d, t, k = self._dim, self._type, self._key
         when = _when(delivery.received_at)
-        parts = [f"{d[0]}{when}{d[1]}", f"{t[0]}{event.event_type}{t[1]}", event.event_id]
+        # Sender values are clipped: one line per event, whatever the event holds.
+        event_type, event_id = _clip(event.event_type, _WIDTH), _clip(event.event_id, _WIDTH)
+        parts = [f"{d[0]}{when}{d[1]}", f"{t[0]}{_text(event_type)}{t[1]}", _text(event_id)]
         if isinstance(event, self._conversation_event):
             conv = event.payload
             fields = (
@@ -212,13 +247,20 @@ class EventPrinter:
                 ("endReason", conv.end_reason),
                 ("summary", _clip(conv.summary or "", 60) or None),
             )
-            parts += (f"{k[0]}{key}{k[1]}={_text(v)}" for key, v in fields if v is not None)
+            parts += (
+                f"{k[0]}{key}{k[1]}={_text(_clip(str(getattr(v, 'value', v)), _WIDTH))}"
+                for key, v in fields
+                if v is not None
+            )
         else:
             parts.append(f"{self._odd[0]}(unknown event type){self._odd[1]}")
         if delivery.attempt > 1:
             parts.append(f"{self._warn[0]}(attempt {delivery.attempt}){self._warn[1]}")
         self._file.write(" ".join(parts) + "\n")
         self._file.flush()
+
+
+_WIDTH = 120
 
 
 def _clip(text: str, width: int) -> str:
@@ -241,14 +283,26 @@ def _when(ts: float) -> str:
     return format_ts(datetime.fromtimestamp(ts, UTC))
 
 
-def _configure_logging() -> None:
+def _configure_logging() -> Callable[[], None]:
+    """Log through rich from a thread of its own; return the function that flushes and stops it.
+
+    Rendering a line (wrapping, highlighting) costs far more than formatting it, so the event
+    loop only formats the record and queues it; values reaching a line are bounded too.
+    """
+    import queue
+    from logging.handlers import QueueHandler, QueueListener
+
     from rich.logging import RichHandler
 
     handler = RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = QueueListener(records, handler)
     root = logging.getLogger("convhook")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [QueueHandler(records)]
     root.setLevel(logging.INFO)
     root.propagate = False
+    listener.start()
+    return listener.stop
 
 
 def _banner(

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from convhook.errors import FieldProblem
 from convhook.receiver import replies
 from convhook.receiver.replies import Reply
 
@@ -25,6 +26,7 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("convhook.receiver.app")
 
 _NOT_FOUND = replies.error(404, "not found: webhooks are accepted on the receiver's path only")
+_INCOMPLETE = replies.error(400, "the client disconnected before sending the whole body")
 _NOT_STARTED = replies.error(
     503, "the receiver is not started: use its ASGI lifespan or `async with receiver:`"
 )
@@ -70,10 +72,18 @@ class ReceiverApp:
             try:
                 size = int(declared)
             except ValueError:
-                return receiver.reject(replies.error(400, "content-length is not a number"))
+                problem = FieldProblem("content-length", "not a number")
+                return receiver.reject(
+                    replies.error(400, "content-length is not a number", (problem,))
+                )
             if size > limit:
                 return receiver.reject(receiver.too_large(size))
-        body = await _read_body(receive, limit)
+        try:
+            body = await _read_body(receive, limit)
+        except _Disconnected:
+            # The client left (or was cut off by a read deadline) before sending the whole
+            # body: nobody reads the answer, and half a body is not checked or logged.
+            return _INCOMPLETE
         if body is None:
             return receiver.reject(receiver.too_large(None))
         if not receiver.started:
@@ -108,9 +118,15 @@ def _route_path(scope: Scope) -> str:
     return path or "/"
 
 
+class _Disconnected(Exception):
+    """The client disconnected before the end of its request body."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
     """The request body, or None as soon as it grows over ``limit`` bytes."""
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _Disconnected
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         return body if len(body) <= limit else None
@@ -119,7 +135,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     while message.get("more_body", False):
         message = await receive()
         if message["type"] != "http.request":
-            break
+            raise _Disconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -15,10 +15,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from convhook.errors import ConfigError, PayloadError, SignatureError, StoreError
+from convhook.errors import ConfigError, FieldProblem, PayloadError, SignatureError, StoreError
 from convhook.events import DEFAULT_MAX_BODY
 from convhook.receiver import replies
 from convhook.receiver.handlers import CATCH_ALL, Handler, HandlerRegistry
+from convhook.receiver.limits import LOG_CHARS, MAX_ID, clip
 from convhook.receiver.replies import Reply
 from convhook.receiver.worker import Clock, RetryPolicy, Worker
 from convhook.signing import DEFAULT_TOLERANCE, Secret, Verifier
@@ -193,11 +194,17 @@ class Receiver:
 
     async def ingest(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """Verify, validate and store a body that passed the method, type and size checks."""
+        hook_id = headers.get("webhook-id") or headers.get("svix-id")
+        if hook_id is not None and len(hook_id) > MAX_ID:
+            # Refused before it is hashed, stored, indexed or logged.
+            name = "webhook-id" if "webhook-id" in headers else "svix-id"
+            problem = FieldProblem(name, f"longer than {MAX_ID} characters")
+            return self.reject(replies.error(400, f"{name} is {problem.problem}", (problem,)))
         try:
             if self.verifier is not None:
                 webhook_id: str | None = self.verifier.verify(headers, body)
             else:
-                webhook_id = headers.get("webhook-id") or headers.get("svix-id")
+                webhook_id = hook_id
         except SignatureError as exc:
             return self.reject(replies.error(401, str(exc)))
         try:
@@ -224,20 +231,22 @@ class Receiver:
         try:
             new = await self.inbox.add(received)
         except StoreError as exc:
+            event_id = clip(event.event_id)
             log.error(
                 "could not store event %s: %s",
-                event.event_id,
-                exc,
-                extra={"action": "store_failed", "event_id": event.event_id},
+                event_id,
+                clip(exc),
+                extra={"action": "store_failed", "event_id": event_id},
             )
             # Not stored, so not acknowledged: the sender will retry.
             return replies.error(503, "the event could not be stored; retry later")
         if not new:
             if log.isEnabledFor(logging.INFO):
+                event_id = clip(event.event_id)
                 log.info(
                     "duplicate delivery of %s ignored",
-                    event.event_id,
-                    extra={"action": "duplicate", "event_id": event.event_id},
+                    event_id,
+                    extra={"action": "duplicate", "event_id": event_id},
                 )
         elif received.claimed_until is not None:
             worker.push(_claimed_entry(received))
@@ -250,7 +259,7 @@ class Receiver:
         log.warning(
             "rejected webhook (%d): %s",
             reply.status,
-            reply.body.decode(errors="replace"),
+            clip(reply.body.decode(errors="replace"), 2 * LOG_CHARS),
             extra={"action": "webhook_rejected", "status": reply.status},
         )
         return reply

@@ -61,5 +61,6 @@ def check_content_type(value: str | None) -> Reply | None:
     media = (value or "").split(";", 1)[0].strip().lower()
     if media == _JSON:
         return None
-    shown = value if value else "none"
+    # The header comes from the sender: echo a bounded part of it.
+    shown = (value if len(value) <= 100 else value[:100] + "…") if value else "none"
     return error(415, f"content-type must be application/json, got {shown}")

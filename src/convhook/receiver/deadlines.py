@@ -1,0 +1,84 @@
+"""Deadlines on a connection's reads, for serving the receiver with uvicorn.
+
+uvicorn closes an idle connection only after it has answered a request on it: a connection
+that never sends a byte, or that sends a request's headers (or body) a byte at a time and
+never finishes, stays open for as long as the client likes, and enough of them exhaust the
+process's file descriptors (a slowloris). :func:`protocol` returns uvicorn's httptools
+protocol with two deadlines added:
+
+- a new connection that sends nothing is closed after the keep-alive timeout, as uvicorn
+  closes one that has gone quiet after a response;
+- once a request has started, the client has ``read_timeout`` seconds to send all of it
+  (headers and body); then the connection is closed.
+
+httptools sets no bound on the size of a request's headers either, so headers over
+``max_header_bytes`` are answered 400 and the connection closed.
+
+Serve with ``uvicorn.run(receiver.asgi_app(), http=protocol(10.0), timeout_keep_alive=5)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class DeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol that closes connections which send too slowly."""
+
+    read_timeout: float = 10.0
+    """Seconds a client has to send a whole request once its first byte arrived."""
+
+    max_header_bytes: int = 64 * 1024
+    """The largest total of header names and values accepted in one request."""
+
+    _deadline: asyncio.TimerHandle | None = None
+    _header_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.timeout_keep_alive)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        self._arm(self.read_timeout)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > self.max_header_bytes:
+            # The parser turns a callback's error into a parse error, which uvicorn answers
+            # with 400 before closing the connection.
+            raise ValueError("request headers too large")
+        super().on_header(name, value)
+
+    def on_message_complete(self) -> None:
+        # The request is in: the answer may take as long as the application needs.
+        self._disarm()
+        super().on_message_complete()
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def protocol(read_timeout: float, max_header_bytes: int = 64 * 1024) -> type[asyncio.Protocol]:
+    """A :class:`DeadlineProtocol` class with these bounds, to pass as uvicorn's ``http``."""
+    attrs: dict[str, Any] = {"read_timeout": read_timeout, "max_header_bytes": max_header_bytes}
+    return type("DeadlineProtocol", (DeadlineProtocol,), attrs)
