@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from convhook.api import ApiSettings, create_app
-from convhook.events import parse_event
+from convhook.events import UserJoined, parse_event
 from convhook.store.producer import ProducerStore
 from convhook.timefmt import MAX_YEAR, MIN_YEAR, format_ts, parse_ts
 from convhook.wirecheck import check_event
@@ -303,26 +303,21 @@ def test_a_timestamp_in_range_round_trips_with_four_digit_years(
     assert text[:4] == f"{utc.year:04d}"
     assert parse_ts(text) == utc
     if MIN_YEAR <= utc.year <= MAX_YEAR:
-        assert (
-            parse_event(
-                json.dumps(
-                    {
-                        "eventId": "e",
-                        "eventType": "conversation.userJoined",
-                        "payload": {
-                            "id": "c",
-                            "phoneId": None,
-                            "agentId": "a",
-                            "workspaceId": "w",
-                            "customerId": None,
-                            "conversationStatus": "active",
-                            "telephonyStatus": None,
-                            "recordingStatus": None,
-                            "conversationType": "telephony",
-                            "userJoinTime": text,
-                        },
-                    }
-                )
-            ).payload.user_join_time
-            == utc
-        )  # type: ignore[union-attr]
+        payload = {
+            "id": "c",
+            "phoneId": None,
+            "agentId": "a",
+            "workspaceId": "w",
+            "customerId": None,
+            "conversationStatus": "active",
+            "telephonyStatus": None,
+            "recordingStatus": None,
+            "conversationType": "telephony",
+            "userJoinTime": text,
+        }
+        body = json.dumps(
+            {"eventId": "e", "eventType": "conversation.userJoined", "payload": payload}
+        )
+        event = parse_event(body)
+        assert isinstance(event, UserJoined)
+        assert event.payload.user_join_time == utc
