@@ -606,7 +606,10 @@ async def test_format_rules_are_in_the_json_schema_and_checked_at_run_time(api: 
     assert rule("CustomerIn", "isDoNotDisturbEnabled")["type"] == "boolean"
     for name, bad, message in (
         ("phoneNumber", "+0123", "must be an E.164 phone number such as +14155550100"),
+        ("phoneNumber", "+14155550100\n", "must be an E.164 phone number such as +14155550100"),
+        ("phoneNumber", "+1٤١٥٥٥٥٠١٠٠", "must be an E.164 phone number such as +14155550100"),
         ("email", "jane@", "must be an email address such as jane@example.com"),
+        ("email", "jane@example.com\n", "must be an email address such as jane@example.com"),
     ):
         doc = await api.refused("POST", "/api/v2/customers", json.dumps({name: bad}).encode(), name)
         assert doc["problems"] == [{"field": name, "problem": message}]

@@ -28,6 +28,8 @@ from convhook.store.producer import ActiveLimitError
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_DEPTH = 32
 """Most arrays and objects a JSON body may nest inside one another."""
+UNPARSABLE = "There was an error parsing the body"
+"""FastAPI's message for a body json.loads gives up on (e.g. an integer over 4,300 digits)."""
 
 
 class ApiError(ConvhookError):
@@ -124,8 +126,7 @@ async def _http(request: Request, exc: Exception) -> Response:
     if isinstance(exc, BodyRefused):
         return error_response(exc.error)
     problems = []
-    if exc.status_code == 400 and "body" in str(exc.detail):
-        # FastAPI's answer to a body json.loads gave up on (e.g. an integer over 4,300 digits).
+    if exc.status_code == 400 and exc.detail == UNPARSABLE:
         problems.append(FieldProblem("body", "cannot be parsed"))
     return _answer(exc.status_code, str(exc.detail), problems, headers=exc.headers)
 

@@ -24,7 +24,9 @@ from convhook.api.errors import ApiError, validation_problems
 from convhook.errors import FieldProblem
 from convhook.timefmt import MAX_YEAR, MIN_YEAR, format_ts, in_range
 
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+# ASCII digits only and matched whole (fullmatch: "$" alone lets a trailing newline through);
+# the same patterns are the JSON Schema's, where "$" ends the text.
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 MAX_EMAIL = 254
 MAX_BATCH = 1000
@@ -33,13 +35,13 @@ MAX_INT64 = 2**63 - 1
 
 
 def _phone(value: str) -> str:
-    if not E164.match(value):
+    if not E164.fullmatch(value):
         raise ValueError("must be an E.164 phone number such as +14155550100")
     return value
 
 
 def _email(value: str) -> str:
-    if len(value) > MAX_EMAIL or not EMAIL.match(value):
+    if len(value) > MAX_EMAIL or not EMAIL.fullmatch(value):
         raise ValueError("must be an email address such as jane@example.com")
     return value
 

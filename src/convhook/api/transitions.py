@@ -15,7 +15,13 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from convhook.api.auth import current_workspace
-from convhook.api.errors import ApiError, invalid, refused_body, validation_problems
+from convhook.api.errors import (
+    UNPARSABLE,
+    ApiError,
+    invalid,
+    refused_body,
+    validation_problems,
+)
 from convhook.api.fields import RequestModel, Timestamp
 from convhook.errors import FieldProblem
 from convhook.events import Conversation, EndReason
@@ -134,9 +140,7 @@ def given_fields(
             400, "body is not valid JSON", [FieldProblem("body", "invalid JSON")]
         ) from None
     except ValueError:
-        raise ApiError(
-            400, "There was an error parsing the body", [FieldProblem("body", "cannot be parsed")]
-        ) from None
+        raise ApiError(400, UNPARSABLE, [FieldProblem("body", "cannot be parsed")]) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
