@@ -456,13 +456,22 @@ async def test_timestamps_at_the_edges_of_the_range_round_trip(api: Api) -> None
 
 async def test_integers_over_64_bits_are_refused(api: Api) -> None:
     """Ids, cursors and integer fields beyond what the databases store answer 4xx naming the
-    parameter instead of overflowing in the driver."""
+    parameter instead of overflowing in the driver; an integer field takes only integers."""
+    cust = await api.customer()
     await api.refuses_all(
         [
             ("GET", f"/api/v2/deliveries/{TOO_BIG}", None, "delivery_id"),
             ("GET", f"/api/v2/deliveries/{-TOO_BIG - 1}", None, "delivery_id"),
             ("GET", "/api/v2/deliveries/" + "9" * 30, None, "delivery_id"),
             ("POST", "/api/v2/customers", f'{{"priority": {TOO_BIG}}}'.encode(), "priority"),
+            (
+                "PATCH",
+                f"/api/v2/customers/{cust}",
+                f'{{"priority": {-TOO_BIG - 1}}}'.encode(),
+                "priority",
+            ),
+            ("POST", "/api/v2/customers", b'{"priority": true}', "priority"),
+            ("POST", "/api/v2/customers", b'{"priority": "5"}', "priority"),
         ]
     )
     await api.refuses_all(

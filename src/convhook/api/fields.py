@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
@@ -68,8 +69,8 @@ Email = Annotated[
     ),
 ]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
-Int64 = Annotated[int, Field(ge=-MAX_INT64 - 1, le=MAX_INT64)]
-"""An integer the databases can store."""
+Int64 = Annotated[int, Strict(), Field(ge=-MAX_INT64 - 1, le=MAX_INT64)]
+"""A JSON integer (not a boolean, string or float) the databases can store."""
 Timestamp = Annotated[
     datetime,
     AfterValidator(in_range),
