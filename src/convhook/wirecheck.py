@@ -9,9 +9,12 @@ so the catalogue is written once.
 The pydantic models stay the authority: anything the fast check refuses is parsed again by
 :func:`~convhook.events.parse_event`, which either accepts it (pydantic is more lenient with
 numbers, timestamps and snake_case keys) or raises the error that names each field. The fast
-check must therefore never accept what the models refuse; its only known gap, JSON nested
-deeper than pydantic-core allows, is closed by sending bodies with many brackets the slow way.
-``tests/unit/test_wirecheck.py`` holds that property against generated documents.
+check must therefore never accept what the models refuse. Where msgspec alone is more
+lenient, the check closes the gap itself: bodies with many brackets (pydantic-core refuses
+JSON nested ~200 deep, msgspec ~1,000) go the slow way, as do bodies that are not valid UTF-8
+(msgspec skips unknown keys' values unchecked) and times that leave years 1-9999 once moved
+to UTC (msgspec keeps the offset it read). ``tests/unit/test_wirecheck.py`` holds that
+property against generated documents.
 """
 
 from __future__ import annotations
