@@ -325,3 +325,32 @@ async def test_attempts_that_never_recorded_an_outcome_end_failed(any_inbox: str
     assert (entry.status, entry.attempts, entry.next_attempt_at) == (HandlerStatus.FAILED, 3, None)
     assert "recorded no outcome" in entry.last_error
     assert seen == []
+
+
+class BreaksOnce(SQLiteInbox):
+    """A real SQLite inbox whose first claim fails with an error that is not a store error."""
+
+    broken = True
+
+    async def claim(self, now: float, limit: int, lease: float, **kwargs: Any) -> list[Any]:
+        if self.broken:
+            self.broken = False
+            raise RuntimeError("claim broke")
+        return await super().claim(now, limit, lease, **kwargs)
+
+
+async def test_an_unexpected_error_does_not_stop_the_worker(db_path: Path) -> None:
+    """An error of any kind in the worker's loop is logged and the loop goes on, so events
+    stored afterwards are still handled."""
+    handlers, seen = recording()
+    async with BreaksOnce(db_path) as inbox:
+        item = stored(time.time())
+        await inbox.add(item)
+        worker = Worker(inbox, handlers, poll_interval=0.02)
+        await worker.start()
+        try:
+            await wait_done(inbox, item.event_id)
+        finally:
+            await worker.stop()
+    assert seen == [item.event_id]
+    assert not inbox.broken

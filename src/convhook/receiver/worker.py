@@ -175,8 +175,9 @@ class Worker:
         while not self._stopping:
             try:
                 await self._step()
-            except ConvhookError as exc:
-                error = clip(exc)
+            # Not only store errors: a worker loop that ends leaves every event unhandled.
+            except Exception as exc:  # noqa: BLE001 - logged, then the loop goes on
+                error = clip(exc if isinstance(exc, ConvhookError) else describe(exc))
                 log.error(
                     "inbox worker: %s", error, extra={"action": "worker_error", "error": error}
                 )
@@ -199,7 +200,7 @@ class Worker:
                 await self.renew_leases()
             except ConvhookError as exc:
                 log.warning(
-                    "renewing leases failed: %s", exc, extra={"action": "lease_renew_failed"}
+                    "renewing leases failed: %s", clip(exc), extra={"action": "lease_renew_failed"}
                 )
 
     async def _step(self) -> None:
