@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 MIN_YEAR = 1000
-"""Earliest UTC year accepted: the wire format has four-digit years."""
+"""Earliest year a timestamp may be written with: the wire format has four-digit years."""
 MAX_YEAR = 9998
-"""Latest UTC year accepted: one year short of the datetime range, so that a timestamp can
-still be shown in any time zone (9999-12-31T23:00Z is past the range at UTC+01:00)."""
+"""Latest year a timestamp may be written with: a year short of the datetime range, so that
+moved to UTC, or shown in any time zone, it is still within the range."""
+YEAR_PATTERN = "^(?:1[0-9]{3}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+"""A JSON Schema pattern for text starting with a year from MIN_YEAR to MAX_YEAR."""
 
 
 def utcnow() -> datetime:
@@ -34,14 +36,12 @@ def parse_ts(value: str) -> datetime:
 
 
 def in_range(value: datetime) -> datetime:
-    """``value`` in UTC (a naive time is taken as UTC) when its UTC year is within
-    :data:`MIN_YEAR`..:data:`MAX_YEAR`; ValueError naming the range otherwise."""
-    try:
-        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except OverflowError:
-        utc = None  # the offset moves it past year 1 or 9999
-    if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
-        raise ValueError(
-            f"must be between {MIN_YEAR}-01-01T00:00:00Z and {MAX_YEAR}-12-31T23:59:59.999Z"
-        )
-    return utc
+    """``value`` moved to UTC (a naive time is taken as UTC) when the year it is written with
+    is within :data:`MIN_YEAR`..:data:`MAX_YEAR`; ValueError naming the range otherwise.
+
+    Moved to UTC it stays within years 999..9999: :func:`format_ts` writes it with four
+    digits, and it parses back to the same instant.
+    """
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"must be in the years {MIN_YEAR} to {MAX_YEAR}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -13,6 +13,7 @@ from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_outbox, get_store
 from convhook.api.errors import ApiError, validation_problems
 from convhook.api.fields import (
+    MAX_BATCH,
     Id,
     Phone,
     RequestModel,
@@ -51,7 +52,7 @@ class ConversationIn(RequestModel):
 class ConversationBatch(RequestModel):
     """Several conversations in one request."""
 
-    conversations: list[ConversationIn]
+    conversations: list[ConversationIn] = Field(max_length=MAX_BATCH)
 
 
 _BODY_DOC = {

@@ -9,14 +9,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
 from convhook.api.errors import ApiError
 from convhook.api.fields import (
+    MAX_BATCH,
     Email,
-    Int64,
+    Integer,
     Phone,
     RequestModel,
     batch_refused,
@@ -43,11 +44,14 @@ class Source(BaseModel):
 class CustomerUpdate(RequestModel):
     """Fields of a customer; on update only the fields sent change."""
 
+    # An update with no field is refused: the schema says so.
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
     name: str | None = Field(None, max_length=500)
     email: Email | None = None
     phone_number: Phone | None = None
     identifier: str | None = Field(None, max_length=500)
-    priority: Int64 | None = None
+    priority: Integer | None = None
     is_do_not_disturb_enabled: StrictBool | None = None
     metadata: dict[str, Any] | None = None
     source: Source | None = None
@@ -55,6 +59,8 @@ class CustomerUpdate(RequestModel):
 
 class CustomerIn(CustomerUpdate):
     """A customer to create."""
+
+    model_config = ConfigDict(json_schema_extra={})
 
 
 class Strategy(StrEnum):
@@ -69,7 +75,18 @@ class Strategy(StrEnum):
 class CustomerBatch(RequestModel):
     """Several customers in one request."""
 
-    customers: list[Any]
+    # Each item is validated alone (a bad one is reported, the others saved); the schema
+    # still says what an item is.
+    customers: Annotated[
+        list[Any],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/CustomerIn"},
+                "maxItems": MAX_BATCH,
+            }
+        ),
+    ]
     strategy: Strategy = Strategy.INSERT
 
 

@@ -11,10 +11,10 @@ from typing import Annotated, Any, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
-    Strict,
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from convhook.api.errors import ApiError, validation_problems
 from convhook.errors import FieldProblem
-from convhook.timefmt import MAX_YEAR, MIN_YEAR, format_ts, in_range
+from convhook.timefmt import MAX_YEAR, MIN_YEAR, YEAR_PATTERN, format_ts, in_range
 
 # ASCII digits only and matched whole (fullmatch: "$" alone lets a trailing newline through);
 # the same patterns are the JSON Schema's, where "$" ends the text.
@@ -33,6 +33,10 @@ MAX_EMAIL = 254
 MAX_BATCH = 1000
 MAX_INT64 = 2**63 - 1
 """Largest integer the databases store (SQLite INTEGER, PostgreSQL BIGINT)."""
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer a double holds exactly: what a JSON parser in JavaScript (or one reading
+numbers as doubles, as JSON Schema tools do) reads back unchanged."""
+_YEAR = re.compile(YEAR_PATTERN)
 
 
 def _phone(value: str) -> str:
@@ -69,24 +73,52 @@ Email = Annotated[
     ),
 ]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
-Int64 = Annotated[int, Strict(), Field(ge=-MAX_INT64 - 1, le=MAX_INT64)]
-"""A JSON integer (not a boolean, string or float) the databases can store."""
+
+
+def _json_integer(value: object) -> object:
+    # JSON Schema counts 5.0 as an integer (pydantic then takes it), but true and "5" are
+    # not numbers at all.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
+Integer = Annotated[
+    int, BeforeValidator(_json_integer), Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)
+]
+"""A JSON integer (not a boolean or string) every JSON parser reads exactly."""
+
+
+def _iso_text(value: object) -> object:
+    # Only text written with a year in range: pydantic would also take numbers (and numeric
+    # strings) as Unix times, which the schema does not offer.
+    if isinstance(value, datetime) or (isinstance(value, str) and _YEAR.match(value)):
+        return value
+    raise ValueError(
+        f"must be an ISO-8601 date-time with a year from {MIN_YEAR} to {MAX_YEAR}, such as "
+        "2023-01-01T12:00:00Z"
+    )
+
+
 Timestamp = Annotated[
     datetime,
+    BeforeValidator(_iso_text),
     AfterValidator(in_range),
     PlainSerializer(format_ts, return_type=str, when_used="json"),
     WithJsonSchema(
         {
             "type": "string",
             "format": "date-time",
+            "pattern": YEAR_PATTERN,
             "description": f"ISO-8601; a time without offset is UTC. Years {MIN_YEAR} to "
-            f"{MAX_YEAR} once moved to UTC.",
+            f"{MAX_YEAR}.",
             "examples": ["2023-01-01T12:00:00.000Z"],
         }
     ),
 ]
-"""Any ISO-8601 date-time in :data:`~convhook.timefmt.MIN_YEAR`..``MAX_YEAR`` (in UTC), so
-that every timestamp the API stores is written back as a four-digit year and parses again."""
+"""Any ISO-8601 date-time written with a year from :data:`~convhook.timefmt.MIN_YEAR` to
+``MAX_YEAR``, so that every timestamp the API stores is written back with a four-digit year
+and parses again."""
 
 
 class RequestModel(BaseModel):
