@@ -41,6 +41,17 @@ body is within the API's own limit, but a conversation gathers several of them."
 _ENVELOPE_BYTES = len('{"eventId":"","eventType":"conversation.analysisCompleted","payload":}') + 64
 
 
+class UnsendableChange(PayloadError):
+    """The conversation after the change is not a valid event (HTTP 422)."""
+
+    status_code = 422
+
+    def __init__(self, error: PayloadError) -> None:
+        super().__init__(
+            f"the conversation would not be a valid event: {error.message}", error.problems
+        )
+
+
 class EventTooLarge(PayloadError):
     """The change would record an event larger than receivers accept (HTTP 422)."""
 
@@ -126,7 +137,11 @@ class Outbox:
             # The stored fields are a complete Conversation.build() output already in wire
             # form and the request's fields were validated by its model, so validating the
             # merged dict (not rebuilding it) checks the result at a third of the cost.
-            Conversation.model_validate(fields).check_emittable()
+            try:
+                Conversation.model_validate(fields).check_emittable()
+            except ValidationError as exc:
+                # Only a row stored before today's intake checks can fail here.
+                raise UnsendableChange(payload_error(exc)) from None
             text = json.dumps(fields, separators=(",", ":"))
             events: tuple[NewEvent, ...] = ()
             if move.event is not None:

@@ -632,3 +632,17 @@ async def test_format_rules_are_in_the_json_schema_and_checked_at_run_time(api: 
         doc = await api.refused("POST", "/api/v2/customers", json.dumps({name: bad}).encode(), name)
         assert doc["problems"] == [{"field": name, "problem": message}]
     await api.customer(phoneNumber="+14155550100", email="jane@example.com")
+
+
+async def test_a_stored_conversation_that_no_longer_validates_answers_422(api: Api) -> None:
+    """A transition of a conversation stored with a value today's intake refuses (a
+    three-digit year an older version wrote) answers 422 naming the field, not 500."""
+    conv = await api.conversation()
+
+    def damage(conn: Any) -> None:
+        row = conn.execute("SELECT body FROM conversations WHERE id = ?", (conv,)).fetchone()
+        body = {**json.loads(row["body"]), "createdAt": "999-01-01T00:00:00.000Z"}
+        conn.execute("UPDATE conversations SET body = ? WHERE id = ?", (json.dumps(body), conv))
+
+    await api.store.db.write(damage)
+    await api.refused("POST", f"/api/v2/conversations/{conv}/join", None, "createdAt")
