@@ -250,6 +250,8 @@ async def test_huge_ids_are_refused_quickly_while_other_requests_are_answered(
     doc["eventId"] = "x" * size
     huge = json.dumps(doc).encode()
     normal = event_doc()
+    # Accepted, but printed as one bounded line.
+    normal["payload"]["customer"]["name"] = "n" * size
     normal_body = json.dumps(normal).encode()
 
     async def timed(body: bytes, msg_id: str) -> tuple[int, float]:
@@ -268,7 +270,21 @@ async def test_huge_ids_are_refused_quickly_while_other_requests_are_answered(
     # The next request is answered promptly too: no rendering was left queued on the loop.
     assert (await timed(normal_body, normal["eventId"]))[1] < 1.0
     await asyncio.sleep(0.3)
+    await eventually(lambda: normal["eventId"] in proc.stdout)
     assert max(len(line) for line in proc.stderr.splitlines()) < 2_000
+    assert max(len(line) for line in proc.stdout.splitlines()) < 2_000
+
+
+async def test_sender_header_values_are_echoed_bounded(
+    database_url: str, session: aiohttp.ClientSession
+) -> None:
+    """A huge content-type is answered 415 with a bounded echo of it."""
+    receiver = make_receiver(database_url)
+    async with serve_app(receiver.asgi_app()) as url:
+        headers = {"content-type": "text/" + "x" * 20_000}
+        async with session.post(url + "/webhook", data=b"{}", headers=headers) as r:
+            assert r.status == 415
+            assert len(await r.read()) < 500
 
 
 def _closed_within(port: int, data: bytes, limit: float) -> float | None:

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from convhook.errors import FieldProblem
 from convhook.receiver import replies
 from convhook.receiver.replies import Reply
 
@@ -72,10 +71,7 @@ class ReceiverApp:
             try:
                 size = int(declared)
             except ValueError:
-                problem = FieldProblem("content-length", "not a number")
-                return receiver.reject(
-                    replies.error(400, "content-length is not a number", (problem,))
-                )
+                return receiver.reject(replies.error(400, "content-length is not a number"))
             if size > limit:
                 return receiver.reject(receiver.too_large(size))
         try:
