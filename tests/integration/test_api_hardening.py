@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -327,6 +328,23 @@ async def test_json_nested_deeper_than_the_limit_is_refused_on_every_route(api: 
     status, kind, doc = await api.call("POST", f"{conv}/{new}/join", chunks())
     assert (status, kind, doc["problems"][0]["field"]) == (422, JSON, "body"), doc
     assert await api.stored() == before
+
+
+async def test_the_intake_checks_take_linear_time_on_hostile_bodies(api: Api) -> None:
+    """Bodies built to make a scanner backtrack (thousands of escaped quotes after deep
+    brackets, long digit runs, a megabyte of flat brackets) are answered within seconds."""
+    conv = await api.conversation()
+    hostile = [
+        (b"[" * 40 + b'"' + b'\\"' * 300_000, 422),
+        (b'{"a": [' + b"1" * 299 + b"," + (b"1" * 299 + b",") * 3000 + b"1]}", 422),
+        (b"[" + b"[]," * 333_000 + b"[]]", 422),
+    ]
+    for body, status in hostile:
+        for path in (f"/api/v2/conversations/{conv}/join", "/api/v2/customers"):
+            started = time.monotonic()
+            got, kind, doc = await api.call("POST", path, body)
+            assert (got, kind) == (status, JSON), (path, body[:40], doc)
+            assert time.monotonic() - started < 5, (path, body[:40])
 
 
 async def test_json_nested_up_to_the_limit_is_accepted_and_received(api: Api) -> None:

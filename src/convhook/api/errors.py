@@ -234,14 +234,16 @@ def invalid(problems: Sequence[FieldProblem]) -> ApiError:
     return ApiError(422, f"request failed validation: {text}", problems)
 
 
-# The intake checks run on every request, so cheap byte tests decide whether a body needs a
-# closer look: a usual request pays well under a microsecond.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# The intake checks run on every request: cheap byte tests decide whether a body needs a
+# closer look, and every scan is linear in the body (escapes are removed before strings, so
+# each string is one regex attempt; a digit run is tried from its first digit only).
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
-# Numbers json.loads turns into inf or nan, which json.dumps then writes as the bare words
+# Numbers json.loads turns into inf or nan, which json.dumps writes as the bare words
 # Infinity and NaN that no JSON parser (the receiver's included) accepts.
-_NONFINITE = re.compile(rb"NaN|Infinity|[eE][+-]?0*[1-9][0-9]{2}|[0-9]{300}")
+_NONFINITE = re.compile(rb"NaN|Infinity|[eE][+-]?0*[1-9][0-9]{2}|(?<![0-9])[0-9]{300}")
 
 
 def refused_body(body: bytes, *, numbers: bool = True) -> ApiError | None:
@@ -263,7 +265,8 @@ def refused_body(body: bytes, *, numbers: bool = True) -> ApiError | None:
 
 def _too_deep(body: bytes) -> bool:
     # Brackets inside strings do not nest; what is left is signed +1/-1 and summed as it goes.
-    signs = memoryview(_STRING.sub(b"", body).translate(_SIGNS, _NOT_BRACKETS)).cast("b")
+    text = _STRING.sub(b"", _ESCAPE.sub(b"", body))
+    signs = memoryview(text.translate(_SIGNS, _NOT_BRACKETS)).cast("b")
     depth = 0
     for sign in signs:
         depth += sign
@@ -367,8 +370,7 @@ def _path_parameter(scope: Scope) -> str:
 
 
 def _flat(routes: Sequence[Any]) -> Iterator[Any]:
-    # FastAPI keeps an included router's routes behind a wrapper that matches without
-    # naming parameters: its own routes name them.
+    # An included router's wrapper matches without naming parameters; its routes name them.
     for route in routes:
         inner = getattr(route, "original_router", None)
         if inner is not None:
