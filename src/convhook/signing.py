@@ -162,9 +162,15 @@ class Verifier:
         """
         msg_id, raw_ts, raw_sig = _headers(headers)
         try:
+            # Only short ASCII integers: int() also reads "١٢٣" and spends quadratic time on
+            # thousands of digits, neither of which a sender writes.
+            if len(raw_ts) > 20 or not raw_ts.isascii():
+                raise ValueError
             timestamp = int(raw_ts)
         except ValueError:
-            raise SignatureError(f"webhook-timestamp {raw_ts!r} is not an integer") from None
+            # The header is the sender's text: quote a bounded part of it, never all of it.
+            shown = raw_ts[:40] + ("..." if len(raw_ts) > 40 else "")
+            raise SignatureError(f"webhook-timestamp {shown!r} is not an integer") from None
         now = int(self._clock())
         if timestamp < now - self.tolerance:
             raise SignatureError(

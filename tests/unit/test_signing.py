@@ -215,3 +215,13 @@ def test_tolerance_must_be_finite_and_non_negative(tolerance: object, tmp_path: 
         Verifier(Secret.generate(), tolerance=tolerance)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="tolerance"):
         Receiver(Secret.generate(), store=tmp_path / "inbox.db", tolerance=tolerance)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", ["9" * 50_000, "１６１４２６５３３０", "12 34"])
+def test_bad_timestamp_header_is_refused_with_a_bounded_message(raw: str) -> None:
+    """A huge or non-ASCII webhook-timestamp is refused, and the error quotes at most a
+    bounded part of it (the message reaches the 401 body and the log)."""
+    headers = {"webhook-id": "m", "webhook-timestamp": raw, "webhook-signature": "v1,x"}
+    with pytest.raises(SignatureError, match="is not an integer") as caught:
+        Verifier(Secret.generate()).verify(headers, BODY)
+    assert len(str(caught.value)) < 120
