@@ -61,8 +61,7 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyRefused(HTTPException):
-    """Raised from ``receive`` once a whole body is read and refused: FastAPI re-raises HTTP
-    errors from body parsing, so the route never sees the body."""
+    """Raised from ``receive`` for a refused body (FastAPI re-raises it from body parsing)."""
 
     def __init__(self, error: ApiError) -> None:
         super().__init__(error.status_code, error.message)
@@ -163,9 +162,8 @@ def install(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware applying the intake limits before any route runs: a body over
-    ``max_bytes`` answers 413 (reading at most that much); a path or query string that is not
-    valid UTF-8 or holds NUL, and a body that :func:`refused_body` refuses, answer 4xx."""
+    """ASGI middleware applying the intake limits before any route runs: 413 for a body over
+    ``max_bytes`` (reading no more), 4xx for what refused_target and refused_body refuse."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY) -> None:
         self.app = app
@@ -241,19 +239,19 @@ _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
-# Numbers json.loads turns into inf or nan, which json.dumps writes as the bare words
-# Infinity and NaN that no JSON parser (the receiver's included) accepts.
-_NONFINITE = re.compile(rb"NaN|Infinity|[eE][+-]?0*[1-9][0-9]{2}|(?<![0-9])[0-9]{300}")
+# A number json.loads reads as inf (which json.dumps writes as Infinity: not JSON) has an
+# exponent of three digits or three hundred digits: with digits and signs as "0" and
+# exponents as "e", it shows as "e000" or a long run of "0".
+_SHAPES = bytes.maketrans(b"0123456789+-E", b"000000000000e")
 
 
 def refused_body(body: bytes, *, numbers: bool = True) -> ApiError | None:
-    """Why a request body cannot be taken whatever the route: nested deeper than
-    :data:`MAX_DEPTH`, or a string (value or name) that is not valid Unicode or holds NUL, or
-    (unless ``numbers`` is false: the caller checks them as it parses) a number too large
-    to be a float; None when it can (malformed JSON is left to the route)."""
+    """Why no route may take a body: nested over :data:`MAX_DEPTH`, a string (or name) not
+    valid Unicode or holding NUL, a number that is not finite (unless ``numbers`` is false:
+    the caller checks them as it parses); None when it may (bad JSON is the route's call)."""
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _too_deep(body):
         return invalid([FieldProblem("body", f"nested deeper than {MAX_DEPTH} levels")])
-    if not _suspect(body) and not (numbers and _NONFINITE.search(body)):
+    if not _suspect(body) and not (numbers and _nonfinite(body)):
         return None
     try:
         doc = json.loads(body)
@@ -275,17 +273,26 @@ def _too_deep(body: bytes) -> bool:
     return False
 
 
+def _nonfinite(body: bytes) -> bool:
+    """Whether a body may hold a number json.loads reads as inf or nan."""
+    shapes = body.translate(_SHAPES)
+    return b"NaN" in body or b"Infinity" in body or b"e000" in shapes or b"0" * 300 in shapes
+
+
 def _suspect(body: bytes) -> bool:
     """Whether a body may hold bad text: a lone surrogate or NUL arrives as a ``\\u``
     escape or as bytes that are not UTF-8."""
-    if b"\\u" in body:
+    if b"\\u" in body or body.isascii():
+        return b"\\u" in body
+    try:
+        body.decode()
+    except UnicodeDecodeError:
         return True
-    if not body.isascii():
-        try:
-            body.decode()
-        except UnicodeDecodeError:
-            return True
     return False
+
+
+def _shown(name: str) -> str:
+    return name.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 def text_problem(value: str) -> str | None:
@@ -298,10 +305,6 @@ def text_problem(value: str) -> str | None:
     if "\x00" in value:
         return "holds U+0000 (NUL), which cannot be stored"
     return None
-
-
-def _shown(name: str) -> str:
-    return name.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 def _walk(value: Any, path: str) -> FieldProblem | None:
@@ -357,8 +360,7 @@ def _bytes_problem(data: bytes) -> str | None:
 
 
 def _path_parameter(scope: Scope) -> str:
-    """The name of the path parameter holding the bad text (servers decode a path with
-    U+FFFD for bytes that are not UTF-8), or ``path`` when no route takes it."""
+    """The path parameter holding bad text (U+FFFD: bytes not UTF-8), else ``path``."""
     for route in _flat(getattr(getattr(scope.get("app"), "router", None), "routes", ())):
         match, child = route.matches(scope)
         if match is Match.NONE:
