@@ -1,7 +1,8 @@
 """The producer API refuses, with a 4xx JSON error naming the field and without storing
 anything, every input it could not store, send or read back: text that is not valid Unicode
-or holds NUL, JSON nested too deep, numbers that are not finite or over 64 bits, timestamps
-outside the range that round-trips, loose booleans, events over a receiver's size limit.
+or holds NUL, JSON nested too deep, numbers that are not finite, integers past what the
+databases or JSON parsers hold, timestamps outside the range that round-trips, loose
+booleans, events over a receiver's size limit, stored rows that no longer validate.
 Each case is a real request to a real uvicorn server, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
