@@ -20,8 +20,8 @@ from yarl import URL
 
 from convhook.api import ApiSettings, create_app
 from convhook.api.app import ProducerApp
-from convhook.api.errors import MAX_DEPTH
 from convhook.api.fields import E164, EMAIL
+from convhook.api.intake import MAX_DEPTH
 from convhook.events import parse_event
 from convhook.store.producer import ProducerStore
 from convhook.wirecheck import check_event

@@ -165,6 +165,11 @@ class TemporaryPostgres:
             what="restart",
         )
 
+    def halt(self) -> None:
+        """Stop the server at once (as a crash would), keeping its data: :meth:`restart`
+        brings it back on the same port."""
+        self._pg_ctl("stop", "-m", "immediate", "-w", what="halt")
+
     def stop(self) -> None:
         """Stop the server immediately and delete its directory; idempotent."""
         finalizer, self._finalizer = self._finalizer, None

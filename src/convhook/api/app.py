@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, compile_path
 from starlette.types import Receive, Scope, Send
 
 from convhook import __version__
-from convhook.api import errors
+from convhook.api import errors, intake
 from convhook.api.auth import SECURITY_SCHEMES
 from convhook.api.deps import ApiSettings
 from convhook.api.fast_path import TransitionFastPath
@@ -114,7 +114,7 @@ def create_app(
     app.state.metrics_token = metrics_token
     errors.install(app)
     _allow_every_method(app)
-    app.add_middleware(errors.BodyLimit, max_bytes=settings.max_body)
+    app.add_middleware(intake.Intake, max_bytes=settings.max_body)
     app.fast_path = TransitionFastPath(app.state, settings.max_body)
     for router in routers():
         app.include_router(router)
@@ -194,11 +194,13 @@ ERRORS: dict[int, str] = {
     422: "A field is missing or has a wrong value; `problems` names each field.",
     429: "Too many conversations dialing or active in this workspace: retry after `Retry-After` "
     "seconds.",
+    503: "The database is unavailable: retry after `Retry-After` seconds; a change may have been "
+    "applied before the failure, so read the object before sending it again.",
 }
 """Every error status the API answers, with what it means."""
 
 # Every /api operation authenticates, reads its parameters and is under the body limit.
-_COMMON = (400, 401, 413, 422)
+_COMMON = (400, 401, 413, 422, 503)
 _TRANSITION = "/api/v2/conversations/{conversation_id}/"
 # What the routes, or the store they call, raise beyond the common errors and the 404 of an
 # operation with a path parameter; statuses below 400 are successes besides the route's own.
@@ -206,6 +208,7 @@ _OPERATION_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/api/v2/conversations"): (200,),
     ("GET", "/api/v2/conversations"): (404,),
     ("POST", "/api/v2/customers"): (409,),
+    ("POST", "/api/v2/customers/batch"): (409,),
     ("PATCH", "/api/v2/customers/{customer_id}"): (409,),
     ("POST", "/api/v2/endpoints/{endpoint_id}/test"): (409,),
     ("POST", "/api/v2/endpoints/{endpoint_id}/recover"): (409,),
@@ -215,6 +218,7 @@ _TRANSITION_STATUSES = (409, 429)
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}}},
     429: {"Retry-After": {"schema": {"type": "string"}, "required": True}},
+    503: {"Retry-After": {"schema": {"type": "string"}, "required": True}},
 }
 
 

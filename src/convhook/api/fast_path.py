@@ -16,7 +16,8 @@ from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
 from convhook.api.auth import api_key, authenticate
-from convhook.api.errors import error_response, send_too_large
+from convhook.api.errors import error_response
+from convhook.api.intake import send_too_large
 from convhook.api.transitions import MODELS, given_fields
 from convhook.errors import ConvhookError
 
@@ -49,7 +50,7 @@ class TransitionFastPath:
             or not query.isascii()
         ):
             # The path or query may hold text the intake refuses: FastAPI's middleware
-            # checks it (see convhook.api.errors.refused_target).
+            # checks it (see convhook.api.intake.refused_target).
             return False
         x_api_key: str | None = None
         authorization: str | None = None

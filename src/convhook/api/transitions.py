@@ -15,14 +15,9 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from convhook.api.auth import current_workspace
-from convhook.api.errors import (
-    UNPARSABLE,
-    ApiError,
-    invalid,
-    refused_body,
-    validation_problems,
-)
+from convhook.api.errors import UNPARSABLE, ApiError, invalid, validation_problems
 from convhook.api.fields import RequestModel, Timestamp
+from convhook.api.intake import refused_body
 from convhook.errors import FieldProblem
 from convhook.events import Conversation, EndReason
 from convhook.lifecycle import Action
@@ -121,7 +116,7 @@ def given_fields(
 ) -> dict[str, Any]:
     """The wire fields a transition request sets: ``{}`` for no body (or JSON ``null``);
     400 for malformed JSON, 422 naming the field for anything the model refuses or that
-    :func:`~convhook.api.errors.refused_body` refuses on every route."""
+    :func:`~convhook.api.intake.refused_body` refuses on every route."""
     if not body:
         return {}
     if not _is_json(content_type):
