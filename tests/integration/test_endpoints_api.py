@@ -219,3 +219,42 @@ async def test_deliveries_cursor_beyond_64_bits_is_refused(api: Api, before: int
     status, body = await api.call("GET", path)
     assert status == 422
     assert [p["field"] for p in body["problems"]] == ["before"]
+
+
+@pytest.mark.parametrize(
+    "since",
+    ["0001-01-01T00:00:00", "0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59-01:00", 1700000000],
+)
+async def test_recover_since_out_of_range_is_refused(api: Api, since: object) -> None:
+    """A ``since`` outside the years the API stores (or not ISO-8601 text) answers 422
+    naming it, never a 500."""
+    _, created = await api.call("POST", "/api/v2/endpoints", {"url": "http://127.0.0.1/"})
+    path = f"/api/v2/endpoints/{created['id']}/recover"
+    status, body = await api.call("POST", path, {"since": since})
+    assert status == 422, body
+    assert [p["field"] for p in body["problems"]] == ["since"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("enabled", 0),
+        ("enabled", "false"),
+        ("maxInFlight", True),
+        ("maxInFlight", "5"),
+        ("rateLimit", True),
+        ("rateLimit", "2.5"),
+    ],
+)
+async def test_endpoint_fields_take_json_types_only(api: Api, field: str, value: object) -> None:
+    """Booleans are JSON booleans and numbers JSON numbers, on create and on update: 0,
+    "false", true-as-a-number and numeric strings answer 422 naming the field."""
+    status, body = await api.call(
+        "POST", "/api/v2/endpoints", {"url": "http://127.0.0.1/", field: value}
+    )
+    assert status == 422, body
+    assert [p["field"] for p in body["problems"]] == [field]
+    _, created = await api.call("POST", "/api/v2/endpoints", {"url": "http://127.0.0.1/"})
+    status, body = await api.call("PATCH", f"/api/v2/endpoints/{created['id']}", {field: value})
+    assert status == 422, body
+    assert [p["field"] for p in body["problems"]] == [field]

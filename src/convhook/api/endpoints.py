@@ -16,12 +16,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import Field
+from pydantic import BeforeValidator, Field, StrictBool
 
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
 from convhook.api.errors import ApiError
-from convhook.api.fields import RequestModel
+from convhook.api.fields import RequestModel, Timestamp, json_number
 from convhook.errors import FieldProblem
 from convhook.events import EventType
 from convhook.ids import new_id
@@ -48,6 +48,19 @@ _URL_DOC = (
 )
 
 
+# JSON numbers only: lax pydantic would also read true as 1 and "5" as 5.
+RateLimit = Annotated[
+    float,
+    BeforeValidator(json_number),
+    Field(gt=0, le=10_000, description="Deliveries per second."),
+]
+MaxInFlight = Annotated[
+    int,
+    BeforeValidator(json_number),
+    Field(ge=1, le=1000, description="Concurrent deliveries at most."),
+]
+
+
 class EndpointIn(RequestModel):
     """An endpoint to create."""
 
@@ -56,9 +69,9 @@ class EndpointIn(RequestModel):
         None, description="Event types to send; absent or null means all."
     )
     description: str = Field("", max_length=1000)
-    enabled: bool = True
-    rate_limit: float | None = Field(None, gt=0, le=10_000, description="Deliveries per second.")
-    max_in_flight: int = Field(10, ge=1, le=1000, description="Concurrent deliveries at most.")
+    enabled: StrictBool = True
+    rate_limit: RateLimit | None = None
+    max_in_flight: MaxInFlight = 10
 
 
 class EndpointUpdate(RequestModel):
@@ -67,15 +80,17 @@ class EndpointUpdate(RequestModel):
     url: str | None = Field(None, max_length=2048, pattern=URL_PATTERN, description=_URL_DOC)
     event_types: list[EventType] | None = None
     description: str | None = Field(None, max_length=1000)
-    enabled: bool | None = None
-    rate_limit: float | None = Field(None, gt=0, le=10_000)
-    max_in_flight: int | None = Field(None, ge=1, le=1000)
+    enabled: StrictBool | None = None
+    rate_limit: RateLimit | None = None
+    max_in_flight: MaxInFlight | None = None
 
 
 class Rotation(RequestModel):
     """How long the old secret keeps signing after a rotation."""
 
-    grace_hours: float = Field(DEFAULT_GRACE_HOURS, ge=0, le=24 * 30)
+    grace_hours: Annotated[float, BeforeValidator(json_number)] = Field(
+        DEFAULT_GRACE_HOURS, ge=0, le=24 * 30
+    )
 
 
 class TestEvent(RequestModel):
@@ -378,7 +393,7 @@ async def list_deliveries(
 class Recovery(RequestModel):
     """Which failed deliveries to retry."""
 
-    since: datetime = Field(description="Retry failed deliveries created at or after this.")
+    since: Timestamp = Field(description="Retry failed deliveries created at or after this.")
 
 
 @router.post("/{endpoint_id}/recover", status_code=202)

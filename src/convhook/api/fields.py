@@ -75,16 +75,17 @@ Email = Annotated[
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-def _json_integer(value: object) -> object:
-    # JSON Schema counts 5.0 as an integer (pydantic then takes it), but true and "5" are
-    # not numbers at all.
+def json_number(value: object) -> object:
+    """Pass JSON numbers through and refuse the rest: lax pydantic would read ``true`` as 1
+    and ``"5"`` as 5, which the schema does not offer (JSON Schema does count 5.0 as an
+    integer, and pydantic then takes it)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("Input should be a valid integer")
+        raise ValueError("Input should be a JSON number")
     return value
 
 
 Integer = Annotated[
-    int, BeforeValidator(_json_integer), Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)
+    int, BeforeValidator(json_number), Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)
 ]
 """A JSON integer (not a boolean or string) every JSON parser reads exactly."""
 
@@ -162,11 +163,12 @@ def item_error(index: int, problem: FieldProblem) -> dict[str, Any]:
     return {"index": index, "field": problem.field, "problem": problem.problem}
 
 
-def batch_refused(prefix: str, errors: list[dict[str, Any]]) -> ApiError:
-    """The 422 answered when no item of a batch could be saved."""
+def batch_refused(prefix: str, errors: list[dict[str, Any]], status: int = 422) -> ApiError:
+    """The error answered when no item of a batch could be saved (``status`` 409 when every
+    item conflicted with what is stored, as a single create answers)."""
     problems = [FieldProblem(f"{prefix}[{e['index']}].{e['field']}", e["problem"]) for e in errors]
     return ApiError(
-        422,
+        status,
         "no item of the batch was saved: see errors",
         problems,
         extra={"results": [], "errors": errors},
