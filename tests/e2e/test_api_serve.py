@@ -469,7 +469,8 @@ async def test_bad_input_is_refused_naming_the_field_and_writes_nothing(
 
 
 async def test_missing_or_wrong_key_answers_401(api: Api, server: Server) -> None:
-    """No key, a wrong key or a key of another workspace id answer 401; Bearer works."""
+    """No key, a wrong key, a key of another workspace id, or two different keys answer
+    401; Bearer works, alone or repeating x-api-key."""
     anonymous = Api(api.session, server.base, None)
     assert (await anonymous.get("/api/v2/conversations"))[0] == 401
     assert (await Api(api.session, server.base, "chk_wrong").get("/api/v2/events"))[0] == 401
@@ -482,6 +483,15 @@ async def test_missing_or_wrong_key_answers_401(api: Api, server: Server) -> Non
     status, doc = await anonymous.post("/api/v2/customers", {"name": "nobody"})
     assert status == 401
     assert doc["error"]
+    both = await api.get("/api/v2/events", headers={"authorization": "Bearer chk_wrong"})
+    assert both[0] == 401  # two different keys: which one was meant cannot be known
+    conv = await api.conversation()
+    status, doc = await api.post(
+        f"/api/v2/conversations/{conv['id']}/join", headers={"authorization": "Bearer chk_wrong"}
+    )
+    assert status == 401, doc  # the transition fast path reads the keys the same way
+    same = await api.get("/api/v2/events", headers={"authorization": f"Bearer {server.key}"})
+    assert same[0] == 200
 
 
 async def test_a_workspace_sees_none_of_anothers_data(api: Api, other: Api) -> None:
@@ -565,6 +575,18 @@ async def test_batches_report_each_bad_item(api: Api) -> None:
     assert status == 200, doc
     assert doc["results"][0]["name"] == "Renamed"
     assert doc["results"][0]["identifier"] == "dup-1"
+    status, doc = await api.post(
+        "/api/v2/customers/batch", {"customers": [{"identifier": "dup-1"}, {"identifier": "dup-1"}]}
+    )
+    assert status == 409, doc  # every item conflicts with what is stored, as a single create
+    assert [(e["index"], e["field"]) for e in doc["errors"]] == [
+        (0, "identifier"),
+        (1, "identifier"),
+    ]
+    status, doc = await api.post(
+        "/api/v2/customers/batch", {"customers": [{"identifier": "dup-1"}, {"priority": "x"}]}
+    )
+    assert status == 422, doc  # one item is invalid: the batch is a validation failure
 
 
 async def test_lists_filter_and_paginate(api: Api) -> None:

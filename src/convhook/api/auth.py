@@ -36,13 +36,15 @@ def _unauthorized(message: str) -> ApiError:
 
 
 def api_key(x_api_key: str | None, authorization: str | None) -> str | None:
-    """The key a request carries in ``x-api-key`` or ``Authorization: Bearer``, or None."""
-    if x_api_key:
-        return x_api_key
+    """The key a request carries in ``x-api-key`` or ``Authorization: Bearer``, or None;
+    401 when it carries two different keys (which one was meant cannot be known)."""
     scheme, _, credentials = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return None
+    bearer = credentials.strip() if scheme.lower() == "bearer" else ""
+    if x_api_key and bearer and not hmac.compare_digest(x_api_key.encode(), bearer.encode()):
+        raise _unauthorized(
+            "x-api-key and Authorization: Bearer carry different keys: send one of them"
+        )
+    return x_api_key or bearer or None
 
 
 async def authenticate(state: State, key: str | None, claimed: str | None) -> Workspace:

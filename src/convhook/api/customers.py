@@ -124,6 +124,7 @@ async def create_customers(
     """Create customers; with ``strategy: upsert`` an existing identifier is updated. Each
     bad item is listed in ``errors`` with its index and field; the others are saved."""
     good, errors = validate_items(CustomerIn, body.customers, "customers")
+    invalid = bool(errors)
     news = [_new(workspace.id, item) for _, item in good]
     saved = await store.save_customers(workspace.id, news, upsert=body.strategy is Strategy.UPSERT)
     results = []
@@ -133,7 +134,7 @@ async def create_customers(
         errors.extend(item_error(index, p) for p in result.problems)
     errors.sort(key=lambda e: e["index"])
     if errors and not results:
-        raise batch_refused("customers", errors)
+        raise batch_refused("customers", errors, 422 if invalid else 409)
     return _json({"results": results, "errors": errors})
 
 
