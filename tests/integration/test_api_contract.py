@@ -5,7 +5,7 @@ and the metrics token."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,34 @@ async def test_every_operation_documents_its_error_statuses(api: Api) -> None:
     assert "HTTPValidationError" not in doc["components"]["schemas"]
     retry_after = doc["paths"]["/api/v2/conversations/{conversation_id}/dial"]["post"]
     assert "Retry-After" in retry_after["responses"]["429"]["headers"]
+
+
+def _keywords(node: Any) -> Iterator[str]:
+    """Every key of every schema object under ``node`` (property names excluded)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                for sub in value.values():
+                    yield from _keywords(sub)
+                continue
+            yield key
+            yield from _keywords(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _keywords(item)
+
+
+async def test_bounds_are_published_as_json_schema_keywords(api: Api) -> None:
+    """Numeric bounds reach the document as minimum/maximum (exclusive too), never as
+    pydantic's own ge/le/gt/lt names, which JSON Schema tools ignore; 503 documents
+    Retry-After."""
+    doc = await _openapi(api)
+    keywords = set(_keywords(doc["components"]["schemas"]))
+    assert not keywords & {"ge", "le", "gt", "lt"}
+    limit = doc["components"]["schemas"]["EndpointIn"]["properties"]["rateLimit"]["anyOf"][0]
+    assert (limit["exclusiveMinimum"], limit["maximum"]) == (0, 10_000)
+    answers = doc["paths"]["/api/v2/customers"]["get"]["responses"]
+    assert "Retry-After" in answers["503"]["headers"]
 
 
 async def test_error_answers_match_the_documented_schema(api: Api) -> None:

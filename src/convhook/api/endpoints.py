@@ -51,13 +51,13 @@ _URL_DOC = (
 # JSON numbers only: lax pydantic would also read true as 1 and "5" as 5.
 RateLimit = Annotated[
     float,
-    BeforeValidator(json_number),
     Field(gt=0, le=10_000, description="Deliveries per second."),
+    BeforeValidator(json_number),
 ]
 MaxInFlight = Annotated[
     int,
-    BeforeValidator(json_number),
     Field(ge=1, le=1000, description="Concurrent deliveries at most."),
+    BeforeValidator(json_number),
 ]
 
 

@@ -84,8 +84,10 @@ def json_number(value: object) -> object:
     return value
 
 
+# Constraints go before the validator: after it, pydantic publishes them as "ge"/"le", which
+# JSON Schema does not know, instead of "minimum"/"maximum".
 Integer = Annotated[
-    int, BeforeValidator(json_number), Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)
+    int, Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER), BeforeValidator(json_number)
 ]
 """A JSON integer (not a boolean or string) every JSON parser reads exactly."""
 
