@@ -36,97 +36,31 @@ from pydantic_core import from_json
 
 from convhook.errors import FieldProblem, PayloadError, PayloadTooLarge
 from convhook.timefmt import format_ts
+from convhook.vocabulary import (
+    ConversationStatus as ConversationStatus,
+)
+from convhook.vocabulary import (
+    ConversationType as ConversationType,
+)
+from convhook.vocabulary import (
+    EndReason as EndReason,
+)
+from convhook.vocabulary import (
+    EventType as EventType,
+)
+from convhook.vocabulary import (
+    RecordingStatus as RecordingStatus,
+)
+from convhook.vocabulary import (
+    TelephonyStatus as TelephonyStatus,
+)
+from convhook.vocabulary import (
+    TelephonyType as TelephonyType,
+)
 
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_EVENT_ID = 256
 """The longest ``eventId`` accepted: ids are logged, indexed and compared on every delivery."""
-
-
-class EventType(StrEnum):
-    """The conversation lifecycle events, in lifecycle order."""
-
-    USER_JOINED = "conversation.userJoined"
-    """A user joins a conversation (picks up the call)."""
-    USER_LEFT = "conversation.userLeft"
-    """The user leaves the conversation (hangs up)."""
-    COMPLETED = "conversation.completed"
-    """The conversation has ended."""
-    ANALYSIS_COMPLETED = "conversation.analysisCompleted"
-    """Post-call analysis of the conversation is done."""
-
-
-class ConversationStatus(StrEnum):
-    """Where a conversation is in its life."""
-
-    CREATED = "created"
-    """Recorded, not yet queued for a call."""
-    QUEUED = "queued"
-    """Waiting for a free line."""
-    DIALING = "dialing"
-    """The call is being placed."""
-    ACTIVE = "active"
-    """The user is in the conversation."""
-    COMPLETED = "completed"
-    """The conversation ended normally."""
-    FAILED = "failed"
-    """The conversation never happened (not answered, network error)."""
-
-
-class TelephonyType(StrEnum):
-    """Direction of a phone call."""
-
-    INBOUND = "inbound"
-    """The user called the agent."""
-    OUTBOUND = "outbound"
-    """The agent called the user."""
-
-
-class TelephonyStatus(StrEnum):
-    """State of the call leg; free text on the platform, so other values are kept."""
-
-    DIALING = "dialing"
-    """Ringing."""
-    ACTIVE = "active"
-    """Connected."""
-    COMPLETED = "completed"
-    """Hung up."""
-
-
-class EndReason(StrEnum):
-    """Why a conversation ended."""
-
-    USER_DID_NOT_ANSWER = "user_did_not_answer"
-    """The call was never picked up."""
-    USER_HANGUP = "user_hangup"
-    """The user hung up."""
-    USER_INACTIVITY = "user_inactivity"
-    """The user stopped responding."""
-    AGENT_HANGUP = "agent_hangup"
-    """The agent ended the call."""
-    NETWORK_ERROR = "network_error"
-    """The connection failed."""
-    MAX_DURATION_EXCEEDED = "max_duration_exceeded"
-    """The call hit its time limit."""
-
-
-class RecordingStatus(StrEnum):
-    """State of the call recording."""
-
-    IN_PROGRESS = "in_progress"
-    """Recording."""
-    COMPLETED = "completed"
-    """The recording is finished and available."""
-
-
-class ConversationType(StrEnum):
-    """The channel of a conversation."""
-
-    CHAT = "chat"
-    """Text chat."""
-    TELEPHONY = "telephony"
-    """A phone call."""
-    WEB = "web"
-    """A browser voice session."""
 
 
 E = TypeVar("E", bound=StrEnum)
