@@ -378,3 +378,54 @@ async def test_plain_uvicorn_leaves_unfinished_requests_open(http: str, data: by
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.mark.slow
+async def test_headers_sent_in_pieces_past_the_bound_are_refused(
+    listener: tuple[str, CLIProcess],
+) -> None:
+    """A head that grows past the size bound over many reads gets 400 and is closed before
+    the client finishes it."""
+    url, _ = listener
+    port = int(url.rsplit(":", 1)[1])
+
+    def send() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
+            try:
+                for n in range(200):
+                    sock.sendall(b"X-Pad-%d: " % n + b"p" * 2000 + b"\r\n")
+                    time.sleep(0.002)
+            except OSError:
+                pass  # closed by the server mid-head, as it should be
+            return sock.recv(65536)
+
+    assert (await asyncio.to_thread(send)).startswith(b"HTTP/1.1 400")
+
+
+@pytest.mark.slow
+async def test_a_large_body_with_its_headers_in_one_read_is_not_a_large_head(
+    listener: tuple[str, CLIProcess],
+) -> None:
+    """A body far over the head bound, arriving with small headers, reaches the receiver
+    (which judges the body), not the head bound."""
+    url, _ = listener
+    port = int(url.rsplit(":", 1)[1])
+    body = b'{"eventId": "' + b"x" * 300_000 + b'"}'
+    head = (
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    )
+
+    def send() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(head + body)
+            return sock.recv(65536)
+
+    answer = await asyncio.to_thread(send)
+    assert b"headers too large" not in answer
+    assert answer.split(b"\r\n", 1)[0] in (
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 401 Unauthorized",
+    )
+    assert b"application/json" in answer
