@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.postgres import TemporaryPostgres
@@ -20,6 +21,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("CONVHOOK_"):
             monkeypatch.delenv(name)
     return
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session, closed after the test."""
+    async with aiohttp.ClientSession() as s:
+        yield s
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,13 @@ import aiohttp
 import pytest
 import uvicorn
 
-from convhook.receiver import HandlerStatus, Receiver, RetryPolicy
+from convhook.receiver import HandlerStatus, Receiver
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
-from tests.support.inbox import inbox_at
+from tests.support.inbox import receiver_at
 from tests.support.servers import CLIProcess, eventually, free_port, serve_app, wait_for_port
 
 SECRET = Secret.generate()
-FAST = RetryPolicy(max_attempts=3, base=0.05, jitter=0.0)
 
 
 def signed(body: bytes, msg_id: str) -> dict[str, str]:
@@ -36,15 +35,8 @@ def event_doc(event_type: str = "conversation.userJoined") -> dict[str, Any]:
     return doc
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def make_receiver(url: str | Path, **kwargs: Any) -> Receiver:
-    kwargs.setdefault("retry", FAST)
-    return Receiver([SECRET], inbox_at(url), poll_interval=0.05, **kwargs)
+    return receiver_at(url, SECRET, **kwargs)
 
 
 async def post(

@@ -21,15 +21,14 @@ from standardwebhooks import Webhook
 
 from convhook.errors import ConfigError
 from convhook.events import UnknownEvent, UserJoined
-from convhook.receiver import HandlerStatus, Receiver, RetryPolicy
+from convhook.receiver import HandlerStatus, Receiver
 from convhook.receiver.frameworks import ThreadedReceiver
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
-from tests.support.inbox import inbox_at
+from tests.support.inbox import receiver_at
 from tests.support.servers import eventually, serve_app
 
 SECRET = Secret.generate()
-FAST = RetryPolicy(max_attempts=3, base=0.05, jitter=0.0)
 TEXT = "Webhook received successfully"
 
 
@@ -42,15 +41,8 @@ def event_body(event_type: str = "conversation.userJoined") -> tuple[str, bytes]
     return event.event_id, event.to_json()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def make_receiver(url: str | Path, **kwargs: Any) -> Receiver:
-    kwargs.setdefault("retry", FAST)
-    return Receiver([SECRET], inbox_at(url), poll_interval=0.05, **kwargs)
+    return receiver_at(url, SECRET, **kwargs)
 
 
 async def test_standardwebhooks_signed_event_is_accepted_and_handled(

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from convhook.receiver import Receiver, RetryPolicy
+from convhook.signing import Secret
 from convhook.store.database_inbox import DatabaseInbox, open_inbox
 
 # A SQLite path with this prefix names an inbox that writes through a child process.
 WRITER_PROCESS = "writer-process:"
+FAST_RETRY = RetryPolicy(max_attempts=3, base=0.05, jitter=0.0)
+"""Three attempts, 50 ms apart: a test sees an event fail for good within a second."""
 
 
 def inbox_at(url: str | Path) -> DatabaseInbox:
@@ -25,3 +30,10 @@ def inbox_at(url: str | Path) -> DatabaseInbox:
 def is_postgres(url: str | Path) -> bool:
     """Whether ``url`` names a PostgreSQL database."""
     return str(url).startswith(("postgresql://", "postgres://"))
+
+
+def receiver_at(url: str | Path, secret: Secret, **kwargs: Any) -> Receiver:
+    """A receiver verifying with ``secret`` into a fresh inbox at ``url``, polling every
+    50 ms and retrying with :data:`FAST_RETRY` unless told otherwise."""
+    kwargs.setdefault("retry", FAST_RETRY)
+    return Receiver([secret], inbox_at(url), poll_interval=0.05, **kwargs)
