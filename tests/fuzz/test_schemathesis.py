@@ -35,6 +35,15 @@ MAX_EXAMPLES = 25
 KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
 
 print(f"schemathesis seeds: fixed {FIXED_SEED}, random {RANDOM_SEED} (replay: FUZZ_SEED=...)")
+# Requests sent and checked, by kind, for the summary printed when the module ends.
+SENT = {"single requests": 0, "requests in chains": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _summary() -> Iterator[None]:
+    """Print how many generated requests were sent and checked (shown with ``-s``)."""
+    yield
+    print("schemathesis: " + ", ".join(f"{n} {kind}" for kind, n in SENT.items()))
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +123,7 @@ def accepts_valid_data(ctx: Any, response: Any, case: Any) -> bool | None:
 def test_every_operation_keeps_its_contract(case: Any) -> None:
     """Every generated request gets an answer whose status, headers and body the published
     contract documents, valid requests are accepted and invalid ones refused with a 4xx."""
+    SENT["single requests"] += 1
     with requests.Session() as session:
         case.call_and_validate(
             session=session,
@@ -132,6 +142,7 @@ def test_chains_of_calls_keep_the_contract(api_schema: Any) -> None:
         def validate_response(
             self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any
         ) -> None:
+            SENT["requests in chains"] += 1
             case.validate_response(
                 response,
                 excluded_checks=[positive_data_acceptance],
