@@ -27,14 +27,6 @@ def format_ts(value: datetime) -> str:
     return f"{value.isoformat(timespec='milliseconds')[:23]}Z"
 
 
-def parse_ts(value: str) -> datetime:
-    """Parse any ISO-8601 date-time; a time without offset is taken as UTC."""
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 def in_range(value: datetime) -> datetime:
     """``value`` moved to UTC (a naive time is taken as UTC) when the year it is written with
     is within :data:`MIN_YEAR`..:data:`MAX_YEAR`; ValueError naming the range otherwise.

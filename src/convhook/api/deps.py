@@ -37,9 +37,3 @@ async def get_outbox(request: Request) -> Outbox:
     """The outbox that records conversation changes with their events."""
     outbox: Outbox = request.app.state.outbox
     return outbox
-
-
-async def get_settings(request: Request) -> ApiSettings:
-    """The settings the app was created with."""
-    settings: ApiSettings = request.app.state.settings
-    return settings

@@ -234,11 +234,6 @@ class _Target:
         return (self.secret,)
 
 
-def endpoints_of(conn: Any, ids: Iterable[str]) -> dict[str, _Target]:
-    """What the claim needs of each endpoint in ``ids``."""
-    return _endpoints(conn, ids)
-
-
 # The endpoint columns a claim needs, in the order :func:`targets` reads them.
 TARGET_COLUMNS = (
     "id, url, secret, previous_secret, previous_secret_expires_at, rate_limit, max_in_flight"

@@ -16,7 +16,6 @@ import logging
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -312,16 +311,3 @@ def apply_postgres(conn: PgConnection, migrations: list[Migration]) -> list[Migr
     finally:
         conn.execute("SELECT pg_advisory_unlock(4242001)")
     return applied
-
-
-def wait_until_ready(dsn: str, timeout: float = 30.0) -> None:
-    """Block until the server accepts connections (for start-up scripts and tests)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            psycopg.connect(dsn, connect_timeout=2).close()
-            return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -57,7 +56,6 @@ __all__ = [
     "Page",
     "ProducerStore",
     "PruneResult",
-    "SQLiteProducerStore",
     "StoredConversation",
     "Workspace",
     "decode_cursor",
@@ -310,14 +308,3 @@ class ProducerStore:
         if clock is None:
             return await retention.prune(self.db, older_than_ms=older_than_ms, batch=batch)
         return await retention.prune(self.db, older_than_ms=older_than_ms, batch=batch, clock=clock)
-
-
-class SQLiteProducerStore(ProducerStore):
-    """A :class:`ProducerStore` on one SQLite file (kept for callers that pass a path)."""
-
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
-        from convhook.store import open_database
-
-        super().__init__(
-            open_database(DatabaseURL("sqlite", str(path)), "producer", synchronous=synchronous)
-        )
