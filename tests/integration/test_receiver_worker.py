@@ -306,15 +306,15 @@ async def test_a_stored_body_that_cannot_be_built_ends_failed(any_inbox: str) ->
 
 async def test_attempts_that_never_recorded_an_outcome_end_failed(any_inbox: str) -> None:
     """An event whose every attempt was claimed but never recorded (a process that died
-    mid-handler each time) is marked failed at the next claim, never attempted past the
-    maximum."""
+    mid-handler each time) gets one try past the maximum, then is marked failed at the next
+    claim, never claimed forever."""
     clock = Clock(1000.0)
     handlers, seen = recording()
     policy = RetryPolicy(max_attempts=3)
     async with inbox_at(any_inbox) as inbox:
         item = stored(1000.0)
         await inbox.add(item)
-        for attempt in (1, 2, 3):
+        for attempt in (1, 2, 3, 4):
             [claimed] = await inbox.claim(clock.now, 10, 30.0, max_attempts=3)
             assert claimed.attempts == attempt
             clock.now += 31.0  # the lease ends without an outcome
@@ -322,9 +322,38 @@ async def test_attempts_that_never_recorded_an_outcome_end_failed(any_inbox: str
         assert await worker.run_once() == 0
         entry = await inbox.get(item.event_id)
         assert await inbox.next_due() is None
-    assert (entry.status, entry.attempts, entry.next_attempt_at) == (HandlerStatus.FAILED, 3, None)
+    assert (entry.status, entry.next_attempt_at) == (HandlerStatus.FAILED, None)
     assert "recorded no outcome" in entry.last_error
     assert seen == []
+
+
+async def test_an_acknowledged_event_that_never_started_runs_after_a_restart(
+    any_inbox: str,
+) -> None:
+    """An event stored claimed at intake (attempt 1) whose process stopped before it ran is
+    handed back at the next start and runs, even with a single attempt allowed."""
+    clock = Clock(1000.0)
+    handlers, seen = recording()
+    async with inbox_at(any_inbox) as inbox:
+        event = sample_event("conversation.completed")
+        item = Received(
+            event.event_id,
+            None,
+            event.event_type,
+            event.to_json(),
+            {},
+            1000.0,
+            claimed_until=1060.0,
+        )
+        await inbox.add(item)
+        # SQLite hands running events back at start; PostgreSQL, shared by several
+        # processes, when their lease ends: either way the event is due again.
+        await inbox.release_running(clock.now)
+        clock.now = 1061.0
+        worker = Worker(inbox, handlers, retry=RetryPolicy(max_attempts=1), clock=clock)
+        entry = await run_to_the_end(worker, clock, inbox, item.event_id)
+    assert entry.status is HandlerStatus.DONE
+    assert seen == [item.event_id]
 
 
 class BreaksOnce(SQLiteInbox):

@@ -129,9 +129,11 @@ class Inbox(ABC):
     ) -> list[InboxEntry]:
         """Mark up to ``limit`` due events ``running`` until ``now + lease`` and return them.
 
-        With ``max_attempts``, a due event that already had that many attempts (its last one
-        never recorded an outcome: the process stopped, or recording failed) is marked
-        ``failed`` instead, so no event is attempted more often than the retry policy says.
+        With ``max_attempts``, a due event that already had one attempt more than that is
+        marked ``failed`` instead: only attempts that recorded no outcome (the process
+        stopped or died, or recording failed) leave an event due with its attempts spent,
+        and each earns one more try, so an acknowledged event that never ran is not failed
+        unrun and an event that kills its process is not claimed forever.
         """
 
     @abstractmethod

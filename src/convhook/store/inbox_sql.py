@@ -66,13 +66,13 @@ CLAIM_POSTGRES = (
 )
 
 
-# A due event with its attempts used up: its last attempt ended without recording an outcome
-# (a retry would have been recorded as pending with a later time, or as failed). Any earlier
-# error is kept in front of the reason.
-GIVE_UP = (
+# A claimed event past its attempts: an attempt that records no outcome (its process stopped
+# or died, or a graceful stop handed back an event that never started) earns one more try, so
+# nothing acknowledged is failed unrun; past that the event is failed, never claimed forever.
+# Any earlier error is kept in front of the reason.
+_GIVE_UP = (
     "UPDATE convhook_inbox_state SET status = 'failed', next_attempt_at = NULL, "
-    "last_error = COALESCE(last_error || '; ', '') || :error, updated_at = :now "
-    "WHERE status IN ('pending', 'running') AND next_attempt_at <= :now AND attempts >= :max"
+    "last_error = COALESCE(last_error || '; ', '') || ?, updated_at = ? WHERE event_id IN "
 )
 _NO_OUTCOME = (
     "gave up: the last attempt recorded no outcome (its process stopped, or recording failed)"
@@ -183,19 +183,24 @@ def claim_entries(
     lease: float,
     max_attempts: int | None = None,
 ) -> list[InboxEntry]:
-    """Lease up to ``limit`` due events until ``now + lease``; first mark ``failed`` the due
-    events that already had ``max_attempts`` attempts."""
-    if max_attempts is not None:
-        conn.execute(GIVE_UP, {"now": now, "max": max_attempts, "error": _NO_OUTCOME})
+    """Lease up to ``limit`` due events until ``now + lease``. With ``max_attempts``, a
+    claimed event on its ``max_attempts + 2``-th attempt (attempts that recorded no outcome
+    get one more) is marked ``failed`` instead, and not returned."""
     ids = [
         r[0] for r in conn.execute(claim_sql, {"until": now + lease, "now": now, "limit": limit})
     ]
     if not ids:
         return []
-    rows = conn.execute(
-        f"SELECT {COLUMNS} {FROM} WHERE i.event_id IN ({', '.join('?' * len(ids))})", ids
-    )
-    return [entry(r) for r in rows]
+    rows = conn.execute(f"SELECT {COLUMNS} {FROM} WHERE i.event_id IN ({_marks(ids)})", ids)
+    entries = [entry(r) for r in rows]
+    if max_attempts is None:
+        return entries
+    spent = [e.event_id for e in entries if e.attempts > max_attempts + 1]
+    if not spent:
+        return entries
+    # Only rows this claim holds: bounded by its limit, and locked by it on PostgreSQL.
+    conn.execute(_GIVE_UP + f"({_marks(spent)})", [_NO_OUTCOME, now, *spent])
+    return [e for e in entries if e.attempts <= max_attempts + 1]
 
 
 def fail_args(
