@@ -35,6 +35,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import from_json
 
 from convhook.errors import FieldProblem, PayloadError, PayloadTooLarge
+from convhook.jsonnumbers import may_hold_non_finite, non_finite_number
 from convhook.timefmt import format_ts
 from convhook.vocabulary import (
     ConversationStatus as ConversationStatus,
@@ -212,6 +213,9 @@ class Conversation(WireModel):
                 raise ValueError(f"dynamicVariables is not valid JSON: {exc}") from None
             if not isinstance(decoded, dict):
                 raise ValueError("dynamicVariables must encode a JSON object")
+            number = non_finite_number(value) if may_hold_non_finite(value) else None
+            if number is not None:
+                raise ValueError(f"dynamicVariables holds {number}, which is not a finite number")
         return value
 
     @property
@@ -400,20 +404,17 @@ def parse_event(body: bytes | str, *, max_bytes: int = DEFAULT_MAX_BODY) -> AnyE
 
 
 def _refuse_non_finite(body: bytes | str) -> None:
-    """Refuse the one thing pydantic-core accepts beyond RFC 8259: ``NaN``, ``Infinity`` and
-    ``-Infinity`` tokens. Without those letters in the body there can be none, and the body
-    is parsed again only when they are there (in a string, most likely)."""
-    if isinstance(body, bytes):
-        suspect = b"NaN" in body or b"Infinity" in body
-    else:
-        suspect = "NaN" in body or "Infinity" in body
-    if suspect:
-        try:
-            from_json(body, allow_inf_nan=False)
-        except ValueError as exc:
+    """Refuse what pydantic-core accepts beyond RFC 8259 or reads as infinity: ``NaN`` and
+    ``Infinity`` tokens and numbers that overflow a float (``1e400``). A cheap byte test
+    decides whether the body is parsed again to look."""
+    if may_hold_non_finite(body):
+        number = non_finite_number(body)
+        if number is not None:
             raise PayloadError(
-                "body is not valid JSON (RFC 8259)", [FieldProblem("body", str(exc))]
-            ) from None
+                "body holds a number that is not finite: JSON (RFC 8259) has no NaN or "
+                "Infinity, and a float cannot hold it",
+                [FieldProblem("body", f"{number} is not a finite number")],
+            )
 
 
 def event_from_dict(data: Mapping[str, Any]) -> AnyEvent:

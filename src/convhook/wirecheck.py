@@ -10,10 +10,11 @@ The pydantic models stay the authority: anything the fast check refuses is parse
 :func:`~convhook.events.parse_event`, which either accepts it (pydantic is more lenient with
 numbers, timestamps and snake_case keys) or raises the error that names each field. The fast
 check must therefore never accept what the models refuse. Where msgspec alone is more
-lenient, the check closes the gap itself: bodies with many brackets (pydantic-core refuses
-JSON nested ~200 deep, msgspec ~1,000) go the slow way, as do bodies that are not valid UTF-8
-(msgspec skips unknown keys' values unchecked) and times that leave years 1-9999 once moved
-to UTC (msgspec keeps the offset it read). ``tests/unit/test_wirecheck.py`` holds that
+lenient, the check closes the gap itself: bodies with keys the models do not name go the slow
+way (msgspec would skip their values unchecked: invalid UTF-8, numbers that overflow), as do
+bodies with many brackets (pydantic-core refuses JSON nested ~200 deep, msgspec ~1,000), bodies
+that are not valid UTF-8, and times that leave years 1-9999 once moved to UTC (msgspec keeps
+the offset it read). ``tests/unit/test_wirecheck.py`` holds that
 property against generated documents.
 """
 
@@ -29,7 +30,6 @@ import msgspec
 from annotated_types import MaxLen, MinLen
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import from_json
 
 from convhook.errors import FieldProblem, PayloadTooLarge
 from convhook.events import (
@@ -159,8 +159,9 @@ def _variables_ok(payload: Any) -> bool:
     if not isinstance(value, str):
         return True
     try:
-        return isinstance(from_json(value), dict)
-    except ValueError:
+        # msgspec refuses NaN, Infinity and numbers that overflow, as the models do.
+        return isinstance(_VARIABLES.decode(value), dict)
+    except (msgspec.DecodeError, RecursionError):
         return False
 
 
@@ -178,7 +179,9 @@ def _struct(model: type[BaseModel], cache: dict[type[BaseModel], Any]) -> Any:
         kind = _OVERRIDES.get(key) if model is Conversation else None
         kind = kind or _field_type(info, cache)
         fields.append((key, kind) if info.is_required() else (key, kind, None))
-    struct = msgspec.defstruct(f"Fast{model.__name__}", fields, kw_only=True)
+    struct = msgspec.defstruct(
+        f"Fast{model.__name__}", fields, kw_only=True, forbid_unknown_fields=True
+    )
     cache[model] = struct
     return struct
 
@@ -229,8 +232,9 @@ def _envelope() -> Any:
         ("eventType", Annotated[str, msgspec.Meta(min_length=1)]),
         ("payload", _struct(Conversation, cache)),
     ]
-    return msgspec.defstruct("FastEvent", fields, kw_only=True)
+    return msgspec.defstruct("FastEvent", fields, kw_only=True, forbid_unknown_fields=True)
 
 
 _DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_envelope())
+_VARIABLES: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 _TIMES = {Conversation: _times_of(Conversation)}

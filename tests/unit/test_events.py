@@ -388,6 +388,25 @@ def test_non_finite_numbers_are_not_json(seed_text: str, token: bytes) -> None:
     assert "body" in problems(info.value)
 
 
+@pytest.mark.parametrize(
+    "number", [b"1e400", b"-1E+400", b"1" + b"1" * 250 + b"e99", b"1" + b"0" * 400 + b".5"]
+)
+def test_numbers_that_overflow_a_float_are_refused(seed: dict[str, Any], number: bytes) -> None:
+    """A number every parser reads as infinity is refused, in the body and inside the
+    JSON text of dynamicVariables; 1e99 and 1e308 are ordinary numbers."""
+    seed["payload"]["dynamicVariables"] = {"n": 0}
+    body = json.dumps(seed).encode().replace(b'{"n": 0}', b'{"n": ' + number + b"}")
+    with pytest.raises(PayloadError) as info:
+        parse_event(body)
+    assert "body" in problems(info.value)
+    seed["payload"]["dynamicVariables"] = '{"n": ' + number.decode() + "}"
+    with pytest.raises(PayloadError) as info:
+        parse_event(json.dumps(seed).encode())
+    assert "payload.dynamicVariables" in problems(info.value)
+    seed["payload"]["dynamicVariables"] = {"a": 1e99, "b": 1e308}
+    assert parse_event(json.dumps(seed).encode()).payload.variables == {"a": 1e99, "b": 1e308}
+
+
 def test_nan_inside_strings_is_text(seed: dict[str, Any]) -> None:
     """The letters NaN and Infinity inside strings are ordinary text."""
     seed["payload"]["summary"] = "NaN Infinity -Infinity"

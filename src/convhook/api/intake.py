@@ -8,6 +8,7 @@ documented in ``docs/api-limits.md``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -28,6 +29,7 @@ from convhook.api.errors import (
     invalid,
 )
 from convhook.errors import FieldProblem
+from convhook.jsonnumbers import may_hold_non_finite
 
 MAX_DEPTH = 32
 """Most arrays and objects a JSON body may nest inside one another."""
@@ -105,10 +107,6 @@ _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
-# A number json.loads reads as inf (which json.dumps writes as Infinity: not JSON) has an
-# exponent of three digits or three hundred digits: with digits and signs as "0" and
-# exponents as "e", it shows as "e000" or a long run of "0".
-_SHAPES = bytes.maketrans(b"0123456789+-E", b"000000000000e")
 
 
 def refused_body(body: bytes, *, numbers: bool = True) -> ApiError | None:
@@ -117,7 +115,7 @@ def refused_body(body: bytes, *, numbers: bool = True) -> ApiError | None:
     the caller checks them as it parses); None when it may (bad JSON is the route's call)."""
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _too_deep(body):
         return invalid([FieldProblem("body", f"nested deeper than {MAX_DEPTH} levels")])
-    if not _suspect(body) and not (numbers and _nonfinite(body)):
+    if not _suspect(body) and not (numbers and may_hold_non_finite(body)):
         return None
     try:
         doc = json.loads(body)
@@ -131,18 +129,7 @@ def _too_deep(body: bytes) -> bool:
     # Brackets inside strings do not nest; what is left is signed +1/-1 and summed as it goes.
     text = _STRING.sub(b"", _ESCAPE.sub(b"", body))
     signs = memoryview(text.translate(_SIGNS, _NOT_BRACKETS)).cast("b")
-    depth = 0
-    for sign in signs:
-        depth += sign
-        if depth > MAX_DEPTH:
-            return True
-    return False
-
-
-def _nonfinite(body: bytes) -> bool:
-    """Whether a body may hold a number json.loads reads as inf or nan."""
-    shapes = body.translate(_SHAPES)
-    return b"NaN" in body or b"Infinity" in body or b"e000" in shapes or b"0" * 300 in shapes
+    return max(itertools.accumulate(signs), default=0) > MAX_DEPTH
 
 
 def _suspect(body: bytes) -> bool:
