@@ -376,20 +376,35 @@ async def test_plain_uvicorn_leaves_unfinished_requests_open(http: str, data: by
 
 
 @pytest.mark.slow
-async def test_headers_sent_in_pieces_past_the_bound_are_refused(
-    listener: tuple[str, CLIProcess],
+@pytest.mark.parametrize(
+    ("start", "piece"),
+    [
+        pytest.param(
+            b"POST /webhook HTTP/1.1\r\nHost: x\r\n",
+            b"X-Pad: " + b"p" * 2000 + b"\r\n",
+            id="headers",
+        ),
+        pytest.param(
+            b"POST /webhook HTTP/1.1\r\nHost: x\r\nX-Pad: ", b"p" * 2000, id="one-header-value"
+        ),
+        pytest.param(b"POST /webhook?", b"q" * 2000, id="url"),
+    ],
+)
+async def test_a_head_sent_in_pieces_past_the_bound_is_refused(
+    listener: tuple[str, CLIProcess], start: bytes, piece: bytes
 ) -> None:
-    """A head that grows past the size bound over many reads gets 400 and is closed before
-    the client finishes it."""
+    """A head that grows past the size bound over many reads (more headers, one header value
+    that never ends, or a URL that never ends) gets 400 and is closed before the client is
+    done: the parser does not buffer it without bound."""
     url, _ = listener
     port = int(url.rsplit(":", 1)[1])
 
     def send() -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(start)
             try:
-                for n in range(200):
-                    sock.sendall(b"X-Pad-%d: " % n + b"p" * 2000 + b"\r\n")
+                for _ in range(200):
+                    sock.sendall(piece)
                     time.sleep(0.002)
             except OSError:
                 pass  # closed by the server mid-head, as it should be

@@ -36,6 +36,8 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     _deadline: asyncio.TimerHandle | None = None
     _header_bytes = 0
+    _head_open = False
+    _head_read = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -45,10 +47,25 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # A URL or header value still arriving reaches no callback until it ends, and the
+        # parser buffers it meanwhile: bound the bytes read while the head is unfinished.
+        if self._head_open:
+            self._head_read += len(data)
+            if self._head_read > self.max_header_bytes and not self.transport.is_closing():
+                self.send_400_response("Request headers too large")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
+        self._head_open = True
+        self._head_read = 0
         self._arm(self.read_timeout)
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        super().on_headers_complete()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
