@@ -61,7 +61,7 @@ class AddressClass(enum.Enum):
     CGNAT = "carrier-grade-nat"
     """Shared address space 100.64.0.0/10."""
     UNIQUE_LOCAL = "unique-local"
-    """IPv6 unique local fc00::/7."""
+    """IPv6 unique local fc00::/7, and the deprecated site-local fec0::/10."""
     MULTICAST = "multicast"
     """Group addresses, never a web server."""
     RESERVED = "reserved"
@@ -95,7 +95,7 @@ def classify(address: str | IPAddress) -> AddressClass | None:
         return AddressClass.MULTICAST
     if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
         return AddressClass.CGNAT
-    if isinstance(ip, ipaddress.IPv6Address) and ip in _UNIQUE_LOCAL:
+    if isinstance(ip, ipaddress.IPv6Address) and (ip in _UNIQUE_LOCAL or ip.is_site_local):
         return AddressClass.UNIQUE_LOCAL
     if ip.is_reserved:
         return AddressClass.RESERVED
@@ -155,6 +155,12 @@ def dial_host(url: str | URL) -> str:
 
 def _clean(host: str) -> bool:
     if ":" in host:
+        # aiohttp dials any host with a colon as a literal, never asking the resolver: one
+        # that is not an address (::ffff:127.1) would be judged by nobody.
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return False
         return bool(_IPV6.match(host))
     name = host.removesuffix(".")
     if len(name) > 253:

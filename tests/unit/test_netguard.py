@@ -86,6 +86,9 @@ def test_public_urls_are_accepted(url: str) -> None:
         ("http://[foo]/", "not a valid URL"),
         ("http://%31%32%37.0.0.1/", "not a valid host name"),
         ("http://exa mple.com/", "spaces or control characters"),
+        ("http://[::ffff:127.1]/", "not a valid"),
+        ("http://[::127.000.000.001]/", "not a valid"),
+        ("http://[fec0::1]/", "unique-local"),
     ],
 )
 def test_refused_urls(url: str, words: str) -> None:
