@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from convhook.api.errors import DEFAULT_MAX_BODY
+from convhook.events import DEFAULT_MAX_BODY
 from convhook.outbox import DEFAULT_MAX_ACTIVE, Outbox
 from convhook.store.producer import ProducerStore
 

@@ -21,11 +21,11 @@ from pydantic import BeforeValidator, Field, StrictBool
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
 from convhook.api.errors import ApiError
-from convhook.api.fields import RequestModel, Timestamp, json_number
+from convhook.api.fields import MAX_INT64, RequestModel, Timestamp, json_number
 from convhook.errors import FieldProblem
 from convhook.events import EventType
 from convhook.ids import new_id
-from convhook.netguard import TargetError, validate_url
+from convhook.netguard import MAX_URL_LENGTH, TargetError, validate_url
 from convhook.samples import sample_event
 from convhook.signing import Secret
 from convhook.store import deliveries, delivery_log
@@ -40,7 +40,6 @@ DEFAULT_GRACE_HOURS = 24.0
 AFTER_PATTERN = "^(?:ep_[0-9a-f]{28})?$"
 """An endpoint id (``convhook.ids.new_id("ep")``): the ``after`` cursor of the list."""
 _AFTER = re.compile(AFTER_PATTERN.removesuffix("$") + r"\Z")
-MAX_DELIVERY_ID = 2**63 - 1
 URL_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]?://"
 _URL_DOC = (
     "http(s) URL that receives the events; a host on loopback, a private network or a "
@@ -64,7 +63,7 @@ MaxInFlight = Annotated[
 class EndpointIn(RequestModel):
     """An endpoint to create."""
 
-    url: str = Field(max_length=2048, pattern=URL_PATTERN, description=_URL_DOC)
+    url: str = Field(max_length=MAX_URL_LENGTH, pattern=URL_PATTERN, description=_URL_DOC)
     event_types: list[EventType] | None = Field(
         None, description="Event types to send; absent or null means all."
     )
@@ -77,7 +76,9 @@ class EndpointIn(RequestModel):
 class EndpointUpdate(RequestModel):
     """Fields to change; only the fields sent change."""
 
-    url: str | None = Field(None, max_length=2048, pattern=URL_PATTERN, description=_URL_DOC)
+    url: str | None = Field(
+        None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN, description=_URL_DOC
+    )
     event_types: list[EventType] | None = None
     description: str | None = Field(None, max_length=1000)
     enabled: StrictBool | None = None
@@ -374,7 +375,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[
         int | None,
-        Query(ge=1, le=MAX_DELIVERY_ID, description="Cursor: deliveries older than this id."),
+        Query(ge=1, le=MAX_INT64, description="Cursor: deliveries older than this id."),
     ] = None,
 ) -> Response:
     """The endpoint's deliveries, newest first: ``{"data": [...], "nextCursor"}``."""

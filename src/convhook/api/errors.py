@@ -23,7 +23,6 @@ from convhook.store.producer import ActiveLimitError
 
 log = logging.getLogger("convhook.api")
 
-DEFAULT_MAX_BODY = 1024 * 1024
 UNPARSABLE = "There was an error parsing the body"
 """FastAPI's message for a body json.loads gives up on (e.g. an integer over 4,300 digits)."""
 

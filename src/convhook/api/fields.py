@@ -23,7 +23,11 @@ from pydantic.alias_generators import to_camel
 
 from convhook.api.errors import ApiError, validation_problems
 from convhook.errors import FieldProblem
+from convhook.store.paging import MAX_SEQ
 from convhook.timefmt import MAX_YEAR, MIN_YEAR, YEAR_PATTERN, format_ts, in_range
+
+MAX_INT64 = MAX_SEQ
+"""The largest id and cursor the store holds (a signed 64-bit integer)."""
 
 # ASCII digits only and matched whole (fullmatch: "$" alone lets a trailing newline through);
 # the same patterns are the JSON Schema's, where "$" ends the text.
@@ -31,7 +35,6 @@ E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 MAX_EMAIL = 254
 MAX_BATCH = 1000
-MAX_INT64 = 2**63 - 1
 """Largest integer the databases store (SQLite INTEGER, PostgreSQL BIGINT)."""
 MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer a double holds exactly: what a JSON parser in JavaScript (or one reading

@@ -20,7 +20,6 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from convhook.api.errors import (
-    DEFAULT_MAX_BODY,
     ApiError,
     BodyRefused,
     BodyTooLarge,
@@ -29,6 +28,7 @@ from convhook.api.errors import (
     invalid,
 )
 from convhook.errors import FieldProblem
+from convhook.events import DEFAULT_MAX_BODY
 from convhook.jsonnumbers import may_hold_non_finite
 
 MAX_DEPTH = 32

@@ -197,7 +197,7 @@ class Receiver:
         hook_id = headers.get("webhook-id") or headers.get("svix-id")
         if hook_id is not None and len(hook_id) > MAX_ID:
             # Refused before it is hashed, stored, indexed or logged.
-            name = "webhook-id" if "webhook-id" in headers else "svix-id"
+            name = "webhook-id" if headers.get("webhook-id") else "svix-id"
             problem = FieldProblem(name, f"longer than {MAX_ID} characters")
             return self.reject(replies.error(400, f"{name} is {problem.problem}", (problem,)))
         try:
