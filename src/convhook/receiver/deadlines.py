@@ -35,7 +35,7 @@ class DeadlineProtocol(HttpToolsProtocol):
     """The largest total of header names and values accepted in one request."""
 
     _deadline: asyncio.TimerHandle | None = None
-    _header_bytes = 0
+    _read_len = 0
     _head_open = False
     _head_read = 0
 
@@ -48,6 +48,7 @@ class DeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._read_len = len(data)
         super().data_received(data)
         # A URL or header value still arriving reaches no callback until it ends, and the
         # parser buffers it meanwhile: bound the bytes read while the head is unfinished.
@@ -58,22 +59,22 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = 0
         self._head_open = True
         self._head_read = 0
         self._arm(self.read_timeout)
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        # The head is measured per read, not per header (an override of on_header costs a
+        # Python call per header of every request): only a read larger than the bound can
+        # hide a head over it, so only then are the headers added up.
+        if self._head_read + self._read_len > self.max_header_bytes:
+            size = len(self.url) + sum(len(n) + len(v) for n, v in self.headers)
+            if size > self.max_header_bytes:
+                # The parser turns a callback's error into a parse error, which uvicorn
+                # answers with 400 before closing the connection.
+                raise ValueError("request headers too large")
         super().on_headers_complete()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > self.max_header_bytes:
-            # The parser turns a callback's error into a parse error, which uvicorn answers
-            # with 400 before closing the connection.
-            raise ValueError("request headers too large")
-        super().on_header(name, value)
 
     def on_message_complete(self) -> None:
         # The request is in: the answer may take as long as the application needs.
