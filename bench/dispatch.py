@@ -45,10 +45,10 @@ from _support import BARE_APP, cpu_seconds, free_port, serve_command, wait_for_p
 from convhook.ids import new_id
 from convhook.samples import sample_event
 from convhook.signing import Secret
-from convhook.store import endpoints as endpoint_store
-from convhook.store import migrations
-from convhook.store.migrations import apply_sqlite
-from convhook.store.sqlite import connect
+from convhook.store.delivery import endpoints as endpoint_store
+from convhook.store.engine import migrations
+from convhook.store.engine.migrations import apply_sqlite
+from convhook.store.engine.sqlite import connect
 
 KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
 ACTIONS = ("join", "leave", "end", "analysis")
@@ -405,7 +405,7 @@ def pg_fill(
     one transaction; returns the endpoint id and the bodies."""
     import psycopg
 
-    from convhook.store.postgres import PgConnection
+    from convhook.store.engine.postgres import PgConnection
 
     template = sample_event("conversation.userJoined").to_json().decode()
     old_id = json.loads(template)["eventId"]

@@ -41,11 +41,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from convhook.store import deliveries as delivery_store
-from convhook.store import delivery_log, event_log
-from convhook.store.database import Database
-from convhook.store.migrations import load
-from convhook.store.sqlite import SQLiteDatabase
+from convhook.store.delivery import deliveries as delivery_store
+from convhook.store.delivery import log as delivery_log
+from convhook.store.engine.database import Database
+from convhook.store.engine.migrations import load
+from convhook.store.engine.sqlite import SQLiteDatabase
+from convhook.store.producer import event_log
 
 WORKSPACES = 4
 NEW_BACKLOG = 10_000  # the newest deliveries, still waiting
@@ -357,7 +358,7 @@ class _BenchSQLite(SQLiteDatabase):
             timeout=30,
             factory=RecordingSQLite,
         )
-        # The same set-up as convhook.store.sqlite.connect.
+        # The same set-up as convhook.store.engine.sqlite.connect.
         conn.row_factory = sqlite3.Row
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
             conn.execute(f"PRAGMA {pragma}")
@@ -388,7 +389,7 @@ def plan_postgres(conn: Any, case: Case) -> str:
     """The plan in short: index or sequential scans, big sorts, buffers and server ms, over
     every statement the case runs (executed in order, so the claim's second statement sees
     what its first did)."""
-    from convhook.store.postgres import translate
+    from convhook.store.engine.postgres import translate
 
     parts: list[str] = []
     buffers, server_ms = 0, 0.0
@@ -540,7 +541,7 @@ class _Databases:
         else:
             from tests.support.postgres import TemporaryPostgres
 
-            from convhook.store.postgres import PostgresDatabase
+            from convhook.store.engine.postgres import PostgresDatabase
 
             if self._server is None:
                 self._server = TemporaryPostgres(durable=True, settings=PG_SETTINGS).start()

@@ -113,7 +113,7 @@ async def inject(
 
 async def stored(inbox_db: str) -> list[tuple[str, str, str]]:
     """(conversation id, event type, handler status) of every event in the inbox."""
-    from convhook.store.database_inbox import open_inbox
+    from convhook.store.inbox.store import open_inbox
 
     found = []
     async with open_inbox(inbox_db) as inbox:

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from convhook.errors import ConfigError
-from convhook.store.url import DatabaseURL
+from convhook.store.engine.url import DatabaseURL
 
 __all__ = [
     "DATABASE_ENV",

@@ -28,10 +28,10 @@ from convhook.ids import new_id
 from convhook.pacing import Backoff, TokenBucket
 from convhook.retry import RetryPolicy, Verdict
 from convhook.sender import DEFAULT_TIMEOUT, AttemptResult, Sender
-from convhook.store import deliveries as store
-from convhook.store.database import Database
-from convhook.store.delivery_writes import DeliveryWrites, ProcessWrites, ThreadWrites
-from convhook.store.sqlite import SQLiteDatabase, connect
+from convhook.store.delivery import deliveries as store
+from convhook.store.delivery.writes import DeliveryWrites, ProcessWrites, ThreadWrites
+from convhook.store.engine.database import Database
+from convhook.store.engine.sqlite import SQLiteDatabase, connect
 
 log = logging.getLogger("convhook.dispatcher")
 

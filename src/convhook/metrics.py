@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from convhook.store.delivery_log import Backlog
+from convhook.store.delivery.log import Backlog
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

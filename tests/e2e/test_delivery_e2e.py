@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from convhook.store import delivery_log, open_database
-from convhook.store.database_inbox import open_inbox
+from convhook.store import open_database
+from convhook.store.delivery import log as delivery_log
 from convhook.store.inbox import InboxEntry
+from convhook.store.inbox.store import open_inbox
 from tests.support.delivery import LIFECYCLE, Receiver, Reply, loopback_name, record_event
 from tests.support.postgres import TemporaryPostgres
 from tests.support.servers import CLIProcess, cli_process, free_port, serve_app

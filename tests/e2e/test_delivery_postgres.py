@@ -17,9 +17,9 @@ from aiohttp import web
 from convhook.ids import new_id
 from convhook.samples import sample_event
 from convhook.signing import Secret
-from convhook.store import endpoints as endpoint_store
 from convhook.store import open_database
-from convhook.store.postgres import PgConnection
+from convhook.store.delivery import endpoints as endpoint_store
+from convhook.store.engine.postgres import PgConnection
 from tests.support.delivery import LIFECYCLE
 from tests.support.postgres import TemporaryPostgres
 from tests.support.servers import CLIProcess, free_port

@@ -20,8 +20,8 @@ from openapi_spec_validator import validate
 from convhook import metrics
 from convhook.api import create_app
 from convhook.api.app import CURSOR_PATTERN
-from convhook.store.paging import decode_cursor, encode_cursor
 from convhook.store.producer import ProducerStore
+from convhook.store.producer.paging import decode_cursor, encode_cursor
 from tests.support.servers import free_port, serve_app
 
 TOKEN = "metrics-token-for-tests"

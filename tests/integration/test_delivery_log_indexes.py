@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from convhook.signing import Secret
-from convhook.store import delivery_log, event_log, open_database
-from convhook.store.database import Database
+from convhook.store import open_database
+from convhook.store.delivery import log as delivery_log
+from convhook.store.engine.database import Database
+from convhook.store.producer import event_log
 from tests.support.delivery import LIFECYCLE, add_endpoint, add_workspace, record_event
 
 # Statuses given to the deliveries of conversation n's events, in order.

@@ -14,9 +14,11 @@ import pytest
 from convhook.dispatcher import Dispatcher
 from convhook.retry import RetryPolicy
 from convhook.signing import Secret, Verifier
-from convhook.store import deliveries, delivery_log, open_database
-from convhook.store import endpoints as endpoint_store
-from convhook.store.database import Database
+from convhook.store import open_database
+from convhook.store.delivery import deliveries
+from convhook.store.delivery import endpoints as endpoint_store
+from convhook.store.delivery import log as delivery_log
+from convhook.store.engine.database import Database
 from tests.support.delivery import (
     LIFECYCLE,
     FakeClock,

@@ -12,8 +12,9 @@ import pytest
 from convhook.dispatcher import Dispatcher
 from convhook.retry import RetryPolicy
 from convhook.signing import Secret, Verifier
-from convhook.store import delivery_log, open_database
-from convhook.store.database import Database
+from convhook.store import open_database
+from convhook.store.delivery import log as delivery_log
+from convhook.store.engine.database import Database
 from tests.support.delivery import (
     LIFECYCLE,
     Receiver,
@@ -102,7 +103,7 @@ async def test_later_event_waits_for_earlier_but_other_conversations_flow(
 async def test_in_flight_limit_per_endpoint(db: Database) -> None:
     """An endpoint never has more than LEASE_FACTOR times its max_in_flight leased (the next
     ones ready)."""
-    from convhook.store import deliveries
+    from convhook.store.delivery import deliveries
 
     room = deliveries.LEASE_FACTOR * 2
 
@@ -125,7 +126,7 @@ async def test_in_flight_limit_per_endpoint(db: Database) -> None:
 
 async def test_rate_limit_caps_leases(db: Database) -> None:
     """A rate-limited endpoint holds about LEASE_FACTOR seconds' worth of leases."""
-    from convhook.store import deliveries
+    from convhook.store.delivery import deliveries
 
     ws = await db.write(add_workspace)
     await db.write(
@@ -169,7 +170,7 @@ async def test_concurrent_requests_stay_within_max_in_flight(db: Database) -> No
 async def test_lease_outlasts_every_leased_claim_waiting_its_turn(db: Database) -> None:
     """With an endpoint's whole lease room queued behind slow requests, no lease ends before
     its delivery was sent: each event goes out once (a shorter lease sent some twice)."""
-    from convhook.store.deliveries import LEASE_FACTOR
+    from convhook.store.delivery.deliveries import LEASE_FACTOR
 
     room = LEASE_FACTOR  # max_in_flight=1
     receiver = Receiver().then(*[Reply(delay=0.6) for _ in range(2 * room)])

@@ -13,8 +13,9 @@ import pytest
 
 from convhook.retry import Verdict
 from convhook.signing import Secret
-from convhook.store import deliveries, open_database
-from convhook.store.database import Database
+from convhook.store import open_database
+from convhook.store.delivery import deliveries
+from convhook.store.engine.database import Database
 from tests.support.delivery import LIFECYCLE, add_endpoint, add_workspace, record_event
 
 
@@ -128,7 +129,7 @@ async def test_claim_waits_for_a_concurrent_claim_of_the_same_endpoint(pg_url: s
 
     import psycopg
 
-    from convhook.store.postgres import PgConnection
+    from convhook.store.engine.postgres import PgConnection
 
     room = 3 * deliveries.LEASE_FACTOR
     async with open_database(pg_url, "producer", auto_upgrade=True) as db:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from convhook.store.database_inbox import SQLiteInbox
 from convhook.store.inbox import HandlerStatus, Received
+from convhook.store.inbox.store import SQLiteInbox
 from tests.support.inbox import WRITER_PROCESS, inbox_at
 from tests.support.postgres import TemporaryPostgres
 

@@ -14,7 +14,7 @@ from convhook.errors import ConfigError
 from convhook.lifecycle import Action
 from convhook.outbox import Outbox
 from convhook.store.producer import GoneError, ProducerStore
-from convhook.store.retention import parse_period
+from convhook.store.producer.retention import parse_period
 from tests.support.servers import serve_app
 
 DAY_MS = 86_400_000

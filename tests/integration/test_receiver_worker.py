@@ -15,8 +15,8 @@ from convhook.receiver import HandlerStatus, RetryPolicy
 from convhook.receiver.handlers import HandlerRegistry
 from convhook.receiver.worker import Worker
 from convhook.samples import sample_event
-from convhook.store.database_inbox import SQLiteInbox
 from convhook.store.inbox import Received
+from convhook.store.inbox.store import SQLiteInbox
 from tests.support.inbox import WRITER_PROCESS, inbox_at
 
 

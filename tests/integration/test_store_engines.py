@@ -13,11 +13,11 @@ import pytest
 
 from convhook.errors import ClosedError, ConfigError, SchemaVersionError, StoreError
 from convhook.store import open_database
-from convhook.store.database import Database
-from convhook.store.migrations import Migration
-from convhook.store.postgres import PostgresDatabase, apply_postgres, redact, translate
-from convhook.store.sqlite import SQLiteDatabase
-from convhook.store.url import DatabaseURL
+from convhook.store.engine.database import Database
+from convhook.store.engine.migrations import Migration
+from convhook.store.engine.postgres import PostgresDatabase, apply_postgres, redact, translate
+from convhook.store.engine.sqlite import SQLiteDatabase
+from convhook.store.engine.url import DatabaseURL
 from tests.support.postgres import TemporaryPostgres
 
 SCHEMA = [
@@ -126,7 +126,7 @@ def test_concurrent_upgraders_apply_each_migration_once(pg_url: str) -> None:
     errors: list[BaseException] = []
 
     def upgrade() -> None:
-        from convhook.store.postgres import PgConnection
+        from convhook.store.engine.postgres import PgConnection
 
         try:
             with psycopg.connect(pg_url, autocommit=True) as raw:

@@ -16,11 +16,13 @@ import pytest
 from convhook.dispatcher import Dispatcher
 from convhook.errors import ClosedError, ConfigError, StoreError
 from convhook.signing import Secret, Verifier
-from convhook.store import delivery_log, delivery_wire, open_database
-from convhook.store.database import Database
-from convhook.store.delivery_writes import ProcessWrites
-from convhook.store.sqlite import SQLiteDatabase
-from convhook.store.writer_process import WriterProcess, run_batch
+from convhook.store import open_database
+from convhook.store.delivery import log as delivery_log
+from convhook.store.delivery import wire as delivery_wire
+from convhook.store.delivery.writes import ProcessWrites
+from convhook.store.engine.database import Database
+from convhook.store.engine.sqlite import SQLiteDatabase
+from convhook.store.engine.writer_process import WriterProcess, run_batch
 from tests.support.delivery import (
     LIFECYCLE,
     Receiver,
@@ -193,7 +195,7 @@ def _writer_children() -> list[int]:
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         for pid in (task / "children").read_text().split():
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"convhook.store.writer_process" in cmdline:
+            if b"convhook.store.engine.writer_process" in cmdline:
                 found.append(int(pid))
     return found
 
@@ -256,8 +258,8 @@ async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
     callback turn in between: under load every turn of the loop is a millisecond or more."""
     import msgspec
 
-    from convhook.store import writer_process
-    from convhook.store.inbox_process import _Batcher
+    from convhook.store.engine import writer_process
+    from convhook.store.inbox.process import _Batcher
 
     class Direct:
         """Stands in for the child's socket: the reply is fed to the parent's protocol."""
@@ -287,7 +289,7 @@ async def test_a_cancelled_restart_cancels_the_waiting_adds(tmp_path: Path) -> N
     """Adds posted while the child is gone wait on its restart; if that is cancelled (the
     loop shutting down), their futures are cancelled, not failed with CancelledError."""
     from convhook.store.inbox import Received
-    from convhook.store.inbox_process import ProcessSQLiteInbox
+    from convhook.store.inbox.process import ProcessSQLiteInbox
 
     async with ProcessSQLiteInbox(tmp_path / "inbox.db", synchronous="NORMAL") as inbox:
         await _kill_child(inbox._writer)
@@ -334,7 +336,7 @@ def test_batch_rolls_back_a_failing_request_alone(tmp_path: Path) -> None:
 def test_wire_rows_round_trip() -> None:
     """A claim and a result survive their flat wire form (tuples arrive as lists)."""
     from convhook.retry import Verdict
-    from convhook.store.deliveries import Claim, Result
+    from convhook.store.delivery.deliveries import Claim, Result
 
     claim = Claim(
         7,
@@ -373,7 +375,7 @@ async def test_inbox_child_killed_mid_batch_loses_nothing_committed(tmp_path: Pa
     """An inbox add in flight when its writer child dies fails (the receiver answers 503, so
     the sender retries); what was committed before stays, and the next add restarts it."""
     from convhook.store.inbox import Received
-    from convhook.store.inbox_process import ProcessSQLiteInbox
+    from convhook.store.inbox.process import ProcessSQLiteInbox
 
     def item(n: int) -> Received:
         return Received(f"evt_{n}", f"msg_{n}", "conversation.userJoined", b"{}", {}, 1.0)

@@ -12,7 +12,7 @@ from typing import Any
 
 from convhook.ids import new_id
 from convhook.samples import sample_event
-from convhook.store import endpoints as endpoint_store
+from convhook.store.delivery import endpoints as endpoint_store
 
 LIFECYCLE = (
     "conversation.userJoined",

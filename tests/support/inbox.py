@@ -7,7 +7,7 @@ from typing import Any
 
 from convhook.receiver import Receiver, RetryPolicy
 from convhook.signing import Secret
-from convhook.store.database_inbox import DatabaseInbox, open_inbox
+from convhook.store.inbox.store import DatabaseInbox, open_inbox
 
 # A SQLite path with this prefix names an inbox that writes through a child process.
 WRITER_PROCESS = "writer-process:"
@@ -21,7 +21,7 @@ def inbox_at(url: str | Path) -> DatabaseInbox:
     PostgreSQL."""
     text = str(url)
     if text.startswith(WRITER_PROCESS):
-        from convhook.store.inbox_process import ProcessSQLiteInbox
+        from convhook.store.inbox.process import ProcessSQLiteInbox
 
         return ProcessSQLiteInbox(text[len(WRITER_PROCESS) :])
     return open_inbox(url, auto_upgrade=True)

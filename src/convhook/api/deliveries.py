@@ -14,7 +14,8 @@ from convhook.api.deps import get_store
 from convhook.api.endpoints import delivery_doc, json_response, now_ms, wake
 from convhook.api.errors import ApiError
 from convhook.api.fields import MAX_INT64, RequestModel
-from convhook.store import deliveries, delivery_log
+from convhook.store.delivery import deliveries
+from convhook.store.delivery import log as delivery_log
 from convhook.store.producer import ProducerStore
 
 router = APIRouter(prefix="/api/v2", tags=["deliveries"])

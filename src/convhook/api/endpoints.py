@@ -28,8 +28,9 @@ from convhook.ids import new_id
 from convhook.netguard import MAX_URL_LENGTH, TargetError, validate_url
 from convhook.samples import sample_event
 from convhook.signing import Secret
-from convhook.store import deliveries, delivery_log
-from convhook.store import endpoints as endpoint_store
+from convhook.store.delivery import deliveries
+from convhook.store.delivery import endpoints as endpoint_store
+from convhook.store.delivery import log as delivery_log
 from convhook.store.producer import ProducerStore
 from convhook.timefmt import format_ts
 

@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from convhook.api.errors import ApiError, validation_problems
 from convhook.errors import FieldProblem
-from convhook.store.paging import MAX_SEQ
+from convhook.store.producer.paging import MAX_SEQ
 from convhook.timefmt import MAX_YEAR, MIN_YEAR, YEAR_PATTERN, format_ts, in_range
 
 MAX_INT64 = MAX_SEQ

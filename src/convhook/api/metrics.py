@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from convhook import metrics
 from convhook.api.deps import get_store
-from convhook.store import delivery_log
+from convhook.store.delivery import log as delivery_log
 from convhook.store.producer import ProducerStore
 
 router = APIRouter(tags=["metrics"])

@@ -53,8 +53,8 @@ def status(
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
     """Show each schema's version in the database next to the version this code ships."""
-    from convhook.store.migrations import latest, load
-    from convhook.store.url import DatabaseURL
+    from convhook.store.engine.migrations import latest, load
+    from convhook.store.engine.url import DatabaseURL
 
     dialect = "postgres" if DatabaseURL.parse(db).engine == "postgres" else "sqlite"
     rows = []
@@ -74,7 +74,7 @@ async def _status_of(url: str, component: str) -> int:
     import asyncio
     import sqlite3
 
-    from convhook.store.url import DatabaseURL
+    from convhook.store.engine.url import DatabaseURL
 
     target = DatabaseURL.parse(url)
 

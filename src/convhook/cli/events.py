@@ -16,7 +16,7 @@ from convhook.config import DatabaseURL, db_option, option
 from convhook.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
-    from convhook.store.delivery_log import AttemptLine
+    from convhook.store.delivery.log import AttemptLine
     from convhook.store.producer import EventRow, ProducerStore
 
 events = typer.Typer(help="Follow, list or prune recorded events.", no_args_is_help=True)
@@ -80,7 +80,7 @@ def tail(
     """Print each new event as it is recorded (time, type, conversation) and each delivery
     attempt as it is made (endpoint, status, latency), until interrupted."""
 
-    from convhook.store import delivery_log
+    from convhook.store.delivery import log as delivery_log
 
     async def go() -> None:
         async with _store(db) as store:
@@ -177,7 +177,7 @@ def prune(
 ) -> None:
     """Remove the payload of old events whose deliveries are all finished (delivered or
     failed), in small transactions; the event rows, their order and history stay."""
-    from convhook.store.retention import parse_period
+    from convhook.store.producer.retention import parse_period
 
     try:
         period = parse_period(older_than)

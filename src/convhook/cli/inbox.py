@@ -12,8 +12,8 @@ from convhook.cli._common import err, fail, out, print_json, run
 from convhook.config import db_option, option
 
 if TYPE_CHECKING:
-    from convhook.store.database_inbox import DatabaseInbox
     from convhook.store.inbox import InboxEntry
+    from convhook.store.inbox.store import DatabaseInbox
 
 DEFAULT_DB = "convhook-inbox.db"
 _DB_HELP = "Inbox database: a SQLite file path or a postgresql:// URL."
@@ -27,7 +27,7 @@ inbox_app = typer.Typer(
 def _open(db: str) -> DatabaseInbox:
     from convhook.config import DatabaseURL
     from convhook.errors import ConvhookError
-    from convhook.store.database_inbox import open_inbox
+    from convhook.store.inbox.store import open_inbox
 
     try:
         url = DatabaseURL.parse(db)

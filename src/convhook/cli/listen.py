@@ -142,15 +142,15 @@ def listen(
 
 def _inbox(db: str, *, writer_process: bool) -> Inbox:
     from convhook.errors import ConfigError
-    from convhook.store.database_inbox import open_inbox
-    from convhook.store.url import DatabaseURL
+    from convhook.store.engine.url import DatabaseURL
+    from convhook.store.inbox.store import open_inbox
 
     try:
         target = DatabaseURL.parse(db)
     except ConfigError as exc:
         fail(str(exc))
     if writer_process and target.engine == "sqlite":
-        from convhook.store.inbox_process import ProcessSQLiteInbox
+        from convhook.store.inbox.process import ProcessSQLiteInbox
 
         return ProcessSQLiteInbox(target.target)
     return open_inbox(db)
@@ -310,7 +310,7 @@ def _banner(
 ) -> None:
     err.print(f"[bold]convhook listen[/]: POST http://{host}:{port}{path}")
     if db.startswith(("postgresql://", "postgres://")):
-        from convhook.store.postgres import redact
+        from convhook.store.engine.postgres import redact
 
         db = redact(db)
     err.print(f"  inbox: {db}")

@@ -10,8 +10,8 @@ from convhook.receiver.handlers import CATCH_ALL, Delivery, Handler
 from convhook.receiver.receiver import FORWARDED_HEADERS, Receiver
 from convhook.receiver.replies import RECEIVED, Reply
 from convhook.receiver.worker import RetryPolicy, Worker
-from convhook.store.database_inbox import DatabaseInbox, PostgresInbox, SQLiteInbox, open_inbox
 from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry
+from convhook.store.inbox.store import DatabaseInbox, PostgresInbox, SQLiteInbox, open_inbox
 
 __all__ = [
     "CATCH_ALL",

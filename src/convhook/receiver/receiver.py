@@ -23,8 +23,8 @@ from convhook.receiver.limits import LOG_CHARS, MAX_ID, clip
 from convhook.receiver.replies import Reply
 from convhook.receiver.worker import Clock, RetryPolicy, Worker
 from convhook.signing import DEFAULT_TOLERANCE, Secret, Verifier
-from convhook.store.database_inbox import open_inbox
 from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, Received
+from convhook.store.inbox.store import open_inbox
 from convhook.wirecheck import check_event
 
 if TYPE_CHECKING:

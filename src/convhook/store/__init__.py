@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from convhook.store.database import Database
-from convhook.store.migrations import load
-from convhook.store.url import DatabaseURL
+from convhook.store.engine.database import Database
+from convhook.store.engine.migrations import load
+from convhook.store.engine.url import DatabaseURL
 
 __all__ = ["Database", "DatabaseURL", "open_database"]
 
@@ -23,11 +23,11 @@ def open_database(
     """
     target = url if isinstance(url, DatabaseURL) else DatabaseURL.parse(url)
     if target.engine == "postgres":
-        from convhook.store.postgres import PostgresDatabase
+        from convhook.store.engine.postgres import PostgresDatabase
 
         return PostgresDatabase(
             target.target, load("postgres", component), auto_upgrade=auto_upgrade
         )
-    from convhook.store.sqlite import SQLiteDatabase
+    from convhook.store.engine.sqlite import SQLiteDatabase
 
     return SQLiteDatabase(target.target, load("sqlite", component), synchronous=synchronous)

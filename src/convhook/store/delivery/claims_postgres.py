@@ -31,7 +31,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from convhook.store.deliveries import LEASE_FACTOR, TARGET_COLUMNS, Claim, claims_of, targets
+from convhook.store.delivery.deliveries import (
+    LEASE_FACTOR,
+    TARGET_COLUMNS,
+    Claim,
+    claims_of,
+    targets,
+)
 
 # An endpoint's lease room is LEASE_FACTOR times its in-flight cap; the cap of a rate-limited
 # endpoint is its rate (at least 1), as in deliveries._cap.

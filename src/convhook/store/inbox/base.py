@@ -1,7 +1,7 @@
 """The receiver's inbox: accepted webhooks stored byte-exact, with their handler outcome.
 
 :class:`Inbox` is the interface the receiver and its worker use; its implementation on either
-database engine is in :mod:`convhook.store.database_inbox`.
+database engine is in :mod:`convhook.store.inbox.store`.
 
 Each row moves ``pending -> running -> done``, or back to ``pending`` with a later
 ``next_attempt_at`` when a handler raises, and to ``failed`` after the last attempt (also

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convhook.errors import ConvhookError
-from convhook.store.paging import Page, filters, page
+from convhook.store.producer.paging import Page, filters, page
 
 PRUNED = ""
 """The ``body`` of an event whose payload was pruned."""

@@ -8,7 +8,7 @@ a small pool of threads with their own connections.
 
 Store code is written once against the DB-API shape both engines share (``conn.execute(sql,
 params)`` with ``?`` or ``:name`` placeholders, rows indexable by column name); the PostgreSQL
-engine adapts the few spellings that differ (see :mod:`convhook.store.postgres`).
+engine adapts the few spellings that differ (see :mod:`convhook.store.engine.postgres`).
 """
 
 from __future__ import annotations

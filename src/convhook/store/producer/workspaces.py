@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convhook.ids import new_id
-from convhook.store.paging import now_ms
+from convhook.store.producer.paging import now_ms
 
 
 @dataclass(frozen=True)

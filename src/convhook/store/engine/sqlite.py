@@ -1,6 +1,6 @@
 """SQLite in WAL mode: the embedded engine, so ``convhook serve`` needs nothing else.
 
-Writes are group-committed (see :mod:`convhook.store.database`): many concurrent writers share
+Writes are group-committed (see :mod:`convhook.store.engine.database`): many concurrent writers share
 one transaction and one fsync. WAL lets readers proceed while the writer commits; other
 processes on the same file wait on SQLite's lock (``busy_timeout``).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from convhook.store.database import Database
-from convhook.store.migrations import Migration, apply_sqlite
+from convhook.store.engine.database import Database
+from convhook.store.engine.migrations import Migration, apply_sqlite
 
 
 def connect(path: str | Path, *, synchronous: str = "FULL") -> sqlite3.Connection:

@@ -1,7 +1,7 @@
-"""The dispatcher's writes as operations of a :class:`~convhook.store.writer_process.WriterProcess`.
+"""The dispatcher's writes as operations of a :class:`~convhook.store.engine.writer_process.WriterProcess`.
 
 Claims and results cross the process boundary as flat tuples (msgpack arrays): a result
-carries only what :func:`~convhook.store.deliveries.record` reads, not the event body.
+carries only what :func:`~convhook.store.delivery.deliveries.record` reads, not the event body.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from convhook.retry import Verdict
-from convhook.store.deliveries import Claim, Result, claim, record
+from convhook.store.delivery.deliveries import Claim, Result, claim, record
 
 ClaimRow = tuple[Any, ...]
 ResultRow = tuple[Any, ...]

@@ -1,10 +1,10 @@
 """The inbox in a group-committing database: SQLite (one receiving process) or PostgreSQL.
 
 :class:`DatabaseInbox` keeps the :class:`~convhook.store.inbox.Inbox` in any
-:class:`~convhook.store.database.Database`, so many concurrent requests share one commit: a
+:class:`~convhook.store.engine.database.Database`, so many concurrent requests share one commit: a
 SQLite file (:class:`SQLiteInbox`) or PostgreSQL (:class:`PostgresInbox`, any number of
 receiving processes). :func:`open_inbox` picks one from a path or URL. The statements that
-change the inbox are in :mod:`convhook.store.inbox_sql`; the reads are here.
+change the inbox are in :mod:`convhook.store.inbox.ops`; the reads are here.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from convhook.store import inbox_sql as sql
-from convhook.store.coalescer import Coalescer
-from convhook.store.database import Database
-from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, Received
-from convhook.store.migrations import load
-from convhook.store.url import DatabaseURL
+from convhook.store.engine.coalescer import Coalescer
+from convhook.store.engine.database import Database
+from convhook.store.engine.migrations import load
+from convhook.store.engine.url import DatabaseURL
+from convhook.store.inbox import ops as sql
+from convhook.store.inbox.base import HandlerStatus, Inbox, InboxEntry, Received
 
 
 class DatabaseInbox(Inbox):
-    """The inbox in a :class:`~convhook.store.database.Database` of either engine.
+    """The inbox in a :class:`~convhook.store.engine.database.Database` of either engine.
 
     ``db`` must ship the ``inbox`` migrations. ``shared`` says whether several receiving
     processes may use it at once (default: True on PostgreSQL, False on SQLite); see
@@ -178,7 +178,7 @@ class SQLiteInbox(DatabaseInbox):
     receiving process per file (``convhook inbox`` commands may use it at the same time)."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
-        from convhook.store.sqlite import SQLiteDatabase
+        from convhook.store.engine.sqlite import SQLiteDatabase
 
         self.path = Path(path)
         super().__init__(
@@ -194,7 +194,7 @@ class PostgresInbox(DatabaseInbox):
     """
 
     def __init__(self, dsn: str, *, auto_upgrade: bool = False) -> None:
-        from convhook.store.postgres import PostgresDatabase
+        from convhook.store.engine.postgres import PostgresDatabase
 
         self.dsn = dsn
         super().__init__(

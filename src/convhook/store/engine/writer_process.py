@@ -9,7 +9,7 @@ The parent sends named operations (``op(conn, *args)``, module-level functions l
 ``OPS`` mapping of the module the child is started with) over a socket pair, as msgpack
 frames. The child takes every request that is waiting, runs each in its own SAVEPOINT inside
 one transaction, commits once, and only then answers them all: a reply means "committed", as
-an awaited :meth:`~convhook.store.database.Database.write` does. Requests, arguments and
+an awaited :meth:`~convhook.store.engine.database.Database.write` does. Requests, arguments and
 results must be msgpack values (tuples arrive as lists).
 
 The child runs in a session of its own and ignores SIGINT and SIGTERM: the parent stops it
@@ -372,7 +372,7 @@ def run_batch(
 
 
 def main(argv: list[str]) -> None:
-    from convhook.store.sqlite import connect
+    from convhook.store.engine.sqlite import connect
 
     ops_module, path, synchronous, fd = argv
     # The parent decides when to stop (it closes the socket after its last write): a signal

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convhook.retry import Verdict
-from convhook.store.endpoints import fail_pending
+from convhook.store.delivery.endpoints import fail_pending
 
 
 class Status:
@@ -132,7 +132,7 @@ def claim(conn: Any, owner: str, now: int, lease_ms: int, limit: int) -> list[Cl
     """Lease up to ``limit`` due deliveries in order, at most LEASE_FACTOR times each endpoint's
     in-flight cap."""
     if not is_sqlite(conn):
-        from convhook.store.delivery_claims import claim_postgres
+        from convhook.store.delivery.claims_postgres import claim_postgres
 
         return claim_postgres(conn, owner, now, lease_ms, limit)
     # SQLite has one writer at a time: the whole claim is serialised, nothing can interleave.

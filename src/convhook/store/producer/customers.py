@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convhook.errors import FieldProblem
-from convhook.store.paging import ConflictError, ItemResult, RaceLost, now_ms
+from convhook.store.producer.paging import ConflictError, ItemResult, RaceLost, now_ms
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ import psycopg
 from psycopg import sql as pgsql
 
 from convhook.errors import SchemaVersionError
-from convhook.store.database import Database
-from convhook.store.migrations import Migration, latest
+from convhook.store.engine.database import Database
+from convhook.store.engine.migrations import Migration, latest
 
-log = logging.getLogger("convhook.store.postgres")
+log = logging.getLogger("convhook.store.engine.postgres")
 
 _TOKEN = re.compile(r"'(?:[^']|'')*'|::|:([A-Za-z_]\w*)|\?|%")
 _JSON_EACH = re.compile(r"json_each\(\s*(\?|:[A-Za-z_]\w*)\s*\)", re.IGNORECASE)

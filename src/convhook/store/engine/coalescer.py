@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from convhook.store.database import Database
+from convhook.store.engine.database import Database
 
 T_in = TypeVar("T_in")
 R = TypeVar("R")

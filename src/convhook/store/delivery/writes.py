@@ -2,8 +2,8 @@
 
 :class:`ThreadWrites` runs them on the database's group-committing writer thread (the
 dispatcher inside ``convhook serve``, and every PostgreSQL dispatcher); :class:`ProcessWrites`
-runs them in a :class:`~convhook.store.writer_process.WriterProcess` (``convhook dispatcher``
-on SQLite), whose operations are in :mod:`convhook.store.delivery_wire`.
+runs them in a :class:`~convhook.store.engine.writer_process.WriterProcess` (``convhook dispatcher``
+on SQLite), whose operations are in :mod:`convhook.store.delivery.wire`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from convhook.errors import ClosedError, StoreError
-from convhook.store import deliveries as store
-from convhook.store import delivery_wire as wire
-from convhook.store.database import Database
-from convhook.store.sqlite import SQLiteDatabase
-from convhook.store.writer_process import WriterProcess
+from convhook.store.delivery import deliveries as store
+from convhook.store.delivery import wire
+from convhook.store.engine.database import Database
+from convhook.store.engine.sqlite import SQLiteDatabase
+from convhook.store.engine.writer_process import WriterProcess
 
 
 class ThreadWrites:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from convhook.errors import ConfigError
-from convhook.store.database import Database
-from convhook.store.event_log import PRUNED
+from convhook.store.engine.database import Database
+from convhook.store.producer.event_log import PRUNED
 
 DEFAULT_PERIOD = "30d"
 DEFAULT_BATCH = 1000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from convhook.store.deliveries import indexed_by, is_sqlite
+from convhook.store.delivery.deliveries import indexed_by, is_sqlite
 
 _DELIVERY = (
     "id, event_id, endpoint_id, event_type, conversation_id, status, attempts, "

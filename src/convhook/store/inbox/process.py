@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from convhook.store import inbox_sql as sql
-from convhook.store.database_inbox import SQLiteInbox
-from convhook.store.inbox import HandlerStatus, InboxEntry, Received
-from convhook.store.writer_process import WriterProcess, settle
+from convhook.store.engine.writer_process import WriterProcess, settle
+from convhook.store.inbox import ops as sql
+from convhook.store.inbox.base import HandlerStatus, InboxEntry, Received
+from convhook.store.inbox.store import SQLiteInbox
 
 # How many adds gather before they are sent without waiting for the end of the loop's turn.
 # Measured with bench/receiver.py (64 connections, same run): 16 and 32 did alike, 8 about 1%
@@ -71,7 +71,7 @@ class _Batcher(Generic[T, R]):
 
 
 class ProcessSQLiteInbox(SQLiteInbox):
-    """:class:`~convhook.store.database_inbox.SQLiteInbox` with its writes in a child process."""
+    """:class:`~convhook.store.inbox.store.SQLiteInbox` with its writes in a child process."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         super().__init__(path, synchronous=synchronous)

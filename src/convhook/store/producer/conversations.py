@@ -10,7 +10,7 @@ from typing import Any
 
 from convhook.errors import ConvhookError, FieldProblem
 from convhook.lifecycle import BUSY_STATUSES, Phase
-from convhook.store.paging import ItemResult, RaceLost, now_ms
+from convhook.store.producer.paging import ItemResult, RaceLost, now_ms
 
 
 class ActiveLimitError(ConvhookError):

@@ -1,8 +1,8 @@
 """Every statement that changes the receiver's inbox, as functions of a connection.
 
-The same on both engines except the claim. :class:`~convhook.store.database_inbox.DatabaseInbox`
-runs them on its database's writer thread; :mod:`convhook.store.inbox_process` runs them in a
-child process. The reads live with :class:`~convhook.store.database_inbox.DatabaseInbox`.
+The same on both engines except the claim. :class:`~convhook.store.inbox.store.DatabaseInbox`
+runs them on its database's writer thread; :mod:`convhook.store.inbox.process` runs them in a
+child process. The reads live with :class:`~convhook.store.inbox.store.DatabaseInbox`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from convhook.store.inbox import HandlerStatus, InboxEntry, Received
+from convhook.store.inbox.base import HandlerStatus, InboxEntry, Received
 
 FROM = "FROM convhook_inbox i JOIN convhook_inbox_state s ON s.event_id = i.event_id"
 COLUMNS = (
@@ -172,7 +172,7 @@ def insert_exclusive(conn: Any, items: list[Received]) -> list[bool]:
 
 
 # The inbox's writes, as functions of a connection: a writer thread (DatabaseInbox) or a writer
-# process (convhook.store.inbox_process) runs them.
+# process (convhook.store.inbox.process) runs them.
 
 
 def claim_entries(

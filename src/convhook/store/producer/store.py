@@ -1,7 +1,7 @@
 """The producer store: workspaces, API keys, customers, conversations and the event outbox.
 
 :class:`ProducerStore` is the async facade the API, the CLI and the outbox use, over either
-engine (a :class:`~convhook.store.database.Database`); the SQL lives in the modules it calls
+engine (a :class:`~convhook.store.engine.database.Database`); the SQL lives in the modules it calls
 (:mod:`.workspaces`, :mod:`.customers`, :mod:`.conversations`, :mod:`.event_log`,
 :mod:`.retention`), written once for SQLite and PostgreSQL.
 """
@@ -14,18 +14,19 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from convhook.errors import StoreError
-from convhook.store import conversations, customers, event_log, retention, workspaces
-from convhook.store.conversations import (
+from convhook.store.engine.database import Database
+from convhook.store.engine.url import DatabaseURL
+from convhook.store.producer import conversations, customers, event_log, retention, workspaces
+from convhook.store.producer.conversations import (
     ActiveLimitError,
     Change,
     NewConversation,
     NewEvent,
     StoredConversation,
 )
-from convhook.store.customers import NewCustomer
-from convhook.store.database import Database
-from convhook.store.event_log import EventRow, GoneError
-from convhook.store.paging import (
+from convhook.store.producer.customers import NewCustomer
+from convhook.store.producer.event_log import EventRow, GoneError
+from convhook.store.producer.paging import (
     MAX_LIMIT,
     ConflictError,
     ItemResult,
@@ -37,9 +38,8 @@ from convhook.store.paging import (
     now_ms,
     page,
 )
-from convhook.store.retention import PruneResult
-from convhook.store.url import DatabaseURL
-from convhook.store.workspaces import Workspace, hash_key
+from convhook.store.producer.retention import PruneResult
+from convhook.store.producer.workspaces import Workspace, hash_key
 
 __all__ = [
     "MAX_LIMIT",
@@ -304,7 +304,7 @@ class ProducerStore:
         clock: Callable[[], float] | None = None,
     ) -> PruneResult:
         """Remove the payload of events older than ``older_than_ms`` whose deliveries are
-        all finished, ``batch`` per transaction (see :mod:`convhook.store.retention`)."""
+        all finished, ``batch`` per transaction (see :mod:`convhook.store.producer.retention`)."""
         if clock is None:
             return await retention.prune(self.db, older_than_ms=older_than_ms, batch=batch)
         return await retention.prune(self.db, older_than_ms=older_than_ms, batch=batch, clock=clock)

@@ -1,0 +1,1 @@
+"""Delivery: endpoints, claiming due deliveries, recording attempts, the delivery log."""
