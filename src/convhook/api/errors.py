@@ -17,7 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from convhook.errors import ClosedError, ConvhookError, FieldProblem, PayloadError, StoreError
+from convhook.errors import (
+    ClosedError,
+    ConflictError,
+    ConvhookError,
+    FieldProblem,
+    PayloadError,
+    StoreError,
+)
 from convhook.lifecycle import TransitionError
 from convhook.store.producer import ActiveLimitError
 
@@ -144,7 +151,7 @@ def error_response(exc: ConvhookError, retry_after: int = 1) -> Response:
         )
     if isinstance(exc, ActiveLimitError):
         return _answer(429, str(exc), headers={"Retry-After": str(retry_after)}, limit=exc.limit)
-    if isinstance(exc, PayloadError):
+    if isinstance(exc, (PayloadError, ConflictError)):
         return _answer(status, exc.message, exc.problems)
     if isinstance(exc, StoreError) and not isinstance(exc, ClosedError):
         # The database is down or restarting: the client may retry, but a commit can have

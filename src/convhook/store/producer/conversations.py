@@ -8,22 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from convhook.errors import ConvhookError, FieldProblem
+from convhook.errors import ActiveLimitError as ActiveLimitError  # re-exported: its old home
+from convhook.errors import FieldProblem
 from convhook.lifecycle import BUSY_STATUSES, Phase
 from convhook.store.producer.paging import ItemResult, RaceLost, now_ms
-
-
-class ActiveLimitError(ConvhookError):
-    """The workspace already has its maximum of dialing or active conversations (HTTP 429)."""
-
-    status_code = 429
-
-    def __init__(self, workspace_id: str, limit: int) -> None:
-        self.limit = limit
-        super().__init__(
-            f"workspace {workspace_id} already has {limit} conversations dialing or active: "
-            "retry after one of them ends"
-        )
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from convhook.errors import ConvhookError
+from convhook.errors import GoneError as GoneError  # re-exported: its old home
 from convhook.store.producer.paging import Page, filters, page
 
 PRUNED = ""
 """The ``body`` of an event whose payload was pruned."""
-
-
-class GoneError(ConvhookError):
-    """The event exists but its payload was removed by the retention job (HTTP 410)."""
-
-    status_code = 410
 
 
 @dataclass(frozen=True)

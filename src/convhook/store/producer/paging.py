@@ -10,23 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from convhook.errors import ConvhookError, FieldProblem, PayloadError
+from convhook.errors import ConflictError as ConflictError  # re-exported: its old home
+from convhook.errors import FieldProblem, PayloadError
+from convhook.errors import NotFoundError as NotFoundError  # re-exported: its old home
 
 MAX_LIMIT = 500
 MAX_SEQ = 2**63 - 1
 """Largest row sequence (SQLite INTEGER, PostgreSQL BIGINT)."""
-
-
-class NotFoundError(ConvhookError):
-    """No such object in this workspace (HTTP 404; other workspaces' objects look the same)."""
-
-    status_code = 404
-
-
-class ConflictError(PayloadError):
-    """The change conflicts with stored data, e.g. a duplicate identifier (HTTP 409)."""
-
-    status_code = 409
 
 
 class RaceLost(Exception):
