@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from convhook.errors import ConvhookError
+from convhook.errors import TransitionError as TransitionError  # re-exported: its old home
 from convhook.events import EventType
 from convhook.timefmt import format_ts
 
@@ -104,23 +104,6 @@ TRANSITIONS: dict[Action, Transition] = {
 
 # Phases whose conversations count against a workspace's concurrent-conversation limit.
 BUSY_STATUSES = ("dialing", "active")
-
-
-class TransitionError(ConvhookError):
-    """The action is not allowed from the conversation's phase (HTTP 409)."""
-
-    status_code = 409
-
-    def __init__(self, conversation_id: str, phase: Phase, action: Action) -> None:
-        self.conversation_id = conversation_id
-        self.phase = phase
-        self.action = action
-        self.allowed = allowed_actions(phase)
-        allowed = ", ".join(a.value for a in self.allowed) or "nothing (the conversation is final)"
-        super().__init__(
-            f"cannot {action.value}: conversation {conversation_id} is {phase.value}; "
-            f"allowed from {phase.value}: {allowed}"
-        )
 
 
 def allowed_actions(phase: Phase) -> tuple[Action, ...]:

@@ -24,7 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from convhook.errors import ConfigError
+from convhook.errors import TargetError as TargetError  # re-exported: its old home
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -66,10 +66,6 @@ class AddressClass(enum.Enum):
     """Group addresses, never a web server."""
     RESERVED = "reserved"
     """Ranges reserved by the IETF."""
-
-
-class TargetError(ConfigError):
-    """A webhook URL or the address it resolves to may not be called."""
 
 
 def classify(address: str | IPAddress) -> AddressClass | None:

@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from convhook.errors import FieldProblem, PayloadError
+from convhook.errors import EventTooLarge as EventTooLarge  # re-exported: its old home
+from convhook.errors import UnsendableChange as UnsendableChange  # re-exported: its old home
 from convhook.events import DEFAULT_MAX_BODY, Conversation, payload_error
 from convhook.ids import new_id
 from convhook.lifecycle import Action, apply, transition
@@ -39,32 +40,6 @@ body is within the API's own limit, but a conversation gathers several of them."
 # What an event adds around its conversation, with the longest event type: a conversation
 # must leave this much room under MAX_EVENT_BYTES to be created.
 _ENVELOPE_BYTES = len('{"eventId":"","eventType":"conversation.analysisCompleted","payload":}') + 64
-
-
-class UnsendableChange(PayloadError):
-    """The conversation after the change is not a valid event (HTTP 422)."""
-
-    status_code = 422
-
-    def __init__(self, error: PayloadError) -> None:
-        super().__init__(
-            f"the conversation would not be a valid event: {error.message}", error.problems
-        )
-
-
-class EventTooLarge(PayloadError):
-    """The change would record an event larger than receivers accept (HTTP 422)."""
-
-    status_code = 422
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(
-            f"the conversation's event would be {size} bytes, over the {limit} bytes a "
-            "receiver accepts: send shorter fields",
-            [FieldProblem("body", f"makes the event larger than {limit} bytes")],
-        )
-        self.size = size
-        self.limit = limit
 
 
 class Outbox:

@@ -10,15 +10,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from convhook import __version__
-from convhook.errors import ConvhookError
+from convhook.errors import ForwardError as ForwardError  # re-exported: its old home
 from convhook.receiver.handlers import Delivery
 
 if TYPE_CHECKING:
     import aiohttp
-
-
-class ForwardError(ConvhookError):
-    """The forward target was unreachable or did not answer 2xx."""
 
 
 class Forwarder:
