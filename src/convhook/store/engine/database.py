@@ -1,62 +1,60 @@
-"""Group commit, shared by the SQLite and PostgreSQL engines.
+"""A database: one writer that group-commits named operations, and a pool of readers.
 
-Every write is a function run on a single writer thread. The thread takes every write that is
-waiting, runs each in its own SAVEPOINT inside one transaction, commits once, and only then
-resolves the callers' futures, so an awaited :meth:`Database.write` means "committed". A write
-that raises is rolled back to its savepoint alone; the others in the batch commit. Reads run on
-a small pool of threads with their own connections.
-
-Store code is written once against the DB-API shape both engines share (``conn.execute(sql,
-params)`` with ``?`` or ``:name`` placeholders, rows indexable by column name); the PostgreSQL
-engine adapts the few spellings that differ (see :mod:`convhook.store.engine.postgres`).
+Every write is an operation ``op(conn, *args)``: a module-level function of a connection and
+plain arguments, run by :meth:`Database.write`. The writer takes every write that is waiting,
+runs them in one transaction (:mod:`.groupcommit`) and only then answers, so an awaited write
+means "committed". Where the writer runs is a setting of the database, chosen when it is
+opened: a thread of this process (every engine), or for SQLite a child process with a GIL of
+its own (:mod:`.writer_process`). Reads run on a small pool of threads with their own
+connections and see committed data only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import functools
 import queue
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar, TypeVarTuple
 
 from convhook.errors import ClosedError, StoreError
+from convhook.store.engine.connection import Connection, Dialect
+from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve
 
 T = TypeVar("T")
-log = logging.getLogger("convhook.store")
+Ts = TypeVarTuple("Ts")
 
 _STOP = object()
 
 
-@dataclass
-class _Job:
-    fn: Callable[[Any], Any]
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-    outcome: tuple[bool, Any] = field(default=(False, None))
+class Writer(Protocol):
+    """Where a database's writes run: a thread here, or a child process."""
+
+    def post(self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve) -> None:
+        """Queue ``op(conn, *args)``; ``resolve`` runs on the caller's loop once committed."""
+
+    async def close(self) -> None:
+        """Finish the writes already queued, then stop."""
 
 
 class Database(ABC):
-    """A database with a group-committing writer thread and a pool of reader threads."""
+    """A database with one group-committing writer and a pool of reader threads."""
 
-    dialect: str = ""
+    dialect: Dialect
 
     def __init__(self, *, max_batch: int = 1024, readers: int = 4) -> None:
         self._max_batch = max_batch
         self._readers = readers
-        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._writer: Writer | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
-        self._reader_conns: list[Any] = []
+        self._reader_conns: list[Connection] = []
         self._lock = threading.Lock()
-        self.batches = 0
-        self.writes = 0
 
     @property
     @abstractmethod
@@ -64,24 +62,20 @@ class Database(ABC):
         """Where the data lives, for messages (never includes a password)."""
 
     @abstractmethod
-    def _connect(self) -> Any:
-        """A new connection, set up for this engine."""
+    def connect(self) -> Connection:
+        """A new connection, set up for this engine (raises the driver's error)."""
 
     @abstractmethod
-    def _migrate(self, conn: Any) -> None:
+    def _migrate(self, conn: Connection) -> None:
         """Check (and for embedded engines, apply) the schema migrations."""
 
     @abstractmethod
-    def _begin(self, conn: Any) -> None:
-        """Start the batch transaction."""
+    def group_commit(self) -> GroupCommit:
+        """How this engine runs a batch of writes."""
 
-    def _is_disconnect(self, exc: BaseException) -> bool:
-        """Whether ``exc`` means the connection is gone and must be replaced."""
-        return False
-
-    @abstractmethod
-    def _driver_error(self) -> type[BaseException]:
-        """The driver's base exception class."""
+    async def _start_writer(self, conn: Connection) -> Writer:
+        """Start the writer with the (migrated) connection ``conn``."""
+        return WriterThread(self, conn, self._max_batch)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -94,40 +88,37 @@ class Database(ABC):
 
     @property
     def is_open(self) -> bool:
-        return self._thread is not None
+        return self._writer is not None
 
     async def open(self) -> None:
-        """Check the schema and start the writer thread."""
-        if self._thread is not None:
+        """Check the schema and start the writer (again: does nothing)."""
+        if self._writer is not None:
             return
         conn = await asyncio.to_thread(self._open_writer)
-        self._thread = threading.Thread(
-            target=self._writer, args=(conn,), name=f"db-writer:{self.name}", daemon=True
-        )
-        self._thread.start()
+        self._writer = await self._start_writer(conn)
         self._pool = ThreadPoolExecutor(self._readers, thread_name_prefix="db-reader")
 
-    def _open_writer(self) -> Any:
+    def _open_writer(self) -> Connection:
+        error = self._rules.driver_error
         try:
-            conn = self._connect()
-        except self._driver_error() as exc:
+            conn = self.connect()
+        except error as exc:
             raise StoreError(f"cannot open database {self.name}: {exc}") from exc
         try:
             self._migrate(conn)
         except BaseException as exc:
             conn.close()
-            if isinstance(exc, self._driver_error()):
+            if isinstance(exc, error):
                 raise StoreError(f"cannot migrate database {self.name}: {exc}") from exc
             raise
         return conn
 
     async def close(self) -> None:
-        """Finish the writes already queued, then stop the threads."""
-        thread, self._thread = self._thread, None
-        if thread is None:
+        """Finish the writes already queued, then stop the writer and the readers."""
+        writer, self._writer = self._writer, None
+        if writer is None:
             return
-        self._queue.put(_STOP)
-        await asyncio.to_thread(thread.join)
+        await writer.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -137,56 +128,105 @@ class Database(ABC):
                     conn.close()
             self._reader_conns.clear()
 
-    async def write(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(conn)`` in a write transaction; return once its changes are committed."""
-        if self._thread is None:
+    def post(self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve) -> None:
+        """:meth:`write` without a coroutine: ``resolve(ok, value)`` runs on this event loop
+        once the write committed (or failed). Hot paths batch through this (see
+        :class:`~convhook.store.engine.batcher.Batcher`)."""
+        if self._writer is None:
             raise ClosedError(f"database {self.name} is not open: use `async with` or open()")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, future, loop))
+        self._writer.post(op, args, resolve)
+
+    async def write(self, op: Callable[[Connection, *Ts], T], *args: *Ts) -> T:
+        """Run ``op(conn, *args)`` in a write transaction; return once it is committed."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.post(op, args, functools.partial(settle, future))
         return await future
 
-    async def read(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(conn)`` on a reader connection (a consistent snapshot of committed data)."""
+    async def read(self, op: Callable[[Connection, *Ts], T], *args: *Ts) -> T:
+        """Run ``op(conn, *args)`` on a reader connection (a snapshot of committed data)."""
         if self._pool is None:
             raise ClosedError(f"database {self.name} is not open: use `async with` or open()")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._run_read, fn)
+        return await loop.run_in_executor(self._pool, self._run_read, op, args)
 
-    def _run_read(self, fn: Callable[[Any], T]) -> T:
-        conn = getattr(self._local, "conn", None)
+    @functools.cached_property
+    def _rules(self) -> GroupCommit:
+        return self.group_commit()
+
+    def _run_read(self, op: Callable[..., T], args: tuple[Any, ...]) -> T:
+        commit = self._rules
+        conn: Connection | None = getattr(self._local, "conn", None)
         try:
             if conn is None:
-                conn = self._connect()
+                conn = self.connect()
                 self._local.conn = conn
                 with self._lock:
                     self._reader_conns.append(conn)
-            self._begin_read(conn)
+            conn.execute("BEGIN")
             try:
-                return fn(conn)
+                return op(conn, *args)
             finally:
-                self._end_read(conn)
-        except self._driver_error() as exc:
-            if self._is_disconnect(exc):
+                conn.execute("COMMIT")
+        except commit.driver_error as exc:
+            if commit.is_disconnect(exc):
                 self._local.conn = None
             raise StoreError(f"read from {self.name} failed: {exc}") from exc
 
-    def _begin_read(self, conn: Any) -> None:
-        conn.execute("BEGIN")
+    def watch(self, channel: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` (from any thread) when another process may have committed work
+        for ``channel``, until the database closes; False if this engine cannot tell (the
+        caller then polls)."""
+        return False
 
-    def _end_read(self, conn: Any) -> None:
-        conn.execute("COMMIT")
 
-    def _writer(self, conn: Any) -> None:
+def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Give ``future`` a write's outcome, as a :data:`Resolve` receives it.
+
+    A future already done (its caller was cancelled) is left alone; a write whose own task
+    was cancelled cancels the future rather than raising CancelledError out of it.
+    """
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    elif isinstance(value, asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(value)
+
+
+class WriterThread:
+    """The writer on a thread of this process: takes every write waiting, commits them as one."""
+
+    def __init__(self, db: Database, conn: Connection, max_batch: int) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._commit = db.group_commit()
+        self._queue: queue.SimpleQueue[tuple[Job, asyncio.AbstractEventLoop] | object] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(
+            target=self._run, args=(conn,), name=f"db-writer:{db.name}", daemon=True
+        )
+        self._thread.start()
+
+    def post(self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve) -> None:
+        self._queue.put((Job(op, args, resolve), asyncio.get_running_loop()))
+
+    async def close(self) -> None:
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self, conn: Connection | None) -> None:
+        limit = self._max_batch
         try:
             while True:
                 first = self._queue.get()
                 if first is _STOP:
                     return
-                assert isinstance(first, _Job)
-                batch = [first]
+                batch: list[tuple[Job, asyncio.AbstractEventLoop]] = [first]  # type: ignore[list-item]
                 stop = False
-                while len(batch) < self._max_batch:
+                while len(batch) < limit:
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -194,101 +234,40 @@ class Database(ABC):
                     if item is _STOP:
                         stop = True
                         break
-                    assert isinstance(item, _Job)
-                    batch.append(item)
-                conn = self._commit(conn, batch)
+                    batch.append(item)  # type: ignore[arg-type]
+                conn = self._batch(conn, batch)
                 if stop:
                     return
         finally:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    def _commit(self, conn: Any, batch: list[_Job]) -> Any:
-        """Run one batch; return the connection to use next (a new one after a disconnect)."""
-        error = self._driver_error()
-        try:
-            if conn is None:
-                conn = self._connect()
-            self._begin(conn)
-            if len(batch) == 1:
-                # Alone in its transaction a write needs no savepoint: a failure rolls the
-                # transaction back. That saves two statements (two round trips on PostgreSQL)
-                # whenever writes are not arriving concurrently.
-                job = batch[0]
-                try:
-                    job.outcome = (True, job.fn(conn))
-                except BaseException as exc:  # handed to the caller's future
-                    if isinstance(exc, error) and self._is_disconnect(exc):
-                        raise
-                    conn.execute("ROLLBACK")
-                    job.outcome = (False, self._wrap(exc))
-                else:
-                    conn.execute("COMMIT")
-            else:
-                self._run_with_savepoints(conn, batch)
-                conn.execute("COMMIT")
-        except error as exc:
-            log.warning(
-                "batch of %d writes to %s failed: %s",
-                len(batch),
-                self.name,
-                exc,
-                extra={"action": "batch_failed"},
-            )
-            if self._is_disconnect(exc):
+            if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
-                conn = None
-            else:
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
-            failure = StoreError(f"commit to {self.name} failed: {exc}; retry the request")
-            failure.__cause__ = exc
-            for job in batch:
-                job.outcome = (False, failure)
-        self.batches += 1
-        self.writes += len(batch)
-        self._settle_all(batch)
-        return conn
 
-    def _run_with_savepoints(self, conn: Any, batch: list[_Job]) -> None:
-        error = self._driver_error()
-        for job in batch:
-            conn.execute("SAVEPOINT job")
+    def _batch(
+        self, conn: Connection | None, batch: list[tuple[Job, asyncio.AbstractEventLoop]]
+    ) -> Connection | None:
+        """Run one batch; return the connection for the next (None after a disconnect)."""
+        jobs = [job for job, _ in batch]
+        if conn is None:
             try:
-                job.outcome = (True, job.fn(conn))
-                conn.execute("RELEASE SAVEPOINT job")
-            except BaseException as exc:  # handed to the caller's future
-                if isinstance(exc, error) and self._is_disconnect(exc):
-                    raise
-                conn.execute("ROLLBACK TO SAVEPOINT job")
-                conn.execute("RELEASE SAVEPOINT job")
-                job.outcome = (False, self._wrap(exc))
-
-    def _wrap(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, self._driver_error()):
-            err = StoreError(f"write to {self.name} failed: {exc}")
-            err.__cause__ = exc
-            return err
-        return exc
-
-    @staticmethod
-    def _settle_all(batch: list[_Job]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-        for job in batch:
-            by_loop.setdefault(job.loop, []).append(job)
-        for loop, jobs in by_loop.items():
+                conn = self._db.connect()
+            except self._commit.driver_error as exc:
+                failure = StoreError(f"cannot reconnect to {self._db.name}: {exc}; retry")
+                failure.__cause__ = exc
+                for job in jobs:
+                    job.outcome = (False, failure)
+        if conn is not None and not self._commit.run(conn, jobs):
+            conn = None
+        by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+        for job, loop in batch:
+            by_loop.setdefault(loop, []).append(job)
+        for loop, done in by_loop.items():
             # A closed loop means nobody is waiting for these results any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, jobs)
+                loop.call_soon_threadsafe(_resolve_all, done)
+        return conn
 
 
-def _settle(jobs: list[_Job]) -> None:
+def _resolve_all(jobs: list[Job]) -> None:
     for job in jobs:
-        if job.future.done():
-            continue
-        ok, value = job.outcome
-        if ok:
-            job.future.set_result(value)
-        else:
-            job.future.set_exception(value)
+        job.resolve(*job.outcome)

@@ -1,11 +1,11 @@
 """PostgreSQL: the scale-out engine, for many API and dispatcher processes on many machines.
 
-Store code is shared with SQLite: it calls ``conn.execute(sql, params)`` with ``?`` or
-``:name`` placeholders and reads rows by column name. :class:`PgConnection` adapts that to
-psycopg, translating the few SQLite spellings the stores use (``?``, ``:name``,
-``json_each(?)``, ``INSERT OR IGNORE``). Writes are group-committed like SQLite's. A lost
-connection (server restarted) fails the batch in flight with a :class:`StoreError` and the next
-batch reconnects, so callers retry rather than hang.
+Store code is shared with SQLite through the :class:`~convhook.store.engine.connection.Connection`
+protocol: :class:`PgConnection` gives psycopg that shape, and converts only the placeholder
+spelling (``?`` and ``:name`` to ``%s`` and ``%(name)s``); statements that differ between the
+engines are written per dialect. Writes are group-committed like SQLite's. A lost connection
+(server restarted) fails the batch in flight with a :class:`StoreError` and the next batch
+reconnects, so callers retry rather than hang.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import contextlib
 import functools
 import logging
 import re
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -23,26 +22,21 @@ import psycopg
 from psycopg import sql as pgsql
 
 from convhook.errors import SchemaVersionError
+from convhook.store.engine.connection import Dialect
 from convhook.store.engine.database import Database
+from convhook.store.engine.groupcommit import GroupCommit
 from convhook.store.engine.migrations import Migration, latest
 
-log = logging.getLogger("convhook.store.engine.postgres")
+log = logging.getLogger("convhook.store.postgres")
+
+POSTGRES = Dialect("postgres", psycopg.errors.IntegrityError, shared=True)
 
 _TOKEN = re.compile(r"'(?:[^']|'')*'|::|:([A-Za-z_]\w*)|\?|%")
-_JSON_EACH = re.compile(r"json_each\(\s*(\?|:[A-Za-z_]\w*)\s*\)", re.IGNORECASE)
-_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO", re.IGNORECASE)
-_RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1024)
-def translate(sql: str) -> str:
-    """Rewrite a SQLite-flavoured statement for PostgreSQL (cached: statements are constants)."""
-    sql = _JSON_EACH.sub(r"json_array_elements_text(CAST(\1 AS json))", sql)
-    if _OR_IGNORE.match(sql):
-        sql = _OR_IGNORE.sub("INSERT INTO", sql, count=1)
-        match = _RETURNING.search(sql)
-        clause = " ON CONFLICT DO NOTHING"
-        sql = sql[: match.start()] + clause + sql[match.start() :] if match else sql + clause
+def placeholders(sql: str) -> bytes:
+    """``sql`` with psycopg's placeholders (cached: statements are constants)."""
 
     def placeholder(m: re.Match[str]) -> str:
         token = m.group(0)
@@ -54,7 +48,7 @@ def translate(sql: str) -> str:
             return f"%({m.group(1)})s"
         return token.replace("%", "%%")  # a string literal or a :: cast
 
-    return _TOKEN.sub(placeholder, sql)
+    return _TOKEN.sub(placeholder, sql).encode()
 
 
 class PgRow(tuple[Any, ...]):
@@ -108,21 +102,21 @@ class PgCursor:
 class PgConnection:
     """A psycopg connection with the ``execute`` shape of :class:`sqlite3.Connection`."""
 
+    dialect = POSTGRES
+
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
 
     def execute(self, statement: str, params: Any = ()) -> PgCursor:
         cursor = self.raw.cursor()
         # Always pass a params container, even empty: psycopg then reads %% as a literal %,
-        # which is how translate() escapes it.
-        with _as_sqlite_integrity_error():
-            cursor.execute(translate(statement).encode(), _params(params))
+        # which is how placeholders() escapes it.
+        cursor.execute(placeholders(statement), _params(params))
         return PgCursor(cursor)
 
     def executemany(self, statement: str, rows: Iterable[Any]) -> PgCursor:
         cursor = self.raw.cursor()
-        with _as_sqlite_integrity_error():
-            cursor.executemany(translate(statement).encode(), [_params(r) for r in rows])
+        cursor.executemany(placeholders(statement), [_params(r) for r in rows])
         return PgCursor(cursor)
 
     def close(self) -> None:
@@ -131,16 +125,6 @@ class PgConnection:
     @property
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-
-
-@contextlib.contextmanager
-def _as_sqlite_integrity_error() -> Iterator[None]:
-    """Raise constraint violations as :class:`sqlite3.IntegrityError`, so store code catches
-    one exception class whatever the engine (the adapter speaks sqlite3's DB-API shape)."""
-    try:
-        yield
-    except psycopg.errors.IntegrityError as exc:
-        raise sqlite3.IntegrityError(str(exc)) from exc
 
 
 def _params(params: Any) -> Any:
@@ -159,7 +143,7 @@ class PostgresDatabase(Database):
     ``convhook db upgrade`` (many processes must not race to migrate); a schema older or newer
     than this code is refused with that advice."""
 
-    dialect = "postgres"
+    dialect = POSTGRES
 
     def __init__(
         self,
@@ -183,31 +167,20 @@ class PostgresDatabase(Database):
     def name(self) -> str:
         return redact(self.dsn)
 
-    def _connect(self) -> PgConnection:
+    def connect(self) -> PgConnection:
         raw = psycopg.connect(self.dsn, autocommit=True, connect_timeout=int(self._connect_timeout))
         return PgConnection(raw)
 
-    def _migrate(self, conn: PgConnection) -> None:
+    def _migrate(self, conn: PgConnection) -> None:  # type: ignore[override]
         if self._auto_upgrade:
             apply_postgres(conn, self._migrations)
         else:
             check_postgres(conn, self._migrations, self.name)
 
-    def _begin(self, conn: PgConnection) -> None:
-        conn.execute("BEGIN")
+    def group_commit(self) -> GroupCommit:
+        return GroupCommit(self.name, "BEGIN", psycopg.Error, _is_disconnect)
 
-    def _driver_error(self) -> type[BaseException]:
-        return psycopg.Error
-
-    def _wrap(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, sqlite3.IntegrityError):
-            return super()._wrap(exc.__cause__ or exc)
-        return super()._wrap(exc)
-
-    def _is_disconnect(self, exc: BaseException) -> bool:
-        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-
-    def listen(self, channel: str, callback: Callable[[], None]) -> None:
+    def watch(self, channel: str, callback: Callable[[], None]) -> bool:
         """Call ``callback`` (from a thread) whenever ``NOTIFY channel`` arrives; reconnects
         with backoff after a lost connection, and calls back once after each reconnect so
         nothing notified while disconnected is missed."""
@@ -216,6 +189,7 @@ class PostgresDatabase(Database):
         )
         self._listeners.append(thread)
         thread.start()
+        return True
 
     def _listen(self, channel: str, callback: Callable[[], None]) -> None:
         delay = 0.1
@@ -246,6 +220,10 @@ class PostgresDatabase(Database):
             thread.join(timeout=2)
         self._listeners.clear()
         self._stopping.clear()
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def _versions(conn: PgConnection) -> dict[str, int]:

@@ -1,22 +1,41 @@
 """SQLite in WAL mode: the embedded engine, so ``convhook serve`` needs nothing else.
 
-Writes are group-committed (see :mod:`convhook.store.engine.database`): many concurrent writers share
-one transaction and one fsync. WAL lets readers proceed while the writer commits; other
-processes on the same file wait on SQLite's lock (``busy_timeout``).
+Writes are group-committed (see :mod:`convhook.store.engine.database`): many concurrent
+writers share one transaction and one fsync. WAL lets readers proceed while the writer
+commits; other processes on the same file wait on SQLite's lock (``busy_timeout``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar, Literal
 
-from convhook.store.engine.database import Database
+from convhook.errors import ConfigError
+from convhook.store.engine.connection import Dialect
+from convhook.store.engine.database import Database, Writer
+from convhook.store.engine.groupcommit import GroupCommit
 from convhook.store.engine.migrations import Migration, apply_sqlite
 
+SQLITE = Dialect("sqlite", sqlite3.IntegrityError, shared=False)
 
-def connect(path: str | Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+WriterKind = Literal["thread", "process"]
+
+
+class SQLiteConnection(sqlite3.Connection):
+    """A :class:`sqlite3.Connection` that names its dialect (methods stay sqlite3's own)."""
+
+    dialect: ClassVar[Dialect] = SQLITE
+
+
+def connect(path: str | Path, *, synchronous: str = "FULL") -> SQLiteConnection:
     """A connection set up as every convhook connection is: WAL, foreign keys, busy wait."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=30, factory=SQLiteConnection
+    )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -28,9 +47,15 @@ def connect(path: str | Path, *, synchronous: str = "FULL") -> sqlite3.Connectio
 class SQLiteDatabase(Database):
     """One SQLite file. ``synchronous="FULL"`` (the default) makes every commit durable
     against power loss, ``"NORMAL"`` against a crash of the process only. The schema is
-    created or upgraded on open: an embedded database has no separate operator step."""
+    created or upgraded on open: an embedded database has no separate operator step.
 
-    dialect = "sqlite"
+    ``writer="process"`` runs the writes in a child process with a GIL of its own (see
+    :mod:`.writer_process`): for a process whose event loop is busy (``convhook listen``,
+    ``convhook dispatcher``), whose writes would otherwise wait for the GIL. Every write
+    must then be an operation whose arguments and result msgspec can encode.
+    """
+
+    dialect = SQLITE
 
     def __init__(
         self,
@@ -38,13 +63,18 @@ class SQLiteDatabase(Database):
         migrations: list[Migration] | None = None,
         *,
         synchronous: str = "FULL",
+        writer: WriterKind = "thread",
         max_batch: int = 1024,
         readers: int = 4,
     ) -> None:
         super().__init__(max_batch=max_batch, readers=readers)
+        if writer not in ("thread", "process"):
+            raise ConfigError(f"writer must be 'thread' or 'process', got {writer!r}")
         self.path = Path(path)
+        self.writer = writer
         self._migrations = migrations or []
         self._synchronous = synchronous
+        self._watching: list[asyncio.Task[None]] = []
 
     @property
     def name(self) -> str:
@@ -55,17 +85,67 @@ class SQLiteDatabase(Database):
         """The ``PRAGMA synchronous`` level of every connection to this file."""
         return self._synchronous
 
-    def _connect(self) -> sqlite3.Connection:
+    def connect(self) -> SQLiteConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return connect(self.path, synchronous=self._synchronous)
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: SQLiteConnection) -> None:  # type: ignore[override]
         apply_sqlite(conn, self._migrations)
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
+    def group_commit(self) -> GroupCommit:
         # IMMEDIATE takes the write lock up front, so a batch never fails half-way on
         # SQLITE_BUSY when another process writes to the same file.
-        conn.execute("BEGIN IMMEDIATE")
+        return GroupCommit(self.name, "BEGIN IMMEDIATE", sqlite3.Error)
 
-    def _driver_error(self) -> type[BaseException]:
-        return sqlite3.Error
+    async def _start_writer(self, conn: SQLiteConnection) -> Writer:  # type: ignore[override]
+        if self.writer == "thread":
+            return await super()._start_writer(conn)
+        from convhook.store.engine.writer_process import WriterProcess
+
+        # The migrations ran on this connection; the child opens its own.
+        conn.close()
+        process = WriterProcess(self.path, synchronous=self._synchronous)
+        await process.start()
+        return process
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id, while one runs (``writer="process"``)."""
+        pid: int | None = getattr(self._writer, "pid", None)
+        return pid
+
+    def watch(self, channel: str, callback: Callable[[], None], interval: float = 0.02) -> bool:
+        """Call ``callback`` when another connection committed to this file (``PRAGMA
+        data_version`` changed), looking every ``interval`` seconds on this event loop."""
+        task = asyncio.get_running_loop().create_task(self._watch(callback, interval))
+        self._watching.append(task)
+        return True
+
+    async def _watch(self, callback: Callable[[], None], interval: float) -> None:
+        conn = await asyncio.to_thread(self.connect)
+        # Read inline on the loop, never waiting for a lock: the read costs microseconds,
+        # while a hop to a thread fifty times a second cost the loop more than the read.
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            last = None
+            while True:
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.OperationalError:  # locked for a moment: just look for work
+                    version = None
+                    callback()
+                if last is not None and version != last:
+                    callback()
+                last = version
+                await asyncio.sleep(interval)
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        watching, self._watching = self._watching, []
+        for task in watching:
+            task.cancel()
+        for task in watching:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await super().close()

@@ -4,18 +4,20 @@ Python's sqlite3 module lets go of the GIL around every statement step and must 
 after each one. A writer thread beside a busy event loop therefore spends its batches waiting
 for the GIL, and makes the loop wait in turn; with the dispatcher's writes on a thread, about
 a third of the process's CPU went to that contention. A child process has a GIL of its own.
+:class:`~convhook.store.engine.sqlite.SQLiteDatabase` runs its writer here with
+``writer="process"``.
 
-The parent sends named operations (``op(conn, *args)``, module-level functions listed in an
-``OPS`` mapping of the module the child is started with) over a socket pair, as msgpack
-frames. The child takes every request that is waiting, runs each in its own SAVEPOINT inside
-one transaction, commits once, and only then answers them all: a reply means "committed", as
-an awaited :meth:`~convhook.store.engine.database.Database.write` does. Requests, arguments and
-results must be msgpack values (tuples arrive as lists).
+The parent sends each write as an operation's name (``module:function``, a module-level
+function under ``convhook.store``) and its arguments, over a socket pair, as msgpack frames;
+arguments and results are encoded by msgspec and decoded as the operation's type hints say,
+so structs, tuples and enums arrive as they left. The child takes every request that is
+waiting and runs them as one group commit (:mod:`.groupcommit`, as the writer thread does),
+and only then answers them all: a reply means "committed".
 
 The child runs in a session of its own and ignores SIGINT and SIGTERM: the parent stops it
 by closing the socket after its own last write, and the child also exits when the parent dies
 (the socket then reads end of file). A child that dies fails the requests in flight with
-:class:`~convhook.errors.StoreError` and is started again on the next call.
+:class:`~convhook.errors.StoreError` and is started again on the next write.
 """
 
 from __future__ import annotations
@@ -24,40 +26,82 @@ import asyncio
 import contextlib
 import functools
 import importlib
-import logging
+import inspect
 import signal
 import socket
 import sqlite3
 import struct
 import subprocess
 import sys
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import msgspec
 
 from convhook.errors import ClosedError, StoreError
-
-log = logging.getLogger("convhook.store")
+from convhook.store.engine.database import settle
+from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve
 
 _LENGTH = struct.Struct("<I")
-# Called once with a request's outcome: (True, result) after its commit, or (False, error).
-Resolve = Callable[[bool, Any], None]
 # Seconds close() waits for the answers still due (a batch may wait up to the 30 s busy
 # timeout for another process's lock), then for the child to exit, before killing it. A batch
 # cut off this way is unanswered: it may or may not have committed, as with any write whose
 # connection is lost; the callers' writes are idempotent or retried.
 _DRAIN_WAIT = 40.0
 _STOP_WAIT = 10.0
+# Only the store's own operations run in the child.
+_OPS_PACKAGE = "convhook.store."
+_FRAME = msgspec.msgpack.Decoder(tuple[int, str, msgspec.Raw])
+_REPLY = msgspec.msgpack.Decoder(tuple[int, bool, msgspec.Raw])
+
+
+@dataclass(frozen=True)
+class Operation:
+    """How one operation crosses to the child: its name and its typed decoders."""
+
+    name: str
+    args: msgspec.msgpack.Decoder[Any]
+    result: msgspec.msgpack.Decoder[Any]
+
+
+@functools.cache
+def operation(op: Callable[..., Any]) -> Operation:
+    """The wire form of ``op``, read from its signature and type hints (once per op)."""
+    module, qualname = getattr(op, "__module__", ""), getattr(op, "__qualname__", "")
+    if not module.startswith(_OPS_PACKAGE) or "<" in qualname or "." in qualname:
+        raise TypeError(
+            f"{module}.{qualname} cannot run in the SQLite writer process: a write there must "
+            f"be a module-level function under {_OPS_PACKAGE.rstrip('.')}"
+        )
+    hints = typing.get_type_hints(op)
+    params = list(inspect.signature(op).parameters.values())[1:]
+    types = tuple(hints.get(p.name, Any) for p in params)
+    args: Any = tuple[types] if types else tuple[()]  # type: ignore[valid-type]
+    return Operation(
+        f"{module}:{qualname}",
+        msgspec.msgpack.Decoder(args),
+        msgspec.msgpack.Decoder(hints.get("return", Any)),
+    )
+
+
+def _resolve_name(name: str) -> Callable[..., Any]:
+    module, _, qualname = name.partition(":")
+    if not module.startswith(_OPS_PACKAGE):
+        raise LookupError(f"unknown writer operation {name!r}")
+    fn = getattr(importlib.import_module(module), qualname, None)
+    if not callable(fn):
+        raise LookupError(f"unknown writer operation {name!r}")
+    return cast(Callable[..., Any], fn)
 
 
 class WriterProcess:
-    """Runs the operations of ``ops_module`` on the SQLite file at ``path``, in a child."""
+    """The writer of the SQLite file at ``path``, in a child process."""
 
-    def __init__(self, path: str | Path, ops_module: str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
-        self.ops_module = ops_module
         self.synchronous = synchronous
         self._proc: asyncio.subprocess.Process | None = None
         self._protocol: _Replies | None = None
@@ -109,7 +153,6 @@ class WriterProcess:
                 "-P",
                 "-m",
                 __name__,
-                self.ops_module,
                 str(self.path),
                 self.synchronous,
                 str(child.fileno()),
@@ -133,18 +176,18 @@ class WriterProcess:
         self._protocol = protocol
         await ready
 
-    async def call(self, op: str, *args: Any) -> Any:
+    async def call(self, op: Callable[..., Any], *args: Any) -> Any:
         """Run ``op(conn, *args)`` in the child's next transaction; return once committed."""
         if not self._open:
             raise ClosedError("the SQLite writer process is not started: call start() first")
         await self._ensure_child()
         if self._protocol is None or not self._open:
-            raise ClosedError("the SQLite writer process was closed meanwhile")
+            raise StoreError("the SQLite writer process was closed while this write waited")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._send(self._protocol, op, args, _settle(future))
+        self._send(self._protocol, op, args, functools.partial(settle, future))
         return await future
 
-    def post(self, op: str, args: tuple[Any, ...], resolve: Resolve) -> None:
+    def post(self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve) -> None:
         """:meth:`call` without a coroutine: the request is written at once and ``resolve``
         runs as soon as its reply is read.
 
@@ -170,10 +213,13 @@ class WriterProcess:
             return
         self._send(protocol, op, args, resolve)
 
-    def _send(self, protocol: _Replies, op: str, args: tuple[Any, ...], resolve: Resolve) -> None:
+    def _send(
+        self, protocol: _Replies, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve
+    ) -> None:
+        spec = operation(op)
         self._seq += 1
-        frame = self._encode((self._seq, op, args))
-        protocol.send(self._seq, _LENGTH.pack(len(frame)) + frame, resolve)
+        frame = self._encode((self._seq, spec.name, args))
+        protocol.send(self._seq, _LENGTH.pack(len(frame)) + frame, spec, resolve)
 
     async def close(self) -> None:
         """Let the child finish what it was sent, then stop it."""
@@ -196,15 +242,17 @@ class WriterProcess:
                 await proc.wait()
 
 
+_READY = Operation("ready", msgspec.msgpack.Decoder(), msgspec.msgpack.Decoder())
+
+
 class _Replies(asyncio.Protocol):
-    """The parent's end: writes requests, resolves each one's future from its reply."""
+    """The parent's end: writes requests, resolves each one from its reply."""
 
     def __init__(self) -> None:
         self.lost = False
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._waiting: dict[int, Resolve] = {}
-        self._decode = msgspec.msgpack.Decoder().decode
+        self._waiting: dict[int, tuple[Operation, Resolve]] = {}
         self._idle: asyncio.Event | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -216,12 +264,12 @@ class _Replies(asyncio.Protocol):
         if self.lost:
             future.set_exception(StoreError("the SQLite writer process exited at start"))
         else:
-            self._waiting[seq] = _settle(future)
+            self._waiting[seq] = (_READY, functools.partial(settle, future))
         return future
 
-    def send(self, seq: int, frame: bytes, resolve: Resolve) -> None:
+    def send(self, seq: int, frame: bytes, spec: Operation, resolve: Resolve) -> None:
         assert self._transport is not None
-        self._waiting[seq] = resolve
+        self._waiting[seq] = (spec, resolve)
         self._transport.write(frame)
 
     def data_received(self, data: bytes) -> None:
@@ -232,15 +280,16 @@ class _Replies(asyncio.Protocol):
             (size,) = _LENGTH.unpack_from(buffer, at)
             if len(buffer) - at - 4 < size:
                 break
-            seq, ok, value = self._decode(memoryview(buffer)[at + 4 : at + 4 + size])
+            seq, ok, raw = _REPLY.decode(memoryview(buffer)[at + 4 : at + 4 + size])
             at += 4 + size
-            resolve = self._waiting.pop(seq, None)
-            if resolve is None:
+            waiting = self._waiting.pop(seq, None)
+            if waiting is None:
                 continue
+            spec, resolve = waiting
             if ok:
-                resolve(True, value)
+                resolve(True, spec.result.decode(raw))
             else:
-                resolve(False, StoreError(value))
+                resolve(False, StoreError(msgspec.msgpack.decode(raw)))
         del buffer[:at]
         if not self._waiting and self._idle is not None:
             self._idle.set()
@@ -248,7 +297,7 @@ class _Replies(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         waiting, self._waiting = self._waiting, {}
-        for resolve in waiting.values():
+        for _, resolve in waiting.values():
             resolve(
                 False,
                 StoreError(
@@ -270,35 +319,12 @@ class _Replies(asyncio.Protocol):
             self._transport.close()
 
 
-def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    """Give ``future`` a request's outcome, as a :data:`Resolve` receives it.
-
-    A future already done (its caller was cancelled) is left alone; a request whose own task
-    was cancelled cancels the future rather than raising CancelledError out of it.
-    """
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    elif isinstance(value, asyncio.CancelledError):
-        future.cancel()
-    else:
-        future.set_exception(value)
-
-
-def _settle(future: asyncio.Future[Any]) -> Resolve:
-    return functools.partial(settle, future)
-
-
 # -- the child -------------------------------------------------------------------------
 
 
-def serve(
-    ops: dict[str, Callable[..., Any]], conn: sqlite3.Connection, sock: socket.socket
-) -> None:
+def serve(commit: GroupCommit, conn: sqlite3.Connection, sock: socket.socket) -> None:
     """Answer the parent's requests until it closes the socket (or dies)."""
     encode = msgspec.msgpack.Encoder().encode
-    decode = msgspec.msgpack.Decoder().decode
     buffer = bytearray()
     while True:
         try:
@@ -317,17 +343,17 @@ def serve(
             pass
         finally:
             sock.setblocking(True)
-        requests = []
+        frames = []
         at = 0
         while len(buffer) - at >= 4:
             (size,) = _LENGTH.unpack_from(buffer, at)
             if len(buffer) - at - 4 < size:
                 break
-            requests.append(decode(memoryview(buffer)[at + 4 : at + 4 + size]))
+            frames.append(bytes(buffer[at + 4 : at + 4 + size]))
             at += 4 + size
         del buffer[:at]
-        if requests:
-            replies = [_encoded(encode, reply) for reply in run_batch(ops, conn, requests)]
+        if frames:
+            replies = [_encoded(encode, reply) for reply in run_batch(commit, conn, frames)]
             try:
                 sock.sendall(b"".join(_LENGTH.pack(len(r)) + r for r in replies))
             except (BrokenPipeError, ConnectionResetError):  # the parent is gone
@@ -342,50 +368,58 @@ def _encoded(encode: Callable[[Any], bytes], reply: tuple[int, bool, Any]) -> by
         return encode((reply[0], False, f"the result could not be sent back: {exc}"))
 
 
+def _refused(error: BaseException) -> Callable[..., Any]:
+    def refuse(conn: object) -> None:
+        raise error
+
+    return refuse
+
+
 def run_batch(
-    ops: dict[str, Callable[..., Any]], conn: sqlite3.Connection, requests: list[Any]
+    commit: GroupCommit, conn: sqlite3.Connection, frames: list[bytes]
 ) -> list[tuple[int, bool, Any]]:
-    """Run ``[seq, op, args]`` requests in one transaction; a failing one rolls back alone."""
-    replies: list[tuple[int, bool, Any]] = []
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        for seq, name, args in requests:
-            fn = ops.get(name)
-            if fn is None:
-                replies.append((seq, False, f"unknown writer operation {name!r}"))
-                continue
-            conn.execute("SAVEPOINT op")
-            try:
-                replies.append((seq, True, fn(conn, *args)))
-                conn.execute("RELEASE SAVEPOINT op")
-            except Exception as exc:  # noqa: BLE001 - answered to the caller of this request
-                conn.execute("ROLLBACK TO SAVEPOINT op")
-                conn.execute("RELEASE SAVEPOINT op")
-                replies.append((seq, False, f"write failed: {exc}"))
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        message = f"commit failed: {exc}; the writes were rolled back"
-        return [(seq, False, message) for seq, _, _ in requests]
-    return replies
+    """Run request frames as one group commit; a failing one rolls back alone."""
+    jobs: list[tuple[int, Job]] = []
+    for frame in frames:
+        seq, name, raw = _FRAME.decode(frame)
+        try:
+            op = _resolve_name(name)
+            args = operation(op).args.decode(raw)
+        except (LookupError, TypeError, msgspec.DecodeError) as exc:
+            op, args = _refused(exc), ()
+        jobs.append((seq, Job(op, tuple(args), _ignore)))
+    commit.run(conn, [job for _, job in jobs])  # type: ignore[arg-type]
+    return [
+        (seq, ok, value if ok else _message(value))
+        for seq, (ok, value) in ((seq, job.outcome) for seq, job in jobs)
+    ]
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, StoreError):
+        return str(error)
+    return f"write failed: {error}"
+
+
+def _ignore(ok: bool, value: Any) -> None:
+    """The child answers from each job's outcome after the batch, not per job."""
 
 
 def main(argv: list[str]) -> None:
     from convhook.store.engine.sqlite import connect
 
-    ops_module, path, synchronous, fd = argv
+    path, synchronous, fd = argv
     # The parent decides when to stop (it closes the socket after its last write): a signal
     # sent to this process by mistake must not cut that write off either.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    ops: dict[str, Callable[..., Any]] = importlib.import_module(ops_module).OPS
     sock = socket.socket(fileno=int(fd))
     conn = connect(path, synchronous=synchronous)
+    commit = GroupCommit(path, "BEGIN IMMEDIATE", sqlite3.Error)
     try:
         ready = msgspec.msgpack.encode((0, True, None))
         sock.sendall(_LENGTH.pack(len(ready)) + ready)
-        serve(ops, conn, sock)
+        serve(commit, conn, sock)
     finally:
         conn.close()
         sock.close()

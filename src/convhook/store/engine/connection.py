@@ -1,0 +1,64 @@
+"""The one seam between store code and the two engines: a connection protocol and its dialect.
+
+Store code is written against :class:`Connection`: ``execute(sql, params)`` with ``?`` or
+``:name`` placeholders, rows readable by position and by column name, as
+:class:`sqlite3.Connection` has them. The PostgreSQL connection adapts only the placeholder
+spelling to psycopg's; every statement whose SQL differs between the engines is written once
+per dialect as a :class:`PerDialect` query and picked with ``conn.dialect``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the engines, known from the connection itself."""
+
+    name: Literal["sqlite", "postgres"]
+    integrity_error: type[Exception]
+    """The driver's exception for a violated unique, foreign-key or check constraint."""
+    shared: bool
+    """Many processes write at once (row locks, ``SKIP LOCKED``, ``NOTIFY``); SQLite's
+    single writer is exclusive for the length of its transaction."""
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor store code uses."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """A connection of either engine, as store code sees it."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PerDialect:
+    """One named statement written for each engine (where their SQL differs)."""
+
+    sqlite: str
+    postgres: str
+
+    def of(self, conn: Connection) -> str:
+        """The statement for ``conn``'s engine."""
+        return self.postgres if conn.dialect.name == "postgres" else self.sqlite
