@@ -26,7 +26,12 @@ class TokenBucket:
 
 
 class Backoff:
-    """Capped exponential backoff: 0.1 s, 0.2 s, ... up to 5 s; reset by a success."""
+    """Capped exponential backoff: 0.1 s, 0.2 s, ... up to 5 s; reset by a success.
+
+    Not a :class:`~convhook.retry.RetryPolicy`: it paces one dispatcher loop while the
+    database fails, so it counts that loop's consecutive failures itself, never gives up and
+    has no verdicts, whereas a retry policy is stateless and judges one delivery's attempt.
+    """
 
     def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
         self.first = first

@@ -1,10 +1,14 @@
-"""When to try a webhook delivery again: a pure policy, no I/O, jitter injected.
+"""When to try a failed attempt again: one pure policy, no I/O, jitter injected.
 
-The default schedule follows Svix and Convoy: the first attempt goes out at once, then after
-5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h, each delay spread by +-20 % so that
-many deliveries failing together do not retry together. A receiver's ``Retry-After`` is
-honoured; rate limiting (429) and timeouts wait at least a minute; ``410 Gone`` means the
-receiver asked never to be called again.
+The dispatcher's default schedule follows Svix and Convoy: the first attempt goes out at once,
+then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h, each delay spread by
++-20 % so that many deliveries failing together do not retry together. A receiver's
+``Retry-After`` is honoured; rate limiting (429) and timeouts wait at least a minute;
+``410 Gone`` means the receiver asked never to be called again. An endpoint failing without
+a success for five days is disabled.
+
+The receiver's worker retries failing handlers with :meth:`RetryPolicy.exponential`: five
+attempts, 1 s doubling up to 300 s, +-20 %.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+
+from convhook.errors import ConfigError
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (
     0,
@@ -30,6 +36,7 @@ DEFAULT_SCHEDULE: tuple[float, ...] = (
 DAY = 24 * 3600.0
 
 Jitter = Callable[[], float]
+"""A source of draws in [0, 1): ``random.random``, or a seeded ``random.Random().random``."""
 
 
 class Verdict(enum.Enum):
@@ -52,7 +59,8 @@ class Outcome:
     """What one attempt produced, as far as the policy cares."""
 
     status_code: int | None = None
-    """The HTTP status, or ``None`` when no response came (refused, reset, timed out)."""
+    """The HTTP status, or ``None`` when no response came (refused, reset, timed out) or the
+    attempt was not an HTTP request (a receiver's handler that raised)."""
     timed_out: bool = False
     """The request ran past its timeout."""
     retry_after: float | None = None
@@ -76,7 +84,11 @@ class Decision:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Maps (attempt number, outcome) to a :class:`Decision`; ``jitter`` returns [0, 1)."""
+    """Maps (attempt number, outcome) to a :class:`Decision`; ``jitter`` returns [0, 1).
+
+    ``schedule[0]`` is the wait before the first attempt and ``schedule[n]`` the wait after
+    failed attempt ``n``, so a delivery gets ``len(schedule)`` attempts in all.
+    """
 
     schedule: tuple[float, ...] = DEFAULT_SCHEDULE
     jitter_ratio: float = 0.2
@@ -85,14 +97,26 @@ class RetryPolicy:
     disable_after: float = 5 * DAY
     jitter: Jitter = field(default=random.random, compare=False)
 
+    @classmethod
+    def exponential(
+        cls,
+        max_attempts: int = 5,
+        base: float = 1.0,
+        cap: float = 300.0,
+        *,
+        jitter_ratio: float = 0.2,
+        jitter: Jitter = random.random,
+    ) -> RetryPolicy:
+        """``max_attempts`` attempts, waiting ``base`` seconds doubling per failure up to ``cap``."""
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+        waits = (min(cap, base * 2.0 ** (n - 1)) for n in range(1, max_attempts))
+        return cls(schedule=(0.0, *waits), jitter_ratio=jitter_ratio, jitter=jitter)
+
     @property
     def max_attempts(self) -> int:
         """How many attempts a delivery gets in total (the schedule's length)."""
         return len(self.schedule)
-
-    def first_delay(self) -> float:
-        """Seconds before the first attempt (0 with the default schedule)."""
-        return self.schedule[0]
 
     def decide(self, attempt: int, outcome: Outcome) -> Decision:
         """Judge attempt number ``attempt`` (1-based) that ended with ``outcome``."""
@@ -109,9 +133,14 @@ class RetryPolicy:
             delay = max(delay, min(outcome.retry_after, self.max_retry_after))
         return Decision(Verdict.RETRY, delay)
 
-    def should_disable(self, failing_for: float) -> bool:
-        """Whether an endpoint failing without a success for ``failing_for`` s is disabled."""
-        return failing_for >= self.disable_after
+    def retry_at(self, attempt: int, now: float) -> float | None:
+        """When to try again after failed attempt ``attempt``, or None if it was the last."""
+        decision = self.decide(attempt, Outcome())
+        return now + decision.delay if decision.verdict is Verdict.RETRY else None
+
+    def disable_cutoff(self, now_ms: int) -> int:
+        """An endpoint failing without a success since at or before this time (ms) is disabled."""
+        return now_ms - int(self.disable_after * 1000)
 
     def _spread(self, delay: float) -> float:
         return delay * (1 + self.jitter_ratio * (2 * self.jitter() - 1))

@@ -1,64 +1,121 @@
-"""The retry schedule: one table of (attempt, outcome, jitter) -> decision."""
+"""The retry policy: one table of (policy, attempt, outcome, jitter) -> (verdict, delay)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from convhook.retry import Decision, Outcome, RetryPolicy, Verdict, parse_retry_after
+from convhook.errors import ConfigError
+from convhook.retry import Outcome, RetryPolicy, Verdict, parse_retry_after
 
 MID = 0.5  # jitter draw that leaves the delay unchanged
 LOW = 0.0  # -20 %
 HIGH = 1.0  # +20 %
+NOW = 1000.0
+
+DISPATCH = RetryPolicy()
+"""The dispatcher's default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h."""
+RECEIVE = RetryPolicy.exponential()
+"""The receiver worker's default: five attempts, 1 s doubling up to 300 s."""
+LONG = RetryPolicy.exponential(max_attempts=12)
+"""Enough attempts for the doubling to reach the cap."""
+STEADY = RetryPolicy.exponential(3, base=0.05, jitter_ratio=0)
+"""Without jitter, whatever the draw."""
+TWO = RetryPolicy(schedule=(0, 5))
+"""A custom schedule: two attempts, 5 s apart."""
+HANDLER = None
+"""A receiver handler raised: the worker asks ``retry_at`` instead of judging an HTTP answer."""
 
 
 @pytest.mark.parametrize(
-    ("attempt", "outcome", "draw", "expected"),
+    ("policy", "attempt", "outcome", "draw", "verdict", "delay"),
     [
-        (1, Outcome(200), MID, Decision(Verdict.DELIVERED)),
-        (1, Outcome(204), MID, Decision(Verdict.DELIVERED)),
-        (1, Outcome(500), MID, Decision(Verdict.RETRY, 5)),
-        (1, Outcome(500), LOW, Decision(Verdict.RETRY, 4)),
-        (1, Outcome(500), HIGH, Decision(Verdict.RETRY, 6)),
-        (2, Outcome(500), MID, Decision(Verdict.RETRY, 300)),
-        (3, Outcome(502), MID, Decision(Verdict.RETRY, 1800)),
-        (4, Outcome(None), MID, Decision(Verdict.RETRY, 7200)),
-        (5, Outcome(500), MID, Decision(Verdict.RETRY, 18000)),
-        (6, Outcome(500), MID, Decision(Verdict.RETRY, 36000)),
-        (7, Outcome(500), MID, Decision(Verdict.RETRY, 50400)),
-        (8, Outcome(500), MID, Decision(Verdict.RETRY, 72000)),
-        (9, Outcome(500), MID, Decision(Verdict.RETRY, 86400)),
-        (9, Outcome(500), HIGH, Decision(Verdict.RETRY, 86400 * 1.2)),
-        (10, Outcome(500), MID, Decision(Verdict.FAILED)),
-        (11, Outcome(500), MID, Decision(Verdict.FAILED)),
-        (10, Outcome(200), MID, Decision(Verdict.DELIVERED)),
-        (1, Outcome(301), MID, Decision(Verdict.RETRY, 5)),
-        (1, Outcome(404), MID, Decision(Verdict.RETRY, 5)),
-        (1, Outcome(429), MID, Decision(Verdict.RETRY, 60)),
-        (1, Outcome(429, retry_after=120), MID, Decision(Verdict.RETRY, 120)),
-        (1, Outcome(503, retry_after=30), MID, Decision(Verdict.RETRY, 30)),
-        (3, Outcome(503, retry_after=30), MID, Decision(Verdict.RETRY, 1800)),
-        (1, Outcome(503, retry_after=10**9), MID, Decision(Verdict.RETRY, 86400)),
-        (1, Outcome(None, timed_out=True), LOW, Decision(Verdict.RETRY, 60)),
-        (4, Outcome(None, timed_out=True), MID, Decision(Verdict.RETRY, 7200)),
-        (1, Outcome(410), MID, Decision(Verdict.GONE)),
-        (10, Outcome(410), MID, Decision(Verdict.GONE)),
+        (DISPATCH, 1, Outcome(200), MID, Verdict.DELIVERED, 0),
+        (DISPATCH, 1, Outcome(204), MID, Verdict.DELIVERED, 0),
+        (DISPATCH, 1, Outcome(500), MID, Verdict.RETRY, 5),
+        (DISPATCH, 1, Outcome(500), LOW, Verdict.RETRY, 4),
+        (DISPATCH, 1, Outcome(500), HIGH, Verdict.RETRY, 6),
+        (DISPATCH, 2, Outcome(500), MID, Verdict.RETRY, 300),
+        (DISPATCH, 3, Outcome(502), MID, Verdict.RETRY, 1800),
+        (DISPATCH, 4, Outcome(None), MID, Verdict.RETRY, 7200),
+        (DISPATCH, 5, Outcome(500), MID, Verdict.RETRY, 18000),
+        (DISPATCH, 6, Outcome(500), MID, Verdict.RETRY, 36000),
+        (DISPATCH, 7, Outcome(500), MID, Verdict.RETRY, 50400),
+        (DISPATCH, 8, Outcome(500), MID, Verdict.RETRY, 72000),
+        (DISPATCH, 9, Outcome(500), MID, Verdict.RETRY, 86400),
+        (DISPATCH, 9, Outcome(500), HIGH, Verdict.RETRY, 86400 * 1.2),
+        (DISPATCH, 10, Outcome(500), MID, Verdict.FAILED, 0),
+        (DISPATCH, 11, Outcome(500), MID, Verdict.FAILED, 0),
+        (DISPATCH, 10, Outcome(200), MID, Verdict.DELIVERED, 0),
+        (DISPATCH, 1, Outcome(301), MID, Verdict.RETRY, 5),
+        (DISPATCH, 1, Outcome(404), MID, Verdict.RETRY, 5),
+        (DISPATCH, 1, Outcome(429), MID, Verdict.RETRY, 60),
+        (DISPATCH, 1, Outcome(429, retry_after=120), MID, Verdict.RETRY, 120),
+        (DISPATCH, 1, Outcome(503, retry_after=30), MID, Verdict.RETRY, 30),
+        (DISPATCH, 3, Outcome(503, retry_after=30), MID, Verdict.RETRY, 1800),
+        (DISPATCH, 1, Outcome(503, retry_after=10**9), MID, Verdict.RETRY, 86400),
+        (DISPATCH, 1, Outcome(None, timed_out=True), LOW, Verdict.RETRY, 60),
+        (DISPATCH, 4, Outcome(None, timed_out=True), MID, Verdict.RETRY, 7200),
+        (DISPATCH, 1, Outcome(410), MID, Verdict.GONE, 0),
+        (DISPATCH, 10, Outcome(410), MID, Verdict.GONE, 0),
+        (RECEIVE, 1, HANDLER, MID, Verdict.RETRY, 1),
+        (RECEIVE, 1, HANDLER, LOW, Verdict.RETRY, 0.8),
+        (RECEIVE, 1, HANDLER, HIGH, Verdict.RETRY, 1.2),
+        (RECEIVE, 2, HANDLER, MID, Verdict.RETRY, 2),
+        (RECEIVE, 3, HANDLER, MID, Verdict.RETRY, 4),
+        (RECEIVE, 4, HANDLER, HIGH, Verdict.RETRY, 9.6),
+        (RECEIVE, 5, HANDLER, MID, Verdict.FAILED, 0),
+        (RECEIVE, 6, HANDLER, MID, Verdict.FAILED, 0),
+        (LONG, 9, HANDLER, MID, Verdict.RETRY, 256),
+        (LONG, 10, HANDLER, MID, Verdict.RETRY, 300),
+        (LONG, 11, HANDLER, HIGH, Verdict.RETRY, 360),
+        (LONG, 12, HANDLER, MID, Verdict.FAILED, 0),
+        (RetryPolicy.exponential(4, base=1.0, cap=3.0), 3, HANDLER, MID, Verdict.RETRY, 3),
+        (RetryPolicy.exponential(1), 1, HANDLER, MID, Verdict.FAILED, 0),
+        (STEADY, 2, HANDLER, HIGH, Verdict.RETRY, 0.1),
+        (TWO, 1, Outcome(500), MID, Verdict.RETRY, 5),
+        (TWO, 2, Outcome(500), MID, Verdict.FAILED, 0),
     ],
 )
-def test_decision_table(attempt: int, outcome: Outcome, draw: float, expected: Decision) -> None:
-    """Each attempt number and outcome maps to the documented verdict and delay."""
-    policy = RetryPolicy(jitter=lambda: draw)
-    decision = policy.decide(attempt, outcome)
-    assert decision.verdict is expected.verdict
-    assert decision.delay == pytest.approx(expected.delay)
+def test_decision_table(
+    policy: RetryPolicy,
+    attempt: int,
+    outcome: Outcome | None,
+    draw: float,
+    verdict: Verdict,
+    delay: float,
+) -> None:
+    """Each policy, attempt number and outcome maps to the documented verdict and delay."""
+    policy = replace(policy, jitter=lambda: draw)
+    if outcome is HANDLER:
+        at = policy.retry_at(attempt, NOW)
+        got = (Verdict.FAILED, 0.0) if at is None else (Verdict.RETRY, at - NOW)
+    else:
+        decision = policy.decide(attempt, outcome)
+        got = (decision.verdict, decision.delay)
+    assert got[0] is verdict
+    assert got[1] == pytest.approx(delay)
 
 
-def test_default_schedule_has_ten_attempts_and_disables_after_five_days() -> None:
-    """The default policy allows ten attempts and disables endpoints failing for 5 days."""
-    policy = RetryPolicy()
-    assert policy.max_attempts == 10
-    assert policy.first_delay() == 0
-    assert not policy.should_disable(5 * 86400 - 1)
-    assert policy.should_disable(5 * 86400)
+@pytest.mark.parametrize(
+    ("policy", "now_ms", "cutoff_ms"),
+    [
+        (DISPATCH, 1_000_000_000_000, 1_000_000_000_000 - 5 * 86_400_000),
+        (RECEIVE, 5 * 86_400_000, 0),
+        (RetryPolicy(disable_after=1.5), 10_000, 8_500),
+    ],
+)
+def test_disable_cutoff(policy: RetryPolicy, now_ms: int, cutoff_ms: int) -> None:
+    """An endpoint failing without a success since ``disable_after`` seconds ago or earlier is
+    disabled: the cutoff is that many milliseconds before now."""
+    assert policy.disable_cutoff(now_ms) == cutoff_ms
+
+
+def test_exponential_refuses_no_attempts() -> None:
+    """A policy without a single attempt is refused with a message naming the setting."""
+    with pytest.raises(ConfigError, match="max_attempts"):
+        RetryPolicy.exponential(max_attempts=0)
 
 
 @pytest.mark.parametrize(
