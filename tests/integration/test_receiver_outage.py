@@ -40,7 +40,7 @@ async def test_postgres_restart_while_events_arrive() -> None:
             inbox,
             poll_interval=0.05,
             lease=1.0,
-            retry=RetryPolicy(max_attempts=10, base=0.05, jitter=0.0),
+            retry=RetryPolicy.exponential(max_attempts=10, base=0.05, jitter_ratio=0.0),
         )
 
         @receiver.on_any

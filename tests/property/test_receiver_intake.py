@@ -29,7 +29,7 @@ from tests.unit.test_wirecheck import any_json, odd_strings
 
 T = TypeVar("T")
 SECRET = Secret.generate()
-POLICY = RetryPolicy(max_attempts=3, base=0.01, jitter=0.0)
+POLICY = RetryPolicy.exponential(max_attempts=3, base=0.01, jitter_ratio=0.0)
 TIME_KEYS = [
     info.alias or name
     for name, info in Conversation.model_fields.items()

@@ -11,7 +11,7 @@ from convhook.store.inbox.store import DatabaseInbox, open_inbox
 
 # A SQLite path with this prefix names an inbox that writes through a child process.
 WRITER_PROCESS = "writer-process:"
-FAST_RETRY = RetryPolicy(max_attempts=3, base=0.05, jitter=0.0)
+FAST_RETRY = RetryPolicy.exponential(max_attempts=3, base=0.05, jitter_ratio=0.0)
 """Three attempts, 50 ms apart: a test sees an event fail for good within a second."""
 
 
@@ -21,9 +21,7 @@ def inbox_at(url: str | Path) -> DatabaseInbox:
     PostgreSQL."""
     text = str(url)
     if text.startswith(WRITER_PROCESS):
-        from convhook.store.inbox.process import ProcessSQLiteInbox
-
-        return ProcessSQLiteInbox(text[len(WRITER_PROCESS) :])
+        return open_inbox(text[len(WRITER_PROCESS) :], writer="process")
     return open_inbox(url, auto_upgrade=True)
 
 

@@ -9,7 +9,8 @@ from convhook.receiver.app import ReceiverApp
 from convhook.receiver.handlers import CATCH_ALL, Delivery, Handler
 from convhook.receiver.receiver import FORWARDED_HEADERS, Receiver
 from convhook.receiver.replies import RECEIVED, Reply
-from convhook.receiver.worker import RetryPolicy, Worker
+from convhook.receiver.worker import Worker
+from convhook.retry import RetryPolicy
 from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry
 from convhook.store.inbox.store import DatabaseInbox, PostgresInbox, SQLiteInbox, open_inbox
 

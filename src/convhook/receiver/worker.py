@@ -3,8 +3,9 @@
 The worker wakes when the receiver stores a new event (an :class:`asyncio.Event`), when another
 process notifies a PostgreSQL inbox (a replay, an event stored pending), and polls
 slowly as a fallback, so events made due by another process (``convhook inbox replay``) or
-by a retry time are picked up too. Time and randomness are injected, so retry timing is
-tested without sleeping.
+by a retry time are picked up too. Time and randomness are injected (the clock here, the
+jitter in the :class:`~convhook.retry.RetryPolicy`), so retry timing is tested without
+sleeping.
 """
 
 from __future__ import annotations
@@ -16,39 +17,19 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 
 from convhook.errors import ConvhookError, PayloadError
 from convhook.events import parse_event
 from convhook.receiver.handlers import Delivery, HandlerRegistry
 from convhook.receiver.limits import clip, describe, storable
+from convhook.retry import RetryPolicy
 from convhook.store.inbox import Inbox, InboxEntry
 
 log = logging.getLogger("convhook.receiver.worker")
 
 Clock = Callable[[], float]
 _NO_LIMIT = 1 << 62
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and when a failing event is retried: exponential backoff with jitter."""
-
-    max_attempts: int = 5
-    base: float = 1.0
-    cap: float = 300.0
-    jitter: float = 0.2
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        raw = min(self.cap, self.base * 2.0 ** (attempt - 1))
-        return max(0.0, raw * (1 + rng.uniform(-self.jitter, self.jitter)))
-
-    def retry_at(self, attempt: int, now: float, rng: random.Random) -> float | None:
-        """When to try again after failed attempt ``attempt``, or None if it was the last."""
-        if attempt >= self.max_attempts:
-            return None
-        return now + self.delay(attempt, rng)
 
 
 def _cancelled_here() -> bool:
@@ -77,12 +58,14 @@ class Worker:
     ) -> None:
         self.inbox = inbox
         self.handlers = handlers
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.exponential()
+        if rng is not None:
+            # Receiver(rng=...) forwards a seeded source here; the policy draws the jitter.
+            self.retry = replace(self.retry, jitter=rng.random)
         self.concurrency = concurrency
         self.lease = lease
         self.poll_interval = poll_interval
         self._clock = clock
-        self._rng = rng or random.Random()
         self.backlog = backlog if backlog is not None else max(1024, concurrency * 8)
         self._fresh: deque[InboxEntry] = deque()
         self._wake = asyncio.Event()
@@ -312,7 +295,7 @@ class Worker:
             log.debug("handled %s", event_id, extra={"action": "handled", "event_id": event_id})
             return
         error = storable("; ".join(errors))
-        retry_at = None if final else self.retry.retry_at(entry.attempts, now, self._rng)
+        retry_at = None if final else self.retry.retry_at(entry.attempts, now)
         await self.inbox.fail(entry.event_id, now, error, done, retry_at)
         shown = clip(error)
         if retry_at is None:
