@@ -7,6 +7,8 @@ what the caller does next (HTTP status in brackets where the API answers one)::
     ├── ConfigError          a setting or secret is wrong: fix the configuration
     │   ├── SecretError          a ``whsec_`` secret cannot be parsed
     │   └── TargetError          a webhook URL or its address may not be called (422)
+    ├── UsageError           the calling code is wrong: fix it; retrying cannot help
+    │   └── ClosedError          an object was used outside its ``async with`` block
     ├── PayloadError         a request body is not a valid event: fix the body (400)
     │   ├── PayloadTooLarge      the body is over the size limit (413)
     │   ├── UnsendableChange     the changed conversation would not be a valid event (422)
@@ -20,9 +22,8 @@ what the caller does next (HTTP status in brackets where the API answers one)::
     │   └── ActiveLimitError     the workspace has its maximum of live conversations (429)
     ├── SignatureError       a signature is missing, invalid or too old: reject it (401)
     ├── ForwardError         a forward target was unreachable or did not answer 2xx
-    └── StoreError           the database failed; the driver error is the ``__cause__``
-        ├── SchemaVersionError   the database schema is older or newer than this code
-        └── ClosedError          an object was used outside its ``async with`` block
+    └── StoreError           the database failed (driver error as ``__cause__``): retry (503)
+        └── SchemaVersionError   the schema is older or newer than this code: migrate
 
 The API answers each with the status in brackets; the table is
 :data:`convhook.api.errors.STATUS`.
@@ -52,6 +53,17 @@ class SecretError(ConfigError):
 
 class TargetError(ConfigError):
     """A webhook URL or the address it resolves to may not be called."""
+
+
+class UsageError(ConvhookError):
+    """The library was called the wrong way; the message names the call that was missing.
+
+    Not a :class:`StoreError`: the loops that retry a failing database must not retry a bug.
+    """
+
+
+class ClosedError(UsageError):
+    """An object was used before it was opened or after it was closed."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +224,3 @@ class StoreError(ConvhookError):
 
 class SchemaVersionError(StoreError):
     """The database schema is not the version this code knows."""
-
-
-class ClosedError(StoreError):
-    """An object was used before it was opened or after it was closed."""

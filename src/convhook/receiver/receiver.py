@@ -15,7 +15,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from convhook.errors import ConfigError, FieldProblem, PayloadError, SignatureError, StoreError
+from convhook.errors import (
+    ClosedError,
+    ConfigError,
+    FieldProblem,
+    PayloadError,
+    SignatureError,
+    StoreError,
+)
 from convhook.events import DEFAULT_MAX_BODY
 from convhook.receiver import replies
 from convhook.receiver.handlers import CATCH_ALL, Handler, HandlerRegistry
@@ -230,6 +237,12 @@ class Receiver:
         )
         try:
             new = await self.inbox.add(received)
+        except ClosedError as exc:
+            # A bug in the calling code, not an outage: a 503 would have the sender retry it
+            # for days, so it is raised, naming the missing call.
+            raise ClosedError(
+                "the receiver is not running: use `async with receiver:` or await start() first"
+            ) from exc
         except StoreError as exc:
             event_id = clip(event.event_id)
             log.error(
