@@ -1,15 +1,17 @@
 """Every API error as JSON ``{"error", "problems": [{"field", "problem"}]}``, and the intake
 limits every request passes before a route sees it (docs/api-limits.md).
 
-Domain errors carry a ``status_code``; the handlers here turn them, FastAPI's validation
-errors and Starlette's HTTP errors into that one shape, so a client parses a single format.
+:data:`STATUS` is the one table from a :mod:`convhook.errors` class to its HTTP answer; the
+handlers here turn domain errors (through that table), FastAPI's validation errors and
+Starlette's HTTP errors into that one shape, so a client parses a single format.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,15 +20,21 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from convhook.errors import (
-    ClosedError,
+    ActiveLimitError,
     ConflictError,
     ConvhookError,
+    EventTooLarge,
     FieldProblem,
+    GoneError,
+    NotFoundError,
     PayloadError,
+    PayloadTooLarge,
+    SignatureError,
     StoreError,
+    TargetError,
+    TransitionError,
+    UnsendableChange,
 )
-from convhook.lifecycle import TransitionError
-from convhook.store.producer import ActiveLimitError
 
 log = logging.getLogger("convhook.api")
 
@@ -35,7 +43,11 @@ UNPARSABLE = "There was an error parsing the body"
 
 
 class ApiError(ConvhookError):
-    """An error answered as-is: status, message, field problems and headers."""
+    """An error a route answers as-is: status, message, field problems and headers.
+
+    Internal to the API (raised by a route, answered by the handler below), so not part of
+    the :mod:`convhook.errors` tree a library user catches.
+    """
 
     def __init__(
         self,
@@ -137,34 +149,84 @@ async def _convhook(request: Request, exc: Exception) -> Response:
     return error_response(exc, int(getattr(request.app.state, "retry_after", 1)))
 
 
+def _transition(exc: Any) -> dict[str, Any]:
+    return {"state": exc.phase.value, "allowed": [a.value for a in exc.allowed]}
+
+
+def _limit(exc: Any) -> dict[str, Any]:
+    return {"limit": exc.limit}
+
+
+_STORE_DOWN = (
+    "the database is unavailable; retry later. A change may have been applied before the "
+    "failure: read the object before sending it again"
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How the API answers one exception class."""
+
+    status: int
+    retry_after: bool = False
+    """Add ``Retry-After``: the client may send the same request again after that long."""
+    message: str | None = None
+    """Said instead of the exception's text, which then stays in the server's log."""
+    extra: Callable[[Any], dict[str, Any]] | None = None
+    """Context fields the answer adds next to ``error`` and ``problems``."""
+
+
+STATUS: dict[type[ConvhookError], Answer] = {
+    PayloadError: Answer(400),
+    PayloadTooLarge: Answer(413),
+    UnsendableChange: Answer(422),
+    EventTooLarge: Answer(422),
+    TargetError: Answer(422),
+    SignatureError: Answer(401),
+    NotFoundError: Answer(404),
+    GoneError: Answer(410),
+    ConflictError: Answer(409),
+    TransitionError: Answer(409, extra=_transition),
+    ActiveLimitError: Answer(429, retry_after=True, extra=_limit),
+    # The database is down or restarting: the client may retry, but a commit can have gone
+    # through before the connection broke, so it reads before it writes again. The driver's
+    # text names the server and database and stays in the server's log.
+    StoreError: Answer(503, retry_after=True, message=_STORE_DOWN),
+}
+"""Each domain error's answer, looked up along the exception's class hierarchy (a subclass
+not listed gets its nearest listed parent's); anything else, e.g. a
+:class:`~convhook.errors.UsageError`, is a bug in the server: 500."""
+
+_SERVER_BUG = Answer(500)
+
+
+def answer_for(exc: BaseException) -> Answer:
+    """The :data:`STATUS` row for ``exc``'s class or its nearest listed parent, else a 500."""
+    for cls in type(exc).__mro__:
+        found = STATUS.get(cls)
+        if found is not None:
+            return found
+    return _SERVER_BUG
+
+
 def error_response(exc: ConvhookError, retry_after: int = 1) -> Response:
-    """The JSON answer to a domain error (``retry_after``: seconds advised after a 429)."""
-    status = int(getattr(exc, "status_code", 500))
+    """The JSON answer to a domain error (``retry_after``: the seconds advised with a 429 or
+    a 503)."""
     if isinstance(exc, ApiError):
-        return _answer(status, exc.message, exc.problems, exc.headers, **exc.extra)
-    if isinstance(exc, TransitionError):
-        return _answer(
-            409,
-            str(exc),
-            state=exc.phase.value,
-            allowed=[a.value for a in exc.allowed],
-        )
-    if isinstance(exc, ActiveLimitError):
-        return _answer(429, str(exc), headers={"Retry-After": str(retry_after)}, limit=exc.limit)
-    if isinstance(exc, (PayloadError, ConflictError)):
-        return _answer(status, exc.message, exc.problems)
-    if isinstance(exc, StoreError) and not isinstance(exc, ClosedError):
-        # The database is down or restarting: the client may retry, but a commit can have
-        # gone through before the connection broke, so it reads before it writes again.
-        # The driver's text names the server and database and stays in the server's log.
+        return _answer(exc.status_code, exc.message, exc.problems, exc.headers, **exc.extra)
+    answer = answer_for(exc)
+    headers = {"Retry-After": str(retry_after)} if answer.retry_after else None
+    extra = answer.extra(exc) if answer.extra is not None else {}
+    if answer.message is not None:
         log.warning("database unavailable: %s", exc, extra={"action": "store_unavailable"})
-        return _answer(
-            503,
-            "the database is unavailable; retry later. A change may have been applied before "
-            "the failure: read the object before sending it again",
-            headers={"Retry-After": str(retry_after)},
-        )
-    return _answer(status, str(exc))
+        return _answer(answer.status, answer.message, headers=headers, **extra)
+    if answer.status >= 500:
+        # A misuse inside the server (e.g. a store used after it was closed): the client
+        # cannot fix it, so the traceback goes to the log.
+        log.error("internal error: %s", exc, exc_info=exc, extra={"action": "internal_error"})
+    message = str(getattr(exc, "message", exc))
+    problems: Sequence[FieldProblem] = getattr(exc, "problems", ())
+    return _answer(answer.status, message, problems, headers, **extra)
 
 
 def install(app: FastAPI) -> None:
