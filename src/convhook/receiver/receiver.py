@@ -28,7 +28,8 @@ from convhook.receiver import replies
 from convhook.receiver.handlers import CATCH_ALL, Handler, HandlerRegistry
 from convhook.receiver.limits import LOG_CHARS, MAX_ID, clip
 from convhook.receiver.replies import Reply
-from convhook.receiver.worker import Clock, RetryPolicy, Worker
+from convhook.receiver.worker import Clock, Worker
+from convhook.retry import RetryPolicy
 from convhook.signing import DEFAULT_TOLERANCE, Secret, Verifier
 from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, Received
 from convhook.store.inbox.store import open_inbox
