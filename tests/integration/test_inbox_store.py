@@ -9,6 +9,7 @@ import sqlite3
 import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from convhook.store.inbox import HandlerStatus, Received
@@ -45,7 +46,7 @@ async def test_add_reports_new_and_duplicate_by_event_id_and_webhook_id(database
     async with inbox_at(database_url) as inbox:
         assert await inbox.add(received(1)) is True
         assert await inbox.add(received(1)) is False
-        same_hook = Received(**{**received(2).__dict__, "webhook_id": "msg_1"})
+        same_hook = msgspec.structs.replace(received(2), webhook_id="msg_1")
         assert await inbox.add(same_hook) is False
         assert await inbox.get("evt_2") is None
 
@@ -137,7 +138,7 @@ async def test_final_failure_then_requeue_keeps_succeeded_handlers(database_url:
 async def test_release_running_makes_leased_events_due(db_path: Path) -> None:
     """On an exclusive (SQLite) inbox, a starting receiver makes every running event due."""
     async with SQLiteInbox(db_path) as inbox:
-        await inbox.add(Received(**{**received(1).__dict__, "claimed_until": 5000.0}))
+        await inbox.add(msgspec.structs.replace(received(1), claimed_until=5000.0))
         entry = await inbox.get("evt_1")
         assert entry is not None
         assert entry.status is HandlerStatus.RUNNING
@@ -159,7 +160,7 @@ async def test_shared_inbox_keeps_live_leases_at_start(pg_url: str) -> None:
     """On PostgreSQL a starting receiver takes nothing running elsewhere: only expired leases."""
     async with inbox_at(pg_url) as inbox:
         assert inbox.shared
-        await inbox.add(Received(**{**received(1).__dict__, "claimed_until": 5000.0}))
+        await inbox.add(msgspec.structs.replace(received(1), claimed_until=5000.0))
         assert await inbox.release_running(now=1001.0) == 0
         assert await inbox.claim(now=4999.0, limit=10, lease=30.0) == []
         [entry] = await inbox.claim(now=5000.0, limit=10, lease=30.0)

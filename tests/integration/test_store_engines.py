@@ -15,7 +15,7 @@ from convhook.errors import ClosedError, ConfigError, SchemaVersionError, StoreE
 from convhook.store import open_database
 from convhook.store.engine.database import Database
 from convhook.store.engine.migrations import Migration
-from convhook.store.engine.postgres import PostgresDatabase, apply_postgres, redact, translate
+from convhook.store.engine.postgres import PostgresDatabase, apply_postgres, placeholders, redact
 from convhook.store.engine.sqlite import SQLiteDatabase
 from convhook.store.engine.url import DatabaseURL
 from tests.support.postgres import TemporaryPostgres
@@ -180,7 +180,7 @@ async def test_listen_wakes_on_notify(pg_url: str) -> None:
             if len(calls) >= 2:
                 woke.set()
 
-        db.listen("convhook_test", callback)
+        assert db.watch("convhook_test", callback)
         await asyncio.sleep(0.3)
         await db.write(lambda c: c.execute("SELECT pg_notify('convhook_test', '')"))
         assert await asyncio.to_thread(woke.wait, 5)
@@ -205,22 +205,15 @@ def test_open_database_picks_the_engine(tmp_path: Path) -> None:
             "SELECT x::text, '?:no' FROM t WHERE a LIKE '5%%'",
         ),
         (
+            # Only placeholders change: SQL that differs is written per dialect.
             "SELECT value FROM json_each(?)",
-            "SELECT value FROM json_array_elements_text(CAST(%s AS json))",
-        ),
-        (
-            "INSERT OR IGNORE INTO t (a) VALUES (?)",
-            "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING",
-        ),
-        (
-            "INSERT OR IGNORE INTO t (a) VALUES (?) RETURNING a",
-            "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING a",
+            "SELECT value FROM json_each(%s)",
         ),
     ],
 )
-def test_translate_sqlite_spellings(sqlite: str, postgres: str) -> None:
-    """The SQLite spellings the stores use become their PostgreSQL equivalents."""
-    assert translate(sqlite) == postgres
+def test_placeholders_become_psycopg_spellings(sqlite: str, postgres: str) -> None:
+    """``?`` and ``:name`` placeholders become psycopg's; nothing else is rewritten."""
+    assert placeholders(sqlite) == postgres.encode()
 
 
 def test_redact_hides_passwords() -> None:
@@ -229,8 +222,8 @@ def test_redact_hides_passwords() -> None:
 
 
 async def test_constraint_violations_raise_one_class_on_both_engines(database_url: str) -> None:
-    """Store code catches sqlite3.IntegrityError on either engine and turns it into its own
-    error; the write's other changes are rolled back with it."""
+    """Store code catches its engine's constraint error (``conn.dialect.integrity_error``)
+    and turns it into its own error; the write's other changes are rolled back with it."""
 
     class Taken(Exception):
         pass
@@ -242,7 +235,7 @@ async def test_constraint_violations_raise_one_class_on_both_engines(database_ur
             conn.execute("INSERT INTO items (id, name) VALUES (49, 'other')")
             try:
                 conn.execute("INSERT INTO items (id, name) VALUES (50, 'dup')")
-            except sqlite3.IntegrityError:
+            except conn.dialect.integrity_error:
                 # PostgreSQL aborts the transaction at the failed statement: end the write.
                 raise Taken from None
 

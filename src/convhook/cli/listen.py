@@ -142,18 +142,12 @@ def listen(
 
 def _inbox(db: str, *, writer_process: bool) -> Inbox:
     from convhook.errors import ConfigError
-    from convhook.store.engine.url import DatabaseURL
     from convhook.store.inbox.store import open_inbox
 
     try:
-        target = DatabaseURL.parse(db)
+        return open_inbox(db, writer="process" if writer_process else "thread")
     except ConfigError as exc:
         fail(str(exc))
-    if writer_process and target.engine == "sqlite":
-        from convhook.store.inbox.process import ProcessSQLiteInbox
-
-        return ProcessSQLiteInbox(target.target)
-    return open_inbox(db)
 
 
 def _build(
@@ -178,7 +172,7 @@ def _build(
             tolerance=tolerance,
             max_body=max_body,
             allow_unsigned=not secrets,
-            retry=RetryPolicy(max_attempts=max_attempts),
+            retry=RetryPolicy.exponential(max_attempts=max_attempts),
         )
         if not quiet:
             receiver.add_handler(EventPrinter(out), name="print")

@@ -90,6 +90,16 @@ class Database(ABC):
     def is_open(self) -> bool:
         return self._writer is not None
 
+    @property
+    def batches(self) -> int:
+        """Transactions the writer thread committed (or tried to) since it started."""
+        return getattr(self._writer, "batches", 0)
+
+    @property
+    def writes(self) -> int:
+        """Writes the writer thread ran in those transactions."""
+        return getattr(self._writer, "writes", 0)
+
     async def open(self) -> None:
         """Check the schema and start the writer (again: does nothing)."""
         if self._writer is not None:
@@ -201,6 +211,8 @@ class WriterThread:
     def __init__(self, db: Database, conn: Connection, max_batch: int) -> None:
         self._db = db
         self._max_batch = max_batch
+        self.batches = 0
+        self.writes = 0
         self._commit = db.group_commit()
         self._queue: queue.SimpleQueue[tuple[Job, asyncio.AbstractEventLoop] | object] = (
             queue.SimpleQueue()
@@ -258,6 +270,8 @@ class WriterThread:
                     job.outcome = (False, failure)
         if conn is not None and not self._commit.run(conn, jobs):
             conn = None
+        self.batches += 1
+        self.writes += len(jobs)
         by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
         for job, loop in batch:
             by_loop.setdefault(loop, []).append(job)

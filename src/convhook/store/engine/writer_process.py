@@ -56,6 +56,7 @@ _STOP_WAIT = 10.0
 _OPS_PACKAGE = "convhook.store."
 _FRAME = msgspec.msgpack.Decoder(tuple[int, str, msgspec.Raw])
 _REPLY = msgspec.msgpack.Decoder(tuple[int, bool, msgspec.Raw])
+_ERROR = msgspec.msgpack.Decoder(str)
 
 
 @dataclass(frozen=True)
@@ -280,16 +281,21 @@ class _Replies(asyncio.Protocol):
             (size,) = _LENGTH.unpack_from(buffer, at)
             if len(buffer) - at - 4 < size:
                 break
-            seq, ok, raw = _REPLY.decode(memoryview(buffer)[at + 4 : at + 4 + size])
+            with memoryview(buffer) as view:
+                seq, ok, raw = _REPLY.decode(view[at + 4 : at + 4 + size])
+                waiting = self._waiting.pop(seq, None)
+                # Decoded now: a Raw holds the buffer, which cannot be resized while it does.
+                value = (
+                    None if waiting is None else (waiting[0].result if ok else _ERROR).decode(raw)
+                )
+                del raw
             at += 4 + size
-            waiting = self._waiting.pop(seq, None)
             if waiting is None:
                 continue
-            spec, resolve = waiting
             if ok:
-                resolve(True, spec.result.decode(raw))
+                waiting[1](True, value)
             else:
-                resolve(False, StoreError(msgspec.msgpack.decode(raw)))
+                waiting[1](False, StoreError(value))
         del buffer[:at]
         if not self._waiting and self._idle is not None:
             self._idle.set()

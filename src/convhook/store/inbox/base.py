@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
+
+import msgspec
 
 
 class HandlerStatus(StrEnum):
@@ -37,17 +38,16 @@ class HandlerStatus(StrEnum):
     """A handler still failed after the last attempt; ``convhook inbox replay`` retries it."""
 
 
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, a cost paid on
-# every accepted request.
-@dataclass
-class Received:
+# Structs, so they cross to a SQLite writer process as they are (array_like: encoded as
+# arrays, without field names); not frozen, as one is built per accepted request.
+class Received(msgspec.Struct, array_like=True):
     """One accepted request, as the hot path stores it (treat it as read-only)."""
 
     event_id: str
     webhook_id: str | None
     event_type: str
     body: bytes
-    headers: Mapping[str, str]
+    headers: dict[str, str]
     received_at: float
     claimed_until: float | None = None
     """If set, the row is stored already ``running`` (attempt 1) with this lease: the
@@ -56,15 +56,14 @@ class Received:
     """Stored as ``done`` at once: no handler matches the event type."""
 
 
-@dataclass(frozen=True)
-class InboxEntry:
+class InboxEntry(msgspec.Struct, frozen=True, array_like=True):
     """One stored event and the outcome of its handlers."""
 
     event_id: str
     webhook_id: str | None
     event_type: str
     body: bytes
-    headers: Mapping[str, str]
+    headers: dict[str, str]
     received_at: float
     status: HandlerStatus
     attempts: int

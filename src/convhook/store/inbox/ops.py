@@ -8,11 +8,11 @@ child process. The reads live with :class:`~convhook.store.inbox.store.DatabaseI
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
+from convhook.store.engine.connection import Connection, PerDialect
 from convhook.store.inbox.base import HandlerStatus, InboxEntry, Received
 
 FROM = "FROM convhook_inbox i JOIN convhook_inbox_state s ON s.event_id = i.event_id"
@@ -53,17 +53,19 @@ _CLAIM_SET = (
     "UPDATE convhook_inbox_state SET status = 'running', attempts = attempts + 1, "
     "next_attempt_at = :until, updated_at = :now "
 )
-# SQLite has one writer at a time, so the due rows cannot change under the claim.
-CLAIM_SQLITE = _CLAIM_SET + f"WHERE event_id IN ({_DUE}) RETURNING event_id"
-# Several processes claim at once: each locks the due rows it takes and skips the rows another
-# is taking, so no event is claimed twice and no claimer waits for another. The CTE is
-# evaluated once, which an IN (subquery) with LIMIT is not guaranteed to be.
-CLAIM_POSTGRES = (
-    f"WITH due AS ({_DUE} FOR UPDATE SKIP LOCKED) "
+_CLAIM = PerDialect(
+    # SQLite has one writer at a time, so the due rows cannot change under the claim.
+    sqlite=_CLAIM_SET + f"WHERE event_id IN ({_DUE}) RETURNING event_id",
+    # Several processes claim at once: each locks the due rows it takes and skips the rows
+    # another is taking, so no event is claimed twice and no claimer waits for another. The
+    # CTE is evaluated once, which an IN (subquery) with LIMIT is not guaranteed to be.
+    postgres=f"WITH due AS ({_DUE} FOR UPDATE SKIP LOCKED) "
     + _CLAIM_SET
     + "FROM due WHERE convhook_inbox_state.event_id = due.event_id "
-    "RETURNING convhook_inbox_state.event_id"
+    "RETURNING convhook_inbox_state.event_id",
 )
+# Arrival order: SQLite's rowid, PostgreSQL's identity column.
+_ORDER = PerDialect(sqlite="i.rowid", postgres="i.seq")
 
 
 # A claimed event past its attempts: an attempt that records no outcome (its process stopped
@@ -113,7 +115,7 @@ def _rows(chunk: list[Received]) -> tuple[list[Any], list[Any]]:
     return params, states
 
 
-def insert(conn: Any, items: list[Received]) -> list[bool]:
+def _insert_shared(conn: Connection, items: list[Received]) -> list[bool]:
     """Insert new events in as few statements as possible; True for each one inserted.
 
     Concurrent writers (several PostgreSQL processes) may insert the same event at once, so
@@ -139,8 +141,8 @@ def insert(conn: Any, items: list[Received]) -> list[bool]:
     return [is_first and r.event_id in inserted for is_first, r in zip(first, items, strict=True)]
 
 
-def insert_exclusive(conn: Any, items: list[Received]) -> list[bool]:
-    """:func:`insert` for a writer nobody else writes beside (SQLite's write lock).
+def _insert_exclusive(conn: Connection, items: list[Received]) -> list[bool]:
+    """:func:`_insert_shared` for a writer nobody else writes beside (SQLite's write lock).
 
     Known ids are looked up first, so the inserts need no RETURNING: SQLite steps a RETURNING
     statement once per row, and each step hands the GIL over and back, which under load
@@ -171,28 +173,35 @@ def insert_exclusive(conn: Any, items: list[Received]) -> list[bool]:
     return [is_first and r.event_id in inserted for is_first, r in zip(first, items, strict=True)]
 
 
-# The inbox's writes, as functions of a connection: a writer thread (DatabaseInbox) or a writer
-# process (convhook.store.inbox.process) runs them.
+# -- writes ----------------------------------------------------------------------------
 
 
-def claim_entries(
-    conn: Any,
-    claim_sql: str,
-    now: float,
-    limit: int,
-    lease: float,
-    max_attempts: int | None = None,
+def add(conn: Connection, items: list[Received]) -> list[bool]:
+    """Store new events; True for each one stored (False: its eventId or webhook-id was)."""
+    if not conn.dialect.shared:
+        # SQLite's BEGIN IMMEDIATE makes the writer exclusive, even across processes.
+        return _insert_exclusive(conn, items)
+    inserted = _insert_shared(conn, items)
+    if any(
+        new and r.claimed_until is None and not r.done
+        for new, r in zip(inserted, items, strict=True)
+    ):
+        conn.execute(NOTIFY, (CHANNEL,))
+    return inserted
+
+
+def claim(
+    conn: Connection, now: float, limit: int, lease: float, max_attempts: int | None
 ) -> list[InboxEntry]:
-    """Lease up to ``limit`` due events until ``now + lease``. With ``max_attempts``, a
-    claimed event on its ``max_attempts + 2``-th attempt (attempts that recorded no outcome
-    get one more) is marked ``failed`` instead, and not returned."""
-    ids = [
-        r[0] for r in conn.execute(claim_sql, {"until": now + lease, "now": now, "limit": limit})
-    ]
+    """Lease up to ``limit`` due events until ``now + lease``, in order of arrival. With
+    ``max_attempts``, a claimed event on its ``max_attempts + 2``-th attempt (attempts that
+    recorded no outcome get one more) is marked ``failed`` instead, and not returned."""
+    params = {"until": now + lease, "now": now, "limit": limit}
+    ids = [r[0] for r in conn.execute(_CLAIM.of(conn), params)]
     if not ids:
         return []
     rows = conn.execute(f"SELECT {COLUMNS} {FROM} WHERE i.event_id IN ({_marks(ids)})", ids)
-    entries = [entry(r) for r in rows]
+    entries = sorted((entry(r) for r in rows), key=lambda e: e.received_at)
     if max_attempts is None:
         return entries
     spent = [e.event_id for e in entries if e.attempts > max_attempts + 1]
@@ -203,23 +212,24 @@ def claim_entries(
     return [e for e in entries if e.attempts <= max_attempts + 1]
 
 
-def fail_args(
-    event_id: str, now: float, error: str, handlers_done: Sequence[str], retry_at: float | None
-) -> tuple[Any, ...]:
-    """The parameters of :func:`fail_event`: pending again at ``retry_at``, or failed."""
+def fail(
+    conn: Connection,
+    event_id: str,
+    now: float,
+    error: str,
+    handlers_done: list[str],
+    retry_at: float | None,
+) -> None:
+    """Record a failed attempt: pending again at ``retry_at``, or ``failed`` if None."""
     status = HandlerStatus.PENDING if retry_at is not None else HandlerStatus.FAILED
-    return (status.value, retry_at, json.dumps(list(handlers_done)), error, now, event_id)
-
-
-def fail_event(conn: Any, args: Sequence[Any]) -> None:
     conn.execute(
         "UPDATE convhook_inbox_state SET status = ?, next_attempt_at = ?, handlers_done = ?, "
         "last_error = ?, updated_at = ? WHERE event_id = ?",
-        args,
+        (status.value, retry_at, json.dumps(handlers_done), error, now, event_id),
     )
 
 
-def requeue_events(conn: Any, ids: Sequence[str], now: float, notify: bool) -> list[str]:
+def requeue(conn: Connection, ids: list[str], now: float) -> list[str]:
     """Make events due again from their first handler attempt; return those found."""
     found = []
     for event_id in ids:
@@ -232,12 +242,12 @@ def requeue_events(conn: Any, ids: Sequence[str], now: float, notify: bool) -> l
         ).fetchone()
         if row is not None:
             found.append(row[0])
-    if found and notify:
+    if found and conn.dialect.shared:
         conn.execute(NOTIFY, (CHANNEL,))
     return found
 
 
-def release_running(conn: Any, now: float) -> int:
+def release_running(conn: Connection, now: float) -> int:
     """Make every running event due now (an exclusive inbox at start)."""
     count: int = conn.execute(
         "UPDATE convhook_inbox_state SET status = 'pending', next_attempt_at = ?, "
@@ -247,7 +257,8 @@ def release_running(conn: Any, now: float) -> int:
     return count
 
 
-def extend_leases(conn: Any, ids: Sequence[str], until: float) -> None:
+def extend(conn: Connection, ids: list[str], until: float) -> None:
+    """Renew the leases of events still running here (a finished one stays as recorded)."""
     for at in range(0, len(ids), _ROWS_PER_STATEMENT):
         chunk = ids[at : at + _ROWS_PER_STATEMENT]
         # Only a lease still held moves: a finished or failed event stays as recorded.
@@ -258,20 +269,11 @@ def extend_leases(conn: Any, ids: Sequence[str], until: float) -> None:
         )
 
 
-# The writes that take plain values (a writer process receives them as they are).
-WRITES: dict[str, Callable[..., Any]] = {
-    "fail": fail_event,
-    "requeue": requeue_events,
-    "release": release_running,
-    "extend": extend_leases,
-}
-
-
 def _marks(values: list[Any]) -> str:
     return ", ".join("?" * len(values))
 
 
-def complete(conn: Any, items: list[tuple[str, str, float]]) -> list[None]:
+def complete(conn: Connection, items: list[tuple[str, str, float]]) -> list[None]:
     """Mark events done, one statement per distinct set of succeeded handlers."""
     groups: dict[str, list[str]] = {}
     now = 0.0
@@ -288,6 +290,49 @@ def complete(conn: Any, items: list[tuple[str, str, float]]) -> list[None]:
                 [done, now, *chunk],
             )
     return [None] * len(items)
+
+
+# -- reads -----------------------------------------------------------------------------
+
+
+def next_due(conn: Connection) -> float | None:
+    """The earliest ``next_attempt_at`` of work still to do."""
+    row = conn.execute(
+        "SELECT min(next_attempt_at) FROM convhook_inbox_state "
+        "WHERE status IN ('pending', 'running')"
+    ).fetchone()
+    value: float | None = row[0]
+    return value
+
+
+def get(conn: Connection, event_id: str) -> InboxEntry | None:
+    """One stored event, or None."""
+    row = conn.execute(f"SELECT {COLUMNS} {FROM} WHERE i.event_id = ?", (event_id,)).fetchone()
+    return None if row is None else entry(row)
+
+
+def recent(conn: Connection, status: str | None, limit: int) -> list[InboxEntry]:
+    """The newest events first, optionally only those with ``status``."""
+    order = _ORDER.of(conn)
+    if status is None:
+        rows = conn.execute(f"SELECT {COLUMNS} {FROM} ORDER BY {order} DESC LIMIT ?", (limit,))
+    else:
+        rows = conn.execute(
+            f"SELECT {COLUMNS} {FROM} WHERE s.status = ? ORDER BY {order} DESC LIMIT ?",
+            (status, limit),
+        )
+    return [entry(r) for r in rows]
+
+
+def failed_ids(conn: Connection, limit: int) -> list[str]:
+    """The ids of ``failed`` events, oldest first."""
+    rows = conn.execute(
+        "SELECT s.event_id FROM convhook_inbox_state s JOIN convhook_inbox i "
+        f"ON i.event_id = s.event_id WHERE s.status = 'failed' ORDER BY {_ORDER.of(conn)} "
+        "LIMIT ?",
+        (limit,),
+    )
+    return [r[0] for r in rows]
 
 
 def entry(row: Any) -> InboxEntry:

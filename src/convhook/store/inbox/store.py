@@ -1,10 +1,11 @@
 """The inbox in a group-committing database: SQLite (one receiving process) or PostgreSQL.
 
-:class:`DatabaseInbox` keeps the :class:`~convhook.store.inbox.Inbox` in any
-:class:`~convhook.store.engine.database.Database`, so many concurrent requests share one commit: a
-SQLite file (:class:`SQLiteInbox`) or PostgreSQL (:class:`PostgresInbox`, any number of
-receiving processes). :func:`open_inbox` picks one from a path or URL. The statements that
-change the inbox are in :mod:`convhook.store.inbox.ops`; the reads are here.
+:class:`DatabaseInbox` keeps the :class:`~convhook.store.inbox.base.Inbox` in any
+:class:`~convhook.store.engine.database.Database`, so many concurrent requests share one
+commit: a SQLite file (:class:`SQLiteInbox`; ``convhook listen`` runs its writer in a child
+process) or PostgreSQL (:class:`PostgresInbox`, any number of receiving processes).
+:func:`open_inbox` picks one from a path or URL. The statements are in
+:mod:`convhook.store.inbox.ops`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from convhook.store.engine.coalescer import Coalescer
+from convhook.store.engine.batcher import Batcher
 from convhook.store.engine.database import Database
 from convhook.store.engine.migrations import load
+from convhook.store.engine.sqlite import WriterKind
 from convhook.store.engine.url import DatabaseURL
-from convhook.store.inbox import ops as sql
+from convhook.store.inbox import ops
 from convhook.store.inbox.base import HandlerStatus, Inbox, InboxEntry, Received
 
 
@@ -32,17 +33,10 @@ class DatabaseInbox(Inbox):
 
     def __init__(self, db: Database, *, shared: bool | None = None) -> None:
         self.db = db
-        postgres = db.dialect == "postgres"
-        self.shared = postgres if shared is None else shared
-        self._claim_sql = sql.CLAIM_POSTGRES if postgres else sql.CLAIM_SQLITE
-        # Arrival order: SQLite's rowid, PostgreSQL's identity column.
-        self._order = "i.seq" if postgres else "i.rowid"
-        self._notifies = postgres
-        # SQLite's BEGIN IMMEDIATE makes the writer exclusive, even across processes.
-        self._add_rows = sql.insert if postgres else sql.insert_exclusive
+        self.shared = db.dialect.shared if shared is None else shared
         self._watchers: list[Callable[[], None]] = []
-        self._adds: Coalescer[Received, bool] = Coalescer(db, self._insert)
-        self._completions: Coalescer[tuple[str, str, float], None] = Coalescer(db, sql.complete)
+        self._adds: Batcher[Received, bool] = Batcher(db, ops.add)
+        self._completions: Batcher[tuple[str, str, float], None] = Batcher(db, ops.complete)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.db.name!r})"
@@ -55,25 +49,17 @@ class DatabaseInbox(Inbox):
         self._watchers.clear()
 
     def watch(self, callback: Callable[[], None]) -> None:
-        listen = getattr(self.db, "listen", None)
-        if listen is None:
+        # Only a shared inbox is written by other receiving processes; on SQLite this
+        # process stores (and hands its worker) every event itself.
+        if not self.db.dialect.shared:
             return
         if not self._watchers:
-            listen(sql.CHANNEL, self._notified)
+            self.db.watch(ops.CHANNEL, self._notified)
         self._watchers.append(callback)
 
     def _notified(self) -> None:
         for callback in list(self._watchers):
             callback()
-
-    def _insert(self, conn: Any, items: list[Received]) -> list[bool]:
-        inserted = self._add_rows(conn, items)
-        if self._notifies and any(
-            new and r.claimed_until is None and not r.done
-            for new, r in zip(inserted, items, strict=True)
-        ):
-            conn.execute(sql.NOTIFY, (sql.CHANNEL,))
-        return inserted
 
     async def add(self, received: Received) -> bool:
         return await self._adds.submit(received)
@@ -81,23 +67,10 @@ class DatabaseInbox(Inbox):
     async def claim(
         self, now: float, limit: int, lease: float, *, max_attempts: int | None = None
     ) -> list[InboxEntry]:
-        claim_sql = self._claim_sql
-        entries = await self.db.write(
-            lambda c: sql.claim_entries(c, claim_sql, now, limit, lease, max_attempts)
-        )
-        entries.sort(key=lambda e: e.received_at)
-        return entries
+        return await self.db.write(ops.claim, now, limit, lease, max_attempts)
 
     async def next_due(self) -> float | None:
-        def due(conn: Any) -> float | None:
-            row = conn.execute(
-                "SELECT min(next_attempt_at) FROM convhook_inbox_state "
-                "WHERE status IN ('pending', 'running')"
-            ).fetchone()
-            value: float | None = row[0]
-            return value
-
-        return await self.db.read(due)
+        return await self.db.read(ops.next_due)
 
     async def complete(self, event_id: str, now: float, handlers_done: Sequence[str]) -> None:
         await self._completions.submit((event_id, json.dumps(list(handlers_done)), now))
@@ -110,79 +83,48 @@ class DatabaseInbox(Inbox):
         handlers_done: Sequence[str],
         retry_at: float | None,
     ) -> None:
-        await self._write("fail", sql.fail_args(event_id, now, error, handlers_done, retry_at))
+        await self.db.write(ops.fail, event_id, now, error, list(handlers_done), retry_at)
 
     async def get(self, event_id: str) -> InboxEntry | None:
-        def get(conn: Any) -> InboxEntry | None:
-            row = conn.execute(
-                f"SELECT {sql.COLUMNS} {sql.FROM} WHERE i.event_id = ?", (event_id,)
-            ).fetchone()
-            return None if row is None else sql.entry(row)
-
-        return await self.db.read(get)
+        return await self.db.read(ops.get, event_id)
 
     async def recent(
         self, status: HandlerStatus | None = None, limit: int = 50
     ) -> list[InboxEntry]:
-        order = self._order
-
-        def select(conn: Any) -> list[InboxEntry]:
-            if status is None:
-                rows = conn.execute(
-                    f"SELECT {sql.COLUMNS} {sql.FROM} ORDER BY {order} DESC LIMIT ?", (limit,)
-                )
-            else:
-                rows = conn.execute(
-                    f"SELECT {sql.COLUMNS} {sql.FROM} WHERE s.status = ? ORDER BY {order} DESC LIMIT ?",
-                    (status.value, limit),
-                )
-            return [sql.entry(r) for r in rows]
-
-        return await self.db.read(select)
+        return await self.db.read(ops.recent, None if status is None else status.value, limit)
 
     async def requeue(self, event_ids: Sequence[str], now: float) -> list[str]:
-        found: list[str] = await self._write("requeue", list(event_ids), now, self._notifies)
-        return found
+        return await self.db.write(ops.requeue, list(event_ids), now)
 
     async def failed_ids(self, limit: int = 1000) -> list[str]:
-        order = self._order
-
-        def select(conn: Any) -> list[str]:
-            rows = conn.execute(
-                "SELECT s.event_id FROM convhook_inbox_state s JOIN convhook_inbox i "
-                f"ON i.event_id = s.event_id WHERE s.status = 'failed' ORDER BY {order} LIMIT ?",
-                (limit,),
-            )
-            return [r[0] for r in rows]
-
-        return await self.db.read(select)
+        return await self.db.read(ops.failed_ids, limit)
 
     async def release_running(self, now: float) -> int:
         if self.shared:
             return 0
-        count: int = await self._write("release", now)
-        return count
+        return await self.db.write(ops.release_running, now)
 
     async def extend(self, event_ids: Sequence[str], until: float) -> None:
         if event_ids:
-            await self._write("extend", list(event_ids), until)
-
-    async def _write(self, op: str, *args: Any) -> Any:
-        """Run the write ``sql.WRITES[op](conn, *args)`` (a writer process overrides this)."""
-        fn = sql.WRITES[op]
-        return await self.db.write(lambda c: fn(c, *args))
+            await self.db.write(ops.extend, list(event_ids), until)
 
 
 class SQLiteInbox(DatabaseInbox):
     """The inbox in a SQLite file (WAL, group commit, ``synchronous=FULL`` by default); one
-    receiving process per file (``convhook inbox`` commands may use it at the same time)."""
+    receiving process per file (``convhook inbox`` commands may use it at the same time).
+    ``writer="process"`` commits in a child process (see
+    :class:`~convhook.store.engine.sqlite.SQLiteDatabase`)."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "FULL", writer: WriterKind = "thread"
+    ) -> None:
         from convhook.store.engine.sqlite import SQLiteDatabase
 
         self.path = Path(path)
         super().__init__(
-            SQLiteDatabase(self.path, load("sqlite", "inbox"), synchronous=synchronous)
+            SQLiteDatabase(
+                self.path, load("sqlite", "inbox"), synchronous=synchronous, writer=writer
+            )
         )
 
 
@@ -202,9 +144,12 @@ class PostgresInbox(DatabaseInbox):
         )
 
 
-def open_inbox(url: str | Path, *, auto_upgrade: bool = False) -> DatabaseInbox:
-    """A (not yet opened) inbox at a SQLite path, ``sqlite:///path`` or ``postgresql://`` URL."""
+def open_inbox(
+    url: str | Path, *, auto_upgrade: bool = False, writer: WriterKind = "thread"
+) -> DatabaseInbox:
+    """A (not yet opened) inbox at a SQLite path, ``sqlite:///path`` or ``postgresql://`` URL;
+    ``writer`` applies to SQLite only (PostgreSQL's writer is always a thread)."""
     target = DatabaseURL.parse(str(url))
     if target.engine == "postgres":
         return PostgresInbox(target.target, auto_upgrade=auto_upgrade)
-    return SQLiteInbox(target.target)
+    return SQLiteInbox(target.target, writer=writer)

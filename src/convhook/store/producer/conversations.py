@@ -4,14 +4,15 @@ one transaction, guarded by a compare-and-swap on the state the change was compu
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from convhook.errors import ActiveLimitError as ActiveLimitError  # re-exported: its old home
 from convhook.errors import FieldProblem
 from convhook.lifecycle import BUSY_STATUSES, Phase
-from convhook.store.producer.paging import ItemResult, RaceLost, now_ms
+from convhook.store.engine.connection import Connection
+from convhook.store.producer.paging import ItemResult, NotFoundError, Page, RaceLost, now_ms, page
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def embedded(row: Any) -> dict[str, Any]:
     return doc
 
 
-def current(conn: Any, workspace_id: str, conversation_id: str) -> StoredConversation | None:
+def current(conn: Connection, workspace_id: str, conversation_id: str) -> StoredConversation | None:
     """The conversation as it is now, or None."""
     row = conn.execute(_WITH_CUSTOMER + " AND c.id = ?", (workspace_id, conversation_id)).fetchone()
     if row is None:
@@ -84,20 +85,47 @@ def current(conn: Any, workspace_id: str, conversation_id: str) -> StoredConvers
     )
 
 
-def list_sql(
-    workspace_id: str, after: int, given: tuple[tuple[str, Any], ...]
-) -> tuple[str, list[Any]]:
-    """The SELECT listing conversations (with their customers) and its arguments."""
+def list_page(
+    conn: Connection,
+    workspace_id: str,
+    after: int,
+    limit: int,
+    given: tuple[tuple[str, Any], ...],
+) -> Page:
+    """One page of the workspace's conversations (customers embedded) matching ``given``."""
     sql = _WITH_CUSTOMER + " AND c.seq > ?"
     args: list[Any] = [workspace_id, after]
     for condition, value in given:
         if value is not None:
             sql += f" AND c.{condition}"
             args.append(value)
-    return sql, args
+    return page(conn, sql, args, limit, _render)
 
 
-def create(conn: Any, workspace_id: str, items: Sequence[NewConversation]) -> list[ItemResult]:
+def _render(row: Any) -> str:
+    return json.dumps(embedded(row))
+
+
+def change(
+    conn: Connection,
+    workspace_id: str,
+    conversation_id: str,
+    decide: Callable[[StoredConversation], Change],
+    max_active: int,
+) -> Change:
+    """Apply ``decide`` (pure; it may raise to refuse) to the conversation as it is now and
+    :func:`commit` the result; :class:`RaceLost` if another process moved it meanwhile."""
+    was = current(conn, workspace_id, conversation_id)
+    if was is None:
+        raise NotFoundError(f"no conversation {conversation_id} in this workspace")
+    result = decide(was)
+    commit(conn, was, result, max_active=max_active)
+    return result
+
+
+def create(
+    conn: Connection, workspace_id: str, items: Sequence[NewConversation]
+) -> list[ItemResult]:
     """Insert conversations whose customer and agent belong to this workspace (an agent
     id is claimed by the first workspace that uses it); others become item problems."""
     results = []
@@ -136,7 +164,7 @@ def create(conn: Any, workspace_id: str, items: Sequence[NewConversation]) -> li
     return results
 
 
-def commit(conn: Any, was: StoredConversation, change: Change, *, max_active: int) -> None:
+def commit(conn: Connection, was: StoredConversation, change: Change, *, max_active: int) -> None:
     """Store ``change`` and its events if the conversation is still as ``was``; otherwise
     raise :class:`RaceLost` (another request moved it first) and write nothing."""
     if change.takes_slot:
@@ -187,7 +215,7 @@ def _without_customer(change: Change) -> str:
 
 
 def _reference_problems(
-    conn: Any, workspace_id: str, item: NewConversation, now: int
+    conn: Connection, workspace_id: str, item: NewConversation, now: int
 ) -> list[FieldProblem]:
     problems = []
     customer_id = item.fields.get("customerId")
@@ -211,10 +239,10 @@ def _reference_problems(
         if owner is not None and owner[0] != workspace_id:
             problems.append(FieldProblem("agentId", "no such agent in this workspace"))
         return problems
-    # OR IGNORE, then read the owner: another process may claim the agent at the same time,
-    # and whoever committed first owns it.
+    # Insert if new, then read the owner: another process may claim the agent at the same
+    # time, and whoever committed first owns it.
     conn.execute(
-        "INSERT OR IGNORE INTO agents (id, workspace_id, created_at) VALUES (?, ?, ?)",
+        "INSERT INTO agents (id, workspace_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (agent_id, workspace_id, now),
     )
     owner = conn.execute("SELECT workspace_id FROM agents WHERE id = ?", (agent_id,)).fetchone()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from convhook.errors import FieldProblem
-from convhook.store.producer.paging import ConflictError, ItemResult, RaceLost, now_ms
+from convhook.store.engine.connection import Connection
+from convhook.store.producer.paging import ConflictError, ItemResult, Page, RaceLost, now_ms, page
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class NewCustomer:
 
 
 def save(
-    conn: Any, workspace_id: str, items: Sequence[NewCustomer], *, upsert: bool
+    conn: Connection, workspace_id: str, items: Sequence[NewCustomer], upsert: bool
 ) -> list[ItemResult]:
     """Insert customers; with ``upsert`` an existing identifier is merged with the item's
     given fields instead. Raises :class:`RaceLost` when another process inserted the same
@@ -62,13 +62,23 @@ def save(
                         now_ms(),
                     ),
                 )
-            except sqlite3.IntegrityError:
+            except conn.dialect.integrity_error:
                 raise RaceLost from None
         results.append(ItemResult(index, document=doc))
     return results
 
 
-def body(conn: Any, workspace_id: str, customer_id: str) -> str | None:
+def list_page(conn: Connection, workspace_id: str, after: int, limit: int) -> Page:
+    """One page of the workspace's customers, oldest first."""
+    sql = "SELECT seq, body FROM customers WHERE workspace_id = ? AND seq > ?"
+    return page(conn, sql, [workspace_id, after], limit, _body)
+
+
+def _body(row: Any) -> str:
+    return str(row["body"])
+
+
+def body(conn: Connection, workspace_id: str, customer_id: str) -> str | None:
     """The customer's wire JSON, or None."""
     row = conn.execute(
         "SELECT body FROM customers WHERE workspace_id = ? AND id = ?",
@@ -78,7 +88,7 @@ def body(conn: Any, workspace_id: str, customer_id: str) -> str | None:
 
 
 def update(
-    conn: Any, workspace_id: str, customer_id: str, changes: dict[str, Any]
+    conn: Connection, workspace_id: str, customer_id: str, changes: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Apply wire-field ``changes``; None when there is no such customer. A duplicate
     identifier raises :class:`ConflictError`."""
@@ -88,7 +98,7 @@ def update(
     doc = {**json.loads(found), **changes}
     try:
         _write(conn, doc)
-    except sqlite3.IntegrityError:
+    except conn.dialect.integrity_error:
         raise ConflictError(
             f"another customer has identifier {doc.get('identifier')!r}",
             [FieldProblem("identifier", "already used by another customer")],
@@ -96,7 +106,7 @@ def update(
     return doc
 
 
-def _write(conn: Any, doc: dict[str, Any]) -> None:
+def _write(conn: Connection, doc: dict[str, Any]) -> None:
     conn.execute(
         "UPDATE customers SET identifier = ?, dnd = ?, body = ?, updated_at = ? WHERE id = ?",
         (

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convhook.errors import GoneError as GoneError  # re-exported: its old home
+from convhook.store.engine.connection import Connection
 from convhook.store.producer.paging import Page, filters, page
 
 PRUNED = ""
@@ -44,7 +45,7 @@ def _render(row: Any) -> str:
 
 
 def list_page(
-    conn: Any,
+    conn: Connection,
     workspace_id: str,
     after: int,
     limit: int,
@@ -60,7 +61,7 @@ def list_page(
     return page(conn, sql, args, limit, _render)
 
 
-def body(conn: Any, workspace_id: str, event_id: str) -> str | None:
+def body(conn: Connection, workspace_id: str, event_id: str) -> str | None:
     """The event's exact wire JSON, None when there is no such event; raises
     :class:`GoneError` when its payload was pruned."""
     row = conn.execute(
@@ -79,7 +80,7 @@ def body(conn: Any, workspace_id: str, event_id: str) -> str | None:
     return str(row["body"])
 
 
-def after(conn: Any, seq: int, workspace_id: str | None, limit: int) -> list[EventRow]:
+def after(conn: Connection, seq: int, workspace_id: str | None, limit: int) -> list[EventRow]:
     """Rows with ``seq`` greater than the one given, oldest first (for tailing)."""
     sql = (
         "SELECT seq, id, workspace_id, conversation_id, conversation_seq, event_type, "
@@ -93,6 +94,6 @@ def after(conn: Any, seq: int, workspace_id: str | None, limit: int) -> list[Eve
     return [EventRow(*r) for r in rows]
 
 
-def last_seq(conn: Any) -> int:
+def last_seq(conn: Connection) -> int:
     """The sequence number of the newest event, 0 when there is none."""
     return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])

@@ -13,6 +13,7 @@ from typing import Any
 from convhook.errors import ConflictError as ConflictError  # re-exported: its old home
 from convhook.errors import FieldProblem, PayloadError
 from convhook.errors import NotFoundError as NotFoundError  # re-exported: its old home
+from convhook.store.engine.connection import Connection
 
 MAX_LIMIT = 500
 MAX_SEQ = 2**63 - 1
@@ -77,7 +78,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def page(conn: Any, sql: str, args: list[Any], limit: int, render: Callable[[Any], str]) -> Page:
+def page(
+    conn: Connection, sql: str, args: list[Any], limit: int, render: Callable[[Any], str]
+) -> Page:
     """Run ``sql`` (selecting ``seq`` first) ordered by ``seq``; one page of rendered rows."""
     limit = max(1, min(limit, MAX_LIMIT))
     rows = conn.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit + 1)).fetchall()

@@ -7,7 +7,6 @@ API and the dispatcher keep writing while it runs.
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convhook.errors import ConfigError
+from convhook.store.engine.connection import Connection
 from convhook.store.engine.database import Database
 from convhook.store.producer.event_log import PRUNED
 
@@ -46,8 +46,8 @@ def parse_period(text: str) -> int:
     return int(match[1]) * _UNITS[match[2]]
 
 
-def _has_deliveries(conn: Any, dialect: str) -> bool:
-    if dialect == "postgres":
+def _has_deliveries(conn: Connection) -> bool:
+    if conn.dialect.name == "postgres":
         row = conn.execute("SELECT to_regclass('deliveries') IS NOT NULL").fetchone()
     else:
         row = conn.execute(
@@ -56,7 +56,7 @@ def _has_deliveries(conn: Any, dialect: str) -> bool:
     return bool(row[0])
 
 
-def _window(conn: Any, after: int, size: int) -> list[Any]:
+def _window(conn: Connection, after: int, size: int) -> list[Any]:
     rows: list[Any] = conn.execute(
         "SELECT seq, created_at, CASE WHEN body = ? THEN 0 ELSE 1 END AS live FROM events "
         "WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -65,20 +65,19 @@ def _window(conn: Any, after: int, size: int) -> list[Any]:
     return rows
 
 
-def _pruner(first: int, last: int, cutoff: int, deliveries: bool) -> Callable[[Any], int]:
-    sql = "UPDATE events SET body = ? WHERE seq >= ? AND seq <= ? AND created_at < ? AND body <> ?"
+_PRUNE = "UPDATE events SET body = ? WHERE seq >= ? AND seq <= ? AND created_at < ? AND body <> ?"
+_UNDELIVERED = (
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id "
+    f"AND d.status NOT IN ({', '.join('?' * len(FINISHED))}))"
+)
+
+
+def _prune(conn: Connection, first: int, last: int, cutoff: int, deliveries: bool) -> int:
+    """Empty the payload of old events in ``first..last`` (whose deliveries are finished)."""
     args: tuple[Any, ...] = (PRUNED, first, last, cutoff, PRUNED)
     if deliveries:
-        sql += (
-            " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id "
-            f"AND d.status NOT IN ({', '.join('?' * len(FINISHED))}))"
-        )
-        args += FINISHED
-
-    def write(conn: Any) -> int:
-        return int(conn.execute(sql, args).rowcount)
-
-    return write
+        return int(conn.execute(_PRUNE + _UNDELIVERED, args + FINISHED).rowcount)
+    return int(conn.execute(_PRUNE, args).rowcount)
 
 
 async def prune(
@@ -93,14 +92,15 @@ async def prune(
     if batch < 1:
         raise ConfigError(f"batch must be at least 1, got {batch}")
     cutoff = int(clock() * 1000) - older_than_ms
-    deliveries = await db.read(lambda c: _has_deliveries(c, db.dialect))
+    deliveries = await db.read(_has_deliveries)
     after, pruned, batches = 0, 0, 0
     while True:
-        rows = await db.read(functools.partial(_window, after=after, size=batch))
+        rows = await db.read(_window, after, batch)
         old = [r for r in rows if r["created_at"] < cutoff]
         if any(r["live"] for r in old):
             batches += 1
-            pruned += await db.write(_pruner(old[0]["seq"], old[-1]["seq"], cutoff, deliveries))
+            first, last = old[0]["seq"], old[-1]["seq"]
+            pruned += await db.write(_prune, first, last, cutoff, deliveries)
         # Sequence order follows creation order closely enough that the first young event
         # ends the run; one created a little out of order is pruned by the next run.
         if len(old) < len(rows) or len(rows) < batch:

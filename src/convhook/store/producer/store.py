@@ -36,7 +36,6 @@ from convhook.store.producer.paging import (
     decode_cursor,
     encode_cursor,
     now_ms,
-    page,
 )
 from convhook.store.producer.retention import PruneResult
 from convhook.store.producer.workspaces import Workspace, hash_key
@@ -91,7 +90,7 @@ class ProducerStore:
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgres``."""
-        return self.db.dialect
+        return self.db.dialect.name
 
     async def __aenter__(self) -> ProducerStore:
         await self.open()
@@ -123,7 +122,7 @@ class ProducerStore:
     async def create_workspace(self, name: str) -> tuple[Workspace, str]:
         """Create a workspace and its first API key; the key is returned here and never again."""
         workspace, key = workspaces.new_workspace(name)
-        await self.db.write(lambda c: workspaces.insert(c, workspace, key))
+        await self.db.write(workspaces.insert, workspace, key)
         return workspace, key
 
     async def list_workspaces(self) -> list[Workspace]:
@@ -133,7 +132,7 @@ class ProducerStore:
     async def workspace_for_key(self, key_hash: str) -> tuple[Workspace, str] | None:
         """The workspace a key hash belongs to, with the stored hash (for a constant-time
         comparison by the caller), or None."""
-        return await self.db.read(lambda c: workspaces.for_key(c, key_hash))
+        return await self.db.read(workspaces.for_key, key_hash)
 
     # -- customers -----------------------------------------------------------------------
 
@@ -143,12 +142,12 @@ class ProducerStore:
         """Insert customers; with ``upsert`` an item whose identifier exists updates that
         customer with the item's given fields instead. Duplicates are item problems."""
         return await self._retrying(
-            lambda: self.db.write(lambda c: customers.save(c, workspace_id, items, upsert=upsert))
+            lambda: self.db.write(customers.save, workspace_id, items, upsert)
         )
 
     async def get_customer(self, workspace_id: str, customer_id: str) -> dict[str, Any]:
         """The customer's wire dict, or :class:`NotFoundError`."""
-        found = await self.db.read(lambda c: customers.body(c, workspace_id, customer_id))
+        found = await self.db.read(customers.body, workspace_id, customer_id)
         if found is None:
             raise NotFoundError(f"no customer {customer_id} in this workspace")
         doc: dict[str, Any] = json.loads(found)
@@ -159,7 +158,7 @@ class ProducerStore:
     ) -> dict[str, Any]:
         """Apply wire-field ``changes`` to a customer and return it; duplicate identifiers
         raise :class:`ConflictError`."""
-        doc = await self.db.write(lambda c: customers.update(c, workspace_id, customer_id, changes))
+        doc = await self.db.write(customers.update, workspace_id, customer_id, changes)
         if doc is None:
             raise NotFoundError(f"no customer {customer_id} in this workspace")
         return doc
@@ -168,16 +167,7 @@ class ProducerStore:
         self, workspace_id: str, *, cursor: str | None = None, limit: int = 50
     ) -> Page:
         """The workspace's customers, oldest first."""
-        after = decode_cursor(cursor)
-        return await self.db.read(
-            lambda c: page(
-                c,
-                "SELECT seq, body FROM customers WHERE workspace_id = ? AND seq > ?",
-                [workspace_id, after],
-                limit,
-                lambda r: str(r["body"]),
-            )
-        )
+        return await self.db.read(customers.list_page, workspace_id, decode_cursor(cursor), limit)
 
     # -- conversations -------------------------------------------------------------------
 
@@ -186,13 +176,11 @@ class ProducerStore:
     ) -> list[ItemResult]:
         """Insert conversations whose customer and agent belong to this workspace (an agent
         id is claimed by the first workspace that uses it); others become item problems."""
-        return await self.db.write(lambda c: conversations.create(c, workspace_id, items))
+        return await self.db.write(conversations.create, workspace_id, items)
 
     async def get_conversation(self, workspace_id: str, conversation_id: str) -> dict[str, Any]:
         """The conversation's wire dict with its customer embedded, or :class:`NotFoundError`."""
-        found = await self.db.read(
-            lambda c: conversations.current(c, workspace_id, conversation_id)
-        )
+        found = await self.db.read(conversations.current, workspace_id, conversation_id)
         if found is None:
             raise NotFoundError(f"no conversation {conversation_id} in this workspace")
         return found.fields
@@ -211,9 +199,11 @@ class ProducerStore:
         limit: int = 50,
     ) -> Page:
         """The workspace's conversations matching every filter given, oldest first."""
-        sql, args = conversations.list_sql(
+        return await self.db.read(
+            conversations.list_page,
             workspace_id,
             decode_cursor(cursor),
+            limit,
             (
                 ("status = ?", status),
                 ("agent_id = ?", agent_id),
@@ -222,9 +212,6 @@ class ProducerStore:
                 ("created_at >= ?", created_after),
                 ("created_at < ?", created_before),
             ),
-        )
-        return await self.db.read(
-            lambda c: page(c, sql, args, limit, lambda r: json.dumps(conversations.embedded(r)))
         )
 
     async def change_conversation(
@@ -240,18 +227,14 @@ class ProducerStore:
         is a compare-and-swap on the state read, so when another process (PostgreSQL) moved
         the conversation in between, the write is retried from a fresh read."""
 
-        def write(conn: Any) -> Change:
-            was = conversations.current(conn, workspace_id, conversation_id)
-            if was is None:
-                raise NotFoundError(f"no conversation {conversation_id} in this workspace")
-            result = change(was)
-            conversations.commit(conn, was, result, max_active=max_active)
-            return result
-
         # The read and the change run inside the write: measured in bench/api.py, a separate
         # read on a reader thread cost more (one more thread hop per request) than it saved
         # the writer.
-        return await self._retrying(lambda: self.db.write(write))
+        return await self._retrying(
+            lambda: self.db.write(
+                conversations.change, workspace_id, conversation_id, change, max_active
+            )
+        )
 
     # -- events --------------------------------------------------------------------------
 
@@ -274,14 +257,12 @@ class ProducerStore:
             ("created_at >= ?", created_after),
             ("created_at < ?", created_before),
         )
-        return await self.db.read(
-            lambda c: event_log.list_page(c, workspace_id, after, limit, given)
-        )
+        return await self.db.read(event_log.list_page, workspace_id, after, limit, given)
 
     async def get_event(self, workspace_id: str, event_id: str) -> str:
         """The event's exact wire JSON; :class:`NotFoundError`, or :class:`GoneError` when
         its payload was pruned."""
-        found = await self.db.read(lambda c: event_log.body(c, workspace_id, event_id))
+        found = await self.db.read(event_log.body, workspace_id, event_id)
         if found is None:
             raise NotFoundError(f"no event {event_id} in this workspace")
         return found
@@ -290,7 +271,7 @@ class ProducerStore:
         self, seq: int, *, workspace_id: str | None = None, limit: int = 500
     ) -> list[EventRow]:
         """Outbox rows with ``seq`` greater than the one given, oldest first (for tailing)."""
-        return await self.db.read(lambda c: event_log.after(c, seq, workspace_id, limit))
+        return await self.db.read(event_log.after, seq, workspace_id, limit)
 
     async def last_event_seq(self) -> int:
         """The sequence number of the newest event, 0 when there is none."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from convhook.ids import new_id
+from convhook.store.engine.connection import Connection
 from convhook.store.producer.paging import now_ms
 
 
@@ -31,7 +31,7 @@ def new_workspace(name: str) -> tuple[Workspace, str]:
     return Workspace(new_id("ws"), name, now_ms()), "chk_" + secrets.token_urlsafe(32)
 
 
-def insert(conn: Any, workspace: Workspace, key: str) -> None:
+def insert(conn: Connection, workspace: Workspace, key: str) -> None:
     """Store the workspace and its key's digest."""
     conn.execute(
         "INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)",
@@ -43,13 +43,13 @@ def insert(conn: Any, workspace: Workspace, key: str) -> None:
     )
 
 
-def all_(conn: Any) -> list[Workspace]:
+def all_(conn: Connection) -> list[Workspace]:
     """Every workspace, oldest first."""
     rows = conn.execute("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id")
     return [Workspace(r["id"], r["name"], r["created_at"]) for r in rows]
 
 
-def for_key(conn: Any, key_hash: str) -> tuple[Workspace, str] | None:
+def for_key(conn: Connection, key_hash: str) -> tuple[Workspace, str] | None:
     """The workspace a key digest belongs to, with the stored digest, or None."""
     row = conn.execute(
         "SELECT w.id, w.name, w.created_at, k.key_hash FROM api_keys k "
