@@ -2,8 +2,11 @@
 
 One loop claims batches of due deliveries under a lease (so a crashed worker's claims come
 back), one task per delivery sends it, and a recorder writes finished attempts in batches
-(one group commit for many). It wakes on :meth:`Dispatcher.wake` (the API in the same process
-calls it), when another process records events (SQLite: ``data_version`` changed; PostgreSQL:
+(one group commit for many). Claims and records go through the
+:class:`~convhook.store.delivery.DeliveryStore`, so they run wherever the database's writer
+runs (for SQLite with ``writer="process"``, a child process with a GIL of its own). It wakes
+on :meth:`Dispatcher.wake` (the API in the same process calls it), when another process
+records events (``Database.watch``: SQLite's ``data_version`` changed, PostgreSQL's
 ``NOTIFY convhook_deliveries`` from the fan-out trigger), and at worst every
 ``poll_interval``. Several dispatchers, on several machines with PostgreSQL, may share one
 database. A failing database (a PostgreSQL restart) is retried with capped exponential backoff.
@@ -17,28 +20,22 @@ import contextlib
 import logging
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 from types import TracebackType
 
 from convhook import metrics
-from convhook.errors import ClosedError, ConfigError, StoreError
+from convhook.errors import ClosedError, StoreError
 from convhook.ids import new_id
 from convhook.pacing import Backoff, TokenBucket
 from convhook.retry import RetryPolicy, Verdict
 from convhook.sender import DEFAULT_TIMEOUT, AttemptResult, Sender
-from convhook.store.delivery import deliveries as store
-from convhook.store.delivery.writes import DeliveryWrites, ProcessWrites, ThreadWrites
+from convhook.store.delivery import LEASE_FACTOR, Claim, DeliveryStore, Result
 from convhook.store.engine.database import Database
-from convhook.store.engine.sqlite import SQLiteDatabase, connect
 
 log = logging.getLogger("convhook.dispatcher")
 
 Clock = Callable[[], float]
-
-# The channel the PostgreSQL fan-out trigger notifies (see sql/postgres/producer/0002).
-CHANNEL = "convhook_deliveries"
 
 # While attempts finish and their flushes claim more, the claim loop stands aside this long
 # after the last such claim (seconds).
@@ -51,16 +48,17 @@ class _Lane:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.waiting: collections.deque[store.Claim] = collections.deque()
+        self.waiting: collections.deque[Claim] = collections.deque()
         self.workers = 0
 
 
 class Dispatcher:
-    """Delivers the outbox; use as ``async with Dispatcher(db) as d`` or call :meth:`run_once`."""
+    """Delivers the outbox; use as ``async with Dispatcher(store) as d`` or call
+    :meth:`run_once`. ``store`` is a :class:`DeliveryStore`, or the database to make one of."""
 
     def __init__(
         self,
-        db: Database,
+        store: DeliveryStore | Database,
         *,
         allow_private: bool = False,
         policy: RetryPolicy | None = None,
@@ -69,35 +67,27 @@ class Dispatcher:
         max_in_flight: int = 256,
         lease: float = 60.0,
         poll_interval: float = 0.5,
-        watch_interval: float = 0.02,
         timeout: float = DEFAULT_TIMEOUT,
         worker_id: str | None = None,
-        writer_process: bool = False,
     ) -> None:
-        self.db = db
+        self.store = store if isinstance(store, DeliveryStore) else DeliveryStore(store)
+        self.db = self.store.db
         self.policy = policy or RetryPolicy()
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         # A lease never ends while its delivery can still be waiting or running: an endpoint
         # has LEASE_FACTOR times its in-flight limit leased, so a claim may wait for that many
         # requests before it (each up to the timeout), its own included.
-        self.lease = max(lease, store.LEASE_FACTOR * timeout + 1)
+        self.lease = max(lease, LEASE_FACTOR * timeout + 1)
         self.poll_interval = poll_interval
-        self.watch_interval = watch_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
         self._clock = clock
         self._sender = Sender(timeout=timeout, allow_private=allow_private, clock=clock)
-        self._writes: DeliveryWrites = ThreadWrites(db)
-        if writer_process:
-            # Claims and records run in a child with a GIL of its own (see writer_process):
-            # for a dispatcher alone in its process, on SQLite, whose writes are all its own.
-            if not isinstance(db, SQLiteDatabase):
-                raise ConfigError("writer_process needs a SQLite database")
-            self._writes = ProcessWrites(db)
         self._open = False
         self._stopping = False
         self._wake = asyncio.Event()
-        self._results: list[store.Result] = []
+        # Each result beside its claim: the claim stays here for the logs and metrics.
+        self._results: list[tuple[Claim, Result]] = []
         self._results_ready = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()  # the lanes' workers
         self._active = 0  # claims handed to lanes and not finished yet
@@ -109,6 +99,7 @@ class Dispatcher:
         self._record_backoff = Backoff()
         self._refilled_at = -1e9
         self._refilling = False  # a flush that claims too is in flight
+        self._watching = False
         self.delivered = 0
 
     async def __aenter__(self) -> Dispatcher:
@@ -123,7 +114,6 @@ class Dispatcher:
     async def open(self) -> None:
         """Open the HTTP session without starting the loop (for :meth:`run_once`)."""
         if not self._open:
-            await self._writes.start()
             await self._sender.__aenter__()
             self._open = True
 
@@ -135,8 +125,18 @@ class Dispatcher:
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="convhook-dispatch"),
             asyncio.create_task(self._record_loop(), name="convhook-record"),
-            asyncio.create_task(self._watch_loop(), name="convhook-watch"),
         ]
+        if not self._watching:
+            # Another process's commit may have queued work: the database says so (SQLite
+            # data_version, PostgreSQL NOTIFY; the listener reconnects by itself and calls
+            # back after each reconnect, as notifications may have been missed meanwhile).
+            loop = asyncio.get_running_loop()
+
+            def poke() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to wake
+                    loop.call_soon_threadsafe(self._wake.set)
+
+            self._watching = self.store.watch(poke)
         log.info("dispatcher started", extra={"action": "dispatcher_started"})
 
     async def close(self) -> None:
@@ -157,7 +157,6 @@ class Dispatcher:
         await self._flush()
         if self._open:
             await self._sender.__aexit__(None, None, None)
-            await self._writes.close()
             self._open = False
 
     def wake(self) -> None:
@@ -167,23 +166,23 @@ class Dispatcher:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    async def _claim(self, limit: int) -> list[store.Claim]:
+    async def _claim(self, limit: int) -> list[Claim]:
         now, lease_ms = self._now_ms(), int(self.lease * 1000)
         owner = self.worker_id
         # Look first with a read: the write lock is shared with the API (possibly in another
         # process), and taking it only to find nothing due would slow everyone down.
-        if not await self.db.read(lambda c: store.has_due(c, now)):
+        if not await self.store.has_due(now):
             return []
-        return await self._writes.claim(owner, now, lease_ms, limit)
+        return await self.store.claim(owner, now, lease_ms, limit)
 
-    async def run_once(self) -> list[store.Result]:
+    async def run_once(self) -> list[Result]:
         """Claim one batch, send it, record it, and return the results (tests, tools)."""
         if not self._open:
             raise ClosedError("Dispatcher is not open: call open() or use `async with`")
         self._spawn(await self._claim(self.batch_size))
         while self._sending:
             await asyncio.gather(*self._sending)
-        return await self._flush()
+        return [result for _, result in await self._flush()]
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
@@ -217,7 +216,7 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
-    def _spawn(self, claims: list[store.Claim]) -> None:
+    def _spawn(self, claims: list[Claim]) -> None:
         # Claims queue per endpoint and at most its in-flight limit of workers send them: a
         # task per attempt and a semaphore holding most of them back cost more CPU.
         for claim in claims:
@@ -245,7 +244,7 @@ class Dispatcher:
         finally:
             lane.workers -= 1
 
-    async def _attempt(self, claim: store.Claim) -> None:
+    async def _attempt(self, claim: Claim) -> None:
         if claim.rate_limit:
             bucket = self._buckets.get(claim.endpoint_id)
             if bucket is None or bucket.rate != claim.rate_limit:
@@ -253,10 +252,10 @@ class Dispatcher:
             await bucket.take()
         attempted_at = self._now_ms()
         result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
-        self._results.append(self._judge(claim, attempted_at, result))
+        self._results.append((claim, self._judge(claim, attempted_at, result)))
         self._results_ready.set()
 
-    def _judge(self, claim: store.Claim, attempted_at: int, r: AttemptResult) -> store.Result:
+    def _judge(self, claim: Claim, attempted_at: int, r: AttemptResult) -> Result:
         status = r.status_code
         if status is not None and 200 <= status < 300:
             # A 2xx is delivered whatever the policy (the common case, kept cheap).
@@ -264,15 +263,17 @@ class Dispatcher:
         else:
             decision = self.policy.decide(claim.attempts + 1, r.outcome)
             verdict, next_at = decision.verdict, attempted_at + int(decision.delay * 1000)
-        return store.Result(
-            claim=claim,
-            attempted_at=attempted_at,
-            status_code=status,
-            latency_ms=r.latency_ms,
-            error=r.error,
-            response_body=r.response_body,
-            verdict=verdict,
-            next_attempt_at=next_at,
+        return Result(
+            claim.delivery_id,
+            claim.endpoint_id,
+            claim.lease_owner,
+            attempted_at,
+            status,
+            r.latency_ms,
+            r.error,
+            r.response_body,
+            verdict,
+            next_at,
         )
 
     async def _pause(self, seconds: float) -> None:
@@ -288,7 +289,7 @@ class Dispatcher:
                 await self._pause(self._record_backoff.delay)
                 self._results_ready.set()
 
-    async def _flush(self, *, refill: bool = False) -> list[store.Result]:
+    async def _flush(self, *, refill: bool = False) -> list[tuple[Claim, Result]]:
         """Record finished attempts; with ``refill``, claim as many new ones in the same
         transaction, so a steady stream costs one commit per batch, not two."""
         results, self._results = self._results, []
@@ -296,12 +297,17 @@ class Dispatcher:
         limit = min(free, self.batch_size) if refill and not self._stopping else 0
         if not results and not limit:
             return results
-        now, disable_ms = self._now_ms(), int(self.policy.disable_after * 1000)
+        now = self._now_ms()
         lease_ms, owner = int(self.lease * 1000), self.worker_id
         self._refilling = bool(limit)
         try:
-            disabled, claims = await self._writes.record(
-                results, now, disable_ms, owner, lease_ms, limit
+            disabled, claims = await self.store.record(
+                [result for _, result in results],
+                now,
+                self.policy.disable_cutoff(now),
+                owner,
+                lease_ms,
+                limit,
             )
             self._record_backoff.reset()
         except StoreError as exc:
@@ -322,8 +328,8 @@ class Dispatcher:
         if limit:
             self._refilled_at = time.monotonic()
         self._spawn(claims)
-        for r in results:
-            self._report(r)
+        for claim, r in results:
+            self._report(claim, r)
         for endpoint_id in disabled:
             metrics.DISABLED.inc()
             log.warning(
@@ -335,17 +341,17 @@ class Dispatcher:
             self._wake.set()
         return results
 
-    def _report(self, r: store.Result) -> None:
+    def _report(self, claim: Claim, r: Result) -> None:
         metrics.observe_attempt(r.verdict.value, r.latency_ms)
         if r.verdict is Verdict.DELIVERED:
             self.delivered += 1
             if not log.isEnabledFor(logging.DEBUG):
                 return
         fields = {
-            "event_id": r.claim.event_id,
-            "endpoint_id": r.claim.endpoint_id,
-            "delivery_id": r.claim.delivery_id,
-            "attempt": r.claim.attempts + 1,
+            "event_id": claim.event_id,
+            "endpoint_id": claim.endpoint_id,
+            "delivery_id": claim.delivery_id,
+            "attempt": claim.attempts + 1,
             "status_code": r.status_code,
         }
         if r.verdict is Verdict.DELIVERED:
@@ -360,45 +366,3 @@ class Dispatcher:
                 "delivery failed",
                 extra={"action": "delivery_failed", "error": r.error, **fields},
             )
-
-    async def _watch_loop(self) -> None:
-        listen = getattr(self.db, "listen", None)
-        if listen is not None:
-            # PostgreSQL: the fan-out trigger NOTIFYs at commit; the listener reconnects by
-            # itself and calls back after each reconnect too (notifications may have been
-            # missed meanwhile).
-            loop = asyncio.get_running_loop()
-
-            def poke() -> None:
-                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to wake
-                    loop.call_soon_threadsafe(self._wake.set)
-
-            listen(CHANNEL, poke)
-            return
-        # PRAGMA data_version changes when another connection commits: a cheap cross-process
-        # signal that events may have been recorded by an API in another process.
-        if not isinstance(self.db, SQLiteDatabase):
-            return
-        conn = await asyncio.to_thread(connect, self.db.path)
-        # Read inline on the loop, never waiting for a lock: the read costs microseconds,
-        # while a hop to a thread fifty times a second cost the loop more than the read.
-        conn.execute("PRAGMA busy_timeout=0")
-        try:
-            last = None
-            while not self._stopping:
-                try:
-                    version = _data_version(conn)
-                except sqlite3.OperationalError:  # locked for a moment: just look for work
-                    version = None
-                    self._wake.set()
-                if last is not None and version != last:
-                    self._wake.set()
-                last = version
-                await asyncio.sleep(self.watch_interval)
-        finally:
-            conn.close()
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    value: int = conn.execute("PRAGMA data_version").fetchone()[0]
-    return value

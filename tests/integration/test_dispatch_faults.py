@@ -15,10 +15,12 @@ from convhook.dispatcher import Dispatcher
 from convhook.retry import RetryPolicy
 from convhook.signing import Secret, Verifier
 from convhook.store import open_database
-from convhook.store.delivery import deliveries
+from convhook.store.delivery import DeliveryStore
 from convhook.store.delivery import endpoints as endpoint_store
 from convhook.store.delivery import log as delivery_log
 from convhook.store.engine.database import Database
+from convhook.store.engine.migrations import load
+from convhook.store.engine.sqlite import SQLiteDatabase
 from tests.support.delivery import (
     LIFECYCLE,
     FakeClock,
@@ -34,8 +36,10 @@ from tests.support.servers import free_port, serve_app
 POLICY = RetryPolicy(jitter=lambda: 0.5)  # no jitter: delays are exactly the schedule
 
 
-# Databases whose dispatcher runs its writes in a child process (SQLite only).
-_WRITER_PROCESS: weakref.WeakKeyDictionary[Database, bool] = weakref.WeakKeyDictionary()
+# The database each test database's dispatcher writes through: for "sqlite-writer-process",
+# the same file opened again with its writer in a child process (as `convhook dispatcher`
+# does beside `convhook serve`); otherwise the database itself.
+_DISPATCH_DB: weakref.WeakKeyDictionary[Database, Database] = weakref.WeakKeyDictionary()
 
 
 @pytest.fixture(params=["sqlite", "sqlite-writer-process", "postgres"])
@@ -48,8 +52,15 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     else:
         url = str(tmp_path / "convhook.db")
     async with open_database(url, "producer", synchronous="NORMAL", auto_upgrade=True) as database:
-        _WRITER_PROCESS[database] = request.param == "sqlite-writer-process"
-        yield database
+        if request.param != "sqlite-writer-process":
+            yield database
+            return
+        migrations = load("sqlite", "producer")
+        async with SQLiteDatabase(
+            url, migrations, synchronous="NORMAL", writer="process"
+        ) as writing:
+            _DISPATCH_DB[database] = writing
+            yield database
 
 
 @pytest.fixture
@@ -65,9 +76,8 @@ class Setup:
         self.db = db
         self.clock = clock
         self.secret = str(Secret.generate())
-        options.setdefault("writer_process", _WRITER_PROCESS.get(db, False))
         self.dispatcher = Dispatcher(
-            db,
+            _DISPATCH_DB.get(db, db),
             allow_private=options.pop("allow_private", True),
             policy=POLICY,
             clock=clock,
@@ -234,7 +244,7 @@ async def test_last_attempt_fails_and_is_redeliverable(db: Database, clock: Fake
             clock.advance(5)
             await s.dispatcher.run_once()
             assert (await s.delivery(event_id)).status == "failed"
-            count = await db.write(lambda c: deliveries.redeliver(c, s.ws, event_id, None, s.ms))
+            count = await DeliveryStore(db).redeliver(s.ws, event_id, None, s.ms)
             assert count == 1
             [again] = await s.dispatcher.run_once()
             assert again.status_code == 200
@@ -245,9 +255,7 @@ async def test_last_attempt_fails_and_is_redeliverable(db: Database, clock: Fake
             await s.dispatcher.run_once()
             clock.advance(5)
             await s.dispatcher.run_once()
-            recovered = await db.write(
-                lambda c: deliveries.recover(c, s.ws, s.endpoint, s.ms - 60_000, s.ms)
-            )
+            recovered = await DeliveryStore(db).recover(s.ws, s.endpoint, s.ms - 60_000, s.ms)
             assert recovered == 1
             await s.dispatcher.run_once()
             assert (await s.delivery(other)).status == "delivered"
@@ -372,6 +380,7 @@ async def test_pruned_event_is_not_redelivered(setup: Setup) -> None:
         await setup.dispatcher.run_once()
         await setup.db.write(lambda c: c.execute("UPDATE events SET body = ''"))
         ws, ep = setup.ws, setup.endpoint
-        assert await setup.db.write(lambda c: deliveries.redeliver(c, ws, event_id, None, 0)) == 0
-        assert await setup.db.write(lambda c: deliveries.redeliver(c, ws, event_id, [ep], 0)) == 0
+        store = DeliveryStore(setup.db)
+        assert await store.redeliver(ws, event_id, None, 0) == 0
+        assert await store.redeliver(ws, event_id, [ep], 0) == 0
     assert len(receiver.received) == 1

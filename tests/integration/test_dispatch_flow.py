@@ -80,19 +80,23 @@ async def test_later_event_waits_for_earlier_but_other_conversations_flow(
         a1, _ = await db.write(lambda c: record_event(c, ws, "conv_a", 1, LIFECYCLE[0], _ms()))
         a2, _ = await db.write(lambda c: record_event(c, ws, "conv_a", 2, LIFECYCLE[1], _ms()))
         b1, _ = await db.write(lambda c: record_event(c, ws, "conv_b", 1, LIFECYCLE[0], _ms()))
+        ids = {
+            e: (await db.read(lambda c, e=e: delivery_log.of_event(c, ws, e)))[0].id
+            for e in (a1, a2, b1)
+        }
         clock_now[0] = time.time() + 0.01
         dispatcher = Dispatcher(db, allow_private=True, policy=policy, clock=lambda: clock_now[0])
         await dispatcher.open()
         try:
             first = await dispatcher.run_once()
-            assert sorted(r.claim.event_id for r in first) == sorted([a1, b1])
+            assert sorted(r.delivery_id for r in first) == sorted([ids[a1], ids[b1]])
             assert await dispatcher.run_once() == []  # a2 waits for a1's retry
             receiver.then(Reply(500))
             clock_now[0] += 5
             second = await dispatcher.run_once()
-            assert [r.claim.event_id for r in second] == [a1]  # last attempt: failed for good
+            assert [r.delivery_id for r in second] == [ids[a1]]  # last attempt: failed for good
             third = await dispatcher.run_once()
-            assert [r.claim.event_id for r in third] == [a2]
+            assert [r.delivery_id for r in third] == [ids[a2]]
         finally:
             await dispatcher.close()
         rows = await db.read(lambda c: delivery_log.of_endpoint(c, ws, ep))
@@ -103,9 +107,9 @@ async def test_later_event_waits_for_earlier_but_other_conversations_flow(
 async def test_in_flight_limit_per_endpoint(db: Database) -> None:
     """An endpoint never has more than LEASE_FACTOR times its max_in_flight leased (the next
     ones ready)."""
-    from convhook.store.delivery import deliveries
+    from convhook.store.delivery import LEASE_FACTOR, DeliveryStore
 
-    room = deliveries.LEASE_FACTOR * 2
+    room = LEASE_FACTOR * 2
 
     ws = await db.write(add_workspace)
     await db.write(
@@ -116,26 +120,26 @@ async def test_in_flight_limit_per_endpoint(db: Database) -> None:
     for i in range(room + 2):
         await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], 0))
     now = _ms()
-    first = await db.write(lambda c: deliveries.claim(c, "w1", now, 60_000, 100))
-    second = await db.write(lambda c: deliveries.claim(c, "w2", now, 60_000, 100))
+    first = await DeliveryStore(db).claim("w1", now, 60_000, 100)
+    second = await DeliveryStore(db).claim("w2", now, 60_000, 100)
     assert len(first) == room
     assert second == []
-    later = await db.write(lambda c: deliveries.claim(c, "w2", now + 60_000, 60_000, 100))
+    later = await DeliveryStore(db).claim("w2", now + 60_000, 60_000, 100)
     assert {c.delivery_id for c in later} == {c.delivery_id for c in first}  # leases expired
 
 
 async def test_rate_limit_caps_leases(db: Database) -> None:
     """A rate-limited endpoint holds about LEASE_FACTOR seconds' worth of leases."""
-    from convhook.store.delivery import deliveries
+    from convhook.store.delivery import LEASE_FACTOR, DeliveryStore
 
     ws = await db.write(add_workspace)
     await db.write(
         lambda c: add_endpoint(c, ws, "http://x.invalid", str(Secret.generate()), 0, rate_limit=3)
     )
-    for i in range(3 * deliveries.LEASE_FACTOR + 4):
+    for i in range(3 * LEASE_FACTOR + 4):
         await db.write(lambda c, i=i: record_event(c, ws, f"conv_{i}", 1, LIFECYCLE[0], 0))
-    claims = await db.write(lambda c: deliveries.claim(c, "w", _ms(), 60_000, 100))
-    assert len(claims) == 3 * deliveries.LEASE_FACTOR
+    claims = await DeliveryStore(db).claim("w", _ms(), 60_000, 100)
+    assert len(claims) == 3 * LEASE_FACTOR
 
 
 async def test_concurrent_requests_stay_within_max_in_flight(db: Database) -> None:
@@ -170,7 +174,7 @@ async def test_concurrent_requests_stay_within_max_in_flight(db: Database) -> No
 async def test_lease_outlasts_every_leased_claim_waiting_its_turn(db: Database) -> None:
     """With an endpoint's whole lease room queued behind slow requests, no lease ends before
     its delivery was sent: each event goes out once (a shorter lease sent some twice)."""
-    from convhook.store.delivery.deliveries import LEASE_FACTOR
+    from convhook.store.delivery import LEASE_FACTOR
 
     room = LEASE_FACTOR  # max_in_flight=1
     receiver = Receiver().then(*[Reply(delay=0.6) for _ in range(2 * room)])

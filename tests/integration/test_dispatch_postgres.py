@@ -14,7 +14,8 @@ import pytest
 from convhook.retry import Verdict
 from convhook.signing import Secret
 from convhook.store import open_database
-from convhook.store.delivery import deliveries
+from convhook.store.delivery import LEASE_FACTOR, Claim, DeliveryStore, Result, records
+from convhook.store.delivery.claims_postgres import claim_postgres
 from convhook.store.engine.database import Database
 from tests.support.delivery import LIFECYCLE, add_endpoint, add_workspace, record_event
 
@@ -35,9 +36,23 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
-def _delivered(claims: list[deliveries.Claim]) -> list[deliveries.Result]:
+def _delivered(claims: list[Claim]) -> list[Result]:
     now = _ms()
-    return [deliveries.Result(c, now, 200, 1.0, None, "", Verdict.DELIVERED, now) for c in claims]
+    return [
+        Result(
+            c.delivery_id,
+            c.endpoint_id,
+            c.lease_owner,
+            now,
+            200,
+            1.0,
+            None,
+            "",
+            Verdict.DELIVERED,
+            now,
+        )
+        for c in claims
+    ]
 
 
 async def _state(db: Database) -> list[Any]:
@@ -77,14 +92,11 @@ async def test_claims_racing_keep_limits_and_order(dbs: list[Database]) -> None:
     for _ in range(200):
         now = _ms()
         rounds = await asyncio.gather(
-            *(
-                db.write(lambda c, n=n, now=now: deliveries.claim(c, f"w{n}", now, 60_000, 30))
-                for n, db in enumerate(dbs)
-            )
+            *(DeliveryStore(db).claim(f"w{n}", now, 60_000, 30) for n, db in enumerate(dbs))
         )
         rows = await _state(main)
         leased = [r for r in rows if r[2] == "delivering"]
-        assert sum(1 for r in leased if r[3] == narrow) <= 3 * deliveries.LEASE_FACTOR
+        assert sum(1 for r in leased if r[3] == narrow) <= 3 * LEASE_FACTOR
         assert sum(1 for r in leased if r[3] == wide) <= 100
         active = [(r[3], r[0]) for r in leased]
         assert len(active) == len(set(active)), "one conversation leased twice at once"
@@ -95,7 +107,7 @@ async def test_claims_racing_keep_limits_and_order(dbs: list[Database]) -> None:
         # Each claimer records what it leased, as a dispatcher would after sending.
         await asyncio.gather(
             *(
-                db.write(lambda c, got=got: deliveries.record(c, _delivered(got), _ms(), 10**9))
+                db.write(records.record, _delivered(got), _ms(), 0)
                 for db, got in zip(dbs, rounds, strict=True)
             )
         )
@@ -114,9 +126,9 @@ async def test_expired_lease_is_claimed_by_another_process(dbs: list[Database]) 
     await main.write(lambda c: add_endpoint(c, ws, "http://x.invalid", str(Secret.generate()), 0))
     await main.write(lambda c: record_event(c, ws, "conv_1", 1, LIFECYCLE[0], 0))
     now = _ms()
-    [first] = await main.write(lambda c: deliveries.claim(c, "dead", now, 5_000, 10))
-    assert await other.write(lambda c: deliveries.claim(c, "alive", now + 4_999, 5_000, 10)) == []
-    [again] = await other.write(lambda c: deliveries.claim(c, "alive", now + 5_000, 5_000, 10))
+    [first] = await DeliveryStore(main).claim("dead", now, 5_000, 10)
+    assert await DeliveryStore(other).claim("alive", now + 4_999, 5_000, 10) == []
+    [again] = await DeliveryStore(other).claim("alive", now + 5_000, 5_000, 10)
     assert again.delivery_id == first.delivery_id
     assert again.lease_owner == "alive"
 
@@ -131,7 +143,7 @@ async def test_claim_waits_for_a_concurrent_claim_of_the_same_endpoint(pg_url: s
 
     from convhook.store.engine.postgres import PgConnection
 
-    room = 3 * deliveries.LEASE_FACTOR
+    room = 3 * LEASE_FACTOR
     async with open_database(pg_url, "producer", auto_upgrade=True) as db:
         ws = await db.write(add_workspace)
         await db.write(
@@ -148,17 +160,17 @@ async def test_claim_waits_for_a_concurrent_claim_of_the_same_endpoint(pg_url: s
     other = PgConnection(psycopg.connect(pg_url, autocommit=True))
     try:
         first.execute("BEGIN")
-        held = deliveries.claim(first, "first", now, 60_000, 30)
+        held = claim_postgres(first, "first", now, 60_000, 30)
         assert len(held) == room
         # Due earlier than everything the first claim saw: a claim that did not wait for the
         # first one would find them free and lease them too.
         for i in range(6):
             record_event(other, ws, f"b{i}", 1, LIFECYCLE[0], now - 1000)
-        got: list[deliveries.Claim] = []
+        got: list[Claim] = []
 
         def claim_second() -> None:
             second.execute("BEGIN")
-            got.extend(deliveries.claim(second, "second", now, 60_000, 30))
+            got.extend(claim_postgres(second, "second", now, 60_000, 30))
             second.execute("COMMIT")
 
         thread = threading.Thread(target=claim_second)

@@ -5,24 +5,26 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from convhook.config import DatabaseURL
 from convhook.dispatcher import Dispatcher
-from convhook.errors import ClosedError, ConfigError, StoreError
+from convhook.errors import ClosedError, StoreError
+from convhook.retry import Verdict
 from convhook.signing import Secret, Verifier
 from convhook.store import open_database
-from convhook.store.delivery import log as delivery_log
-from convhook.store.delivery import wire as delivery_wire
-from convhook.store.delivery.writes import ProcessWrites
+from convhook.store.delivery import Claim, Result, claims, endpoints, log, records
 from convhook.store.engine.database import Database
-from convhook.store.engine.sqlite import SQLiteDatabase
-from convhook.store.engine.writer_process import WriterProcess, run_batch
+from convhook.store.engine.groupcommit import GroupCommit
+from convhook.store.engine.migrations import load
+from convhook.store.engine.sqlite import SQLiteDatabase, connect
+from convhook.store.engine.writer_process import WriterProcess, operation, run_batch
 from tests.support.delivery import (
     LIFECYCLE,
     Receiver,
@@ -32,14 +34,17 @@ from tests.support.delivery import (
 )
 from tests.support.servers import serve_app
 
-OPS = delivery_wire.__name__
-
 
 @pytest.fixture
 async def db(db_path: Path) -> AsyncIterator[Database]:
-    """A producer database on a SQLite file."""
+    """A producer database on a SQLite file (its writes on a thread: the API's side)."""
     async with open_database(str(db_path), "producer", synchronous="NORMAL") as database:
         yield database
+
+
+def _process_db(path: Path) -> SQLiteDatabase:
+    """The same file with its writer in a child process (the dispatcher's side)."""
+    return SQLiteDatabase(path, load("sqlite", "producer"), synchronous="NORMAL", writer="process")
 
 
 def _ms() -> int:
@@ -54,9 +59,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-async def test_dispatcher_with_writer_process_delivers_in_order(db: Database) -> None:
-    """With its writes in the child, the dispatcher delivers a lifecycle signed and in order,
-    and every attempt is recorded in the database."""
+async def test_dispatcher_with_writer_process_delivers_in_order(
+    db: Database, db_path: Path
+) -> None:
+    """On a database whose writer is a child process, the dispatcher delivers a lifecycle
+    signed and in order, and every attempt is recorded; the child ends with the database."""
     secret = str(Secret.generate())
     receiver = Receiver()
     async with serve_app(receiver) as base:
@@ -66,31 +73,33 @@ async def test_dispatcher_with_writer_process_delivers_in_order(db: Database) ->
             await db.write(lambda c, s=seq, t=kind: record_event(c, ws, "conv_1", s, t, _ms()))
             for seq, kind in enumerate(LIFECYCLE, 1)
         ]
-        async with Dispatcher(db, allow_private=True, writer_process=True) as dispatcher:
-            dispatcher.wake()
-            got = await receiver.wait_for(4)
-            writes = dispatcher._writes
-            child = writes.pid if isinstance(writes, ProcessWrites) else None
+        async with _process_db(db_path) as writing:
+            async with Dispatcher(writing, allow_private=True) as dispatcher:
+                dispatcher.wake()
+                got = await receiver.wait_for(4)
+            child = writing.writer_pid
             assert child is not None
             assert _alive(child)
-    assert not _alive(child), "the writer process outlived its dispatcher"
+    assert not _alive(child), "the writer process outlived its database"
     assert [r.event["eventType"] for r in got] == list(LIFECYCLE)
     assert [r.body for r in got] == [body for _, body in sent]
     for request in got:
         Verifier(secret).verify(request.headers, request.body)
     for event_id, _ in sent:
-        [delivery] = await db.read(lambda c, e=event_id: delivery_log.of_event(c, ws, e))
+        [delivery] = await db.read(lambda c, e=event_id: log.of_event(c, ws, e))
         assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
             "delivered",
             1,
             200,
         )
-        attempts = await db.read(lambda c, d=delivery.id: delivery_log.attempts_of(c, d))
+        attempts = await db.read(lambda c, d=delivery.id: log.attempts_of(c, d))
         assert [a.status_code for a in attempts] == [200]
 
 
-@pytest.mark.parametrize("writer_process", [False, True], ids=["thread", "writer-process"])
-async def test_damaged_secret_fails_its_attempt_only(db: Database, writer_process: bool) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+async def test_damaged_secret_fails_its_attempt_only(
+    db: Database, db_path: Path, writer: str
+) -> None:
     """An endpoint whose stored secret cannot be parsed gets a failed attempt that says so;
     the claim it was in, and other endpoints' deliveries, go on."""
     receiver = Receiver()
@@ -103,45 +112,69 @@ async def test_damaged_secret_fails_its_attempt_only(db: Database, writer_proces
             lambda c: c.execute("UPDATE endpoints SET secret = 'whsec_!!' WHERE id = ?", (bad,))
         )
         await db.write(lambda c: record_event(c, ws, "conv_1", 1, LIFECYCLE[0], _ms()))
-        dispatcher = Dispatcher(db, allow_private=True, writer_process=writer_process)
-        await dispatcher.open()
-        try:
-            results = await dispatcher.run_once()
-        finally:
-            await dispatcher.close()
-    by_endpoint = {r.claim.endpoint_id: r for r in results}
+        async with _process_db(db_path) if writer == "process" else _borrowed(db) as writing:
+            dispatcher = Dispatcher(writing, allow_private=True)
+            await dispatcher.open()
+            try:
+                results = await dispatcher.run_once()
+            finally:
+                await dispatcher.close()
+    by_endpoint = {r.endpoint_id: r for r in results}
     assert by_endpoint[bad].status_code is None
     assert "cannot sign the request" in (by_endpoint[bad].error or "")
     assert [r.path for r in receiver.received] == ["/good"]
 
 
-async def test_writer_process_needs_sqlite(pg_url: str) -> None:
-    """Asking for a writer process on PostgreSQL is a configuration error, said at once."""
-    async with open_database(pg_url, "producer", auto_upgrade=True) as pg:
-        with pytest.raises(ConfigError, match="SQLite"):
-            Dispatcher(pg, writer_process=True)
+class _borrowed:
+    """An open database used as a context manager that leaves it open."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def __aenter__(self) -> Database:
+        return self.db
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+def test_the_dispatcher_command_chooses_the_writer(pg_url: str, tmp_path: Path) -> None:
+    """``convhook dispatcher`` puts SQLite's writer in a child process unless told not to;
+    PostgreSQL has no such writer and ignores the option."""
+    from convhook.cli.dispatcher import _database
+    from convhook.store.engine.postgres import PostgresDatabase
+
+    sqlite_url = DatabaseURL.parse(str(tmp_path / "d.db"))
+    chosen = _database(sqlite_url, synchronous="FULL", writer_process=True)
+    assert isinstance(chosen, SQLiteDatabase)
+    assert chosen.writer == "process"
+    chosen = _database(sqlite_url, synchronous="FULL", writer_process=False)
+    assert isinstance(chosen, SQLiteDatabase)
+    assert chosen.writer == "thread"
+    chosen = _database(DatabaseURL.parse(pg_url), synchronous="FULL", writer_process=True)
+    assert isinstance(chosen, PostgresDatabase)
 
 
 async def test_killed_child_fails_its_requests_and_is_restarted(db: Database) -> None:
     """A request in flight when the child dies fails with StoreError; the next request starts
     a new child and succeeds."""
     assert isinstance(db, SQLiteDatabase)
-    writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+    writer = WriterProcess(db.path, synchronous="NORMAL")
     with pytest.raises(ClosedError, match="start"):
-        await writer.call("claim", "w", _ms(), 1000, 10)
+        await writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10)
     await writer.start()
     try:
-        assert await writer.call("claim", "w", _ms(), 1000, 10) == []
+        assert await writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10) == []
         first = writer.pid
         assert first is not None
         os.kill(first, signal.SIGSTOP)  # the request below stays in flight
-        pending = asyncio.ensure_future(writer.call("claim", "w", _ms(), 1000, 10))
+        pending = asyncio.ensure_future(writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10))
         await asyncio.sleep(0.1)
         assert not pending.done()
         os.kill(first, signal.SIGKILL)
         with pytest.raises(StoreError, match="writer process exited"):
             await pending
-        assert await writer.call("claim", "w", _ms(), 1000, 10) == []
+        assert await writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10) == []
         assert writer.pid not in (None, first)
     finally:
         await writer.close()
@@ -154,7 +187,7 @@ async def test_callers_finding_the_child_gone_share_one_restart(db: Database) ->
     async with _writer(db) as writer:
         first = await _kill_child(writer)
         results = await asyncio.gather(
-            *(writer.call("claim", "w", _ms(), 1000, 10) for _ in range(5))
+            *(writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10) for _ in range(5))
         )
         assert results == [[]] * 5
         alive = [pid for pid in _writer_children() if _alive(pid)]
@@ -166,15 +199,15 @@ async def test_close_during_a_restart_stops_the_new_child(db: Database) -> None:
     """Closing while a call restarts the child fails that call with ClosedError and stops the
     new child at once instead of leaving it to a kill after the stop timeout."""
     assert isinstance(db, SQLiteDatabase)
-    writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+    writer = WriterProcess(db.path, synchronous="NORMAL")
     await writer.start()
     await _kill_child(writer)
-    call = asyncio.ensure_future(writer.call("claim", "w", _ms(), 1000, 10))
+    call = asyncio.ensure_future(writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10))
     await asyncio.sleep(0)  # the call starts the restart
     started = time.monotonic()
     await writer.close()
     assert time.monotonic() - started < 5
-    with pytest.raises(ClosedError):
+    with pytest.raises((ClosedError, StoreError)):
         await call
     assert not any(_alive(pid) for pid in _writer_children())
 
@@ -204,140 +237,114 @@ async def test_child_ignores_sigterm_until_the_parent_closes(db: Database) -> No
     """SIGTERM sent to the whole process group leaves the child serving, so the parent's
     last records still commit; closing the socket stops it."""
     assert isinstance(db, SQLiteDatabase)
-    writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+    writer = WriterProcess(db.path, synchronous="NORMAL")
     await writer.start()
     child = writer.pid
     assert child is not None
     os.kill(child, signal.SIGTERM)
     os.kill(child, signal.SIGINT)
-    assert await writer.call("claim", "w", _ms(), 1000, 10) == []
+    assert await writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10) == []
     assert writer.pid == child
     await writer.close()
     assert not _alive(child)
 
 
-async def test_unknown_operation_is_refused(db: Database) -> None:
-    """An operation the ops module does not list fails that request alone."""
+def _not_a_store_op(conn: Any) -> None:
+    """A module-level function outside convhook.store: the child must not run it."""
+
+
+async def test_an_operation_outside_the_store_is_refused_in_the_parent(db: Database) -> None:
+    """A lambda, a nested function or a function outside convhook.store is refused with
+    TypeError before anything is sent; the writer goes on serving."""
     assert isinstance(db, SQLiteDatabase)
     async with _writer(db) as writer:
-        with pytest.raises(StoreError, match="unknown writer operation 'drop'"):
-            await writer.call("drop")
-        assert await writer.call("claim", "w", _ms(), 1000, 10) == []
+        for op in (lambda c: None, _not_a_store_op):
+            with pytest.raises(TypeError, match=r"module-level function under convhook\.store"):
+                await writer.call(op)
+        assert await writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10) == []
+
+
+async def test_an_unknown_name_sent_to_the_child_answers_an_error(
+    db: Database, db_path: Path
+) -> None:
+    """A request naming no store function, or one outside the store, is answered with an
+    error alone; the other requests of its batch commit."""
+    conn = connect(db_path)
+    try:
+        ok = msgspec.msgpack.encode((3, "convhook.store.delivery.claims:has_due", (0,)))
+        frames = [
+            msgspec.msgpack.encode((1, "convhook.store.delivery.claims:drop", ())),
+            msgspec.msgpack.encode((2, "os:getcwd", ())),
+            ok,
+        ]
+        replies = run_batch(_commit(db_path), conn, frames)
+    finally:
+        conn.close()
+    assert [r[:2] for r in replies] == [(1, False), (2, False), (3, True)]
+    assert "unknown writer operation 'convhook.store.delivery.claims:drop'" in replies[0][2]
+    assert "unknown writer operation 'os:getcwd'" in replies[1][2]
+    assert replies[2][2] is False
+
+
+def _commit(path: Path) -> GroupCommit:
+    import sqlite3
+
+    return GroupCommit(str(path), "BEGIN IMMEDIATE", sqlite3.Error)
 
 
 async def test_post_answers_through_its_callback(db: Database) -> None:
     """post() writes the request at once and calls back with the committed result; before
     start() and after the child died it still answers: ClosedError, or a restarted child."""
     assert isinstance(db, SQLiteDatabase)
-    writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+    writer = WriterProcess(db.path, synchronous="NORMAL")
 
-    async def post(op: str, *args: Any) -> tuple[bool, Any]:
+    async def post(op: Any, *args: Any) -> tuple[bool, Any]:
         answer: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
         writer.post(op, args, lambda ok, value: answer.set_result((ok, value)))
         return await answer
 
-    ok, error = await post("claim", "w", _ms(), 1000, 10)
+    ok, error = await post(claims.claim_sqlite, "w", _ms(), 1000, 10)
     assert not ok
     assert isinstance(error, ClosedError)
     await writer.start()
     try:
-        assert await post("claim", "w", _ms(), 1000, 10) == (True, [])
-        ok, error = await post("drop")
+        assert await post(claims.claim_sqlite, "w", _ms(), 1000, 10) == (True, [])
+        ok, error = await post(endpoints.get, "ws_none", 7)  # an id of the wrong type
         assert not ok
         assert isinstance(error, StoreError)
-        assert "unknown writer operation" in str(error)
         first = await _kill_child(writer)
-        assert await post("claim", "w", _ms(), 1000, 10) == (True, [])
+        assert await post(claims.claim_sqlite, "w", _ms(), 1000, 10) == (True, [])
         assert writer.pid not in (None, first)
     finally:
         await writer.close()
 
 
-async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
-    """The reply to a batch resolves each waiting request while it is read, with no task or
-    callback turn in between: under load every turn of the loop is a millisecond or more."""
-    import msgspec
-
-    from convhook.store.engine import writer_process
-    from convhook.store.inbox.process import _Batcher
-
-    class Direct:
-        """Stands in for the child's socket: the reply is fed to the parent's protocol."""
-
-        def __init__(self) -> None:
-            self.replies = writer_process._Replies()
-            self.sent: list[tuple[str, Any]] = []
-
-        def post(self, op: str, args: tuple[Any, ...], resolve: Any) -> None:
-            self.sent.append((op, args))
-            self.replies._waiting[7] = resolve
-
-    direct = Direct()
-    batcher: _Batcher[str, bool] = _Batcher(direct, "add")  # type: ignore[arg-type]
-    futures = [batcher.submit(f"evt_{n}") for n in range(3)]
-    futures[1].cancel()  # its request was cancelled: the others still get their answers
-    await asyncio.sleep(0)  # the end of the turn sends the batch
-    assert direct.sent == [("add", (["evt_0", "evt_1", "evt_2"],))]
-    frame = msgspec.msgpack.encode((7, True, [True, False, True]))
-    direct.replies.data_received(writer_process._LENGTH.pack(len(frame)) + frame)
-    assert futures[0].result() is True
-    assert futures[2].result() is True
-    assert futures[1].cancelled()
-
-
-async def test_a_cancelled_restart_cancels_the_waiting_adds(tmp_path: Path) -> None:
-    """Adds posted while the child is gone wait on its restart; if that is cancelled (the
-    loop shutting down), their futures are cancelled, not failed with CancelledError."""
-    from convhook.store.inbox import Received
-    from convhook.store.inbox.process import ProcessSQLiteInbox
-
-    async with ProcessSQLiteInbox(tmp_path / "inbox.db", synchronous="NORMAL") as inbox:
-        await _kill_child(inbox._writer)
-        row = ("evt_1", "msg_1", "conversation.userJoined", b"{}", {}, 1.0, None, True)
-        future = inbox._add_batch.submit(row)
-        await asyncio.sleep(0)  # the end of the turn posts the batch: the slow path
-        assert len(inbox._writer._posting) == 1
-        for task in inbox._writer._posting:
-            task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await future
-        assert future.cancelled()
-        assert await inbox.add(Received(*row)) is True
-
-
-def test_batch_rolls_back_a_failing_request_alone(tmp_path: Path) -> None:
-    """In one transaction, a request that raises is rolled back to its savepoint and answered
+async def test_batch_rolls_back_a_failing_request_alone(db: Database, db_path: Path) -> None:
+    """In one transaction, a request that fails is rolled back to its savepoint and answered
     with its error; the others commit."""
-    conn = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
-    conn.execute("CREATE TABLE t (v TEXT PRIMARY KEY)")
+    ws = await db.write(add_workspace)
+    encode = msgspec.msgpack.encode
+    create = f"{endpoints.__name__}:create"
 
-    def put(c: sqlite3.Connection, value: str) -> str:
-        c.execute("INSERT INTO t VALUES (?)", (value,))
-        return value
+    def new(seq: int, endpoint_id: str) -> bytes:
+        args = (endpoint_id, ws, "http://h/", "whsec_x", 0, "", None, True, None, 10)
+        return encode((seq, create, args))
 
-    def put_then_fail(c: sqlite3.Connection, value: str) -> None:
-        c.execute("INSERT INTO t VALUES (?)", (value,))
-        raise ValueError("no")
-
-    ops: dict[str, Any] = {"put": put, "fail": put_then_fail}
-    replies = run_batch(
-        ops,
-        conn,
-        [[1, "put", ["a"]], [2, "fail", ["b"]], [3, "put", ["a"]], [4, "put", ["c"]]],
-    )
-    assert replies[0] == (1, True, "a")
-    assert replies[1] == (2, False, "write failed: no")
-    assert replies[2][:2] == (3, False)
-    assert "UNIQUE" in replies[2][2]
-    assert replies[3] == (4, True, "c")
-    assert [r[0] for r in conn.execute("SELECT v FROM t ORDER BY v")] == ["a", "c"]
+    conn = connect(db_path)
+    try:
+        replies = run_batch(
+            _commit(db_path), conn, [new(1, "ep_a"), new(2, "ep_a"), new(3, "ep_c")]
+        )
+    finally:
+        conn.close()
+    assert [r[:2] for r in replies] == [(1, True), (2, False), (3, True)]
+    assert "UNIQUE" in replies[1][2]
+    assert [e.id for e in await db.read(endpoints.list_, ws)] == ["ep_a", "ep_c"]
 
 
-def test_wire_rows_round_trip() -> None:
-    """A claim and a result survive their flat wire form (tuples arrive as lists)."""
-    from convhook.retry import Verdict
-    from convhook.store.delivery.deliveries import Claim, Result
-
+def test_claims_and_results_cross_the_wire_as_they_are() -> None:
+    """A claim list and a record's arguments survive msgpack, decoded as the operations'
+    type hints say: structs, tuples and the verdict enum come back equal."""
     claim = Claim(
         7,
         "evt_1",
@@ -352,30 +359,27 @@ def test_wire_rows_round_trip() -> None:
         "w1",
         3,
     )
-    # As msgpack gives it back: every array a list.
-    row = [list(v) if isinstance(v, tuple) else v for v in delivery_wire.claim_row(claim)]
-    assert delivery_wire.claim_of(row) == claim
-    result = Result(claim, 1000, 503, 12.5, "HTTP 503", "busy", Verdict.RETRY, 6000)
-    back = delivery_wire.result_of(list(delivery_wire.result_row(result)))
-    assert (back.claim.delivery_id, back.claim.endpoint_id, back.claim.lease_owner) == (
-        7,
-        "ep_1",
-        "w1",
-    )
-    assert (back.attempted_at, back.status_code, back.latency_ms, back.error) == (
-        1000,
-        503,
-        12.5,
-        "HTTP 503",
-    )
-    assert (back.response_body, back.verdict, back.next_attempt_at) == ("busy", Verdict.RETRY, 6000)
+    claimed = operation(claims.claim_sqlite).result.decode(msgspec.msgpack.encode([claim]))
+    assert claimed == [claim]
+    assert isinstance(claimed[0].secrets, tuple)
+    result = Result(7, "ep_1", "w1", 1000, 503, 12.5, "HTTP 503", "busy", Verdict.RETRY, 6000)
+    args = (([result], 2000, 0, "w1", 60_000, 5),)
+    [decoded] = [
+        operation(records.record_then_claim_sqlite).args.decode(msgspec.msgpack.encode(a))
+        for a in args
+    ]
+    assert decoded == ([result], 2000, 0, "w1", 60_000, 5)
+    assert decoded[0][0].verdict is Verdict.RETRY
+    assert "whsec" not in repr(claim)
+    assert "{}" not in repr(claim)
 
 
 async def test_inbox_child_killed_mid_batch_loses_nothing_committed(tmp_path: Path) -> None:
     """An inbox add in flight when its writer child dies fails (the receiver answers 503, so
     the sender retries); what was committed before stays, and the next add restarts it."""
-    from convhook.store.inbox import Received
     from convhook.store.inbox.process import ProcessSQLiteInbox
+
+    from convhook.store.inbox import Received
 
     def item(n: int) -> Received:
         return Received(f"evt_{n}", f"msg_{n}", "conversation.userJoined", b"{}", {}, 1.0)
@@ -399,7 +403,7 @@ async def test_inbox_child_killed_mid_batch_loses_nothing_committed(tmp_path: Pa
 
 class _writer:
     def __init__(self, db: SQLiteDatabase) -> None:
-        self.writer = WriterProcess(db.path, OPS, synchronous="NORMAL")
+        self.writer = WriterProcess(db.path, synchronous="NORMAL")
 
     async def __aenter__(self) -> WriterProcess:
         await self.writer.start()

@@ -27,6 +27,7 @@ from convhook.api.deps import ApiSettings
 from convhook.api.fast_path import TransitionFastPath
 from convhook.outbox import Outbox
 from convhook.schema import webhooks_section
+from convhook.store.delivery import DeliveryStore
 from convhook.store.producer import ProducerStore
 
 DESCRIPTION = (
@@ -76,6 +77,8 @@ def create_app(
     """The API over ``store``; the app opens the store on start-up and closes it on shutdown.
     With ``metrics_token``, ``/metrics`` answers only ``Authorization: Bearer <token>``."""
     settings = settings or ApiSettings()
+    # Endpoints and deliveries live in the producer's database, which the store opens.
+    deliveries = DeliveryStore(store.db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,7 +88,7 @@ def create_app(
             if settings.dispatch:
                 from convhook.dispatcher import Dispatcher
 
-                dispatcher = Dispatcher(store.db, allow_private=settings.allow_private_targets)
+                dispatcher = Dispatcher(deliveries, allow_private=settings.allow_private_targets)
                 await dispatcher.start()
             app.state.dispatcher = dispatcher
             yield
@@ -105,6 +108,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.store = store
+    app.state.deliveries = deliveries
     app.state.settings = settings
     app.state.outbox = Outbox(store, max_active=settings.max_active)
     app.state.key_cache = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -10,34 +9,21 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from convhook.api.auth import CurrentWorkspace
-from convhook.api.deps import get_store
+from convhook.api.deps import get_deliveries
 from convhook.api.endpoints import delivery_doc, json_response, now_ms, wake
 from convhook.api.errors import ApiError
 from convhook.api.fields import MAX_INT64, RequestModel
-from convhook.store.delivery import deliveries
-from convhook.store.delivery import log as delivery_log
-from convhook.store.producer import ProducerStore
+from convhook.store.delivery import DeliveryStore
 
 router = APIRouter(prefix="/api/v2", tags=["deliveries"])
-Store = Annotated[ProducerStore, Depends(get_store)]
-
-
-def _event_exists(conn: sqlite3.Connection, workspace_id: str, event_id: str) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM events WHERE id = ? AND workspace_id = ? UNION ALL "
-            "SELECT 1 FROM deliveries WHERE event_id = ? AND workspace_id = ? LIMIT 1",
-            (event_id, workspace_id, event_id, workspace_id),
-        ).fetchone()
-        is not None
-    )
+Store = Annotated[DeliveryStore, Depends(get_deliveries)]
 
 
 @router.get("/events/{event_id}/deliveries")
 async def event_deliveries(event_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
     """Every delivery of one event with every attempt: ``{"eventId", "data": [...]}``."""
-    found = await store.db.read(lambda c: delivery_log.of_event(c, workspace.id, event_id))
-    if not found and not await store.db.read(lambda c: _event_exists(c, workspace.id, event_id)):
+    found = await store.of_event(workspace.id, event_id)
+    if not found and not await store.event_known(workspace.id, event_id):
         raise ApiError(404, f"no event {event_id!r} in this workspace")
     return json_response(
         {"eventId": event_id, "data": [delivery_doc(d, attempts=True) for d in found]}
@@ -61,10 +47,8 @@ async def redeliver(
     """Send the event again to one endpoint or to every endpoint it went to: ``{"queued"}``."""
     target = body.endpoint_id if body else None
     now = now_ms()
-    queued = await store.db.write(
-        lambda c: deliveries.redeliver(
-            c, workspace.id, event_id, None if target is None else [target], now
-        )
+    queued = await store.redeliver(
+        workspace.id, event_id, None if target is None else [target], now
     )
     if not queued:
         raise ApiError(
@@ -81,7 +65,7 @@ async def get_delivery(
     delivery_id: Annotated[int, Path(ge=1, le=MAX_INT64)], workspace: CurrentWorkspace, store: Store
 ) -> Response:
     """One delivery with its attempts."""
-    found = await store.db.read(lambda c: delivery_log.get(c, workspace.id, delivery_id))
+    found = await store.get_delivery(workspace.id, delivery_id)
     if found is None:
         raise ApiError(404, f"no delivery {delivery_id} in this workspace")
     return json_response(delivery_doc(found, attempts=True))

@@ -1,4 +1,4 @@
-"""FastAPI dependencies giving routes the app's store, outbox and settings."""
+"""FastAPI dependencies giving routes the app's stores, outbox and settings."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import Request
 
 from convhook.events import DEFAULT_MAX_BODY
 from convhook.outbox import DEFAULT_MAX_ACTIVE, Outbox
+from convhook.store.delivery import DeliveryStore
 from convhook.store.producer import ProducerStore
 
 
@@ -31,6 +32,12 @@ async def get_store(request: Request) -> ProducerStore:
     """The producer store the app was created with."""
     store: ProducerStore = request.app.state.store
     return store
+
+
+async def get_deliveries(request: Request) -> DeliveryStore:
+    """The delivery store over the producer store's database."""
+    deliveries: DeliveryStore = request.app.state.deliveries
+    return deliveries
 
 
 async def get_outbox(request: Request) -> Outbox:

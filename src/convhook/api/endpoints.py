@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from pydantic import BeforeValidator, Field, StrictBool
 
 from convhook.api.auth import CurrentWorkspace
-from convhook.api.deps import get_store
+from convhook.api.deps import get_deliveries
 from convhook.api.errors import ApiError
 from convhook.api.fields import MAX_INT64, RequestModel, Timestamp, json_number
 from convhook.errors import FieldProblem
@@ -28,14 +28,11 @@ from convhook.ids import new_id
 from convhook.netguard import MAX_URL_LENGTH, TargetError, validate_url
 from convhook.samples import sample_event
 from convhook.signing import Secret
-from convhook.store.delivery import deliveries
-from convhook.store.delivery import endpoints as endpoint_store
-from convhook.store.delivery import log as delivery_log
-from convhook.store.producer import ProducerStore
+from convhook.store.delivery import Delivery, DeliveryStore, Endpoint
 from convhook.timefmt import format_ts
 
 router = APIRouter(prefix="/api/v2/endpoints", tags=["endpoints"])
-Store = Annotated[ProducerStore, Depends(get_store)]
+Store = Annotated[DeliveryStore, Depends(get_deliveries)]
 
 DEFAULT_GRACE_HOURS = 24.0
 AFTER_PATTERN = "^(?:ep_[0-9a-f]{28})?$"
@@ -107,7 +104,7 @@ def _ts(ms: int | None) -> str | None:
     return format_ts(datetime.fromtimestamp(ms / 1000, UTC))
 
 
-def endpoint_doc(e: endpoint_store.Endpoint, *, secret: str | None = None) -> dict[str, Any]:
+def endpoint_doc(e: Endpoint, *, secret: str | None = None) -> dict[str, Any]:
     """The wire form of an endpoint; ``secret`` only when it is being handed out."""
     doc: dict[str, Any] = {
         "id": e.id,
@@ -128,7 +125,7 @@ def endpoint_doc(e: endpoint_store.Endpoint, *, secret: str | None = None) -> di
     return doc
 
 
-def delivery_doc(d: delivery_log.Delivery, *, attempts: bool = False) -> dict[str, Any]:
+def delivery_doc(d: Delivery, *, attempts: bool = False) -> dict[str, Any]:
     """The wire form of a delivery, with its attempts if asked."""
     doc: dict[str, Any] = {
         "id": d.id,
@@ -188,8 +185,8 @@ def _not_found(endpoint_id: str) -> ApiError:
     return ApiError(404, f"no endpoint {endpoint_id!r} in this workspace")
 
 
-async def _get(store: Store, workspace_id: str, endpoint_id: str) -> endpoint_store.Endpoint:
-    found = await store.db.read(lambda c: endpoint_store.get(c, workspace_id, endpoint_id))
+async def _get(store: Store, workspace_id: str, endpoint_id: str) -> Endpoint:
+    found = await store.get_endpoint(workspace_id, endpoint_id)
     if found is None:
         raise _not_found(endpoint_id)
     return found
@@ -204,20 +201,17 @@ async def create_endpoint(
     secret = str(Secret.generate())
     types = None if body.event_types is None else [t.value for t in body.event_types]
     now = now_ms()
-    endpoint = await store.db.write(
-        lambda c: endpoint_store.create(
-            c,
-            endpoint_id=new_id("ep"),
-            workspace_id=workspace.id,
-            url=url,
-            secret=secret,
-            now=now,
-            description=body.description,
-            event_types=types,
-            enabled=body.enabled,
-            rate_limit=body.rate_limit,
-            max_in_flight=body.max_in_flight,
-        )
+    endpoint = await store.create_endpoint(
+        endpoint_id=new_id("ep"),
+        workspace_id=workspace.id,
+        url=url,
+        secret=secret,
+        now=now,
+        description=body.description,
+        event_types=types,
+        enabled=body.enabled,
+        rate_limit=body.rate_limit,
+        max_in_flight=body.max_in_flight,
     )
     return json_response(endpoint_doc(endpoint, secret=secret), 201)
 
@@ -243,9 +237,7 @@ async def list_endpoints(
             "cursor is not one this API returned: pass nextCursor from the previous page",
             [FieldProblem("after", "malformed cursor")],
         )
-    found = await store.db.read(
-        lambda c: endpoint_store.list_(c, workspace.id, limit=limit + 1, after=after)
-    )
+    found = await store.list_endpoints(workspace.id, limit=limit + 1, after=after)
     page, more = found[:limit], len(found) > limit
     return json_response(
         {"data": [endpoint_doc(e) for e in page], "nextCursor": page[-1].id if more else None}
@@ -278,9 +270,7 @@ async def update_endpoint(
         if name in sent and (getattr(body, name) is not None or name == "rate_limit"):
             changes[name] = getattr(body, name)
     now = now_ms()
-    updated = await store.db.write(
-        lambda c: endpoint_store.update(c, workspace.id, endpoint_id, now, **changes)
-    )
+    updated = await store.update_endpoint(workspace.id, endpoint_id, now, changes)
     if updated is None:
         raise _not_found(endpoint_id)
     if "enabled" in sent and body.enabled is not None and body.enabled != updated.enabled:
@@ -290,9 +280,7 @@ async def update_endpoint(
 
 async def _set_enabled(store: Store, workspace_id: str, endpoint_id: str, on: bool) -> Response:
     now = now_ms()
-    changed = await store.db.write(
-        lambda c: endpoint_store.set_enabled(c, workspace_id, endpoint_id, on, now)
-    )
+    changed = await store.set_enabled(workspace_id, endpoint_id, on, now)
     if changed is None:
         raise _not_found(endpoint_id)
     return json_response(endpoint_doc(changed))
@@ -313,7 +301,7 @@ async def enable_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: 
 @router.delete("/{endpoint_id}", status_code=204)
 async def delete_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
     """Delete the endpoint with its delivery log."""
-    if not await store.db.write(lambda c: endpoint_store.delete(c, workspace.id, endpoint_id)):
+    if not await store.delete_endpoint(workspace.id, endpoint_id):
         raise _not_found(endpoint_id)
     return Response(status_code=204)
 
@@ -329,9 +317,7 @@ async def rotate_secret(
     grace_ms = int((body or Rotation()).grace_hours * 3_600_000)
     secret = str(Secret.generate())
     now = now_ms()
-    rotated = await store.db.write(
-        lambda c: endpoint_store.rotate_secret(c, workspace.id, endpoint_id, secret, now, grace_ms)
-    )
+    rotated = await store.rotate_secret(workspace.id, endpoint_id, secret, now, grace_ms)
     if rotated is None:
         raise _not_found(endpoint_id)
     return json_response(endpoint_doc(rotated, secret=secret))
@@ -352,16 +338,13 @@ async def send_test(
     event = sample_event((body or TestEvent()).event_type)
     data = event.to_json()
     now = now_ms()
-    delivery_id = await store.db.write(
-        lambda c: deliveries.enqueue_test(
-            c,
-            workspace_id=workspace.id,
-            endpoint_id=endpoint_id,
-            event_id=event.event_id,
-            event_type=event.event_type,
-            body=data,
-            now=now,
-        )
+    delivery_id = await store.enqueue_test(
+        workspace_id=workspace.id,
+        endpoint_id=endpoint_id,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        body=data,
+        now=now,
     )
     wake(request)
     return json_response({"deliveryId": delivery_id, "eventId": event.event_id}, 202)
@@ -381,10 +364,8 @@ async def list_deliveries(
 ) -> Response:
     """The endpoint's deliveries, newest first: ``{"data": [...], "nextCursor"}``."""
     await _get(store, workspace.id, endpoint_id)
-    found = await store.db.read(
-        lambda c: delivery_log.of_endpoint(
-            c, workspace.id, endpoint_id, status=status, limit=limit + 1, before=before
-        )
+    found = await store.of_endpoint(
+        workspace.id, endpoint_id, status=status, limit=limit + 1, before=before
     )
     page, more = found[:limit], len(found) > limit
     return json_response(
@@ -412,8 +393,6 @@ async def recover(
         raise ApiError(409, "the endpoint is disabled: enable it before recovering deliveries")
     since = math.floor(body.since.timestamp() * 1000)
     now = now_ms()
-    queued = await store.db.write(
-        lambda c: deliveries.recover(c, workspace.id, endpoint_id, since, now)
-    )
+    queued = await store.recover(workspace.id, endpoint_id, since, now)
     wake(request)
     return json_response({"queued": queued}, 202)

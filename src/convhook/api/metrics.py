@@ -13,16 +13,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from convhook import metrics
-from convhook.api.deps import get_store
-from convhook.store.delivery import log as delivery_log
-from convhook.store.producer import ProducerStore
+from convhook.api.deps import get_deliveries
+from convhook.store.delivery import DeliveryStore
 
 router = APIRouter(tags=["metrics"])
-Store = Annotated[ProducerStore, Depends(get_store)]
+Deliveries = Annotated[DeliveryStore, Depends(get_deliveries)]
 
 
 @router.get("/metrics", include_in_schema=False)
-async def scrape(request: Request, store: Store) -> Response:
+async def scrape(request: Request, deliveries: Deliveries) -> Response:
     """The metrics in the Prometheus text format; 401 without the metrics token, if one is
     configured."""
     token = getattr(request.app.state, "metrics_token", None)
@@ -34,6 +33,6 @@ async def scrape(request: Request, store: Store) -> Response:
             headers={"WWW-Authenticate": "Bearer"},
         )
     now = time.time_ns() // 1_000_000
-    snapshot = await store.db.read(lambda c: delivery_log.backlog(c, now))
+    snapshot = await deliveries.backlog(now)
     text = await asyncio.to_thread(metrics.exposition, snapshot)
     return Response(text, media_type=metrics.CONTENT_TYPE)

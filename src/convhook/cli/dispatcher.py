@@ -5,12 +5,16 @@ Any number may run against one PostgreSQL database, on any number of machines.""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import typer
 
 from convhook.cli._common import err, fail, run_fast
 from convhook.config import DatabaseURL, db_option, option
 from convhook.errors import ConfigError
+
+if TYPE_CHECKING:
+    from convhook.store import Database
 
 
 def allow_private_option() -> bool:
@@ -121,7 +125,7 @@ def dispatcher(
             poll_interval=poll_interval,
             timeout=timeout,
             synchronous=synchronous.upper(),
-            writer_process=writer_process and url.engine == "sqlite",
+            writer_process=writer_process,
         )
     )
 
@@ -139,19 +143,38 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
-async def _dispatch(url: DatabaseURL, *, synchronous: str, **options: object) -> None:
+def _database(url: DatabaseURL, *, synchronous: str, writer_process: bool) -> Database:
+    """The dispatcher's database; the one place that puts SQLite's writer in a child process."""
+    from convhook.store import open_database
+
+    if url.engine != "sqlite" or not writer_process:
+        # PostgreSQL: the schema is checked, never changed here (`convhook db upgrade` does it).
+        return open_database(url, "producer", synchronous=synchronous)
+    from convhook.store.engine.migrations import load
+    from convhook.store.engine.sqlite import SQLiteDatabase
+
+    # Claims and records run in a child with a GIL of its own: the dispatcher's event loop is
+    # busy sending, and a writer thread beside it would wait for the GIL at every statement.
+    return SQLiteDatabase(
+        url.target, load("sqlite", "producer"), synchronous=synchronous, writer="process"
+    )
+
+
+async def _dispatch(
+    url: DatabaseURL, *, synchronous: str, writer_process: bool, **options: object
+) -> None:
     import signal
 
     from convhook.dispatcher import Dispatcher
-    from convhook.store import open_database
+    from convhook.store.delivery import DeliveryStore
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # PostgreSQL: the schema is checked, never changed here (`convhook db upgrade` does it).
-    async with open_database(url, "producer", synchronous=synchronous) as db:
-        async with Dispatcher(db, **options) as running:  # type: ignore[arg-type]
+    db = _database(url, synchronous=synchronous, writer_process=writer_process)
+    async with DeliveryStore(db) as store:
+        async with Dispatcher(store, **options) as running:  # type: ignore[arg-type]
             err.print(
                 f"convhook dispatcher on {db.name} (worker {running.worker_id}"
                 f"{', private targets allowed' if options['allow_private'] else ''})"

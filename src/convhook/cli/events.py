@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
 from datetime import UTC, datetime
@@ -80,14 +79,15 @@ def tail(
     """Print each new event as it is recorded (time, type, conversation) and each delivery
     attempt as it is made (endpoint, status, latency), until interrupted."""
 
-    from convhook.store.delivery import log as delivery_log
+    from convhook.store.delivery import DeliveryStore
 
     async def go() -> None:
         async with _store(db) as store:
+            deliveries = DeliveryStore(store.db)
             seq = 0 if from_start else await store.last_event_seq()
             with_attempts = True
             try:
-                attempt = 0 if from_start else await store.db.read(delivery_log.last_attempt_id)
+                attempt = 0 if from_start else await deliveries.last_attempt_id()
             except StoreError:
                 attempt = 0
             while True:
@@ -98,11 +98,7 @@ def tail(
                 attempts: list[AttemptLine] = []
                 if with_attempts:
                     try:
-                        attempts = await store.db.read(
-                            functools.partial(
-                                delivery_log.attempts_after, after=attempt, workspace_id=workspace
-                            )
-                        )
+                        attempts = await deliveries.attempts_after(attempt, workspace_id=workspace)
                     except StoreError as exc:
                         # A database without the delivery schema still has events to show.
                         err.print(f"[yellow]not showing delivery attempts:[/] {exc}")

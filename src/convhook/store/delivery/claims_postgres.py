@@ -1,6 +1,6 @@
 """Claiming due deliveries on PostgreSQL, where many dispatcher processes claim at once.
 
-SQLite runs one write transaction at a time, so its claim (:func:`.deliveries.claim`) never
+SQLite runs one write transaction at a time, so its claim (:func:`.claims.claim_sqlite`) never
 races. Here claims by other processes interleave under READ COMMITTED, and two guarantees must
 hold across processes: a conversation's next event is not leased while an earlier one is
 pending or in flight, and an endpoint never has more than LEASE_FACTOR times its
@@ -29,18 +29,17 @@ snapshot predates the locks it waits for.
 
 from __future__ import annotations
 
-from typing import Any
-
-from convhook.store.delivery.deliveries import (
+from convhook.store.delivery.claims import (
     LEASE_FACTOR,
     TARGET_COLUMNS,
     Claim,
     claims_of,
     targets,
 )
+from convhook.store.engine.connection import Connection
 
 # An endpoint's lease room is LEASE_FACTOR times its in-flight cap; the cap of a rate-limited
-# endpoint is its rate (at least 1), as in deliveries._cap.
+# endpoint is its rate (at least 1), as in claims._cap.
 _LEASES = (
     f"{LEASE_FACTOR} * CASE WHEN e.rate_limit IS NULL THEN e.max_in_flight "
     "ELSE GREATEST(1, LEAST(e.max_in_flight, CAST(trunc(e.rate_limit) AS INTEGER))) END"
@@ -118,7 +117,9 @@ RETURNING d.id, d.event_id, d.event_type, d.endpoint_id, d.conversation_id, d.at
 """
 
 
-def claim_postgres(conn: Any, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
+def claim_postgres(
+    conn: Connection, owner: str, now: int, lease_ms: int, limit: int
+) -> list[Claim]:
     """Lease up to ``limit`` due deliveries, keeping per-conversation order and per-endpoint
     limits across every process claiming from this database."""
     caps = targets(conn.execute(_LOCK, {"now": now, "scan": limit * 2}).fetchall())

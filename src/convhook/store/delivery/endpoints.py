@@ -1,17 +1,18 @@
 """Webhook endpoints in SQL: create, read, update, enable/disable, rotate secrets, delete.
 
-Every function takes a ``sqlite3.Connection`` and runs inside the caller's transaction, so it
-is passed to ``SQLiteDatabase.write``/``read``. Times are epoch milliseconds. Every query
+Every function takes a :class:`~convhook.store.engine.connection.Connection` of either engine
+and runs inside the caller's transaction: an operation for ``Database.write``/``read``. Times are epoch milliseconds. Every query
 filters by workspace: an endpoint id from another workspace is simply not found.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from convhook.store.engine.connection import Connection
 
 _COLUMNS = (
     "id, workspace_id, url, description, event_types, enabled, disabled_reason, secret, "
@@ -47,7 +48,7 @@ class Endpoint:
         return (self.secret,)
 
 
-def _endpoint(row: sqlite3.Row) -> Endpoint:
+def _endpoint(row: Any) -> Endpoint:
     types = row["event_types"]
     return Endpoint(
         id=row["id"],
@@ -73,8 +74,7 @@ def _types(event_types: Sequence[str] | None) -> str | None:
 
 
 def create(
-    conn: sqlite3.Connection,
-    *,
+    conn: Connection,
     endpoint_id: str,
     workspace_id: str,
     url: str,
@@ -109,7 +109,7 @@ def create(
     return found
 
 
-def get(conn: sqlite3.Connection, workspace_id: str, endpoint_id: str) -> Endpoint | None:
+def get(conn: Connection, workspace_id: str, endpoint_id: str) -> Endpoint | None:
     """The endpoint, or ``None`` if this workspace has no such endpoint."""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM endpoints WHERE id = ? AND workspace_id = ?",
@@ -119,7 +119,7 @@ def get(conn: sqlite3.Connection, workspace_id: str, endpoint_id: str) -> Endpoi
 
 
 def list_(
-    conn: sqlite3.Connection, workspace_id: str, *, limit: int = 100, after: str | None = None
+    conn: Connection, workspace_id: str, limit: int = 100, after: str | None = None
 ) -> list[Endpoint]:
     """The workspace's endpoints in creation order, ``limit`` at a time after id ``after``."""
     rows = conn.execute(
@@ -133,14 +133,14 @@ _UPDATABLE = {"url", "description", "event_types", "rate_limit", "max_in_flight"
 
 
 def update(
-    conn: sqlite3.Connection, workspace_id: str, endpoint_id: str, now: int, **changes: Any
+    conn: Connection, workspace_id: str, endpoint_id: str, now: int, changes: dict[str, Any]
 ) -> Endpoint | None:
     """Change the given fields (``url``, ``description``, ``event_types``, limits)."""
     unknown = set(changes) - _UPDATABLE
     if unknown:
         raise ValueError(f"cannot update endpoint fields {sorted(unknown)}")
     if "event_types" in changes:
-        changes["event_types"] = _types(changes["event_types"])
+        changes = {**changes, "event_types": _types(changes["event_types"])}
     sets = "".join(f"{name} = ?, " for name in changes)
     cur = conn.execute(
         f"UPDATE endpoints SET {sets}updated_at = ? WHERE id = ? AND workspace_id = ?",
@@ -150,7 +150,7 @@ def update(
 
 
 def set_enabled(
-    conn: sqlite3.Connection,
+    conn: Connection,
     workspace_id: str,
     endpoint_id: str,
     enabled: bool,
@@ -176,7 +176,7 @@ def set_enabled(
     return get(conn, workspace_id, endpoint_id)
 
 
-def fail_pending(conn: sqlite3.Connection, endpoint_id: str, now: int, error: str) -> int:
+def fail_pending(conn: Connection, endpoint_id: str, now: int, error: str) -> int:
     """Mark the endpoint's waiting deliveries failed, so a disabled endpoint holds no backlog."""
     cur = conn.execute(
         "UPDATE deliveries SET status = 'failed', last_error = ?, updated_at = ? "
@@ -187,7 +187,7 @@ def fail_pending(conn: sqlite3.Connection, endpoint_id: str, now: int, error: st
 
 
 def rotate_secret(
-    conn: sqlite3.Connection,
+    conn: Connection,
     workspace_id: str,
     endpoint_id: str,
     new_secret: str,
@@ -204,7 +204,7 @@ def rotate_secret(
     return get(conn, workspace_id, endpoint_id) if cur.rowcount else None
 
 
-def delete(conn: sqlite3.Connection, workspace_id: str, endpoint_id: str) -> bool:
+def delete(conn: Connection, workspace_id: str, endpoint_id: str) -> bool:
     """Remove the endpoint with its deliveries and attempts; False if it did not exist."""
     cur = conn.execute(
         "DELETE FROM endpoints WHERE id = ? AND workspace_id = ?", (endpoint_id, workspace_id)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
-from convhook.store.delivery.deliveries import indexed_by, is_sqlite
+from convhook.store.delivery.dialect import indexed_by, is_sqlite
+from convhook.store.engine.connection import Connection
 
 _DELIVERY = (
     "id, event_id, endpoint_id, event_type, conversation_id, status, attempts, "
@@ -46,7 +47,7 @@ class Delivery:
     attempt_log: tuple[Attempt, ...] = ()
 
 
-def _delivery(row: sqlite3.Row, attempts: tuple[Attempt, ...] = ()) -> Delivery:
+def _delivery(row: Any, attempts: tuple[Attempt, ...] = ()) -> Delivery:
     waiting = row["status"] in ("pending", "delivering")
     return Delivery(
         id=row["id"],
@@ -66,7 +67,7 @@ def _delivery(row: sqlite3.Row, attempts: tuple[Attempt, ...] = ()) -> Delivery:
     )
 
 
-def attempts_of(conn: sqlite3.Connection, delivery_id: int) -> tuple[Attempt, ...]:
+def attempts_of(conn: Connection, delivery_id: int) -> tuple[Attempt, ...]:
     """Every attempt of one delivery, oldest first."""
     rows = conn.execute(
         "SELECT id, delivery_id, attempted_at, status_code, latency_ms, error, response_body "
@@ -77,10 +78,9 @@ def attempts_of(conn: sqlite3.Connection, delivery_id: int) -> tuple[Attempt, ..
 
 
 def of_endpoint(
-    conn: sqlite3.Connection,
+    conn: Connection,
     workspace_id: str,
     endpoint_id: str,
-    *,
     status: str | None = None,
     limit: int = 100,
     before: int | None = None,
@@ -111,7 +111,7 @@ def _status_terms(status: str | None) -> str:
     return f"AND status = '{status}'"
 
 
-def of_event(conn: sqlite3.Connection, workspace_id: str, event_id: str) -> list[Delivery]:
+def of_event(conn: Connection, workspace_id: str, event_id: str) -> list[Delivery]:
     """Every delivery of one event, each with its attempts."""
     rows = conn.execute(
         f"SELECT {_DELIVERY} FROM deliveries WHERE event_id = ? AND workspace_id = ? ORDER BY id",
@@ -120,13 +120,23 @@ def of_event(conn: sqlite3.Connection, workspace_id: str, event_id: str) -> list
     return [_delivery(r, attempts_of(conn, r["id"])) for r in rows]
 
 
-def get(conn: sqlite3.Connection, workspace_id: str, delivery_id: int) -> Delivery | None:
+def get(conn: Connection, workspace_id: str, delivery_id: int) -> Delivery | None:
     """One delivery with its attempts, or ``None``."""
     row = conn.execute(
         f"SELECT {_DELIVERY} FROM deliveries WHERE id = ? AND workspace_id = ?",
         (delivery_id, workspace_id),
     ).fetchone()
     return _delivery(row, attempts_of(conn, delivery_id)) if row is not None else None
+
+
+def event_known(conn: Connection, workspace_id: str, event_id: str) -> bool:
+    """Whether the workspace recorded this event or queued a delivery of it (a test event)."""
+    row = conn.execute(
+        "SELECT 1 FROM events WHERE id = ? AND workspace_id = ? UNION ALL "
+        "SELECT 1 FROM deliveries WHERE event_id = ? AND workspace_id = ? LIMIT 1",
+        (event_id, workspace_id, event_id, workspace_id),
+    ).fetchone()
+    return row is not None
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,7 @@ class Backlog:
     by_status: dict[str, int]
 
 
-def backlog(conn: sqlite3.Connection, now: int) -> Backlog:
+def backlog(conn: Connection, now: int) -> Backlog:
     """Count due and in-flight deliveries per endpoint and the age of the oldest pending one."""
     due = dict(
         conn.execute(
@@ -192,7 +202,7 @@ def backlog(conn: sqlite3.Connection, now: int) -> Backlog:
 ESTIMATE_ABOVE = 1_000_000
 
 
-def _delivered(conn: sqlite3.Connection, unfinished: int) -> int:
+def _delivered(conn: Connection, unfinished: int) -> int:
     """The number of delivered deliveries, given the exact number of the others."""
     if is_sqlite(conn):
         # An unfiltered count(*) is counted from the smallest index's pages without reading
@@ -230,7 +240,7 @@ class AttemptLine:
 
 
 def attempts_after(
-    conn: sqlite3.Connection, after: int, *, workspace_id: str | None = None, limit: int = 500
+    conn: Connection, after: int, workspace_id: str | None = None, limit: int = 500
 ) -> list[AttemptLine]:
     """Attempts with an id above ``after``, oldest first (optionally of one workspace)."""
     rows = conn.execute(
@@ -243,7 +253,7 @@ def attempts_after(
     return [AttemptLine(*r) for r in rows]
 
 
-def last_attempt_id(conn: sqlite3.Connection) -> int:
+def last_attempt_id(conn: Connection) -> int:
     """The id of the newest attempt (0 when there is none)."""
     value: int = conn.execute("SELECT coalesce(max(id), 0) FROM attempts").fetchone()[0]
     return value

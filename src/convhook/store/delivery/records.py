@@ -1,0 +1,251 @@
+"""Moving deliveries on: record attempts (then claim more), redeliver, recover, test events.
+
+Status moves ``pending -> delivering -> delivered | pending (retry) | failed``. Recording
+and the next claim share one transaction: a steady stream costs one commit per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from convhook.retry import Verdict
+from convhook.store.delivery.claims import Claim, claim_sqlite
+from convhook.store.delivery.claims_postgres import claim_postgres
+from convhook.store.delivery.dialect import in_list, list_param, notify
+from convhook.store.delivery.endpoints import fail_pending
+from convhook.store.engine.connection import Connection
+
+
+class Status:
+    """Delivery statuses as stored."""
+
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+# A struct, not a dataclass: one is built per attempt, and it crosses to the SQLite writer
+# process as it is. It names its claim by id only: recording reads nothing else of it, and
+# the claim's body would be most of the bytes sent.
+class Result(msgspec.Struct, array_like=True, gc=False):
+    """The outcome of one attempt of a claimed delivery, ready to record."""
+
+    delivery_id: int
+    endpoint_id: str
+    lease_owner: str
+    attempted_at: int
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    response_body: str
+    verdict: Verdict
+    next_attempt_at: int = 0
+
+
+def record_then_claim_sqlite(
+    conn: Connection,
+    results: list[Result],
+    now: int,
+    disable_cutoff: int,
+    owner: str,
+    lease_ms: int,
+    limit: int,
+) -> tuple[list[str], list[Claim]]:
+    """:func:`record`, then :func:`~.claims.claim_sqlite` up to ``limit`` more, in one
+    transaction; return the endpoints this disabled and the new claims."""
+    disabled = record(conn, results, now, disable_cutoff) if results else []
+    return disabled, claim_sqlite(conn, owner, now, lease_ms, limit) if limit else []
+
+
+def record_then_claim_postgres(
+    conn: Connection,
+    results: list[Result],
+    now: int,
+    disable_cutoff: int,
+    owner: str,
+    lease_ms: int,
+    limit: int,
+) -> tuple[list[str], list[Claim]]:
+    """:func:`record`, then :func:`~.claims_postgres.claim_postgres` up to ``limit`` more, in
+    one transaction; return the endpoints this disabled and the new claims."""
+    disabled = record(conn, results, now, disable_cutoff) if results else []
+    return disabled, claim_postgres(conn, owner, now, lease_ms, limit) if limit else []
+
+
+def record(conn: Connection, results: Sequence[Result], now: int, disable_cutoff: int) -> list[str]:
+    """Store attempts and move deliveries on; return the ids of endpoints this disabled (an
+    endpoint failing without a success since ``disable_cutoff`` or earlier, or gone)."""
+    disabled: list[str] = []
+    _record_rows(conn, results, now)
+    succeeded = {r.endpoint_id for r in results if r.verdict is Verdict.DELIVERED}
+    # Endpoint rows are locked in id order: on PostgreSQL other dispatchers lock them too.
+    conn.executemany(
+        "UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+        [(e,) for e in sorted(succeeded)],
+    )
+    failing: dict[str, int] = {}
+    for r in results:
+        if r.verdict is Verdict.GONE:
+            if _disable(conn, r.endpoint_id, now, "the receiver answered 410 Gone"):
+                disabled.append(r.endpoint_id)
+        elif r.verdict is not Verdict.DELIVERED and r.endpoint_id not in succeeded:
+            failing.setdefault(r.endpoint_id, r.attempted_at)
+    for endpoint, since in sorted(failing.items()):
+        conn.execute(
+            "UPDATE endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL",
+            (since, endpoint),
+        )
+        row = conn.execute(
+            "SELECT failing_since FROM endpoints WHERE id = ? AND enabled = 1", (endpoint,)
+        ).fetchone()
+        if row is None or row[0] > disable_cutoff:
+            continue
+        reason = f"failing without a success for {(now - disable_cutoff) // 3_600_000} h"
+        if _disable(conn, endpoint, now, reason):
+            disabled.append(endpoint)
+    return disabled
+
+
+def _outcome_row(r: Result, now: int) -> tuple[Any, ...]:
+    """The delivery's new columns after attempt ``r``, in ``_UPDATE_DELIVERY`` order."""
+    return (
+        _STATUS[r.verdict],
+        r.next_attempt_at if r.verdict is Verdict.RETRY else r.attempted_at,
+        r.status_code,
+        r.error,
+        r.attempted_at,
+        r.attempted_at if r.verdict is Verdict.DELIVERED else None,
+        now,
+        r.delivery_id,
+        r.lease_owner,
+    )
+
+
+_UPDATE_DELIVERY = (
+    "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, "
+    "lease_owner = NULL, lease_expires_at = NULL, last_status_code = ?, last_error = ?, "
+    "last_attempt_at = ?, delivered_at = ?, updated_at = ? "
+    "WHERE id = ? AND status = 'delivering' AND lease_owner = ?"
+)
+
+
+def _record_rows(conn: Connection, results: Sequence[Result], now: int) -> None:
+    """Store each attempt and move its delivery on."""
+    conn.executemany(
+        # An endpoint deleted while its request ran took the delivery with it: skip those.
+        "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, "
+        "response_body) SELECT ?, ?, ?, ?, ?, ? "
+        "WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?)",
+        [
+            (
+                r.delivery_id,
+                r.attempted_at,
+                r.status_code,
+                r.latency_ms,
+                r.error,
+                r.response_body,
+                r.delivery_id,
+            )
+            for r in results
+        ],
+    )
+    conn.executemany(_UPDATE_DELIVERY, [_outcome_row(r, now) for r in results])
+
+
+_STATUS = {
+    Verdict.DELIVERED: Status.DELIVERED,
+    Verdict.RETRY: Status.PENDING,
+    Verdict.FAILED: Status.FAILED,
+    Verdict.GONE: Status.FAILED,
+}
+
+
+def _disable(conn: Connection, endpoint_id: str, now: int, reason: str) -> bool:
+    cur = conn.execute(
+        "UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? "
+        "WHERE id = ? AND enabled = 1",
+        (reason, now, endpoint_id),
+    )
+    if cur.rowcount:
+        fail_pending(conn, endpoint_id, now, f"endpoint disabled: {reason}")
+    return cur.rowcount > 0
+
+
+def enqueue_test(
+    conn: Connection,
+    workspace_id: str,
+    endpoint_id: str,
+    event_id: str,
+    event_type: str,
+    body: bytes,
+    now: int,
+) -> int:
+    """Queue a test event for one endpoint (its body inline, outside the events table)."""
+    row = conn.execute(
+        "INSERT INTO deliveries (event_seq, event_id, endpoint_id, workspace_id, conversation_id, "
+        "conversation_seq, event_type, body, next_attempt_at, created_at, updated_at) "
+        "VALUES (NULL, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?) RETURNING id",
+        (event_id, endpoint_id, workspace_id, event_id, event_type, body.decode(), now, now, now),
+    ).fetchone()
+    notify(conn)
+    return int(row[0])
+
+
+# The retention job empties the body of old, finished events: those cannot be sent again.
+_LIVE = (
+    "NOT EXISTS (SELECT 1 FROM events AS pruned WHERE pruned.seq = deliveries.event_seq "
+    "AND pruned.body = '')"
+)
+
+
+def redeliver(
+    conn: Connection,
+    workspace_id: str,
+    event_id: str,
+    endpoint_ids: list[str] | None,
+    now: int,
+) -> int:
+    """Send an event again (to the given endpoints, or all it went to); return how many."""
+    params: tuple[Any, ...] = (now, now, event_id, workspace_id)
+    only = ""
+    if endpoint_ids is not None:
+        only = f"AND {in_list(conn, 'endpoint_id')} "
+        params = (*params, list_param(conn, endpoint_ids))
+    cur = conn.execute(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+        "updated_at = ? WHERE event_id = ? AND workspace_id = ? AND status != 'delivering' "
+        f"{only}AND " + _LIVE,
+        params,
+    )
+    count = cur.rowcount
+    # An endpoint created after the event never had a delivery for it: create one.
+    if endpoint_ids is not None:
+        count += conn.execute(
+            "INSERT INTO deliveries (event_seq, event_id, endpoint_id, workspace_id, "
+            "conversation_id, conversation_seq, event_type, next_attempt_at, created_at, "
+            "updated_at) SELECT ev.seq, ev.id, e.id, ev.workspace_id, ev.conversation_id, "
+            "ev.conversation_seq, ev.event_type, ?, ?, ? FROM events AS ev JOIN endpoints AS e "
+            "ON e.workspace_id = ev.workspace_id WHERE ev.id = ? AND ev.workspace_id = ? "
+            f"AND ev.body <> '' AND {in_list(conn, 'e.id')} ON CONFLICT DO NOTHING",
+            (now, now, now, event_id, workspace_id, list_param(conn, endpoint_ids)),
+        ).rowcount
+    if count:
+        notify(conn)
+    return count
+
+
+def recover(conn: Connection, workspace_id: str, endpoint_id: str, since: int, now: int) -> int:
+    """Retry every failed delivery of an endpoint created at or after ``since``."""
+    cur = conn.execute(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+        "updated_at = ? WHERE endpoint_id = ? AND workspace_id = ? AND status = 'failed' "
+        "AND created_at >= ? AND " + _LIVE,
+        (now, now, endpoint_id, workspace_id, since),
+    )
+    if cur.rowcount:
+        notify(conn)
+    return cur.rowcount

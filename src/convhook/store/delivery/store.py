@@ -1,0 +1,237 @@
+"""The delivery store: endpoints, claiming and recording deliveries, the delivery log.
+
+:class:`DeliveryStore` is the async facade the API, the CLI and the dispatcher use, over
+either engine (a :class:`~convhook.store.engine.database.Database`). Every write is a named
+operation of this package (:mod:`.endpoints`, :mod:`.claims`, :mod:`.claims_postgres`,
+:mod:`.records`), so it runs on the database's writer wherever that is: a thread, or for
+SQLite with ``writer="process"`` a child process. Reads are in :mod:`.log`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from convhook.store.delivery import claims, claims_postgres, endpoints, log, records
+from convhook.store.delivery.claims import Claim
+from convhook.store.delivery.dialect import CHANNEL
+from convhook.store.delivery.endpoints import Endpoint
+from convhook.store.delivery.log import AttemptLine, Backlog, Delivery
+from convhook.store.delivery.records import Result
+from convhook.store.engine.connection import Connection
+from convhook.store.engine.database import Database
+from convhook.store.engine.url import DatabaseURL
+
+RecordThenClaim = Callable[
+    [Connection, list[Result], int, int, str, int, int], tuple[list[str], list[Claim]]
+]
+
+# Where a delivery is claimed, per engine: SQLite's one writer claims with plain reads and
+# writes; PostgreSQL's concurrent claimers lock endpoints, then lease under those locks.
+_CLAIM: dict[
+    str, tuple[Callable[[Connection, str, int, int, int], list[Claim]], RecordThenClaim]
+] = {
+    "sqlite": (claims.claim_sqlite, records.record_then_claim_sqlite),
+    "postgres": (claims_postgres.claim_postgres, records.record_then_claim_postgres),
+}
+
+
+class DeliveryStore:
+    """Deliveries in one database; use as ``async with DeliveryStore(db)``, or over a
+    database a :class:`~convhook.store.producer.ProducerStore` opened already."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._claim, self._record_then_claim = _CLAIM[db.dialect.name]
+
+    @classmethod
+    def at(cls, url: str | DatabaseURL, *, synchronous: str = "FULL") -> DeliveryStore:
+        """The store at a SQLite path or a ``postgresql://`` URL (not yet opened)."""
+        from convhook.store import open_database
+
+        return cls(open_database(url, "producer", synchronous=synchronous))
+
+    async def __aenter__(self) -> DeliveryStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the database (again: does nothing)."""
+        await self.db.open()
+
+    async def close(self) -> None:
+        """Finish queued writes and close the database."""
+        await self.db.close()
+
+    def watch(self, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` (from any thread) when another process may have queued
+        deliveries; False if this engine cannot tell (then poll)."""
+        return self.db.watch(CHANNEL, callback)
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def create_endpoint(
+        self,
+        *,
+        endpoint_id: str,
+        workspace_id: str,
+        url: str,
+        secret: str,
+        now: int,
+        description: str = "",
+        event_types: list[str] | None = None,
+        enabled: bool = True,
+        rate_limit: float | None = None,
+        max_in_flight: int = 10,
+    ) -> Endpoint:
+        """Add an endpoint; it receives the events recorded from now on."""
+        return await self.db.write(
+            endpoints.create,
+            endpoint_id,
+            workspace_id,
+            url,
+            secret,
+            now,
+            description,
+            event_types,
+            enabled,
+            rate_limit,
+            max_in_flight,
+        )
+
+    async def get_endpoint(self, workspace_id: str, endpoint_id: str) -> Endpoint | None:
+        """The endpoint, or None if this workspace has none by that id."""
+        return await self.db.read(endpoints.get, workspace_id, endpoint_id)
+
+    async def list_endpoints(
+        self, workspace_id: str, *, limit: int = 100, after: str | None = None
+    ) -> list[Endpoint]:
+        """The workspace's endpoints in id order, ``limit`` after id ``after``."""
+        return await self.db.read(endpoints.list_, workspace_id, limit, after)
+
+    async def update_endpoint(
+        self, workspace_id: str, endpoint_id: str, now: int, changes: dict[str, Any]
+    ) -> Endpoint | None:
+        """Change the given fields; None if there is no such endpoint."""
+        return await self.db.write(endpoints.update, workspace_id, endpoint_id, now, changes)
+
+    async def set_enabled(
+        self, workspace_id: str, endpoint_id: str, enabled: bool, now: int
+    ) -> Endpoint | None:
+        """Enable or disable (failing its waiting deliveries); None if there is none."""
+        return await self.db.write(endpoints.set_enabled, workspace_id, endpoint_id, enabled, now)
+
+    async def rotate_secret(
+        self, workspace_id: str, endpoint_id: str, secret: str, now: int, grace_ms: int
+    ) -> Endpoint | None:
+        """Make ``secret`` current, the old one signing for ``grace_ms`` more."""
+        return await self.db.write(
+            endpoints.rotate_secret, workspace_id, endpoint_id, secret, now, grace_ms
+        )
+
+    async def delete_endpoint(self, workspace_id: str, endpoint_id: str) -> bool:
+        """Remove the endpoint with its delivery log; False if there was none."""
+        return await self.db.write(endpoints.delete, workspace_id, endpoint_id)
+
+    # -- deliveries ----------------------------------------------------------------------
+
+    async def of_event(self, workspace_id: str, event_id: str) -> list[Delivery]:
+        """Every delivery of one event, each with its attempts."""
+        return await self.db.read(log.of_event, workspace_id, event_id)
+
+    async def event_known(self, workspace_id: str, event_id: str) -> bool:
+        """Whether the workspace has this event (recorded, or sent as a test)."""
+        return await self.db.read(log.event_known, workspace_id, event_id)
+
+    async def get_delivery(self, workspace_id: str, delivery_id: int) -> Delivery | None:
+        """One delivery with its attempts, or None."""
+        return await self.db.read(log.get, workspace_id, delivery_id)
+
+    async def of_endpoint(
+        self,
+        workspace_id: str,
+        endpoint_id: str,
+        *,
+        status: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[Delivery]:
+        """An endpoint's deliveries, newest first, ``limit`` before id ``before``."""
+        return await self.db.read(log.of_endpoint, workspace_id, endpoint_id, status, limit, before)
+
+    async def redeliver(
+        self, workspace_id: str, event_id: str, endpoint_ids: list[str] | None, now: int
+    ) -> int:
+        """Send an event again (to these endpoints, or all it went to); return how many."""
+        return await self.db.write(records.redeliver, workspace_id, event_id, endpoint_ids, now)
+
+    async def recover(self, workspace_id: str, endpoint_id: str, since: int, now: int) -> int:
+        """Retry the endpoint's failed deliveries created at or after ``since``."""
+        return await self.db.write(records.recover, workspace_id, endpoint_id, since, now)
+
+    async def enqueue_test(
+        self,
+        *,
+        workspace_id: str,
+        endpoint_id: str,
+        event_id: str,
+        event_type: str,
+        body: bytes,
+        now: int,
+    ) -> int:
+        """Queue a test event for one endpoint; return its delivery id."""
+        return await self.db.write(
+            records.enqueue_test, workspace_id, endpoint_id, event_id, event_type, body, now
+        )
+
+    async def backlog(self, now: int) -> Backlog:
+        """What waits, per endpoint, now (for ``/metrics``)."""
+        return await self.db.read(log.backlog, now)
+
+    async def attempts_after(
+        self, after: int, *, workspace_id: str | None = None, limit: int = 500
+    ) -> list[AttemptLine]:
+        """Attempts with an id above ``after``, oldest first."""
+        return await self.db.read(log.attempts_after, after, workspace_id, limit)
+
+    async def last_attempt_id(self) -> int:
+        """The id of the newest attempt (0 when there is none)."""
+        return await self.db.read(log.last_attempt_id)
+
+    # -- the dispatcher --------------------------------------------------------------------
+
+    async def has_due(self, now: int) -> bool:
+        """Whether anything is due to claim (a read: takes no write lock)."""
+        return await self.db.read(claims.has_due, now)
+
+    async def claim(self, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries for ``owner`` until ``now + lease_ms``."""
+        return await self.db.write(self._claim, owner, now, lease_ms, limit)
+
+    async def record(
+        self,
+        results: Sequence[Result],
+        now: int,
+        disable_cutoff: int,
+        owner: str,
+        lease_ms: int,
+        limit: int,
+    ) -> tuple[list[str], list[Claim]]:
+        """Record ``results`` (disabling endpoints failing since ``disable_cutoff`` or
+        earlier), then claim up to ``limit`` more, in one transaction; return the endpoints
+        disabled and the new claims."""
+        return await self.db.write(
+            self._record_then_claim,
+            list(results),
+            now,
+            disable_cutoff,
+            owner,
+            lease_ms,
+            limit,
+        )
