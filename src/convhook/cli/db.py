@@ -71,38 +71,9 @@ def status(
 
 
 async def _status_of(url: str, component: str) -> int:
-    import asyncio
-    import sqlite3
+    from convhook.store import open_database
 
-    from convhook.store.engine.url import DatabaseURL
-
-    target = DatabaseURL.parse(url)
-
-    def sqlite_version() -> int:
-        conn = sqlite3.connect(target.target)
-        try:
-            row = conn.execute(
-                "SELECT version FROM convhook_schema WHERE component = ?", (component,)
-            ).fetchone()
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            conn.close()
-        return int(row[0]) if row else 0
-
-    def pg_version() -> int:
-        import psycopg
-
-        with psycopg.connect(target.target, autocommit=True) as conn:
-            exists = conn.execute("SELECT to_regclass('convhook_schema')").fetchone()
-            if not exists or exists[0] is None:
-                return 0
-            row = conn.execute(
-                "SELECT version FROM convhook_schema WHERE component = %s", (component,)
-            ).fetchone()
-            return int(row[0]) if row else 0
-
-    return await asyncio.to_thread(pg_version if target.engine == "postgres" else sqlite_version)
+    return await open_database(url, component).installed_version(component)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
-from convhook.errors import ConvhookError, PayloadError
+from convhook.errors import ConvhookError, PayloadError, StoreError
 from convhook.events import parse_event
 from convhook.receiver.handlers import Delivery, HandlerRegistry
 from convhook.receiver.limits import clip, describe, storable
@@ -181,7 +181,7 @@ class Worker:
             await asyncio.sleep(self.lease / 3)
             try:
                 await self.renew_leases()
-            except ConvhookError as exc:
+            except StoreError as exc:  # a usage error (a closed inbox) is not retried
                 log.warning(
                     "renewing leases failed: %s", clip(exc), extra={"action": "lease_renew_failed"}
                 )

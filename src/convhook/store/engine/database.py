@@ -123,6 +123,23 @@ class Database(ABC):
             raise
         return conn
 
+    async def installed_version(self, component: str) -> int:
+        """The version of ``component``'s schema in this database (0: none), read without
+        opening, checking or migrating it (``convhook db status``)."""
+        from convhook.store.engine.migrations import installed
+
+        def look() -> int:
+            conn = self.connect()
+            try:
+                return installed(conn, component)
+            finally:
+                conn.close()
+
+        try:
+            return await asyncio.to_thread(look)
+        except self._rules.driver_error as exc:
+            raise StoreError(f"cannot read the schema version of {self.name}: {exc}") from exc
+
     async def close(self) -> None:
         """Finish the writes already queued, then stop the writer and the readers."""
         writer, self._writer = self._writer, None

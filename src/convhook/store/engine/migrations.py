@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from convhook.errors import ConfigError, SchemaVersionError
+from convhook.store.engine.connection import Connection, PerDialect
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -48,6 +49,22 @@ def latest(migrations: list[Migration]) -> dict[str, int]:
     for m in migrations:
         versions[m.component] = max(versions.get(m.component, 0), m.version)
     return versions
+
+
+_INSTALLED = PerDialect(
+    sqlite="SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'convhook_schema'",
+    postgres="SELECT to_regclass('convhook_schema') IS NOT NULL",
+)
+
+
+def installed(conn: Connection, component: str) -> int:
+    """The version of ``component``'s schema in the database (0: none), changing nothing."""
+    if not conn.execute(_INSTALLED.of(conn)).fetchone()[0]:
+        return 0
+    row = conn.execute(
+        "SELECT version FROM convhook_schema WHERE component = ?", (component,)
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def too_new(component: str, found: int, known: int) -> SchemaVersionError:
