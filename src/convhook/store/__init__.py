@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from convhook.store.engine.database import Database
 from convhook.store.engine.migrations import load
 from convhook.store.engine.url import DatabaseURL
+
+if TYPE_CHECKING:
+    from convhook.store.engine.sqlite import WriterKind
 
 __all__ = ["Database", "DatabaseURL", "open_database"]
 
@@ -15,11 +20,13 @@ def open_database(
     *,
     synchronous: str = "FULL",
     auto_upgrade: bool = False,
+    writer: WriterKind = "thread",
 ) -> Database:
     """A (not yet opened) database for ``component`` (``producer`` or ``inbox``) at ``url``.
 
     SQLite files are created and upgraded on open; PostgreSQL schemas are upgraded only with
-    ``auto_upgrade`` (``convhook db upgrade``) and otherwise checked.
+    ``auto_upgrade`` (``convhook db upgrade``) and otherwise checked. ``writer="process"``
+    commits a SQLite file's writes in a child process (PostgreSQL's writer is a thread).
     """
     target = url if isinstance(url, DatabaseURL) else DatabaseURL.parse(url)
     if target.engine == "postgres":
@@ -30,4 +37,6 @@ def open_database(
         )
     from convhook.store.engine.sqlite import SQLiteDatabase
 
-    return SQLiteDatabase(target.target, load("sqlite", component), synchronous=synchronous)
+    return SQLiteDatabase(
+        target.target, load("sqlite", component), synchronous=synchronous, writer=writer
+    )
