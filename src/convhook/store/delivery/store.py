@@ -29,7 +29,7 @@ RecordThenClaim = Callable[
 
 # Where a delivery is claimed, per engine: SQLite's one writer claims with plain reads and
 # writes; PostgreSQL's concurrent claimers lock endpoints, then lease under those locks.
-_CLAIM: dict[
+CLAIM_BY_DIALECT: dict[
     str, tuple[Callable[[Connection, str, int, int, int], list[Claim]], RecordThenClaim]
 ] = {
     "sqlite": (claims.claim_sqlite, records.record_then_claim_sqlite),
@@ -43,7 +43,7 @@ class DeliveryStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._claim, self._record_then_claim = _CLAIM[db.dialect.name]
+        self._claim, self._record_then_claim = CLAIM_BY_DIALECT[db.dialect.name]
 
     @classmethod
     def at(cls, url: str | DatabaseURL, *, synchronous: str = "FULL") -> DeliveryStore:
