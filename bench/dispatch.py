@@ -45,10 +45,18 @@ from _support import BARE_APP, cpu_seconds, free_port, serve_command, wait_for_p
 from convhook.ids import new_id
 from convhook.samples import sample_event
 from convhook.signing import Secret
-from convhook.store.delivery import endpoints as endpoint_store
-from convhook.store.engine import migrations
-from convhook.store.engine.migrations import apply_sqlite
-from convhook.store.engine.sqlite import connect
+
+try:
+    from convhook.store.delivery import endpoints as endpoint_store
+    from convhook.store.engine import migrations
+    from convhook.store.engine.migrations import apply_sqlite
+    from convhook.store.engine.sqlite import connect
+except ImportError:  # a revision before store/ had subpackages (bench/compare.py runs those)
+    from convhook.store.migrations import apply_sqlite  # type: ignore[import-not-found,no-redef]
+    from convhook.store.sqlite import connect  # type: ignore[import-not-found,no-redef]
+
+    from convhook.store import endpoints as endpoint_store  # type: ignore[attr-defined,no-redef]
+    from convhook.store import migrations  # type: ignore[attr-defined,no-redef]
 
 KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
 ACTIONS = ("join", "leave", "end", "analysis")
@@ -405,7 +413,10 @@ def pg_fill(
     one transaction; returns the endpoint id and the bodies."""
     import psycopg
 
-    from convhook.store.engine.postgres import PgConnection
+    try:
+        from convhook.store.engine.postgres import PgConnection
+    except ImportError:  # a revision before store/ had subpackages
+        from convhook.store.postgres import PgConnection  # type: ignore[import-not-found,no-redef]
 
     template = sample_event("conversation.userJoined").to_json().decode()
     old_id = json.loads(template)["eventId"]
