@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sqlite3
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from convhook.ids import new_id
 from convhook.samples import sample_event
 from convhook.store.delivery import endpoints as endpoint_store
+from convhook.store.engine.connection import Connection
 
 LIFECYCLE = (
     "conversation.userJoined",
@@ -98,7 +98,7 @@ class Receiver:
         await send({"type": "http.response.body", "body": reply.body})
 
 
-def add_workspace(conn: sqlite3.Connection, workspace_id: str | None = None) -> str:
+def add_workspace(conn: Connection, workspace_id: str | None = None) -> str:
     """Insert a workspace row and return its id."""
     workspace_id = workspace_id or new_id("ws")
     conn.execute(
@@ -108,7 +108,7 @@ def add_workspace(conn: sqlite3.Connection, workspace_id: str | None = None) -> 
 
 
 def add_endpoint(
-    conn: sqlite3.Connection,
+    conn: Connection,
     workspace_id: str,
     url: str,
     secret: str,
@@ -130,7 +130,7 @@ def add_endpoint(
 
 
 def record_event(
-    conn: sqlite3.Connection,
+    conn: Connection,
     workspace_id: str,
     conversation_id: str,
     conversation_seq: int,
