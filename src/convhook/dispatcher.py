@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -130,9 +131,13 @@ class Dispatcher:
             # Another process's commit may have queued work: the database says so (SQLite
             # data_version, PostgreSQL NOTIFY; the listener reconnects by itself and calls
             # back after each reconnect, as notifications may have been missed meanwhile).
-            loop = asyncio.get_running_loop()
+            loop, here = asyncio.get_running_loop(), threading.get_ident()
 
             def poke() -> None:
+                if threading.get_ident() == here:
+                    # SQLite looks on this loop: no need for the self-pipe write of a hop.
+                    self._wake.set()
+                    return
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to wake
                     loop.call_soon_threadsafe(self._wake.set)
 

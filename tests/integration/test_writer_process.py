@@ -374,6 +374,59 @@ def test_claims_and_results_cross_the_wire_as_they_are() -> None:
     assert "{}" not in repr(claim)
 
 
+async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
+    """The reply to a batch resolves each waiting request while it is read, with no task or
+    callback turn in between: under load every turn of the loop is a millisecond or more."""
+    import msgspec
+    from convhook.store.inbox.process import _Batcher
+
+    from convhook.store.engine import writer_process
+
+    class Direct:
+        """Stands in for the child's socket: the reply is fed to the parent's protocol."""
+
+        def __init__(self) -> None:
+            self.replies = writer_process._Replies()
+            self.sent: list[tuple[str, Any]] = []
+
+        def post(self, op: str, args: tuple[Any, ...], resolve: Any) -> None:
+            self.sent.append((op, args))
+            self.replies._waiting[7] = resolve
+
+    direct = Direct()
+    batcher: _Batcher[str, bool] = _Batcher(direct, "add")  # type: ignore[arg-type]
+    futures = [batcher.submit(f"evt_{n}") for n in range(3)]
+    futures[1].cancel()  # its request was cancelled: the others still get their answers
+    await asyncio.sleep(0)  # the end of the turn sends the batch
+    assert direct.sent == [("add", (["evt_0", "evt_1", "evt_2"],))]
+    frame = msgspec.msgpack.encode((7, True, [True, False, True]))
+    direct.replies.data_received(writer_process._LENGTH.pack(len(frame)) + frame)
+    assert futures[0].result() is True
+    assert futures[2].result() is True
+    assert futures[1].cancelled()
+
+
+async def test_a_cancelled_restart_cancels_the_waiting_adds(tmp_path: Path) -> None:
+    """Adds posted while the child is gone wait on its restart; if that is cancelled (the
+    loop shutting down), their futures are cancelled, not failed with CancelledError."""
+    from convhook.store.inbox.process import ProcessSQLiteInbox
+
+    from convhook.store.inbox import Received
+
+    async with ProcessSQLiteInbox(tmp_path / "inbox.db", synchronous="NORMAL") as inbox:
+        await _kill_child(inbox._writer)
+        row = ("evt_1", "msg_1", "conversation.userJoined", b"{}", {}, 1.0, None, True)
+        future = inbox._add_batch.submit(row)
+        await asyncio.sleep(0)  # the end of the turn posts the batch: the slow path
+        assert len(inbox._writer._posting) == 1
+        for task in inbox._writer._posting:
+            task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await future
+        assert future.cancelled()
+        assert await inbox.add(Received(*row)) is True
+
+
 async def test_inbox_child_killed_mid_batch_loses_nothing_committed(tmp_path: Path) -> None:
     """An inbox add in flight when its writer child dies fails (the receiver answers 503, so
     the sender retries); what was committed before stays, and the next add restarts it."""

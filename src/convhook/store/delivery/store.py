@@ -21,7 +21,6 @@ from convhook.store.delivery.log import AttemptLine, Backlog, Delivery
 from convhook.store.delivery.records import Result
 from convhook.store.engine.connection import Connection
 from convhook.store.engine.database import Database
-from convhook.store.engine.url import DatabaseURL
 
 RecordThenClaim = Callable[
     [Connection, list[Result], int, int, str, int, int], tuple[list[str], list[Claim]]
@@ -44,13 +43,6 @@ class DeliveryStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._claim, self._record_then_claim = CLAIM_BY_DIALECT[db.dialect.name]
-
-    @classmethod
-    def at(cls, url: str | DatabaseURL, *, synchronous: str = "FULL") -> DeliveryStore:
-        """The store at a SQLite path or a ``postgresql://`` URL (not yet opened)."""
-        from convhook.store import open_database
-
-        return cls(open_database(url, "producer", synchronous=synchronous))
 
     async def __aenter__(self) -> DeliveryStore:
         await self.open()
