@@ -19,8 +19,6 @@ from convhook.store.delivery import DeliveryStore
 from convhook.store.delivery import endpoints as endpoint_store
 from convhook.store.delivery import log as delivery_log
 from convhook.store.engine.database import Database
-from convhook.store.engine.migrations import load
-from convhook.store.engine.sqlite import SQLiteDatabase
 from tests.support.delivery import (
     LIFECYCLE,
     FakeClock,
@@ -55,9 +53,8 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
         if request.param != "sqlite-writer-process":
             yield database
             return
-        migrations = load("sqlite", "producer")
-        async with SQLiteDatabase(
-            url, migrations, synchronous="NORMAL", writer="process"
+        async with open_database(
+            url, "producer", synchronous="NORMAL", writer="process"
         ) as writing:
             _DISPATCH_DB[database] = writing
             yield database

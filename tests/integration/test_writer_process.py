@@ -22,7 +22,6 @@ from convhook.store import open_database
 from convhook.store.delivery import Claim, Result, claims, endpoints, log, records
 from convhook.store.engine.database import Database
 from convhook.store.engine.groupcommit import GroupCommit
-from convhook.store.engine.migrations import load
 from convhook.store.engine.sqlite import SQLiteDatabase, connect
 from convhook.store.engine.writer_process import WriterProcess, operation, run_batch
 from tests.support.delivery import (
@@ -42,9 +41,9 @@ async def db(db_path: Path) -> AsyncIterator[Database]:
         yield database
 
 
-def _process_db(path: Path) -> SQLiteDatabase:
+def _process_db(path: Path) -> Database:
     """The same file with its writer in a child process (the dispatcher's side)."""
-    return SQLiteDatabase(path, load("sqlite", "producer"), synchronous="NORMAL", writer="process")
+    return open_database(str(path), "producer", synchronous="NORMAL", writer="process")
 
 
 def _ms() -> int:
@@ -77,6 +76,7 @@ async def test_dispatcher_with_writer_process_delivers_in_order(
             async with Dispatcher(writing, allow_private=True) as dispatcher:
                 dispatcher.wake()
                 got = await receiver.wait_for(4)
+            assert isinstance(writing, SQLiteDatabase)
             child = writing.writer_pid
             assert child is not None
             assert _alive(child)

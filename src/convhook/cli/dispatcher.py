@@ -144,19 +144,15 @@ def _logging(level: str) -> None:
 
 
 def _database(url: DatabaseURL, *, synchronous: str, writer_process: bool) -> Database:
-    """The dispatcher's database; the one place that puts SQLite's writer in a child process."""
+    """The dispatcher's database: the one place that puts its SQLite writer in a child process."""
     from convhook.store import open_database
-
-    if url.engine != "sqlite" or not writer_process:
-        # PostgreSQL: the schema is checked, never changed here (`convhook db upgrade` does it).
-        return open_database(url, "producer", synchronous=synchronous)
-    from convhook.store.engine.migrations import load
-    from convhook.store.engine.sqlite import SQLiteDatabase
 
     # Claims and records run in a child with a GIL of its own: the dispatcher's event loop is
     # busy sending, and a writer thread beside it would wait for the GIL at every statement.
-    return SQLiteDatabase(
-        url.target, load("sqlite", "producer"), synchronous=synchronous, writer="process"
+    # PostgreSQL's writer is a thread, and its schema is checked, never changed here
+    # (`convhook db upgrade` does it).
+    return open_database(
+        url, "producer", synchronous=synchronous, writer="process" if writer_process else "thread"
     )
 
 
