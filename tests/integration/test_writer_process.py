@@ -22,8 +22,11 @@ from convhook.store import open_database
 from convhook.store.delivery import Claim, Result, claims, endpoints, log, records
 from convhook.store.engine.database import Database
 from convhook.store.engine.groupcommit import GroupCommit
+from convhook.store.engine.operations import LENGTH, operation
 from convhook.store.engine.sqlite import SQLiteDatabase, connect
-from convhook.store.engine.writer_process import WriterProcess, operation, run_batch
+from convhook.store.engine.writer_child import run_batch
+from convhook.store.engine.writer_process import WriterProcess, _Replies
+from convhook.store.inbox import Received, SQLiteInbox
 from tests.support.delivery import (
     LIFECYCLE,
     Receiver,
@@ -228,7 +231,7 @@ def _writer_children() -> list[int]:
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         for pid in (task / "children").read_text().split():
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"convhook.store.engine.writer_process" in cmdline:
+            if b"convhook.store.engine.writer_child" in cmdline:
                 found.append(int(pid))
     return found
 
@@ -377,81 +380,75 @@ def test_claims_and_results_cross_the_wire_as_they_are() -> None:
 async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
     """The reply to a batch resolves each waiting request while it is read, with no task or
     callback turn in between: under load every turn of the loop is a millisecond or more."""
-    import msgspec
-    from convhook.store.inbox.process import _Batcher
-
-    from convhook.store.engine import writer_process
+    from convhook.store.engine.batcher import Batcher
+    from convhook.store.inbox import ops
 
     class Direct:
         """Stands in for the child's socket: the reply is fed to the parent's protocol."""
 
         def __init__(self) -> None:
-            self.replies = writer_process._Replies()
-            self.sent: list[tuple[str, Any]] = []
+            self.replies = _Replies()
+            self.sent: list[tuple[Any, Any]] = []
 
-        def post(self, op: str, args: tuple[Any, ...], resolve: Any) -> None:
+        def post(self, op: Any, args: tuple[Any, ...], resolve: Any) -> None:
             self.sent.append((op, args))
-            self.replies._waiting[7] = resolve
+            self.replies._waiting[7] = (operation(op), resolve)
 
     direct = Direct()
-    batcher: _Batcher[str, bool] = _Batcher(direct, "add")  # type: ignore[arg-type]
+    batcher: Batcher[str, bool] = Batcher(direct, ops.add)  # type: ignore[arg-type]
     futures = [batcher.submit(f"evt_{n}") for n in range(3)]
     futures[1].cancel()  # its request was cancelled: the others still get their answers
     await asyncio.sleep(0)  # the end of the turn sends the batch
-    assert direct.sent == [("add", (["evt_0", "evt_1", "evt_2"],))]
+    assert direct.sent == [(ops.add, (["evt_0", "evt_1", "evt_2"],))]
     frame = msgspec.msgpack.encode((7, True, [True, False, True]))
-    direct.replies.data_received(writer_process._LENGTH.pack(len(frame)) + frame)
+    direct.replies.data_received(LENGTH.pack(len(frame)) + frame)
     assert futures[0].result() is True
     assert futures[2].result() is True
     assert futures[1].cancelled()
 
 
+def _received(n: int) -> Received:
+    return Received(f"evt_{n}", f"msg_{n}", "conversation.userJoined", b"{}", {}, 1.0)
+
+
 async def test_a_cancelled_restart_cancels_the_waiting_adds(tmp_path: Path) -> None:
     """Adds posted while the child is gone wait on its restart; if that is cancelled (the
     loop shutting down), their futures are cancelled, not failed with CancelledError."""
-    from convhook.store.inbox.process import ProcessSQLiteInbox
-
-    from convhook.store.inbox import Received
-
-    async with ProcessSQLiteInbox(tmp_path / "inbox.db", synchronous="NORMAL") as inbox:
-        await _kill_child(inbox._writer)
-        row = ("evt_1", "msg_1", "conversation.userJoined", b"{}", {}, 1.0, None, True)
-        future = inbox._add_batch.submit(row)
-        await asyncio.sleep(0)  # the end of the turn posts the batch: the slow path
-        assert len(inbox._writer._posting) == 1
-        for task in inbox._writer._posting:
+    inbox = SQLiteInbox(tmp_path / "inbox.db", synchronous="NORMAL", writer="process")
+    async with inbox:
+        writer = inbox.db._writer
+        assert isinstance(writer, WriterProcess)
+        await _kill_child(writer)
+        future = asyncio.ensure_future(inbox.add(_received(1)))
+        await asyncio.sleep(0.01)  # the end of the turn posts the batch: the slow path
+        assert len(writer._posting) == 1
+        for task in writer._posting:
             task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await future
-        assert future.cancelled()
-        assert await inbox.add(Received(*row)) is True
+        assert await inbox.add(_received(1)) is True
 
 
 async def test_inbox_child_killed_mid_batch_loses_nothing_committed(tmp_path: Path) -> None:
     """An inbox add in flight when its writer child dies fails (the receiver answers 503, so
     the sender retries); what was committed before stays, and the next add restarts it."""
-    from convhook.store.inbox.process import ProcessSQLiteInbox
-
-    from convhook.store.inbox import Received
-
-    def item(n: int) -> Received:
-        return Received(f"evt_{n}", f"msg_{n}", "conversation.userJoined", b"{}", {}, 1.0)
-
-    async with ProcessSQLiteInbox(tmp_path / "inbox.db", synchronous="NORMAL") as inbox:
-        assert await inbox.add(item(1)) is True
-        child = inbox._writer.pid
+    inbox = SQLiteInbox(tmp_path / "inbox.db", synchronous="NORMAL", writer="process")
+    async with inbox:
+        assert isinstance(inbox.db, SQLiteDatabase)
+        assert await inbox.add(_received(1)) is True
+        child = inbox.db.writer_pid
         assert child is not None
         os.kill(child, signal.SIGSTOP)
-        pending = asyncio.ensure_future(inbox.add(item(2)))
+        pending = asyncio.ensure_future(inbox.add(_received(2)))
         await asyncio.sleep(0.1)
         os.kill(child, signal.SIGKILL)
         with pytest.raises(StoreError, match="writer process exited"):
             await pending
         assert await inbox.get("evt_2") is None
-        assert await inbox.add(item(2)) is True
-        assert await inbox.add(item(1)) is False
+        assert await inbox.add(_received(2)) is True
+        assert await inbox.add(_received(1)) is False
         assert {e.event_id for e in await inbox.recent()} == {"evt_1", "evt_2"}
-        assert inbox._writer.pid not in (None, child)
+        assert inbox.db.writer_pid not in (None, child)
 
 
 class _writer:

@@ -7,12 +7,11 @@ a third of the process's CPU went to that contention. A child process has a GIL 
 :class:`~convhook.store.engine.sqlite.SQLiteDatabase` runs its writer here with
 ``writer="process"``.
 
-The parent sends each write as an operation's name (``module:function``, a module-level
-function under ``convhook.store``) and its arguments, over a socket pair, as msgpack frames;
-arguments and results are encoded by msgspec and decoded as the operation's type hints say,
-so structs, tuples and enums arrive as they left. The child takes every request that is
-waiting and runs them as one group commit (:mod:`.groupcommit`, as the writer thread does),
-and only then answers them all: a reply means "committed".
+The parent sends each write as an operation (:mod:`.operations`: its name and its arguments,
+decoded on the other side as its type hints say) over a socket pair. The child
+(:mod:`.writer_child`) takes every request that is waiting and runs them as one group commit
+(:mod:`.groupcommit`, as the writer thread does), and only then answers them all: a reply
+means "committed".
 
 The child runs in a session of its own and ignores SIGINT and SIGTERM: the parent stops it
 by closing the socket after its own last write, and the child also exits when the parent dies
@@ -25,17 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
-import inspect
-import signal
 import socket
-import sqlite3
-import struct
 import subprocess
 import sys
-import typing
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -43,59 +35,16 @@ import msgspec
 
 from convhook.errors import ClosedError, StoreError
 from convhook.store.engine.database import settle
-from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve
+from convhook.store.engine.groupcommit import Resolve
+from convhook.store.engine.operations import LENGTH, MESSAGE, REPLY, Operation, operation
 
-_LENGTH = struct.Struct("<I")
 # Seconds close() waits for the answers still due (a batch may wait up to the 30 s busy
 # timeout for another process's lock), then for the child to exit, before killing it. A batch
 # cut off this way is unanswered: it may or may not have committed, as with any write whose
 # connection is lost; the callers' writes are idempotent or retried.
 _DRAIN_WAIT = 40.0
 _STOP_WAIT = 10.0
-# Only the store's own operations run in the child.
-_OPS_PACKAGE = "convhook.store."
-_FRAME = msgspec.msgpack.Decoder(tuple[int, str, msgspec.Raw])
-_REPLY = msgspec.msgpack.Decoder(tuple[int, bool, msgspec.Raw])
-_ERROR = msgspec.msgpack.Decoder(str)
-
-
-@dataclass(frozen=True)
-class Operation:
-    """How one operation crosses to the child: its name and its typed decoders."""
-
-    name: str
-    args: msgspec.msgpack.Decoder[Any]
-    result: msgspec.msgpack.Decoder[Any]
-
-
-@functools.cache
-def operation(op: Callable[..., Any]) -> Operation:
-    """The wire form of ``op``, read from its signature and type hints (once per op)."""
-    module, qualname = getattr(op, "__module__", ""), getattr(op, "__qualname__", "")
-    if not module.startswith(_OPS_PACKAGE) or "<" in qualname or "." in qualname:
-        raise TypeError(
-            f"{module}.{qualname} cannot run in the SQLite writer process: a write there must "
-            f"be a module-level function under {_OPS_PACKAGE.rstrip('.')}"
-        )
-    hints = typing.get_type_hints(op)
-    params = list(inspect.signature(op).parameters.values())[1:]
-    types = tuple(hints.get(p.name, Any) for p in params)
-    args: Any = tuple[types] if types else tuple[()]  # type: ignore[valid-type]
-    return Operation(
-        f"{module}:{qualname}",
-        msgspec.msgpack.Decoder(args),
-        msgspec.msgpack.Decoder(hints.get("return", Any)),
-    )
-
-
-def _resolve_name(name: str) -> Callable[..., Any]:
-    module, _, qualname = name.partition(":")
-    if not module.startswith(_OPS_PACKAGE):
-        raise LookupError(f"unknown writer operation {name!r}")
-    fn = getattr(importlib.import_module(module), qualname, None)
-    if not callable(fn):
-        raise LookupError(f"unknown writer operation {name!r}")
-    return cast(Callable[..., Any], fn)
+_CHILD = "convhook.store.engine.writer_child"
 
 
 class WriterProcess:
@@ -153,7 +102,7 @@ class WriterProcess:
                 # shadow a module the child imports.
                 "-P",
                 "-m",
-                __name__,
+                _CHILD,
                 str(self.path),
                 self.synchronous,
                 str(child.fileno()),
@@ -220,7 +169,7 @@ class WriterProcess:
         spec = operation(op)
         self._seq += 1
         frame = self._encode((self._seq, spec.name, args))
-        protocol.send(self._seq, _LENGTH.pack(len(frame)) + frame, spec, resolve)
+        protocol.send(self._seq, LENGTH.pack(len(frame)) + frame, spec, resolve)
 
     async def close(self) -> None:
         """Let the child finish what it was sent, then stop it."""
@@ -278,15 +227,15 @@ class _Replies(asyncio.Protocol):
         buffer += data
         at = 0
         while len(buffer) - at >= 4:
-            (size,) = _LENGTH.unpack_from(buffer, at)
+            (size,) = LENGTH.unpack_from(buffer, at)
             if len(buffer) - at - 4 < size:
                 break
             with memoryview(buffer) as view:
-                seq, ok, raw = _REPLY.decode(view[at + 4 : at + 4 + size])
+                seq, ok, raw = REPLY.decode(view[at + 4 : at + 4 + size])
                 waiting = self._waiting.pop(seq, None)
                 # Decoded now: a Raw holds the buffer, which cannot be resized while it does.
                 value = (
-                    None if waiting is None else (waiting[0].result if ok else _ERROR).decode(raw)
+                    None if waiting is None else (waiting[0].result if ok else MESSAGE).decode(raw)
                 )
                 del raw
             at += 4 + size
@@ -323,113 +272,3 @@ class _Replies(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-
-# -- the child -------------------------------------------------------------------------
-
-
-def serve(commit: GroupCommit, conn: sqlite3.Connection, sock: socket.socket) -> None:
-    """Answer the parent's requests until it closes the socket (or dies)."""
-    encode = msgspec.msgpack.Encoder().encode
-    buffer = bytearray()
-    while True:
-        try:
-            data = sock.recv(1 << 20)
-        except ConnectionResetError:  # the parent died with requests unread
-            return
-        if not data:
-            return
-        buffer += data
-        # Whatever else has arrived meanwhile joins this batch.
-        sock.setblocking(False)
-        try:
-            while more := sock.recv(1 << 20):
-                buffer += more
-        except BlockingIOError:
-            pass
-        finally:
-            sock.setblocking(True)
-        frames = []
-        at = 0
-        while len(buffer) - at >= 4:
-            (size,) = _LENGTH.unpack_from(buffer, at)
-            if len(buffer) - at - 4 < size:
-                break
-            frames.append(bytes(buffer[at + 4 : at + 4 + size]))
-            at += 4 + size
-        del buffer[:at]
-        if frames:
-            replies = [_encoded(encode, reply) for reply in run_batch(commit, conn, frames)]
-            try:
-                sock.sendall(b"".join(_LENGTH.pack(len(r)) + r for r in replies))
-            except (BrokenPipeError, ConnectionResetError):  # the parent is gone
-                return
-
-
-def _encoded(encode: Callable[[Any], bytes], reply: tuple[int, bool, Any]) -> bytes:
-    try:
-        return encode(reply)
-    except (TypeError, ValueError, OverflowError) as exc:
-        # Committed, but the answer cannot travel: say so rather than let the child die.
-        return encode((reply[0], False, f"the result could not be sent back: {exc}"))
-
-
-def _refused(error: BaseException) -> Callable[..., Any]:
-    def refuse(conn: object) -> None:
-        raise error
-
-    return refuse
-
-
-def run_batch(
-    commit: GroupCommit, conn: sqlite3.Connection, frames: list[bytes]
-) -> list[tuple[int, bool, Any]]:
-    """Run request frames as one group commit; a failing one rolls back alone."""
-    jobs: list[tuple[int, Job]] = []
-    for frame in frames:
-        seq, name, raw = _FRAME.decode(frame)
-        try:
-            op = _resolve_name(name)
-            args = operation(op).args.decode(raw)
-        except (LookupError, TypeError, msgspec.DecodeError) as exc:
-            op, args = _refused(exc), ()
-        jobs.append((seq, Job(op, tuple(args), _ignore)))
-    commit.run(conn, [job for _, job in jobs])  # type: ignore[arg-type]
-    return [
-        (seq, ok, value if ok else _message(value))
-        for seq, (ok, value) in ((seq, job.outcome) for seq, job in jobs)
-    ]
-
-
-def _message(error: BaseException) -> str:
-    if isinstance(error, StoreError):
-        return str(error)
-    return f"write failed: {error}"
-
-
-def _ignore(ok: bool, value: Any) -> None:
-    """The child answers from each job's outcome after the batch, not per job."""
-
-
-def main(argv: list[str]) -> None:
-    from convhook.store.engine.sqlite import connect
-
-    path, synchronous, fd = argv
-    # The parent decides when to stop (it closes the socket after its last write): a signal
-    # sent to this process by mistake must not cut that write off either.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sock = socket.socket(fileno=int(fd))
-    conn = connect(path, synchronous=synchronous)
-    commit = GroupCommit(path, "BEGIN IMMEDIATE", sqlite3.Error)
-    try:
-        ready = msgspec.msgpack.encode((0, True, None))
-        sock.sendall(_LENGTH.pack(len(ready)) + ready)
-        serve(commit, conn, sock)
-    finally:
-        conn.close()
-        sock.close()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
