@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,21 @@ def serve_command(port: int, db: str) -> list[str]:
         *("-m", "convhook", "serve", "--port", str(port), "--db", db),
         *("--max-active", "1000000"),
     ]
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[Any]:
+    """A throwaway durable PostgreSQL server (the test harness's), for ``--db postgres``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.support.postgres import TemporaryPostgres
+
+    with TemporaryPostgres(durable=True) as server:
+        yield server
+
+
+def migrated_database(server: Any, name: str, component: str) -> str:
+    """A new database ``name`` on ``server`` with ``component``'s schema; its URL."""
+    url: str = server.create_database(name)
+    upgrade = ["db", "upgrade", "--db", url, "--component", component]
+    subprocess.run([sys.executable, "-m", "convhook", *upgrade], check=True, capture_output=True)
+    return url

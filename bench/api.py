@@ -30,7 +30,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from _support import cpu_seconds, free_port, serve_command, wait_for_port
+from _support import (
+    cpu_seconds,
+    free_port,
+    migrated_database,
+    postgres_server,
+    serve_command,
+    wait_for_port,
+)
 
 ACTIONS = ("join", "leave", "end", "analysis")
 KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
@@ -209,18 +216,8 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A throwaway durable PostgreSQL server with the producer schema applied; its URL."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.support.postgres import TemporaryPostgres
-
-    with TemporaryPostgres(durable=True) as server:
-        url = server.create_database("bench")
-        upgrade = ["db", "upgrade", "--db", url, "--component", "producer"]
-        subprocess.run(
-            [sys.executable, "-m", "convhook", *upgrade],
-            check=True,
-            capture_output=True,
-        )
-        yield url
+    with postgres_server() as server:
+        yield migrated_database(server, "bench", "producer")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ has a longer latency than the bare app and needs more connections in flight to r
 capacity; ``--connections`` therefore takes a list, and every level is compared with the bare
 app at the same level.
 
-Run: ``.venv/bin/python bench/receiver.py [--seconds 5] [--rounds 2] [--connections 64,256]``
+Run: ``.venv/bin/python bench/receiver.py [--seconds 5] [--rounds 2] [--connections 64,256] [--db postgres]``
 """
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from _support import BARE_APP, cpu_seconds, free_port, wait_for_port
+from _support import (
+    BARE_APP,
+    cpu_seconds,
+    free_port,
+    migrated_database,
+    postgres_server,
+    wait_for_port,
+)
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
 
@@ -229,7 +236,13 @@ asyncio.run(main())
 """
 
 
-def count_rows(db: Path) -> int:
+def count_rows(db: str) -> int:
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as pg:
+            found = pg.execute("SELECT count(*) FROM convhook_inbox").fetchone()
+            return int(found[0]) if found else 0
     with contextlib.closing(sqlite3.connect(db)) as conn:
         row = conn.execute("SELECT count(*) FROM convhook_inbox").fetchone()
         return int(row[0])
@@ -247,13 +260,20 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=150_000, help="pre-signed events")
     parser.add_argument("--aiohttp", action="store_true", help="use aiohttp even if wrk exists")
+    parser.add_argument(
+        "--db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the inbox's engine (postgres: a throwaway durable server started for the run)",
+    )
     opts = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None and not opts.aiohttp
     load = run_wrk if use_wrk else run_aiohttp
     secret = Secret.generate()
     python = sys.executable
-    with tempfile.TemporaryDirectory(prefix="convhook-bench-") as name:
-        tmp = Path(name)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="convhook-bench-")))
+        pg = stack.enter_context(postgres_server()) if opts.db == "postgres" else None
         (tmp / "bare_app.py").write_text(BARE_APP)
         uvicorn_opts = ["--log-level", "warning", "--no-access-log", "--lifespan", "on"]
         listen = [python, "-m", "convhook", "listen", "--secret", str(secret)]
@@ -279,6 +299,9 @@ def main() -> None:
                 True,
             ),
         ]
+        if pg is not None:
+            # The writer setting is SQLite's: PostgreSQL's writer is always a thread.
+            targets = [t for t in targets if "--no-writer-process" not in t[0]]
         best: dict[tuple[int, str], Result] = {}
         # Rounds interleave the targets so a noisy neighbour hurts all of them alike; each
         # target keeps its best round. Every receiver run gets a fresh database.
@@ -289,9 +312,15 @@ def main() -> None:
                 for label, args, has_db in targets:
                     port = free_port()
                     full = [*args, "--port", str(port)]
-                    db = tmp / f"inbox-{connections}-{round_no}-{port}.db" if has_db else None
-                    if db is not None:
-                        full += ["--db", str(db)]
+                    db = None
+                    if has_db:
+                        name = f"inbox_{connections}_{round_no}_{port}"
+                        db = (
+                            migrated_database(pg, name, "inbox")
+                            if pg is not None
+                            else str(tmp / f"{name}.db")
+                        )
+                        full += ["--db", db]
                     with server(full, port, tmp) as proc:
                         before = cpu_seconds(proc.pid)
                         requests, accepted, elapsed = load(
@@ -314,7 +343,7 @@ def report(
     from rich.table import Table
 
     table = Table(
-        title=f"receiver throughput ({generator}, best of {opts.rounds} x {opts.seconds:g} s, "
+        title=f"receiver throughput ({generator}, {opts.db}, best of {opts.rounds} x {opts.seconds:g} s, "
         f"{os.cpu_count()} CPUs; ratio: against the bare app at the same connections)"
     )
     columns = ("connections", "target", "requests", "accepted", "stored", "seconds")
