@@ -32,7 +32,7 @@ from convhook.pacing import Backoff, TokenBucket
 from convhook.retry import RetryPolicy, Verdict
 from convhook.sender import DEFAULT_TIMEOUT, AttemptResult, Sender
 from convhook.store.delivery import LEASE_FACTOR, Claim, DeliveryStore, Result
-from convhook.store.engine.database import Database
+from convhook.store.engine.database import Database, Unwatch
 
 log = logging.getLogger("convhook.dispatcher")
 
@@ -100,7 +100,7 @@ class Dispatcher:
         self._record_backoff = Backoff()
         self._refilled_at = -1e9
         self._refilling = False  # a flush that claims too is in flight
-        self._watching = False
+        self._unwatch: Unwatch | None = None
         self.delivered = 0
 
     async def __aenter__(self) -> Dispatcher:
@@ -127,7 +127,7 @@ class Dispatcher:
             asyncio.create_task(self._claim_loop(), name="convhook-dispatch"),
             asyncio.create_task(self._record_loop(), name="convhook-record"),
         ]
-        if not self._watching:
+        if self._unwatch is None:
             # Another process's commit may have queued work: the database says so (SQLite
             # data_version, PostgreSQL NOTIFY; the listener reconnects by itself and calls
             # back after each reconnect, as notifications may have been missed meanwhile).
@@ -141,7 +141,7 @@ class Dispatcher:
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to wake
                     loop.call_soon_threadsafe(self._wake.set)
 
-            self._watching = self.store.watch(poke)
+            self._unwatch = self.store.watch(poke)
         log.info("dispatcher started", extra={"action": "dispatcher_started"})
 
     async def close(self) -> None:
@@ -149,6 +149,9 @@ class Dispatcher:
         self._stopping = True
         self._stopped.set()
         self._wake.set()
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
         loops, self._loops = self._loops, []
         if loops:
             await loops[0]

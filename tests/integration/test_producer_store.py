@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from convhook.lifecycle import Action, TransitionError
 from convhook.outbox import Outbox
@@ -43,3 +46,14 @@ async def test_two_stores_racing_on_one_conversation(database_url: str) -> None:
         assert final == (await first.get_conversation(workspace.id, conv_id))
         body = await first.get_event(workspace.id, events[-1].id)
         assert final == json.loads(body)["payload"]
+
+
+def test_the_producer_store_refuses_a_writer_process(tmp_path: Path) -> None:
+    """The producer's writes carry functions and raise the API's own errors, so its SQLite
+    database must keep the writer thread; a writer process is refused with that advice."""
+    from convhook.errors import ConfigError
+    from convhook.store import open_database
+
+    db = open_database(str(tmp_path / "p.db"), "producer", writer="process")
+    with pytest.raises(ConfigError, match="writer='thread'"):
+        ProducerStore(db)

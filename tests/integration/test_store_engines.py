@@ -242,3 +242,67 @@ async def test_constraint_violations_raise_one_class_on_both_engines(database_ur
         with pytest.raises(Taken):
             await db.write(again)
         assert await db.read(count) == 1
+
+
+def _doubled(conn: Any, items: list[int]) -> list[int]:
+    _calls.append(len(items))
+    if -1 in items:
+        raise ValueError("refused")
+    conn.execute("SELECT 1")
+    return [2 * n for n in items]
+
+
+_calls: list[int] = []
+
+
+async def test_batched_writes_waiting_together_run_as_one(database_url: str) -> None:
+    """On a writer thread, the batches of one operation that wait together run as one write
+    (one savepoint, one statement), and each caller still gets its own items' results."""
+    from convhook.store.engine.batcher import Batcher
+
+    _calls.clear()
+    async with engine(database_url) as db:
+        await db.write(insert("occupy"))  # the writer thread is running
+        batcher: Batcher[int, int] = Batcher(db, _doubled, eager=1)  # one write per item
+        results = await asyncio.gather(*(batcher.submit(n) for n in range(200)))
+        assert results == [2 * n for n in range(200)]
+        assert sum(_calls) == 200
+        assert len(_calls) < 200
+
+
+async def test_a_failing_joined_batch_fails_each_part(database_url: str) -> None:
+    """When the joined write raises, every caller whose items it held gets the error; the
+    next batch is unaffected."""
+    from convhook.store.engine.batcher import Batcher
+
+    async with engine(database_url) as db:
+        batcher: Batcher[int, int] = Batcher(db, _doubled, eager=1)
+        outcomes = await asyncio.gather(
+            *(batcher.submit(n) for n in (1, -1, 3)), return_exceptions=True
+        )
+        assert all(isinstance(o, ValueError) for o in outcomes)
+        assert await batcher.submit(4) == 8
+
+
+async def test_a_watch_stops_when_asked(db_path: Path) -> None:
+    """A SQLite watch calls back when another connection commits, and no more once the
+    function it returned was called."""
+    async with engine(str(db_path)) as db:
+        calls: list[int] = []
+        unwatch = db.watch("any", lambda: calls.append(1))
+        assert unwatch is not None
+        await asyncio.sleep(0.1)
+        other = sqlite3.connect(db_path)
+        other.execute("INSERT INTO items (id, name) VALUES (1, 'a')")
+        other.commit()
+        async with asyncio.timeout(5):
+            while not calls:  # noqa: ASYNC110 - the watch polls
+                await asyncio.sleep(0.02)
+        unwatch()
+        await asyncio.sleep(0.05)
+        seen = len(calls)
+        other.execute("INSERT INTO items (id, name) VALUES (2, 'b')")
+        other.commit()
+        other.close()
+        await asyncio.sleep(0.2)
+        assert len(calls) == seen

@@ -19,7 +19,8 @@ from convhook.errors import ClosedError, StoreError
 from convhook.retry import Verdict
 from convhook.signing import Secret, Verifier
 from convhook.store import open_database
-from convhook.store.delivery import Claim, Result, claims, endpoints, log, records
+from convhook.store.delivery import Claim, Result, claims, endpoints, log
+from convhook.store.delivery.store import record_then_claim
 from convhook.store.engine.database import Database
 from convhook.store.engine.groupcommit import GroupCommit
 from convhook.store.engine.operations import LENGTH, operation
@@ -367,10 +368,7 @@ def test_claims_and_results_cross_the_wire_as_they_are() -> None:
     assert isinstance(claimed[0].secrets, tuple)
     result = Result(7, "ep_1", "w1", 1000, 503, 12.5, "HTTP 503", "busy", Verdict.RETRY, 6000)
     args = (([result], 2000, 0, "w1", 60_000, 5),)
-    [decoded] = [
-        operation(records.record_then_claim_sqlite).args.decode(msgspec.msgpack.encode(a))
-        for a in args
-    ]
+    [decoded] = [operation(record_then_claim).args.decode(msgspec.msgpack.encode(a)) for a in args]
     assert decoded == ([result], 2000, 0, "w1", 60_000, 5)
     assert decoded[0][0].verdict is Verdict.RETRY
     assert "whsec" not in repr(claim)
@@ -390,7 +388,7 @@ async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
             self.replies = _Replies()
             self.sent: list[tuple[Any, Any]] = []
 
-        def post(self, op: Any, args: tuple[Any, ...], resolve: Any) -> None:
+        def post(self, op: Any, args: tuple[Any, ...], resolve: Any, merge: bool = False) -> None:
             self.sent.append((op, args))
             self.replies._waiting[7] = (operation(op), resolve)
 

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
-from convhook.errors import ConvhookError, PayloadError, StoreError
+from convhook.errors import ConvhookError, PayloadError, StoreError, UsageError
 from convhook.events import parse_event
 from convhook.receiver.handlers import Delivery, HandlerRegistry
 from convhook.receiver.limits import clip, describe, storable
@@ -158,6 +158,10 @@ class Worker:
         while not self._stopping:
             try:
                 await self._step()
+            except UsageError as exc:
+                # The inbox was closed under the worker: retrying cannot help.
+                log.error("inbox worker stopped: %s", exc, extra={"action": "worker_stopped"})
+                return
             # Not only store errors: a worker loop that ends leaves every event unhandled.
             except Exception as exc:  # noqa: BLE001 - logged, then the loop goes on
                 error = clip(exc if isinstance(exc, ConvhookError) else describe(exc))
@@ -181,7 +185,10 @@ class Worker:
             await asyncio.sleep(self.lease / 3)
             try:
                 await self.renew_leases()
-            except StoreError as exc:  # a usage error (a closed inbox) is not retried
+            except UsageError as exc:
+                log.error("lease renewal stopped: %s", exc, extra={"action": "lease_renew_stopped"})
+                return
+            except StoreError as exc:
                 log.warning(
                     "renewing leases failed: %s", clip(exc), extra={"action": "lease_renew_failed"}
                 )

@@ -41,12 +41,6 @@ class Endpoint:
     created_at: int
     updated_at: int
 
-    def signing_secrets(self, now_ms: int) -> tuple[str, ...]:
-        """The secrets that sign now: the current one and, during a rotation, the previous."""
-        if self.previous_secret and (self.previous_secret_expires_at or 0) > now_ms:
-            return (self.secret, self.previous_secret)
-        return (self.secret,)
-
 
 def _endpoint(row: Any) -> Endpoint:
     types = row["event_types"]

@@ -1,7 +1,6 @@
 """Moving deliveries on: record attempts (then claim more), redeliver, recover, test events.
 
-Status moves ``pending -> delivering -> delivered | pending (retry) | failed``. Recording
-and the next claim share one transaction: a steady stream costs one commit per batch.
+Status moves ``pending -> delivering -> delivered | pending (retry) | failed``.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from typing import Any
 import msgspec
 
 from convhook.retry import Verdict
-from convhook.store.delivery.claims import Claim, claim_sqlite
-from convhook.store.delivery.claims_postgres import claim_postgres
 from convhook.store.delivery.dialect import in_list, list_param, notify
 from convhook.store.delivery.endpoints import fail_pending
 from convhook.store.engine.connection import Connection
@@ -44,36 +41,6 @@ class Result(msgspec.Struct, array_like=True, gc=False):
     response_body: str
     verdict: Verdict
     next_attempt_at: int = 0
-
-
-def record_then_claim_sqlite(
-    conn: Connection,
-    results: list[Result],
-    now: int,
-    disable_cutoff: int,
-    owner: str,
-    lease_ms: int,
-    limit: int,
-) -> tuple[list[str], list[Claim]]:
-    """:func:`record`, then :func:`~.claims.claim_sqlite` up to ``limit`` more, in one
-    transaction; return the endpoints this disabled and the new claims."""
-    disabled = record(conn, results, now, disable_cutoff) if results else []
-    return disabled, claim_sqlite(conn, owner, now, lease_ms, limit) if limit else []
-
-
-def record_then_claim_postgres(
-    conn: Connection,
-    results: list[Result],
-    now: int,
-    disable_cutoff: int,
-    owner: str,
-    lease_ms: int,
-    limit: int,
-) -> tuple[list[str], list[Claim]]:
-    """:func:`record`, then :func:`~.claims_postgres.claim_postgres` up to ``limit`` more, in
-    one transaction; return the endpoints this disabled and the new claims."""
-    disabled = record(conn, results, now, disable_cutoff) if results else []
-    return disabled, claim_postgres(conn, owner, now, lease_ms, limit) if limit else []
 
 
 def record(conn: Connection, results: Sequence[Result], now: int, disable_cutoff: int) -> list[str]:

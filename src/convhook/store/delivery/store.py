@@ -3,8 +3,10 @@
 :class:`DeliveryStore` is the async facade the API, the CLI and the dispatcher use, over
 either engine (a :class:`~convhook.store.engine.database.Database`). Every write is a named
 operation of this package (:mod:`.endpoints`, :mod:`.claims`, :mod:`.claims_postgres`,
-:mod:`.records`), so it runs on the database's writer wherever that is: a thread, or for
-SQLite with ``writer="process"`` a child process. Reads are in :mod:`.log`.
+:mod:`.records` and the claim-and-record operations here), so it runs on the database's
+writer wherever that is: a thread, or for SQLite with ``writer="process"`` a child process.
+Reads are operations too (:mod:`.log`, :mod:`.endpoints`, :mod:`.claims`), run on the
+database's reader threads.
 """
 
 from __future__ import annotations
@@ -20,20 +22,35 @@ from convhook.store.delivery.endpoints import Endpoint
 from convhook.store.delivery.log import AttemptLine, Backlog, Delivery
 from convhook.store.delivery.records import Result
 from convhook.store.engine.connection import Connection
-from convhook.store.engine.database import Database
-
-RecordThenClaim = Callable[
-    [Connection, list[Result], int, int, str, int, int], tuple[list[str], list[Claim]]
-]
+from convhook.store.engine.database import Database, Unwatch
 
 # Where a delivery is claimed, per engine: SQLite's one writer claims with plain reads and
 # writes; PostgreSQL's concurrent claimers lock endpoints, then lease under those locks.
-CLAIM_BY_DIALECT: dict[
-    str, tuple[Callable[[Connection, str, int, int, int], list[Claim]], RecordThenClaim]
-] = {
-    "sqlite": (claims.claim_sqlite, records.record_then_claim_sqlite),
-    "postgres": (claims_postgres.claim_postgres, records.record_then_claim_postgres),
+CLAIM_BY_DIALECT: dict[str, Callable[[Connection, str, int, int, int], list[Claim]]] = {
+    "sqlite": claims.claim_sqlite,
+    "postgres": claims_postgres.claim_postgres,
 }
+
+
+def claim(conn: Connection, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
+    """Lease up to ``limit`` due deliveries for ``owner`` until ``now + lease_ms``, with the
+    claim of ``conn``'s engine."""
+    return CLAIM_BY_DIALECT[conn.dialect.name](conn, owner, now, lease_ms, limit)
+
+
+def record_then_claim(
+    conn: Connection,
+    results: list[Result],
+    now: int,
+    disable_cutoff: int,
+    owner: str,
+    lease_ms: int,
+    limit: int,
+) -> tuple[list[str], list[Claim]]:
+    """Record ``results``, then :func:`claim` up to ``limit`` more, in one transaction (a
+    steady stream costs one commit per batch); the endpoints disabled and the new claims."""
+    disabled = records.record(conn, results, now, disable_cutoff) if results else []
+    return disabled, claim(conn, owner, now, lease_ms, limit) if limit else []
 
 
 class DeliveryStore:
@@ -42,7 +59,6 @@ class DeliveryStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._claim, self._record_then_claim = CLAIM_BY_DIALECT[db.dialect.name]
 
     async def __aenter__(self) -> DeliveryStore:
         await self.open()
@@ -61,9 +77,10 @@ class DeliveryStore:
         """Finish queued writes and close the database."""
         await self.db.close()
 
-    def watch(self, callback: Callable[[], None]) -> bool:
+    def watch(self, callback: Callable[[], None]) -> Unwatch | None:
         """Call ``callback`` (from any thread) when another process may have queued
-        deliveries; False if this engine cannot tell (then poll)."""
+        deliveries, until the returned function is called; None if this engine cannot tell
+        (then poll)."""
         return self.db.watch(CHANNEL, callback)
 
     # -- endpoints -----------------------------------------------------------------------
@@ -204,7 +221,7 @@ class DeliveryStore:
 
     async def claim(self, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
         """Lease up to ``limit`` due deliveries for ``owner`` until ``now + lease_ms``."""
-        return await self.db.write(self._claim, owner, now, lease_ms, limit)
+        return await self.db.write(claim, owner, now, lease_ms, limit)
 
     async def record(
         self,
@@ -219,7 +236,7 @@ class DeliveryStore:
         earlier), then claim up to ``limit`` more, in one transaction; return the endpoints
         disabled and the new claims."""
         return await self.db.write(
-            self._record_then_claim,
+            record_then_claim,
             list(results),
             now,
             disable_cutoff,

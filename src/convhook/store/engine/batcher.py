@@ -5,7 +5,8 @@ the items submitted in the same turn of the event loop, or as soon as :data:`EAG
 gathered, and sends them as ONE ``op(conn, items)`` to the database's writer, which
 group-commits it with whatever else is waiting. Each caller gets its own item's result.
 One write per batch keeps the writer from paying a savepoint and a statement per item (and,
-on a writer thread, from competing with the event loop for the GIL per item).
+on a writer thread, from competing with the event loop for the GIL per item); a writer thread
+also joins the batches of one op that wait together into one write (``merge``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,6 @@ class Batcher(Generic[T, R]):
                 settle(future, ok, value[i] if ok else value)
 
         try:
-            self._db.post(self._op, (items,), resolve)
+            self._db.post(self._op, (items,), resolve, merge=True)
         except Exception as exc:  # noqa: BLE001 - a closed database: every caller hears it
             resolve(False, exc)

@@ -24,10 +24,12 @@ from typing import Any, Protocol, Self, TypeVar, TypeVarTuple
 
 from convhook.errors import ClosedError, StoreError
 from convhook.store.engine.connection import Connection, Dialect
-from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve
+from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve, merged
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+Unwatch = Callable[[], None]
+"""Stops a :meth:`Database.watch`."""
 
 _STOP = object()
 
@@ -35,8 +37,11 @@ _STOP = object()
 class Writer(Protocol):
     """Where a database's writes run: a thread here, or a child process."""
 
-    def post(self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve) -> None:
-        """Queue ``op(conn, *args)``; ``resolve`` runs on the caller's loop once committed."""
+    def post(
+        self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve, merge: bool
+    ) -> None:
+        """Queue ``op(conn, *args)``; ``resolve`` runs on the caller's loop once committed.
+        ``merge``: a batched write that may run joined with others of the same ``op``."""
 
     async def close(self) -> None:
         """Finish the writes already queued, then stop."""
@@ -92,12 +97,13 @@ class Database(ABC):
 
     @property
     def batches(self) -> int:
-        """Transactions the writer thread committed (or tried to) since it started."""
+        """Transactions a writer thread committed (or tried to) since it started (a writer
+        process does not report them: 0)."""
         return getattr(self._writer, "batches", 0)
 
     @property
     def writes(self) -> int:
-        """Writes the writer thread ran in those transactions."""
+        """Writes a writer thread ran in those transactions (a writer process: 0)."""
         return getattr(self._writer, "writes", 0)
 
     async def open(self) -> None:
@@ -155,13 +161,20 @@ class Database(ABC):
                     conn.close()
             self._reader_conns.clear()
 
-    def post(self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve) -> None:
+    def post(
+        self,
+        op: Callable[..., Any],
+        args: tuple[Any, ...],
+        resolve: Resolve,
+        *,
+        merge: bool = False,
+    ) -> None:
         """:meth:`write` without a coroutine: ``resolve(ok, value)`` runs on this event loop
         once the write committed (or failed). Hot paths batch through this (see
-        :class:`~convhook.store.engine.batcher.Batcher`)."""
+        :class:`~convhook.store.engine.batcher.Batcher`, which sets ``merge``)."""
         if self._writer is None:
             raise ClosedError(f"database {self.name} is not open: use `async with` or open()")
-        self._writer.post(op, args, resolve)
+        self._writer.post(op, args, resolve, merge)
 
     async def write(self, op: Callable[[Connection, *Ts], T], *args: *Ts) -> T:
         """Run ``op(conn, *args)`` in a write transaction; return once it is committed."""
@@ -199,11 +212,11 @@ class Database(ABC):
                 self._local.conn = None
             raise StoreError(f"read from {self.name} failed: {exc}") from exc
 
-    def watch(self, channel: str, callback: Callable[[], None]) -> bool:
+    def watch(self, channel: str, callback: Callable[[], None]) -> Unwatch | None:
         """Call ``callback`` (from any thread) when another process may have committed work
-        for ``channel``, until the database closes; False if this engine cannot tell (the
-        caller then polls)."""
-        return False
+        for ``channel``, until the returned function is called or the database closes; None
+        if this engine cannot tell (the caller then polls)."""
+        return None
 
 
 def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -239,8 +252,10 @@ class WriterThread:
         )
         self._thread.start()
 
-    def post(self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve) -> None:
-        self._queue.put((Job(op, args, resolve), asyncio.get_running_loop()))
+    def post(
+        self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve, merge: bool
+    ) -> None:
+        self._queue.put((Job(op, args, resolve, merge=merge), asyncio.get_running_loop()))
 
     async def close(self) -> None:
         self._queue.put(_STOP)
@@ -276,7 +291,7 @@ class WriterThread:
         self, conn: Connection | None, batch: list[tuple[Job, asyncio.AbstractEventLoop]]
     ) -> Connection | None:
         """Run one batch; return the connection for the next (None after a disconnect)."""
-        jobs = [job for job, _ in batch]
+        jobs, split = merged([job for job, _ in batch])
         if conn is None:
             try:
                 conn = self._db.connect()
@@ -287,8 +302,9 @@ class WriterThread:
                     job.outcome = (False, failure)
         if conn is not None and not self._commit.run(conn, jobs):
             conn = None
+        split()
         self.batches += 1
-        self.writes += len(jobs)
+        self.writes += len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
         for job, loop in batch:
             by_loop.setdefault(loop, []).append(job)

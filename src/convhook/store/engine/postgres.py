@@ -10,6 +10,7 @@ reconnects, so callers retry rather than hang.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -23,7 +24,7 @@ from psycopg import sql as pgsql
 
 from convhook.errors import SchemaVersionError
 from convhook.store.engine.connection import Dialect
-from convhook.store.engine.database import Database
+from convhook.store.engine.database import Database, Unwatch
 from convhook.store.engine.groupcommit import GroupCommit
 from convhook.store.engine.migrations import Migration, latest
 
@@ -122,10 +123,6 @@ class PgConnection:
     def close(self) -> None:
         self.raw.close()
 
-    @property
-    def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-
 
 def _params(params: Any) -> Any:
     if isinstance(params, dict):
@@ -160,8 +157,7 @@ class PostgresDatabase(Database):
         self._migrations = migrations or []
         self._auto_upgrade = auto_upgrade
         self._connect_timeout = connect_timeout
-        self._listeners: list[threading.Thread] = []
-        self._stopping = threading.Event()
+        self._listeners: list[tuple[threading.Thread, threading.Event]] = []
 
     @property
     def name(self) -> str:
@@ -180,26 +176,30 @@ class PostgresDatabase(Database):
     def group_commit(self) -> GroupCommit:
         return GroupCommit(self.name, "BEGIN", psycopg.Error, _is_disconnect)
 
-    def watch(self, channel: str, callback: Callable[[], None]) -> bool:
+    def watch(self, channel: str, callback: Callable[[], None]) -> Unwatch:
         """Call ``callback`` (from a thread) whenever ``NOTIFY channel`` arrives; reconnects
         with backoff after a lost connection, and calls back once after each reconnect so
         nothing notified while disconnected is missed."""
+        stop = threading.Event()
         thread = threading.Thread(
-            target=self._listen, args=(channel, callback), name=f"pg-listen:{channel}", daemon=True
+            target=self._listen,
+            args=(channel, callback, stop),
+            name=f"pg-listen:{channel}",
+            daemon=True,
         )
-        self._listeners.append(thread)
+        self._listeners.append((thread, stop))
         thread.start()
-        return True
+        return stop.set
 
-    def _listen(self, channel: str, callback: Callable[[], None]) -> None:
+    def _listen(self, channel: str, callback: Callable[[], None], stop: threading.Event) -> None:
         delay = 0.1
-        while not self._stopping.is_set():
+        while not stop.is_set():
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
                     delay = 0.1
                     callback()
-                    while not self._stopping.is_set():
+                    while not stop.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             callback()
             except psycopg.Error as exc:
@@ -210,16 +210,17 @@ class PostgresDatabase(Database):
                     delay,
                     extra={"action": "listen_reconnect"},
                 )
-                self._stopping.wait(delay)
+                stop.wait(delay)
                 delay = min(delay * 2, 5.0)
 
     async def close(self) -> None:
-        self._stopping.set()
+        listeners, self._listeners = self._listeners, []
+        for _, stop in listeners:
+            stop.set()
         await super().close()
-        for thread in self._listeners:
-            thread.join(timeout=2)
-        self._listeners.clear()
-        self._stopping.clear()
+        for thread, _ in listeners:
+            # A listener notices its stop within one wait for notifications (0.5 s).
+            await asyncio.to_thread(thread.join, 2)
 
 
 def _is_disconnect(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 from convhook.errors import ConfigError
 from convhook.store.engine.connection import Dialect
-from convhook.store.engine.database import Database, Writer
+from convhook.store.engine.database import Database, Unwatch, Writer
 from convhook.store.engine.groupcommit import GroupCommit
 from convhook.store.engine.migrations import Migration, apply_sqlite
 
@@ -114,12 +114,18 @@ class SQLiteDatabase(Database):
         pid: int | None = getattr(self._writer, "pid", None)
         return pid
 
-    def watch(self, channel: str, callback: Callable[[], None], interval: float = 0.02) -> bool:
+    def watch(self, channel: str, callback: Callable[[], None], interval: float = 0.02) -> Unwatch:
         """Call ``callback`` when another connection committed to this file (``PRAGMA
         data_version`` changed), looking every ``interval`` seconds on this event loop."""
         task = asyncio.get_running_loop().create_task(self._watch(callback, interval))
         self._watching.append(task)
-        return True
+
+        def unwatch() -> None:
+            task.cancel()
+            with contextlib.suppress(ValueError):
+                self._watching.remove(task)
+
+        return unwatch
 
     async def _watch(self, callback: Callable[[], None], interval: float) -> None:
         conn = await asyncio.to_thread(self.connect)
@@ -143,9 +149,11 @@ class SQLiteDatabase(Database):
 
     async def close(self) -> None:
         watching, self._watching = self._watching, []
-        for task in watching:
-            task.cancel()
-        for task in watching:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await super().close()
+        try:
+            for task in watching:
+                task.cancel()
+            # A watch that failed (its connection could not open) must not keep the writer
+            # from stopping: it only woke callers early, and they also poll.
+            await asyncio.gather(*watching, return_exceptions=True)
+        finally:
+            await super().close()

@@ -132,14 +132,21 @@ class WriterProcess:
             raise ClosedError("the SQLite writer process is not started: call start() first")
         await self._ensure_child()
         if self._protocol is None or not self._open:
-            raise StoreError("the SQLite writer process was closed while this write waited")
+            raise ClosedError("the SQLite writer process was closed while this write waited")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._send(self._protocol, op, args, functools.partial(settle, future))
         return await future
 
-    def post(self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve) -> None:
+    def post(
+        self,
+        op: Callable[..., Any],
+        args: tuple[Any, ...],
+        resolve: Resolve,
+        merge: bool = False,
+    ) -> None:
         """:meth:`call` without a coroutine: the request is written at once and ``resolve``
-        runs as soon as its reply is read.
+        runs as soon as its reply is read. (``merge`` is not needed here: a batch sent
+        early lets the child start committing while the loop reads the rest.)
 
         Hot paths use this: each task between a request and its reply costs a turn of the
         event loop, and a turn of a busy loop is a millisecond or more of waiting.

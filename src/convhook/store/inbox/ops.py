@@ -1,8 +1,11 @@
-"""Every statement that changes the receiver's inbox, as functions of a connection.
+"""The inbox's operations: every statement that reads or changes it, as functions of a
+connection and plain arguments.
 
-The same on both engines except the claim. :class:`~convhook.store.inbox.store.DatabaseInbox`
-runs them on its database's writer thread; :mod:`convhook.store.inbox.process` runs them in a
-child process. The reads live with :class:`~convhook.store.inbox.store.DatabaseInbox`.
+:class:`~convhook.store.inbox.store.DatabaseInbox` runs the writes through its database's
+writer (a thread, or for ``convhook listen`` on SQLite a child process: the arguments and
+results then cross as msgspec values) and the reads on its reader threads. The statements are
+the same on both engines except the claim, the insert (SQLite's writer is exclusive) and the
+order of arrival; PostgreSQL also notifies the other receiving processes.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class DatabaseInbox(Inbox):
         await self.db.open()
 
     async def close(self) -> None:
+        # The database stops its watches when it closes.
         await self.db.close()
         self._watchers.clear()
 

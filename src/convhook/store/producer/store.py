@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from convhook.errors import StoreError
+from convhook.errors import ConfigError, StoreError
 from convhook.store.engine.database import Database
 from convhook.store.engine.url import DatabaseURL
 from convhook.store.producer import conversations, customers, event_log, retention, workspaces
@@ -74,6 +74,13 @@ class ProducerStore:
     """The producer's data in one database; use as ``async with ProducerStore(db)``."""
 
     def __init__(self, db: Database) -> None:
+        if getattr(db, "writer", "thread") != "thread":
+            # A transition's write carries the lifecycle's decision (a function) and raises
+            # the API's own errors: both stay in this process.
+            raise ConfigError(
+                "the producer store writes on a writer thread: open its SQLite database "
+                "with writer='thread' (the default)"
+            )
         self.db = db
 
     @classmethod
