@@ -256,14 +256,15 @@ _calls: list[int] = []
 
 
 async def test_batched_writes_waiting_together_run_as_one(database_url: str) -> None:
-    """On a writer thread, the batches of one operation that wait together run as one write
-    (one savepoint, one statement), and each caller still gets its own items' results."""
+    """On a writer thread, the items submitted while a batched write waits to start all join
+    it (one write, one savepoint, not one per item or per loop turn), and each caller still
+    gets its own item's result."""
     from convhook.store.engine.batcher import Batcher
 
     _calls.clear()
     async with engine(database_url) as db:
         await db.write(insert("occupy"))  # the writer thread is running
-        batcher: Batcher[int, int] = Batcher(db, _doubled, eager=1)  # one write per item
+        batcher: Batcher[int, int] = Batcher(db, _doubled, eager=1)
         results = await asyncio.gather(*(batcher.submit(n) for n in range(200)))
         assert results == [2 * n for n in range(200)]
         assert sum(_calls) == 200

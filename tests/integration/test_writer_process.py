@@ -388,7 +388,9 @@ async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
             self.replies = _Replies()
             self.sent: list[tuple[Any, Any]] = []
 
-        def post(self, op: Any, args: tuple[Any, ...], resolve: Any, merge: bool = False) -> None:
+        takes_late = False
+
+        def post(self, op: Any, args: tuple[Any, ...], resolve: Any, take: Any = None) -> None:
             self.sent.append((op, args))
             self.replies._waiting[7] = (operation(op), resolve)
 

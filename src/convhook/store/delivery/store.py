@@ -12,7 +12,6 @@ database's reader threads.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Any
 
 from convhook.store.delivery import claims, claims_postgres, endpoints, log, records
@@ -22,7 +21,8 @@ from convhook.store.delivery.endpoints import Endpoint
 from convhook.store.delivery.log import AttemptLine, Backlog, Delivery
 from convhook.store.delivery.records import Result
 from convhook.store.engine.connection import Connection
-from convhook.store.engine.database import Database, Unwatch
+from convhook.store.engine.database import Unwatch
+from convhook.store.engine.resource import Facade
 
 # Where a delivery is claimed, per engine: SQLite's one writer claims with plain reads and
 # writes; PostgreSQL's concurrent claimers lock endpoints, then lease under those locks.
@@ -53,29 +53,9 @@ def record_then_claim(
     return disabled, claim(conn, owner, now, lease_ms, limit) if limit else []
 
 
-class DeliveryStore:
+class DeliveryStore(Facade):
     """Deliveries in one database; use as ``async with DeliveryStore(db)``, or over a
     database a :class:`~convhook.store.producer.ProducerStore` opened already."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def __aenter__(self) -> DeliveryStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def open(self) -> None:
-        """Open the database (again: does nothing)."""
-        await self.db.open()
-
-    async def close(self) -> None:
-        """Finish queued writes and close the database."""
-        await self.db.close()
 
     def watch(self, callback: Callable[[], None]) -> Unwatch | None:
         """Call ``callback`` (from any thread) when another process may have queued

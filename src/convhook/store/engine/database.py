@@ -16,15 +16,15 @@ import contextlib
 import functools
 import queue
 import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, TypeVarTuple
+from typing import Any, Protocol, TypeVar, TypeVarTuple
 
 from convhook.errors import ClosedError, StoreError
 from convhook.store.engine.connection import Connection, Dialect
-from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve, merged
+from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve
+from convhook.store.engine.resource import Resource
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -37,17 +37,25 @@ _STOP = object()
 class Writer(Protocol):
     """Where a database's writes run: a thread here, or a child process."""
 
+    takes_late: bool
+    """Whether the writer runs in this process and can take a write's arguments when its
+    batch starts (``post(..., take=...)``)."""
+
     def post(
-        self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve, merge: bool
+        self,
+        op: Callable[..., Any],
+        args: tuple[Any, ...],
+        resolve: Resolve,
+        take: Callable[[], tuple[Any, ...]] | None = None,
     ) -> None:
-        """Queue ``op(conn, *args)``; ``resolve`` runs on the caller's loop once committed.
-        ``merge``: a batched write that may run joined with others of the same ``op``."""
+        """Queue ``op(conn, *args)`` (or ``op(conn, *take())`` with ``take``); ``resolve``
+        runs on the caller's loop once committed."""
 
     async def close(self) -> None:
         """Finish the writes already queued, then stop."""
 
 
-class Database(ABC):
+class Database(Resource):
     """A database with one group-committing writer and a pool of reader threads."""
 
     dialect: Dialect
@@ -81,15 +89,6 @@ class Database(ABC):
     async def _start_writer(self, conn: Connection) -> Writer:
         """Start the writer with the (migrated) connection ``conn``."""
         return WriterThread(self, conn, self._max_batch)
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     @property
     def is_open(self) -> bool:
@@ -167,14 +166,20 @@ class Database(ABC):
         args: tuple[Any, ...],
         resolve: Resolve,
         *,
-        merge: bool = False,
+        take: Callable[[], tuple[Any, ...]] | None = None,
     ) -> None:
         """:meth:`write` without a coroutine: ``resolve(ok, value)`` runs on this event loop
-        once the write committed (or failed). Hot paths batch through this (see
-        :class:`~convhook.store.engine.batcher.Batcher`, which sets ``merge``)."""
+        once the write committed (or failed). With ``take`` (only if :attr:`takes_late`),
+        the writer calls it for the arguments when the write's batch starts. Hot paths batch
+        through this (see :class:`~convhook.store.engine.batcher.Batcher`)."""
         if self._writer is None:
             raise ClosedError(f"database {self.name} is not open: use `async with` or open()")
-        self._writer.post(op, args, resolve, merge)
+        self._writer.post(op, args, resolve, take)
+
+    @property
+    def takes_late(self) -> bool:
+        """Whether the writer is a thread of this process (see :meth:`post`'s ``take``)."""
+        return self._writer is not None and self._writer.takes_late
 
     async def write(self, op: Callable[[Connection, *Ts], T], *args: *Ts) -> T:
         """Run ``op(conn, *args)`` in a write transaction; return once it is committed."""
@@ -252,10 +257,16 @@ class WriterThread:
         )
         self._thread.start()
 
+    takes_late = True
+
     def post(
-        self, op: Callable[..., Any], args: tuple[Any, ...], resolve: Resolve, merge: bool
+        self,
+        op: Callable[..., Any],
+        args: tuple[Any, ...],
+        resolve: Resolve,
+        take: Callable[[], tuple[Any, ...]] | None = None,
     ) -> None:
-        self._queue.put((Job(op, args, resolve, merge=merge), asyncio.get_running_loop()))
+        self._queue.put((Job(op, args, resolve, take=take), asyncio.get_running_loop()))
 
     async def close(self) -> None:
         self._queue.put(_STOP)
@@ -291,7 +302,10 @@ class WriterThread:
         self, conn: Connection | None, batch: list[tuple[Job, asyncio.AbstractEventLoop]]
     ) -> Connection | None:
         """Run one batch; return the connection for the next (None after a disconnect)."""
-        jobs, split = merged([job for job, _ in batch])
+        jobs = [job for job, _ in batch]
+        for job in jobs:
+            if job.take is not None:
+                job.args = job.take()
         if conn is None:
             try:
                 conn = self._db.connect()
@@ -302,7 +316,6 @@ class WriterThread:
                     job.outcome = (False, failure)
         if conn is not None and not self._commit.run(conn, jobs):
             conn = None
-        split()
         self.batches += 1
         self.writes += len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}

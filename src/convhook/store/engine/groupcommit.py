@@ -34,46 +34,9 @@ class Job:
     args: tuple[Any, ...]
     resolve: Resolve
     outcome: tuple[bool, Any] = field(default=(False, None))
-    merge: bool = False
-    """A batched write ``op(conn, items) -> results``: a writer may run it together with the
-    other waiting ones of the same ``op`` (see :func:`merged`)."""
-
-
-def merged(jobs: list[Job]) -> tuple[list[Job], Callable[[], None]]:
-    """The jobs to run, the batched writes of each op joined into one (one savepoint and one
-    statement per op, not per batch of items), and a function that hands each joined job's
-    share of the outcome back to it once they ran.
-
-    A joined write runs where the first of its parts was queued. The parts were all waiting
-    at once, none answered yet, so no caller can have ordered one after another.
-    """
-    runs: list[Job] = []
-    groups: dict[Callable[..., Any], tuple[Job, list[Job]]] = {}
-    for job in jobs:
-        if not job.merge:
-            runs.append(job)
-            continue
-        group = groups.get(job.op)
-        if group is None:
-            group = groups[job.op] = (Job(job.op, ([],), _unused), [])
-            runs.append(group[0])
-        group[0].args[0].extend(job.args[0])
-        group[1].append(job)
-
-    def split() -> None:
-        for joined, parts in groups.values():
-            ok, value = joined.outcome
-            at = 0
-            for part in parts:
-                size = len(part.args[0])
-                part.outcome = (True, value[at : at + size]) if ok else (False, value)
-                at += size
-
-    return runs, split
-
-
-def _unused(ok: bool, value: Any) -> None:
-    """A joined job is answered through its parts."""
+    take: Callable[[], tuple[Any, ...]] | None = None
+    """Set for a write whose arguments are taken when its batch starts (``args`` is then
+    ignored): a writer thread calls it, so what callers add until then joins this write."""
 
 
 @dataclass(frozen=True)

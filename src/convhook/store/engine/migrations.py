@@ -9,7 +9,6 @@ would corrupt it.
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 
@@ -67,6 +66,15 @@ def installed(conn: Connection, component: str) -> int:
     return int(row[0]) if row else 0
 
 
+def record_version(conn: Connection, m: Migration) -> None:
+    """Note in ``convhook_schema`` that ``m`` was applied (inside its transaction)."""
+    conn.execute(
+        "INSERT INTO convhook_schema (component, version) VALUES (?, ?) "
+        "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+        (m.component, m.version),
+    )
+
+
 def too_new(component: str, found: int, known: int) -> SchemaVersionError:
     return SchemaVersionError(
         f"the database's {component} schema is at version {found}, newer than this convhook "
@@ -74,7 +82,7 @@ def too_new(component: str, found: int, known: int) -> SchemaVersionError:
     )
 
 
-def apply_sqlite(conn: sqlite3.Connection, migrations: list[Migration]) -> None:
+def apply_sqlite(conn: Connection, migrations: list[Migration]) -> None:
     """Bring a SQLite database up to date, one transaction per migration."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS convhook_schema "
@@ -98,11 +106,7 @@ def apply_sqlite(conn: sqlite3.Connection, migrations: list[Migration]) -> None:
                 continue
             for statement in _statements(m.sql):
                 conn.execute(statement)
-            conn.execute(
-                "INSERT INTO convhook_schema (component, version) VALUES (?, ?) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (m.component, m.version),
-            )
+            record_version(conn, m)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -26,7 +26,7 @@ from convhook.errors import SchemaVersionError
 from convhook.store.engine.connection import Dialect
 from convhook.store.engine.database import Database, Unwatch
 from convhook.store.engine.groupcommit import GroupCommit
-from convhook.store.engine.migrations import Migration, latest
+from convhook.store.engine.migrations import Migration, latest, record_version
 
 log = logging.getLogger("convhook.store.postgres")
 
@@ -269,11 +269,7 @@ def apply_postgres(conn: PgConnection, migrations: list[Migration]) -> list[Migr
             conn.execute("BEGIN")
             try:
                 conn.raw.execute(m.sql.encode())
-                conn.execute(
-                    "INSERT INTO convhook_schema (component, version) VALUES (?, ?) "
-                    "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                    (m.component, m.version),
-                )
+                record_version(conn, m)
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(psycopg.Error):

@@ -137,20 +137,25 @@ class WriterProcess:
         self._send(self._protocol, op, args, functools.partial(settle, future))
         return await future
 
+    # Arguments travel when the request is written: the batchers send early instead, so the
+    # child starts committing while the loop reads the rest.
+    takes_late = False
+
     def post(
         self,
         op: Callable[..., Any],
         args: tuple[Any, ...],
         resolve: Resolve,
-        merge: bool = False,
+        take: Callable[[], tuple[Any, ...]] | None = None,
     ) -> None:
         """:meth:`call` without a coroutine: the request is written at once and ``resolve``
-        runs as soon as its reply is read. (``merge`` is not needed here: a batch sent
-        early lets the child start committing while the loop reads the rest.)
+        runs as soon as its reply is read.
 
         Hot paths use this: each task between a request and its reply costs a turn of the
         event loop, and a turn of a busy loop is a millisecond or more of waiting.
         """
+        if take is not None:
+            args = take()
         protocol = self._protocol
         if protocol is None or protocol.lost or not self._open or self._spawning is not None:
             # The child is (re)starting or gone: the slow path waits for it, or says why not.

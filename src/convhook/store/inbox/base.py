@@ -16,13 +16,14 @@ that would steal events other live processes are running, so only leases count t
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from enum import StrEnum
-from types import TracebackType
 from typing import Any
 
 import msgspec
+
+from convhook.store.engine.resource import Resource
 
 
 class HandlerStatus(StrEnum):
@@ -95,17 +96,8 @@ class InboxEntry(msgspec.Struct, frozen=True, array_like=True):
         return data
 
 
-class Inbox(ABC):
+class Inbox(Resource):
     """Durable storage of received events and their handler outcome."""
-
-    async def __aenter__(self) -> Inbox:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     @abstractmethod
     async def open(self) -> None:
@@ -184,9 +176,9 @@ class Inbox(ABC):
         ``running`` events may belong to live processes, and expired leases make the others due.
         """
 
-    async def extend(self, event_ids: Sequence[str], until: float) -> None:  # noqa: B027
+    async def extend(self, event_ids: Sequence[str], until: float) -> None:
         """Renew the leases of events this process is still running (optional; default none)."""
 
-    def watch(self, callback: Callable[[], None]) -> None:  # noqa: B027
+    def watch(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from any thread) when another process may have made work due,
         until the inbox closes (optional: by default nothing calls; workers also poll)."""

@@ -12,7 +12,15 @@ from convhook.errors import ActiveLimitError as ActiveLimitError  # re-exported:
 from convhook.errors import FieldProblem
 from convhook.lifecycle import BUSY_STATUSES, Phase
 from convhook.store.engine.connection import Connection
-from convhook.store.producer.paging import ItemResult, NotFoundError, Page, RaceLost, now_ms, page
+from convhook.store.producer.paging import (
+    ItemResult,
+    NotFoundError,
+    Page,
+    RaceLost,
+    filters,
+    now_ms,
+    page,
+)
 
 
 @dataclass(frozen=True)
@@ -93,13 +101,11 @@ def list_page(
     given: tuple[tuple[str, Any], ...],
 ) -> Page:
     """One page of the workspace's conversations (customers embedded) matching ``given``."""
-    sql = _WITH_CUSTOMER + " AND c.seq > ?"
     args: list[Any] = [workspace_id, after]
-    for condition, value in given:
-        if value is not None:
-            sql += f" AND c.{condition}"
-            args.append(value)
-    return page(conn, sql, args, limit, _render)
+    columns = tuple((f"c.{condition}", value) for condition, value in given)
+    return page(
+        conn, filters(_WITH_CUSTOMER + " AND c.seq > ?", args, columns), args, limit, _render
+    )
 
 
 def _render(row: Any) -> str:

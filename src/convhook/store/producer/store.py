@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
 from convhook.errors import ConfigError, StoreError
 from convhook.store.engine.database import Database
+from convhook.store.engine.resource import Facade
 from convhook.store.engine.url import DatabaseURL
 from convhook.store.producer import conversations, customers, event_log, retention, workspaces
 from convhook.store.producer.conversations import (
@@ -70,7 +70,7 @@ T = TypeVar("T")
 _MAX_TRIES = 20
 
 
-class ProducerStore:
+class ProducerStore(Facade):
     """The producer's data in one database; use as ``async with ProducerStore(db)``."""
 
     def __init__(self, db: Database) -> None:
@@ -81,7 +81,7 @@ class ProducerStore:
                 "the producer store writes on a writer thread: open its SQLite database "
                 "with writer='thread' (the default)"
             )
-        self.db = db
+        super().__init__(db)
 
     @classmethod
     def at(
@@ -98,23 +98,6 @@ class ProducerStore:
     def dialect(self) -> str:
         """``sqlite`` or ``postgres``."""
         return self.db.dialect.name
-
-    async def __aenter__(self) -> ProducerStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def open(self) -> None:
-        """Check (SQLite: apply) the schema and start the writer; again does nothing."""
-        await self.db.open()
-
-    async def close(self) -> None:
-        """Finish queued writes and stop."""
-        await self.db.close()
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         for _ in range(_MAX_TRIES):
