@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convhook.store.delivery import claims as delivery_claims
 from convhook.store.delivery import log as delivery_log
-from convhook.store.delivery.store import CLAIM_BY_DIALECT
+from convhook.store.delivery.store import claim
 from convhook.store.engine.database import Database
 from convhook.store.engine.migrations import load
 from convhook.store.engine.sqlite import SQLiteConnection, SQLiteDatabase
@@ -281,7 +281,7 @@ def cases(shape: Shape) -> list[Case]:
     return [
         Case(
             "claim (limit 100)",
-            lambda c: CLAIM_BY_DIALECT[c.dialect.name][0](c, "bench-claim", now, 60_000, 100),
+            lambda c: claim(c, "bench-claim", now, 60_000, 100),
             write=True,
         ),
         Case("dispatcher has_due check", lambda c: delivery_claims.has_due(c, now)),
