@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple
 
 from convhook.errors import ClosedError, StoreError
 from convhook.store.engine.connection import Connection, Dialect
-from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve
+from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve, fail
 from convhook.store.engine.resource import Resource
 
 T = TypeVar("T")
@@ -303,17 +303,13 @@ class WriterThread:
     ) -> Connection | None:
         """Run one batch; return the connection for the next (None after a disconnect)."""
         jobs = [job for job, _ in batch]
-        for job in jobs:
-            if job.take is not None:
-                job.args = job.take()
         if conn is None:
             try:
                 conn = self._db.connect()
             except self._commit.driver_error as exc:
                 failure = StoreError(f"cannot reconnect to {self._db.name}: {exc}; retry")
                 failure.__cause__ = exc
-                for job in jobs:
-                    job.outcome = (False, failure)
+                fail(jobs, failure)
         if conn is not None and not self._commit.run(conn, jobs):
             conn = None
         self.batches += 1

@@ -35,8 +35,15 @@ class Job:
     resolve: Resolve
     outcome: tuple[bool, Any] = field(default=(False, None))
     take: Callable[[], tuple[Any, ...]] | None = None
-    """Set for a write whose arguments are taken when its batch starts (``args`` is then
-    ignored): a writer thread calls it, so what callers add until then joins this write."""
+    """Set for a write whose arguments are taken when it starts to run, inside the batch's
+    transaction (``args`` is then ignored): what callers add until then joins this write,
+    including while the batch's BEGIN and earlier writes wait for the database."""
+
+    def arguments(self) -> tuple[Any, ...]:
+        """The write's arguments, taken now if they are taken late (once)."""
+        if self.take is not None:
+            self.args, self.take = self.take(), None
+        return self.args
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ class GroupCommit:
                 # whenever writes are not arriving concurrently.
                 job = batch[0]
                 try:
-                    job.outcome = (True, job.op(conn, *job.args))
+                    job.outcome = (True, job.op(conn, *job.arguments()))
                 except BaseException as exc:  # handed to the caller
                     if self._lost(exc):
                         raise
@@ -80,7 +87,7 @@ class GroupCommit:
         for job in batch:
             conn.execute("SAVEPOINT job")
             try:
-                job.outcome = (True, job.op(conn, *job.args))
+                job.outcome = (True, job.op(conn, *job.arguments()))
                 conn.execute("RELEASE SAVEPOINT job")
             except BaseException as exc:  # handed to the caller
                 if self._lost(exc):
@@ -108,8 +115,7 @@ class GroupCommit:
                 conn.close()
         failure = StoreError(f"commit to {self.name} failed: {exc}; retry the request")
         failure.__cause__ = exc
-        for job in batch:
-            job.outcome = (False, failure)
+        fail(batch, failure)
         return alive
 
     def wrap(self, exc: BaseException) -> BaseException:
@@ -120,3 +126,11 @@ class GroupCommit:
             err.__cause__ = exc
             return err
         return exc
+
+
+def fail(batch: Sequence[Job], failure: BaseException) -> None:
+    """Fail every write of ``batch``; one taking its arguments late takes them now, so the
+    callers waiting on them hear the failure too."""
+    for job in batch:
+        job.arguments()
+        job.outcome = (False, failure)
