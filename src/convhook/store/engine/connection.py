@@ -10,6 +10,7 @@ per dialect as a :class:`PerDialect` query and picked with ``conn.dialect``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -48,6 +49,12 @@ class Connection(Protocol):
     def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
+
+    def pipeline(self) -> AbstractContextManager[Any]:
+        """A block whose statements go to the server without waiting for each answer
+        (PostgreSQL's pipeline mode: one round trip for the block, cursors readable after it;
+        a failed statement raises at its end). SQLite runs in process: a no-op."""
+        ...
 
     def close(self) -> None: ...
 

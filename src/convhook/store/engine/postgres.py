@@ -76,8 +76,11 @@ class PgCursor:
 
     def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
         self._cursor = cursor
-        names = [c.name for c in cursor.description or []]
-        self._index = {n: i for i, n in enumerate(names)}
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        # Read when rows are: inside a pipeline the description arrives with the results.
+        return {c.name: i for i, c in enumerate(self._cursor.description or [])}
 
     @property
     def rowcount(self) -> int:
@@ -119,6 +122,9 @@ class PgConnection:
         cursor = self.raw.cursor()
         cursor.executemany(placeholders(statement), [_params(r) for r in rows])
         return PgCursor(cursor)
+
+    def pipeline(self) -> contextlib.AbstractContextManager[Any]:
+        return self.raw.pipeline()
 
     def close(self) -> None:
         self.raw.close()

@@ -30,6 +30,10 @@ class SQLiteConnection(sqlite3.Connection):
 
     dialect: ClassVar[Dialect] = SQLITE
 
+    def pipeline(self) -> contextlib.AbstractContextManager[None]:
+        """Statements run in process, with no round trip to save."""
+        return contextlib.nullcontext()
+
 
 def connect(path: str | Path, *, synchronous: str = "FULL") -> SQLiteConnection:
     """A connection set up as every convhook connection is: WAL, foreign keys, busy wait."""

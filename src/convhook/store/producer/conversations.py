@@ -191,7 +191,7 @@ def commit(conn: Connection, was: StoredConversation, change: Change, *, max_act
             change.fields["conversationStatus"],
             change.phase.value,
             was.event_seq + len(change.events),
-            _without_customer(change),
+            without_customer(change),
             now,
             was.id,
             was.workspace_id,
@@ -213,7 +213,7 @@ def commit(conn: Connection, was: StoredConversation, change: Change, *, max_act
     )
 
 
-def _without_customer(change: Change) -> str:
+def without_customer(change: Change) -> str:
     """The conversation row's body: the wire JSON with ``"customer": null``."""
     if change.fields.get("customer") is None:
         return change.json

@@ -13,10 +13,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from convhook.errors import ConfigError, StoreError
+from convhook.store.engine.batcher import Batcher
 from convhook.store.engine.database import Database
 from convhook.store.engine.resource import Facade
 from convhook.store.engine.url import DatabaseURL
-from convhook.store.producer import conversations, customers, event_log, retention, workspaces
+from convhook.store.producer import (
+    changes,
+    conversations,
+    customers,
+    event_log,
+    retention,
+    workspaces,
+)
 from convhook.store.producer.conversations import (
     ActiveLimitError,
     Change,
@@ -82,6 +90,7 @@ class ProducerStore(Facade):
                 "with writer='thread' (the default)"
             )
         super().__init__(db)
+        self._transitions = Batcher(db, changes.change_batch)
 
     @classmethod
     def at(
@@ -213,18 +222,21 @@ class ProducerStore(Facade):
         max_active: int,
     ) -> Change:
         """Apply ``change`` (pure; it may raise to refuse) to the conversation as it is inside
-        the write and store the new row and its events in the same transaction. The update
-        is a compare-and-swap on the state read, so when another process (PostgreSQL) moved
-        the conversation in between, the write is retried from a fresh read."""
-
+        the write and store the new row and its events in the same transaction. Concurrent
+        transitions share one write (:mod:`.changes`); should another process have moved the
+        conversation in between, the transition is retried from a fresh read."""
         # The read and the change run inside the write: measured in bench/api.py, a separate
         # read on a reader thread cost more (one more thread hop per request) than it saved
         # the writer.
-        return await self._retrying(
-            lambda: self.db.write(
-                conversations.change, workspace_id, conversation_id, change, max_active
-            )
-        )
+        request = changes.Transition(workspace_id, conversation_id, change, max_active)
+
+        async def attempt() -> Change:
+            outcome = await self._transitions.submit(request)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+        return await self._retrying(attempt)
 
     # -- events --------------------------------------------------------------------------
 
