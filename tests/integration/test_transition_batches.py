@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+from psycopg.pq import Trace
+
 from convhook.errors import ActiveLimitError, NotFoundError, StoreError
+from convhook.ids import new_id
 from convhook.lifecycle import Action, TransitionError, apply, transition
 from convhook.outbox import Outbox
+from convhook.store.engine.groupcommit import Job
 from convhook.store.producer import Change, NewEvent, ProducerStore, StoredConversation
+from convhook.store.producer.changes import Transition, change_batch
 from convhook.timefmt import utcnow
 
 
@@ -165,3 +171,40 @@ async def test_two_stores_batching_on_the_same_conversations(database_url: str) 
         events = await first.events_after(0)
         assert sorted(e.conversation_id for e in events) == sorted(ids)
         assert {e.conversation_seq for e in events} == {1}
+
+
+def _join(current: StoredConversation) -> Change:
+    """The decision Outbox.transition makes for a join, without the outbox."""
+    move = transition(current.id, current.phase, Action.JOIN)
+    fields = apply(move, current.fields, {}, utcnow())
+    text = json.dumps(fields, separators=(",", ":"))
+    event_id = new_id("evt")
+    assert move.event is not None
+    body = f'{{"eventId":"{event_id}","eventType":"{move.event.value}","payload":{text}}}'
+    event = NewEvent(event_id, move.event.value, body)
+    return Change(move.target, fields, text, (event,), move.takes_slot)
+
+
+async def test_a_postgres_batch_costs_four_round_trips(pg_url: str, tmp_path: Path) -> None:
+    """Twenty transitions in one batch on PostgreSQL cost four round trips, counted in
+    libpq's protocol trace (each Sync or simple Query waits for the server): BEGIN with the
+    savepoint, the reads, the writes, COMMIT."""
+    async with ProducerStore.at(pg_url, auto_upgrade=True) as store:
+        ws, _, ids = await _setup(store, 20)
+        batch = [Transition(ws, c, _join, 1000) for c in ids]
+        conn = store.db.connect()
+        trace = tmp_path / "trace"
+        with trace.open("wb") as sink:
+            conn.raw.pgconn.trace(sink.fileno())
+            conn.raw.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+            job = Job(change_batch, (batch,), lambda ok, value: None)
+            assert store.db.group_commit().run(conn, [job])
+            conn.raw.pgconn.untrace()
+        conn.close()
+        ok, outcomes = job.outcome
+        assert ok
+        assert all(isinstance(o, Change) for o in outcomes)
+        sent = [line.split("\t")[2] for line in trace.read_text().splitlines() if line[0] == "F"]
+        assert sent.count("Sync") + sent.count("Query") == 4
+        events = await store.events_after(0)
+        assert sorted(e.conversation_id for e in events) == sorted(ids)

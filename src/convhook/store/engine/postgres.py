@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from convhook.errors import SchemaVersionError
-from convhook.store.engine.connection import Dialect
+from convhook.store.engine.connection import Cursor, Dialect
 from convhook.store.engine.database import Database, Unwatch
 from convhook.store.engine.groupcommit import GroupCommit
 from convhook.store.engine.migrations import Migration, latest, record_version
@@ -103,6 +103,24 @@ class PgCursor:
         return iter(self.fetchall())
 
 
+class _NoRows:
+    """The cursor of a statement that returns nothing (and of one not sent yet)."""
+
+    rowcount = -1
+
+    def fetchone(self) -> None:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
+_NO_ROWS = _NoRows()
+
+
 class PgConnection:
     """A psycopg connection with the ``execute`` shape of :class:`sqlite3.Connection`."""
 
@@ -110,8 +128,20 @@ class PgConnection:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
+        self._begin = False
 
-    def execute(self, statement: str, params: Any = ()) -> PgCursor:
+    def execute(self, statement: str, params: Any = ()) -> Cursor:
+        if statement == "BEGIN":
+            # Sent with the transaction's first statement, in the same round trip: every
+            # write batch and every read saves one.
+            self._begin = True
+            return _NO_ROWS
+        if self._begin:
+            self._begin = False
+            if statement in ("COMMIT", "ROLLBACK"):
+                return _NO_ROWS  # nothing was sent: nothing to end
+            with self._with_begin():
+                return self.execute(statement, params)
         cursor = self.raw.cursor()
         # Always pass a params container, even empty: psycopg then reads %% as a literal %,
         # which is how placeholders() escapes it.
@@ -119,9 +149,24 @@ class PgConnection:
         return PgCursor(cursor)
 
     def executemany(self, statement: str, rows: Iterable[Any]) -> PgCursor:
+        if self._begin:
+            self._begin = False
+            with self._with_begin():
+                return self.executemany(statement, rows)
         cursor = self.raw.cursor()
         cursor.executemany(placeholders(statement), [_params(r) for r in rows])
         return PgCursor(cursor)
+
+    @contextlib.contextmanager
+    def _with_begin(self) -> Iterator[None]:
+        """A pipeline whose first statement is the deferred BEGIN."""
+        if self.raw.pgconn.pipeline_status:  # already in a pipeline: queue it there
+            self.raw.execute(b"BEGIN")
+            yield
+            return
+        with self.raw.pipeline():
+            self.raw.execute(b"BEGIN")
+            yield
 
     def pipeline(self) -> contextlib.AbstractContextManager[Any]:
         return self.raw.pipeline()
@@ -272,7 +317,7 @@ def apply_postgres(conn: PgConnection, migrations: list[Migration]) -> list[Migr
         for m in migrations:
             if m.version <= current.get(m.component, 0):
                 continue
-            conn.execute("BEGIN")
+            conn.raw.execute(b"BEGIN")  # now, not with the next statement: raw runs next
             try:
                 conn.raw.execute(m.sql.encode())
                 record_version(conn, m)

@@ -5,8 +5,9 @@ Transitions arrive concurrently (one per request) and are batched into one write
 number of statements whatever the batch's size: one read of every conversation concerned (locked
 on PostgreSQL, so no other process moves them until the commit) and of the workspaces' busy
 counts, the decisions in Python, then one update of the conversations and one insert of the
-events. On PostgreSQL each group is pipelined, so a batch costs two round trips where one
-transition at a time cost six (savepoint, read, count, update, insert, release).
+events. On PostgreSQL each group is pipelined: with the transaction's BEGIN and COMMIT a batch
+costs four round trips, where each transition cost six of its own (savepoint, read, count,
+update, insert, release).
 
 A transition the lifecycle refuses fails alone (it wrote nothing). Should the set-based write
 itself fail on a constraint, it is rolled back and the batch runs again one transition at a
@@ -94,10 +95,10 @@ def _list(conn: Connection, values: Sequence[str]) -> Any:
 def change_batch(conn: Connection, batch: list[Transition]) -> list[Outcome]:
     """Apply ``batch`` in order (several may concern one conversation); each transition's
     change, or the exception that refused it (:class:`RaceLost` asks the caller to retry)."""
+    # Never released: the commit ends it, and a RELEASE would cost PostgreSQL a round trip.
     conn.execute("SAVEPOINT transitions")
     try:
         outcomes = _set_based(conn, batch)
-        conn.execute("RELEASE SAVEPOINT transitions")
     except (conn.dialect.integrity_error, RaceLost):
         conn.execute("ROLLBACK TO SAVEPOINT transitions")
         conn.execute("RELEASE SAVEPOINT transitions")
