@@ -7,9 +7,13 @@ join -> leave -> end -> analysis on many conversations over many connections aga
 and the table shows both rates and their ratio (target: at least 50%).
 
     .venv/bin/python bench/api.py [--conversations 1500] [--connections 64] [--db postgres]
+                                  [--processes 1,2]
 
 With ``--db postgres`` the API runs on a throwaway PostgreSQL server started for the run
-(durable: fsync and synchronous_commit on, as in production) instead of SQLite.
+(durable: fsync and synchronous_commit on, as in production) instead of SQLite. With
+``--processes 1,2`` it measures scale-out too: that many ``convhook serve`` processes on the
+same database, the load generator's connections spread evenly over them, each count against
+the first.
 """
 
 from __future__ import annotations
@@ -102,9 +106,10 @@ BODIES: dict[str, Any] = {
 
 
 async def load(
-    base: str, key: str, conversation_ids: list[str], connections: int
+    bases: list[str], key: str, conversation_ids: list[str], connections: int
 ) -> dict[str, Any]:
-    """Walk every conversation through the four transitions; return counts and latencies."""
+    """Walk every conversation through the four transitions; return counts and latencies.
+    Connections are spread evenly over ``bases`` (several API processes on one database)."""
     import aiohttp
 
     queue = list(reversed(conversation_ids))
@@ -112,7 +117,7 @@ async def load(
     statuses: dict[int, int] = {}
     headers = {"x-api-key": key, "content-type": "application/json"}
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def worker(session: aiohttp.ClientSession, base: str) -> None:
         while queue:
             conv_id = queue.pop()
             for action in ACTIONS:
@@ -129,7 +134,7 @@ async def load(
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(connections)))
+        await asyncio.gather(*(worker(session, bases[n % len(bases)]) for n in range(connections)))
         elapsed = time.perf_counter() - started
     latencies.sort()
     return {
@@ -142,7 +147,7 @@ async def load(
     }
 
 
-def run_load(base: str, key: str, ids_file: str, connections: int) -> None:
+def run_load(bases: str, key: str, ids_file: str, connections: int) -> None:
     ids = json.loads(Path(ids_file).read_text())
     try:
         import uvloop
@@ -150,15 +155,16 @@ def run_load(base: str, key: str, ids_file: str, connections: int) -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(load(base, key, ids, connections))))
+    print(json.dumps(asyncio.run(load(bases.split(","), key, ids, connections))))
 
 
 def measure(
-    base: str, key: str, ids: list[str], connections: int, tmp: Path, pid: int
+    base: str, key: str, ids: list[str], connections: int, tmp: Path, *pids: int
 ) -> dict[str, Any]:
-    """Run the load generator in its own process against ``base`` (served by ``pid``); the
-    result includes the server's CPU time per request, which a busy machine does not skew."""
-    cpu = cpu_seconds(pid)
+    """Run the load generator in its own process against ``base`` (comma-separated URLs,
+    served by ``pids``); the result includes the servers' CPU time per request, which a busy
+    machine does not skew."""
+    cpu = sum(cpu_seconds(pid) for pid in pids)
     ids_file = tmp / f"ids-{len(ids)}-{time.monotonic_ns()}.json"
     ids_file.write_text(json.dumps(ids))
     done = subprocess.run(
@@ -169,7 +175,8 @@ def measure(
         timeout=120,
     )
     result: dict[str, Any] = json.loads(done.stdout)
-    result["cpuMicros"] = (cpu_seconds(pid) - cpu) / result["requests"] * 1e6
+    used = sum(cpu_seconds(pid) for pid in pids) - cpu
+    result["cpuMicros"] = used / result["requests"] * 1e6
     return result
 
 
@@ -225,6 +232,11 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=1500)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--processes",
+        default="1",
+        help="API process counts to measure on one database, e.g. 1,2 (scale-out)",
+    )
     parser.add_argument("--baseline-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -239,7 +251,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=150)
+    counts = [int(n) for n in args.processes.split(",")]
+    runs: list[tuple[int, dict[str, Any]]] = []
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="convhook-bench-")))
         database = str(tmp / "bench.db")
@@ -247,27 +261,42 @@ def main() -> None:
         if args.db == "postgres":
             database = stack.enter_context(postgres_database())
             label = "PostgreSQL, durable"
-        api_port, base_port = free_port(), free_port()
-        serve = start(serve_command(api_port, database), api_port, tmp)
+        base_port = free_port()
         baseline = start(
             [sys.executable, __file__, "--baseline-port", str(base_port)], base_port, tmp
         )
-        try:
-            match = KEY.search((tmp / f"server-{api_port}.err").read_text())
-            assert match, "convhook serve printed no key"
-            key = match[0]
-            api_base = f"http://127.0.0.1:{api_port}"
-            ids = asyncio.run(create_conversations(api_base, key, args.conversations))
-            # Warm both servers up (imports, caches, connection pools) before measuring.
-            warm = asyncio.run(create_conversations(api_base, key, 100))
-            plain_base = f"http://127.0.0.1:{base_port}"
-            measure(api_base, key, warm, args.connections, tmp, serve.pid)
-            measure(plain_base, key, warm, args.connections, tmp, baseline.pid)
-            api = measure(api_base, key, ids, args.connections, tmp, serve.pid)
-            plain = measure(plain_base, key, ids, args.connections, tmp, baseline.pid)
-        finally:
-            stop(serve)
-            stop(baseline)
+        stack.callback(stop, baseline)
+        plain_base = f"http://127.0.0.1:{base_port}"
+        key = ""
+        plain: dict[str, Any] = {}
+        for count in counts:
+            # Several processes on one database, as behind a load balancer; each run starts
+            # them afresh, and the first process ever started creates the workspace.
+            servers: list[subprocess.Popen[Any]] = []
+            try:
+                for _ in range(count):
+                    port = free_port()
+                    servers.append(start(serve_command(port, database), port, tmp))
+                    if not key:
+                        match = KEY.search((tmp / f"server-{port}.err").read_text())
+                        assert match, "convhook serve printed no key"
+                        key = match[0]
+                bases = [f"http://127.0.0.1:{_port(proc)}" for proc in servers]
+                pids = [proc.pid for proc in servers]
+                ids = asyncio.run(create_conversations(bases[0], key, args.conversations))
+                # Warm the servers up (imports, caches, connection pools) before measuring.
+                warm = asyncio.run(create_conversations(bases[0], key, 100 * count))
+                measure(",".join(bases), key, warm, args.connections, tmp, *pids)
+                if not plain:
+                    measure(plain_base, key, warm, args.connections, tmp, baseline.pid)
+                runs.append(
+                    (count, measure(",".join(bases), key, ids, args.connections, tmp, *pids))
+                )
+                if not plain:
+                    plain = measure(plain_base, key, ids, args.connections, tmp, baseline.pid)
+            finally:
+                for proc in servers:
+                    stop(proc)
 
     table = Table(title=f"lifecycle transitions over {args.connections} connections")
     for column in (
@@ -281,7 +310,8 @@ def main() -> None:
         "statuses",
     ):
         table.add_column(column, justify="right")
-    for name, r in ((f"convhook serve ({label})", api), ("FastAPI, no storage", plain)):
+    rows = [(f"convhook serve x{n} ({label})", r) for n, r in runs]
+    for name, r in [*rows, ("FastAPI, no storage", plain)]:
         table.add_row(
             name,
             str(r["requests"]),
@@ -293,11 +323,21 @@ def main() -> None:
             ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())),
         )
     console.print(table)
+    first_count, api = runs[0]
     ratio = api["perSecond"] / plain["perSecond"]
     verdict = "meets" if ratio >= 0.5 else "misses"
     console.print(f"ratio: {ratio:.0%} of plain FastAPI ({verdict} the 50% target)")
     cpu_ratio = plain["cpuMicros"] / api["cpuMicros"]
     console.print(f"CPU per request: plain FastAPI uses {cpu_ratio:.0%} of convhook's")
+    for count, r in runs[1:]:
+        console.print(
+            f"{count} API processes: x{r['perSecond'] / api['perSecond']:.2f} of "
+            f"{first_count} ({r['perSecond'] / plain['perSecond']:.0%} of plain FastAPI)"
+        )
+
+
+def _port(proc: subprocess.Popen[Any]) -> int:
+    return int(proc.args[proc.args.index("--port") + 1])  # type: ignore[index,union-attr]
 
 
 if __name__ == "__main__":
