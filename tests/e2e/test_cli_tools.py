@@ -94,3 +94,12 @@ def test_bad_database_url_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "unsupported database scheme" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_version_prints_the_package_version() -> None:
+    """`convhook --version` prints the installed version and exits 0."""
+    from convhook import __version__
+
+    done = convhook("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"convhook {__version__}"

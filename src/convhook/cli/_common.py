@@ -27,6 +27,23 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+# What each optional part of the package brings (pyproject.toml's extras).
+EXTRAS = {"server": ("fastapi", "prometheus_client")}
+
+
+def need_extra(command: str, extra: str) -> None:
+    """Fail with the install command when ``extra``'s packages are missing: the receiver
+    (``listen``, ``trigger``, ``inbox``, ``schema``) installs without them."""
+    import importlib.util
+
+    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(
+            f"`convhook {command}` needs the {extra} extra ({', '.join(missing)} not "
+            f"installed): pip install 'convhook[{extra}]'"
+        )
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; a :class:`ConvhookError` becomes a one-line error, not a traceback."""
     try:

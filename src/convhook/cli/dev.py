@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from convhook.cli._common import err, fail, out, run_fast
+from convhook.cli._common import err, fail, need_extra, out, run_fast
 from convhook.config import option
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ def dev(
     Example: ``convhook dev --port 8080 --listen-port 8000``. For production run
     ``convhook serve`` and ``convhook listen`` separately (the API refuses loopback endpoints
     there)."""
+    need_extra("dev", "server")
     if port == listen_port:
         fail(f"--port and --listen-port must differ (both are {port})")
     if db == inbox:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,11 @@ class DatabaseURL:
         if not value:
             raise ConfigError(f"no database given: pass --db or set {DATABASE_ENV}")
         if value.startswith(("postgresql://", "postgres://")):
+            if importlib.util.find_spec("psycopg") is None:
+                raise ConfigError(
+                    "a postgresql:// database needs the PostgreSQL driver, which this "
+                    "installation lacks: pip install 'convhook[postgres]'"
+                )
             return cls("postgres", value)
         if value.startswith("sqlite:///"):
             value = value[len("sqlite:///") :]
