@@ -296,3 +296,76 @@ async def test_two_listeners_share_one_postgres_inbox(tmp_path: Path, pg_url: st
         await asyncio.sleep(1.5)  # a second poll round of both listeners
     forwarded = [json.loads(body)["eventId"] for _, body in target.requests]
     assert sorted(forwarded) == sorted([*stored, replayed])
+
+
+async def test_listen_with_a_token_takes_only_requests_that_carry_it(tmp_path: Path) -> None:
+    """`listen` with CONVHOOK_WEBHOOK_TOKEN accepts `trigger --token` and refuses a missing or
+    wrong token with 401, storing only what it accepted and printing no token."""
+    token, wrong = "tok_" + "k" * 32, "tok_" + "w" * 32
+    port = free_port()
+    db = tmp_path / "inbox.db"
+    proc = CLIProcess(
+        ["listen", "--port", str(port), "--db", str(db)],
+        cwd=tmp_path,
+        env={"COLUMNS": "240", "CONVHOOK_WEBHOOK_TOKEN": token},
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, port, 30.0, proc.proc)
+        code, out, err = await trigger(
+            "conversation.completed", port, tmp_path, "--token", token, "--count", "2", "--json"
+        )
+        assert code == 0, err
+        assert json.loads(out)["ok"] == 2
+        code, _, err = await trigger("conversation.completed", port, tmp_path)
+        assert code == 1
+        assert "401" in err
+        code, out, _ = await trigger(
+            "conversation.completed", port, tmp_path, "--token", wrong, "--json"
+        )
+        assert code == 1
+        assert json.loads(out)["status"] == 401
+        assert "Bearer token does not match" in json.loads(out)["body"]
+        await eventually(lambda: proc.stdout.count("conversation.completed") == 2)
+    finally:
+        await asyncio.to_thread(proc.stop)
+    assert len(stored_bodies(db)) == 2
+    assert "shared token" in proc.stderr
+    assert "UNSIGNED" not in proc.stderr
+    assert "webhook token refused" in proc.stderr  # the refusal is logged ...
+    assert token not in proc.stderr + proc.stdout
+    assert wrong not in proc.stderr + proc.stdout  # ... without the token it got
+
+
+async def test_listen_with_a_secret_and_a_token_requires_both(tmp_path: Path) -> None:
+    """Given --secret and --token, `listen` refuses a signed event without the token and
+    accepts one with both."""
+    secret, token = str(Secret.generate()), "tok_" + "b" * 32
+    port = free_port()
+    db = tmp_path / "inbox.db"
+    args = ["--secret", secret, "--token", token, "--db", str(db), "--quiet"]
+    async with listener(args, tmp_path, port) as proc:
+        code, _, err = await trigger("conversation.userJoined", port, tmp_path, secret=secret)
+        assert code == 1
+        assert "401" in err
+        code, _, err = await trigger(
+            "conversation.userJoined", port, tmp_path, "--token", token, secret=secret
+        )
+        assert code == 0, err
+    assert len(stored_bodies(db)) == 1
+    assert "a valid signature and the shared token" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["listen", "trigger"])
+async def test_a_token_no_header_can_carry_is_refused_on_the_command_line(
+    tmp_path: Path, command: str
+) -> None:
+    """`listen --token` and `trigger --token` with a space in the token exit 2 with one error
+    line that does not repeat it."""
+    args = ["--token", "secret words", "--port", str(free_port())]
+    if command == "trigger":
+        args = ["conversation.userJoined", "--url", "http://127.0.0.1:9/x", "--token", "a b"]
+    code, _, err = await convhook(command, *args, cwd=tmp_path)
+    assert code == 2
+    assert "visible ASCII" in err
+    assert "Traceback" not in err
+    assert "secret words" not in err

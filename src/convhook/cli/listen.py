@@ -27,8 +27,16 @@ def listen(
         None,
         "--secret",
         env="SECRET",
-        help="whsec_ secret to verify with; repeat during a rotation. Without it, unsigned "
-        "events are accepted.",
+        help="whsec_ secret to verify with; repeat during a rotation. Without it (and without "
+        "--token), unsigned events are accepted.",
+    ),
+    tokens: list[str] | None = option(
+        None,
+        "--token",
+        env="WEBHOOK_TOKEN",
+        help="Shared token for a sender that does not sign: requests must carry it as "
+        "'Authorization: Bearer <token>' or 'x-api-key: <token>' (else 401). Repeat during a "
+        "rotation (in the variable: separated by spaces). With --secret, both are required.",
     ),
     forward_to: str | None = option(
         None,
@@ -101,6 +109,7 @@ def listen(
 
     receiver = _build(
         secrets or [],
+        tokens or [],
         _inbox(db, writer_process=writer_process),
         forward_to,
         tolerance,
@@ -113,7 +122,7 @@ def listen(
     # database) is one clear error instead of a failed server start-up.
     run(_check(receiver))
     stop_logging = _configure_logging()
-    _banner(host, port, path, db, forward_to, signed=bool(secrets))
+    _banner(host, port, path, db, forward_to, signed=bool(secrets), token=bool(tokens))
     config = uvicorn.Config(
         receiver.asgi_app(path),
         host=host,
@@ -152,6 +161,7 @@ def _inbox(db: str, *, writer_process: bool) -> Inbox:
 
 def _build(
     secrets: list[str],
+    tokens: list[str],
     db: Inbox,
     forward_to: str | None,
     tolerance: int,
@@ -171,7 +181,8 @@ def _build(
             lease=lease,
             tolerance=tolerance,
             max_body=max_body,
-            allow_unsigned=not secrets,
+            allow_unsigned=not secrets and not tokens,
+            tokens=tokens,
             retry=RetryPolicy.exponential(max_attempts=max_attempts),
         )
         if not quiet:
@@ -300,7 +311,14 @@ def _configure_logging() -> Callable[[], None]:
 
 
 def _banner(
-    host: str, port: int, path: str, db: str, forward_to: str | None, *, signed: bool
+    host: str,
+    port: int,
+    path: str,
+    db: str,
+    forward_to: str | None,
+    *,
+    signed: bool,
+    token: bool,
 ) -> None:
     err.print(f"[bold]convhook listen[/]: POST http://{host}:{port}{path}")
     if db.startswith(("postgresql://", "postgres://")):
@@ -310,7 +328,15 @@ def _banner(
     err.print(f"  inbox: {db}")
     if forward_to:
         err.print(f"  forwarding to: {forward_to}")
-    if not signed:
+    if token:
+        both = "a valid signature and " if signed else ""
+        err.print(f"  requires: {both}the shared token (Authorization: Bearer or x-api-key)")
+    if token and not signed:
+        err.print(
+            "  [yellow]note:[/] a token does not cover the body and never expires: a captured "
+            "request can be sent again. Use --secret whenever the sender signs."
+        )
+    elif not signed:
         err.print(
             "[bold white on red] WARNING [/] [bold red]no --secret given: accepting UNSIGNED "
             "events. Anyone who can reach this port can post events. Pass --secret whsec_... "

@@ -37,6 +37,13 @@ def trigger(
     secret: str | None = option(
         None, "--secret", env="SECRET", help="whsec_ secret to sign with (unsigned if absent)."
     ),
+    token: str | None = option(
+        None,
+        "--token",
+        env="WEBHOOK_TOKEN",
+        help="Shared token to send as 'Authorization: Bearer <token>', for a receiver that "
+        "takes tokens (`convhook listen --token`).",
+    ),
     assignments: list[str] | None = option(
         None,
         "--set",
@@ -58,13 +65,26 @@ def trigger(
     try:
         overrides = dict(parse_assignment(a) for a in assignments or [])
         secrets = as_secrets(secret) if secret else None
+        if token is not None:
+            # Imported only here: the receiver package is heavy for a command that sends.
+            from convhook.receiver.tokens import check_token
+
+            check_token(token)
     except ConvhookError as exc:
         fail(str(exc))
     if not url.startswith(("http://", "https://")):
         fail(f"--url must be an http:// or https:// URL, got {url!r}")
     results, elapsed = run(
         _send_all(
-            event_type, url, secrets, overrides, count, concurrency, timeout, progress=count > 1
+            event_type,
+            url,
+            secrets,
+            token,
+            overrides,
+            count,
+            concurrency,
+            timeout,
+            progress=count > 1,
         )
     )
     if count == 1:
@@ -79,6 +99,7 @@ async def _send_all(
     event_type: EventType,
     url: str,
     secrets: Any,
+    token: str | None,
     overrides: dict[str, Any],
     count: int,
     concurrency: int,
@@ -105,6 +126,8 @@ async def _send_all(
     )
     task = bar.add_task(f"sending {event_type.value}", total=count)
     headers_base = {"content-type": "application/json", "user-agent": f"convhook/{__version__}"}
+    if token:
+        headers_base["authorization"] = f"Bearer {token}"
 
     async def worker(session: aiohttp.ClientSession) -> None:
         for _ in remaining:

@@ -28,6 +28,7 @@ from convhook.receiver import replies
 from convhook.receiver.handlers import CATCH_ALL, Handler, HandlerRegistry
 from convhook.receiver.limits import LOG_CHARS, MAX_ID, clip
 from convhook.receiver.replies import Reply
+from convhook.receiver.tokens import TokenCheck
 from convhook.receiver.worker import Clock, Worker
 from convhook.retry import RetryPolicy
 from convhook.signing import DEFAULT_TOLERANCE, Secret, Verifier
@@ -54,10 +55,13 @@ FORWARDED_HEADERS = (
 class Receiver:
     """Accepts signed webhooks into a durable inbox and runs registered handlers from it.
 
-    ``secrets`` are the ``whsec_`` secrets to verify with (several during a rotation);
-    without them ``allow_unsigned=True`` is required and any body is accepted. ``store`` is
-    an :class:`~convhook.store.inbox.Inbox`, a SQLite file path or a ``postgresql://`` URL
-    (whose schema ``convhook db upgrade --component inbox`` has created).
+    ``secrets`` are the ``whsec_`` secrets to verify with (several during a rotation).
+    ``tokens`` are shared tokens for a sender that does not sign: a request must then carry
+    one as ``Authorization: Bearer <token>`` or ``x-api-key: <token>``. Given both, a request
+    needs both a valid signature and a token. Given neither, ``allow_unsigned=True`` is
+    required and any body is accepted. ``store`` is an :class:`~convhook.store.inbox.Inbox`,
+    a SQLite file path or a ``postgresql://`` URL (whose schema
+    ``convhook db upgrade --component inbox`` has created).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class Receiver:
         tolerance: int = DEFAULT_TOLERANCE,
         max_body: int = DEFAULT_MAX_BODY,
         allow_unsigned: bool = False,
+        tokens: Iterable[str] | str | None = None,
         retry: RetryPolicy | None = None,
         concurrency: int = 64,
         lease: float = 60.0,
@@ -76,16 +81,19 @@ class Receiver:
         rng: random.Random | None = None,
     ) -> None:
         secret_list = [secrets] if isinstance(secrets, Secret | str) else list(secrets or [])
-        if not secret_list and not allow_unsigned:
+        token_list = [tokens] if isinstance(tokens, str) else list(tokens or [])
+        if not secret_list and not token_list and not allow_unsigned:
             raise ConfigError(
-                "no webhook secret given: pass secrets=['whsec_...'], or allow_unsigned=True "
-                "to accept unsigned events (anyone who can reach the endpoint can then post)"
+                "no webhook secret given: pass secrets=['whsec_...'], tokens=['...'] for a "
+                "sender that does not sign, or allow_unsigned=True to accept unsigned events "
+                "(anyone who can reach the endpoint can then post)"
             )
         if max_body < 1:
             raise ConfigError(f"max_body must be a positive number of bytes, got {max_body}")
         self.verifier = (
             Verifier(secret_list, tolerance=tolerance, clock=clock) if secret_list else None
         )
+        self.token_check = TokenCheck(token_list) if token_list else None
         self.inbox = store if isinstance(store, Inbox) else open_inbox(store)
         self.max_body = max_body
         self.handlers = HandlerRegistry()
@@ -146,10 +154,16 @@ class Receiver:
         await self.inbox.open()
         await self.worker.start()
         self._started = True
-        if self.verifier is None:
+        if self.verifier is None and self.token_check is None:
             log.warning(
                 "accepting UNSIGNED webhooks: configure a whsec_ secret in production",
                 extra={"action": "unsigned_mode"},
+            )
+        elif self.verifier is None:
+            log.info(
+                "accepting webhooks by shared token, without signatures: bodies are not "
+                "integrity-checked and a captured request can be sent again",
+                extra={"action": "token_mode"},
             )
 
     async def stop(self) -> None:
@@ -202,6 +216,11 @@ class Receiver:
 
     async def ingest(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """Verify, validate and store a body that passed the method, type and size checks."""
+        if self.token_check is not None:
+            # First: a sender without the token learns nothing else about the request.
+            refused = self.token_check.problem(headers)
+            if refused is not None:
+                return self.reject(replies.unauthorized(refused))
         hook_id = headers.get("webhook-id") or headers.get("svix-id")
         if hook_id is not None and len(hook_id) > MAX_ID:
             # Refused before it is hashed, stored, indexed or logged.

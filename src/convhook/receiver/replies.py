@@ -20,13 +20,17 @@ class Reply:
     content_type: str
     body: bytes
     allow: str | None = None
+    challenge: str | None = None
 
     @property
     def headers(self) -> dict[str, str]:
-        """The response headers (content type, length and, for 405, ``Allow``)."""
+        """The response headers (content type, length, ``Allow`` for 405 and
+        ``WWW-Authenticate`` for a refused token)."""
         headers = {"content-type": self.content_type, "content-length": str(len(self.body))}
         if self.allow:
             headers["allow"] = self.allow
+        if self.challenge:
+            headers["www-authenticate"] = self.challenge
         return headers
 
     @cached_property
@@ -52,6 +56,12 @@ def method_not_allowed(method: str) -> Reply:
     """405 for anything but POST."""
     reply = error(405, f"method {method} is not allowed: webhooks are delivered with POST")
     return Reply(reply.status, reply.content_type, reply.body, allow="POST")
+
+
+def unauthorized(message: str) -> Reply:
+    """401 for a missing or wrong token, with the challenge RFC 7235 asks a 401 to carry."""
+    reply = error(401, message)
+    return Reply(reply.status, reply.content_type, reply.body, challenge="Bearer")
 
 
 def check_content_type(value: str | None) -> Reply | None:
