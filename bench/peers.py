@@ -250,7 +250,11 @@ def celery_delivery(
         rec.reset()
         for body in event_bodies(concurrency * 2):
             deliver.delay(hook, body, secret)
-        rec.wait(concurrency * 2, timeout=60)
+        try:
+            rec.wait(concurrency * 2, timeout=60)
+        except TimeoutError as exc:
+            log = (tmp / f"{proc.pid}.err").read_text()[-2000:]
+            raise RuntimeError(f"the Celery worker delivered nothing; its log:\n{log}") from exc
         while not broker_idle(redis):
             time.sleep(0.02)
         bodies = event_bodies(events)
