@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from convhook import __version__
 from convhook.api import errors, intake
-from convhook.api.auth import SECURITY_SCHEMES
+from convhook.api.auth import SECURITY_SCHEMES, KeyCache
 from convhook.api.deps import ApiSettings
 from convhook.api.fast_path import TransitionFastPath
 from convhook.outbox import Outbox
@@ -111,7 +111,7 @@ def create_app(
     app.state.deliveries = deliveries
     app.state.settings = settings
     app.state.outbox = Outbox(store, max_active=settings.max_active)
-    app.state.key_cache = {}
+    app.state.key_cache = KeyCache(store)
     app.state.retry_after = settings.retry_after
     app.state.allow_private_targets = settings.allow_private_targets
     app.state.dispatcher = None
@@ -217,6 +217,7 @@ _OPERATION_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/api/v2/endpoints/{endpoint_id}/test"): (409,),
     ("POST", "/api/v2/endpoints/{endpoint_id}/recover"): (409,),
     ("GET", "/api/v2/events/{event_id}"): (410,),
+    ("DELETE", "/api/v2/workspace/keys/{key_id}"): (409,),
 }
 _TRANSITION_STATUSES = (409, 429)
 _HEADERS: dict[int, dict[str, Any]] = {

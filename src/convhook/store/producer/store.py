@@ -46,11 +46,12 @@ from convhook.store.producer.paging import (
     now_ms,
 )
 from convhook.store.producer.retention import PruneResult
-from convhook.store.producer.workspaces import Workspace, hash_key
+from convhook.store.producer.workspaces import ApiKey, Workspace, hash_key
 
 __all__ = [
     "MAX_LIMIT",
     "ActiveLimitError",
+    "ApiKey",
     "Change",
     "ConflictError",
     "EventRow",
@@ -119,19 +120,49 @@ class ProducerStore(Facade):
     # -- workspaces and keys -------------------------------------------------------------
 
     async def create_workspace(self, name: str) -> tuple[Workspace, str]:
-        """Create a workspace and its first API key; the key is returned here and never again."""
-        workspace, key = workspaces.new_workspace(name)
-        await self.db.write(workspaces.insert, workspace, key)
+        """Create a workspace and its first API key (named ``default``); the key is returned
+        here and never again."""
+        workspace, record, key = workspaces.new_workspace(name)
+        await self.db.write(workspaces.insert, workspace, record, key)
         return workspace, key
 
     async def list_workspaces(self) -> list[Workspace]:
         """Every workspace, oldest first."""
         return await self.db.read(workspaces.all_)
 
-    async def workspace_for_key(self, key_hash: str) -> tuple[Workspace, str] | None:
-        """The workspace a key hash belongs to, with the stored hash (for a constant-time
-        comparison by the caller), or None."""
+    async def create_key(self, workspace_id: str, name: str) -> tuple[ApiKey, str]:
+        """Add a named key to a workspace (its other keys keep working); the key is returned
+        here and never again. :class:`NotFoundError` when there is no such workspace."""
+        record, key = workspaces.new_key(workspace_id, name)
+        if not await self.db.write(workspaces.insert_key, record, key):
+            raise NotFoundError(f"no workspace {workspace_id}")
+        return record, key
+
+    async def list_keys(self, workspace_id: str) -> list[ApiKey]:
+        """The workspace's keys, revoked ones too, oldest first (:class:`NotFoundError` when
+        there is no such workspace)."""
+        found = await self.db.read(workspaces.keys_of, workspace_id)
+        if found is None:
+            raise NotFoundError(f"no workspace {workspace_id}")
+        return found
+
+    async def revoke_key(self, workspace_id: str, key_id: str, *, keep_one: bool = False) -> ApiKey:
+        """Revoke one of the workspace's keys (again: changes nothing) and return it;
+        :class:`NotFoundError` when it has no such key. With ``keep_one``, revoking its last
+        active key raises :class:`ConflictError`."""
+        found = await self.db.write(workspaces.revoke, workspace_id, key_id, now_ms(), keep_one)
+        if found is None:
+            raise NotFoundError(f"no key {key_id} in this workspace")
+        return found
+
+    async def key_for_hash(self, key_hash: str) -> tuple[Workspace, ApiKey, str] | None:
+        """The workspace and key record of a key digest, with the stored digest (for a
+        constant-time comparison by the caller), or None. Revoked keys are returned too."""
         return await self.db.read(workspaces.for_key, key_hash)
+
+    async def record_key_use(self, uses: Sequence[tuple[str, int]]) -> None:
+        """Note when keys were last used: ``(key id, epoch ms)`` pairs, in one write."""
+        await self.db.write(workspaces.record_use, uses)
 
     # -- customers -----------------------------------------------------------------------
 

@@ -46,7 +46,11 @@ CREATE TABLE public.api_keys (
     key_hash text NOT NULL,
     workspace_id text NOT NULL,
     prefix text NOT NULL,
-    created_at bigint NOT NULL
+    created_at bigint NOT NULL,
+    id text NOT NULL,
+    name text NOT NULL,
+    last_used_at bigint,
+    revoked_at bigint
 );
 
 --
@@ -253,11 +257,18 @@ ALTER TABLE ONLY public.agents
     ADD CONSTRAINT agents_pkey PRIMARY KEY (id);
 
 --
+-- Name: api_keys api_keys_key_hash_key; Type: CONSTRAINT
+--
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash);
+
+--
 -- Name: api_keys api_keys_pkey; Type: CONSTRAINT
 --
 
 ALTER TABLE ONLY public.api_keys
-    ADD CONSTRAINT api_keys_pkey PRIMARY KEY (key_hash);
+    ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
 
 --
 -- Name: attempts attempts_pkey; Type: CONSTRAINT
@@ -356,6 +367,12 @@ ALTER TABLE ONLY public.events
 
 ALTER TABLE ONLY public.workspaces
     ADD CONSTRAINT workspaces_pkey PRIMARY KEY (id);
+
+--
+-- Name: api_keys_workspace; Type: INDEX
+--
+
+CREATE INDEX api_keys_workspace ON public.api_keys USING btree (workspace_id, created_at, id);
 
 --
 -- Name: attempts_by_delivery; Type: INDEX

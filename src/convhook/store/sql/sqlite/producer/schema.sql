@@ -10,11 +10,15 @@ CREATE TABLE agents (
     created_at INTEGER NOT NULL
 );
 
-CREATE TABLE api_keys (
-    key_hash TEXT PRIMARY KEY,
+CREATE TABLE "api_keys" (
+    id TEXT PRIMARY KEY, -- key_...
     workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE, -- sha256 hex digest; the key itself is shown once
     prefix TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER, -- epoch ms, recorded at most once a minute per key and API process
+    revoked_at INTEGER -- epoch ms; a revoked key authenticates nothing
 );
 
 CREATE TABLE attempts (
@@ -115,6 +119,8 @@ CREATE TABLE workspaces (
     name TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+
+CREATE INDEX api_keys_workspace ON api_keys (workspace_id, created_at, id);
 
 CREATE INDEX attempts_by_delivery ON attempts (delivery_id, id);
 
