@@ -7,22 +7,39 @@ scrape by :class:`BacklogCollector`, so it is right whichever process dispatches
 
 The backlog is labelled with endpoint ids of every workspace, so a scrape can be required to
 carry ``Authorization: Bearer <token>`` (:func:`authorized`, :func:`serve`).
+
+Beside the metrics, the same ports answer health checks for orchestrators, without a token
+and without data: ``/healthz`` (the process runs) and ``/readyz`` (:func:`readiness`: the
+database answers a read, its schema is the version this code ships, and the dispatcher loop
+of this process, if it dispatches, is alive).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
+import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from convhook.errors import ConvhookError
 from convhook.store.delivery.log import Backlog
+from convhook.store.engine.migrations import installed, latest, load
+
+if TYPE_CHECKING:
+    from convhook.dispatcher import Dispatcher
+    from convhook.store.engine.database import Database
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -117,11 +134,130 @@ def authorized(authorization: str | None, token: str | None) -> bool:
 UNAUTHORIZED = b'{"error": "metrics need Authorization: Bearer <token>", "problems": []}'
 
 
+READY_TIMEOUT = 2.0
+"""Seconds a readiness check waits for the database (a hung server is not ready)."""
+
+OK = "ok"
+ALIVE = b'{"status": "alive"}'
+"""The body of ``/healthz``."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The outcome of each readiness check: ``ok``, or a short reason without data."""
+
+    checks: dict[str, str]
+
+    @property
+    def ready(self) -> bool:
+        """Whether every check passed."""
+        return all(v == OK for v in self.checks.values())
+
+    @property
+    def status(self) -> int:
+        """The HTTP status ``/readyz`` answers: 200 or 503."""
+        return 200 if self.ready else 503
+
+    def body(self) -> bytes:
+        """``{"status": "ready" | "unavailable", "checks": {name: outcome}}``; the failed
+        checks are those whose outcome is not ``ok``."""
+        status = "ready" if self.ready else "unavailable"
+        return json.dumps({"status": status, "checks": self.checks}).encode()
+
+
+@functools.cache
+def shipped_version(dialect: str, component: str = "producer") -> int:
+    """The schema version of ``component`` this code ships for ``dialect``."""
+    return latest(load(dialect, component)).get(component, 0)
+
+
+def dispatcher_state(dispatcher: Dispatcher | None) -> str:
+    """``ok`` while the dispatcher's claim and record loops run, else why not."""
+    if dispatcher is None:
+        return "not started"
+    # Dispatcher has no public liveness flag: its loops are the tasks start() made.
+    loops: list[asyncio.Task[None]] = getattr(dispatcher, "_loops", [])
+    if not loops:
+        return "not running"
+    if any(task.done() for task in loops):
+        return "loop stopped"
+    return OK
+
+
+async def readiness(
+    db: Database,
+    dispatcher: Dispatcher | None = None,
+    *,
+    dispatching: bool = False,
+    timeout: float = READY_TIMEOUT,
+) -> Readiness:
+    """Check that ``db`` answers a read within ``timeout`` seconds, that its producer schema
+    is the version this code ships, and with ``dispatching`` that ``dispatcher`` runs."""
+    checks: dict[str, str] = {}
+    try:
+        found = await asyncio.wait_for(db.read(installed, "producer"), timeout)
+    except (ConvhookError, TimeoutError):
+        # The error names the server: a probe's answer says only which check failed.
+        checks["database"] = "unreachable"
+        checks["schema"] = "unknown"
+    else:
+        checks["database"] = OK
+        known = shipped_version(db.dialect.name)
+        checks["schema"] = OK if found == known else f"version {found}, this code needs {known}"
+    if dispatching:
+        checks["dispatcher"] = dispatcher_state(dispatcher)
+    return Readiness(checks)
+
+
+class Probe:
+    """What a metrics port's ``/readyz`` checks, from the port's own thread: the database and
+    dispatcher of the event loop they run on, once :meth:`attach` gave them."""
+
+    def __init__(self, *, timeout: float = READY_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._target: tuple[asyncio.AbstractEventLoop, Database, Dispatcher] | None = None
+
+    def attach(self, db: Database, dispatcher: Dispatcher) -> None:
+        """Check ``db`` and ``dispatcher`` on the running loop from now on."""
+        self._target = (asyncio.get_running_loop(), db, dispatcher)
+
+    def detach(self) -> None:
+        """Answer not ready from now on (the dispatcher is stopping)."""
+        self._target = None
+
+    def check(self) -> Readiness:
+        """The readiness of the attached database and dispatcher (call from another thread
+        than their loop's)."""
+        target = self._target
+        if target is None:
+            return Readiness({"dispatcher": "not running"})
+        loop, db, dispatcher = target
+        try:
+            future = asyncio.run_coroutine_threadsafe(
+                readiness(db, dispatcher, dispatching=True, timeout=self.timeout), loop
+            )
+        except RuntimeError:  # the loop closed
+            return Readiness({"dispatcher": "not running"})
+        try:
+            return future.result(self.timeout + 1)
+        except FutureTimeout:
+            future.cancel()
+            # The checks time out by themselves: only a loop that does not run gets here.
+            return Readiness({"dispatcher": "event loop not responding"})
+
+
 class _Scrape(BaseHTTPRequestHandler):
     token: str | None = None
+    probe: Probe | None = None
 
     def do_GET(self) -> None:
-        if self.path.partition("?")[0] != "/metrics":
+        path = self.path.partition("?")[0]
+        if path == "/healthz":
+            self._answer(200, ALIVE)
+        elif path == "/readyz" and self.probe is not None:
+            ready = self.probe.check()
+            self._answer(ready.status, ready.body())
+        elif path != "/metrics":
             self._answer(404, b'{"error": "not found; metrics are at /metrics", "problems": []}')
         elif not authorized(self.headers.get("Authorization"), self.token):
             self._answer(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
@@ -147,10 +283,13 @@ class _Scrape(BaseHTTPRequestHandler):
         """Scrapes are not logged (one every few seconds would drown the dispatcher's log)."""
 
 
-def serve(host: str, port: int, token: str | None = None) -> ThreadingHTTPServer:
+def serve(
+    host: str, port: int, token: str | None = None, probe: Probe | None = None
+) -> ThreadingHTTPServer:
     """Serve this process's counters at ``http://host:port/metrics`` from a daemon thread,
-    requiring ``Authorization: Bearer <token>`` if a token is given; the caller shuts it down."""
-    handler = type("Scrape", (_Scrape,), {"token": token})
+    requiring ``Authorization: Bearer <token>`` if a token is given, ``/healthz`` and, with a
+    ``probe``, ``/readyz`` (both without the token); the caller shuts it down."""
+    handler = type("Scrape", (_Scrape,), {"token": token, "probe": probe})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

@@ -14,6 +14,7 @@ from convhook.config import DatabaseURL, db_option, option
 from convhook.errors import ConfigError
 
 if TYPE_CHECKING:
+    from convhook.metrics import Probe
     from convhook.store import Database
 
 
@@ -88,7 +89,8 @@ def dispatcher(
         "--metrics-port",
         env="DISPATCH_METRICS_PORT",
         min=0,
-        help="Serve this process's attempt counters at http://HOST:PORT/metrics (0: off).",
+        help="Serve this process's attempt counters at http://HOST:PORT/metrics, and health "
+        "checks at /healthz and /readyz (0: off).",
     ),
     metrics_host: str = option(
         "0.0.0.0",
@@ -106,13 +108,15 @@ def dispatcher(
     except ConfigError as exc:
         fail(str(exc))
     _logging(log_level)
+    probe = None
     if metrics_port:
         from convhook import metrics
 
         # A thread serves the counters the dispatcher feeds (the backlog gauges are on the
-        # API's /metrics, read from the database).
+        # API's /metrics, read from the database) and the health checks.
+        probe = metrics.Probe()
         try:
-            metrics.serve(metrics_host, metrics_port, metrics_token or None)
+            metrics.serve(metrics_host, metrics_port, metrics_token or None, probe)
         except OSError as exc:
             fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}")
     run_fast(
@@ -126,6 +130,7 @@ def dispatcher(
             timeout=timeout,
             synchronous=synchronous.upper(),
             writer_process=writer_process,
+            probe=probe,
         )
     )
 
@@ -157,7 +162,12 @@ def _database(url: DatabaseURL, *, synchronous: str, writer_process: bool) -> Da
 
 
 async def _dispatch(
-    url: DatabaseURL, *, synchronous: str, writer_process: bool, **options: object
+    url: DatabaseURL,
+    *,
+    synchronous: str,
+    writer_process: bool,
+    probe: Probe | None = None,
+    **options: object,
 ) -> None:
     import signal
 
@@ -175,7 +185,11 @@ async def _dispatch(
                 f"convhook dispatcher on {db.name} (worker {running.worker_id}"
                 f"{', private targets allowed' if options['allow_private'] else ''})"
             )
+            if probe is not None:
+                probe.attach(db, running)
             await stop.wait()
+            if probe is not None:
+                probe.detach()
         err.print(f"dispatcher stopped after {running.delivered} deliveries")
 
 

@@ -50,7 +50,10 @@ def serve(
 ) -> None:
     """Run the producer API; on a fresh database, create workspace "default" and print its key.
 
-    On PostgreSQL the schema must be current: run ``convhook db upgrade --db URL`` first."""
+    On PostgreSQL the schema must be current: run ``convhook db upgrade --db URL`` first.
+
+    Health checks need no key: /healthz answers 200 while the process runs; /readyz 200 when
+    the database answers, its schema is current and the dispatcher (if on) runs, else 503."""
     try:
         url = DatabaseURL.parse(db)
     except ConfigError as exc:
