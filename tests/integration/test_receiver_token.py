@@ -58,8 +58,15 @@ async def _done(receiver: Receiver, event_id: str) -> bool:
         {"authorization": f"bearer  {TOKEN}"},
         {"x-api-key": TOKEN},
         {"authorization": "Basic dXNlcjpwYXNz", "x-api-key": TOKEN},
+        {"authorization": f"Bearer {TOKEN}", "x-api-key": TOKEN},
     ],
-    ids=["bearer", "bearer-lower-case-two-spaces", "x-api-key", "x-api-key-beside-other-auth"],
+    ids=[
+        "bearer",
+        "bearer-lower-case-two-spaces",
+        "x-api-key",
+        "x-api-key-beside-other-auth",
+        "both-headers-same-token",
+    ],
 )
 async def test_a_request_with_the_token_is_stored_and_handled(
     database_url: str, session: aiohttp.ClientSession, auth: dict[str, str]
@@ -94,9 +101,14 @@ async def test_a_request_with_the_token_is_stored_and_handled(
         ({"authorization": f"Bearer {TOKEN}x"}, "the Bearer token does not match"),
         ({"authorization": f"Bearer {TOKEN[:-1]}"}, "the Bearer token does not match"),
         ({"x-api-key": "é" + TOKEN}, "the x-api-key header does not match"),
+        ({"x-api-key": ""}, "the x-api-key header is empty"),
         (
             {"authorization": f"Bearer {OTHER}", "x-api-key": OTHER},
-            "x-api-key header does not match the receiver's token; the Bearer token",
+            "the token does not match",
+        ),
+        (
+            {"authorization": f"Bearer {OTHER}", "x-api-key": TOKEN},
+            "x-api-key and Authorization: Bearer carry different tokens",
         ),
     ],
     ids=[
@@ -111,7 +123,9 @@ async def test_a_request_with_the_token_is_stored_and_handled(
         "longer",
         "prefix",
         "non-ascii",
-        "both-wrong",
+        "empty-api-key",
+        "both-headers-same-wrong-token",
+        "both-headers-different-tokens",
     ],
 )
 async def test_a_request_without_the_right_token_gets_401_and_nothing_is_stored(

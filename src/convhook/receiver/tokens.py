@@ -35,42 +35,61 @@ class TokenCheck:
     def problem(self, headers: Mapping[str, str]) -> str | None:
         """None when ``headers`` (lower-case names) carry a valid token, else what is missing
         or wrong; the text never repeats a presented or configured token."""
-        authorization = headers.get("authorization")
         api_key = headers.get(API_KEY_HEADER)
-        if authorization is None and api_key is None:
-            return f"no webhook token: {_HOW}"
-        problems = []
-        if api_key is not None:
-            if self._matches(api_key):
-                return None
-            problems.append("the x-api-key header does not match the receiver's token")
-        if authorization is not None:
-            scheme, _, credentials = authorization.strip().partition(" ")
-            credentials = credentials.strip(" ")
-            if scheme.lower() != "bearer":
-                # The scheme is named only when it is Basic: a sender that puts the bare token
-                # in the header would otherwise see it echoed.
-                problems.append(
-                    "the Authorization header uses Basic auth, which this receiver does not take"
-                    if scheme.lower() == "basic"
-                    else "the Authorization header is not of the form `Bearer <token>`"
+        bearer, authorization_problem = _bearer(headers.get("authorization"))
+        if api_key is not None and bearer is not None:
+            # As in the API: which of two different tokens was meant cannot be known.
+            if not hmac.compare_digest(_encode(api_key), _encode(bearer)):
+                return (
+                    "webhook token refused: x-api-key and Authorization: Bearer carry different "
+                    "tokens: send one of them"
                 )
-            elif not credentials:
-                problems.append("the Authorization header has no token after Bearer")
-            elif self._matches(credentials):
-                return None
-            else:
-                problems.append("the Bearer token does not match the receiver's token")
-        return f"webhook token refused: {'; '.join(problems)}"
+            presented, where = api_key, "the token"
+        elif api_key is not None:
+            presented, where = api_key, "the x-api-key header"
+        elif bearer is not None:
+            presented, where = bearer, "the Bearer token"
+        elif authorization_problem is not None:
+            return f"webhook token refused: {authorization_problem}; {_HOW}"
+        else:
+            return f"no webhook token: {_HOW}"
+        if not presented:
+            return f"webhook token refused: {where} is empty"
+        if self._matches(presented):
+            return None
+        return f"webhook token refused: {where} does not match the receiver's token"
 
     def _matches(self, presented: str) -> bool:
-        given = presented.encode("utf-8", "surrogatepass")
+        given = _encode(presented)
         matched = False
         # Every configured token is compared, so the time taken does not tell which one (or
         # how much of one) a guess got right.
         for token in self._tokens:
             matched |= hmac.compare_digest(given, token)
         return matched
+
+
+def _bearer(authorization: str | None) -> tuple[str | None, str | None]:
+    """The Bearer token in an Authorization header, or None and what is wrong with it."""
+    if authorization is None:
+        return None, None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip(" ")
+    if scheme.lower() == "bearer":
+        if credentials:
+            return credentials, None
+        return None, "the Authorization header has no token after Bearer"
+    # The scheme is named only when it is Basic: a sender that puts the bare token in the
+    # header would otherwise see it echoed.
+    if scheme.lower() == "basic":
+        return None, "the Authorization header uses Basic auth, which this receiver does not take"
+    return None, "the Authorization header is not of the form `Bearer <token>`"
+
+
+def _encode(text: str) -> bytes:
+    # Header values may hold any character (non-ASCII str cannot go to compare_digest);
+    # configured tokens are ASCII, so such a value never matches.
+    return text.encode("utf-8", "surrogatepass")
 
 
 def check_token(token: object) -> None:
