@@ -101,3 +101,70 @@ def test_events_prune_rejects_a_bad_period(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "30d" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_keys_rotate_through_the_cli_while_serving(database_url: str, tmp_path: Path) -> None:
+    """workspaces keys create prints a key that works at once beside the first; list --json
+    shows both with the first's last use; after keys revoke, the running server answers 401
+    to the revoked key within its 5-second cache bound and 200 to the new one."""
+    db = database_url
+    if db.startswith("postgresql://"):
+        upgrade(db)
+    first = create_workspace(db, "acme")["apiKey"]
+    created = json.loads(
+        convhook("workspaces", "keys", "create", "acme", "--name", "next", "--db", db, "--json")
+    )
+    assert created["key"].startswith("chk_")
+    port = free_port()
+    with serve_process(["serve", "--port", str(port), "--db", db], tmp_path, port):
+        url = f"http://127.0.0.1:{port}/api/v2/customers"
+        async with aiohttp.ClientSession() as http:
+
+            async def status(key: str) -> int:
+                async with http.get(url, headers={"x-api-key": key}) as r:
+                    return r.status
+
+            assert await status(first) == 200
+            assert await status(created["key"]) == 200
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the last use is written in the background
+                listed = json.loads(
+                    convhook("workspaces", "keys", "list", "acme", "--db", db, "--json")
+                )
+                if listed[0]["lastUsedAt"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert [k["name"] for k in listed] == ["default", "next"]
+            assert listed[0]["lastUsedAt"] is not None
+            assert listed[1]["id"] == created["id"]
+            table = convhook("workspaces", "keys", "list", "acme", "--db", db)
+            assert listed[0]["id"] in table
+            convhook("workspaces", "keys", "revoke", "acme", listed[0]["id"], "--db", db)
+            revoked_at = time.monotonic()
+            while await status(first) != 401:
+                assert time.monotonic() - revoked_at < 6, "the revoked key kept working"
+                await asyncio.sleep(0.1)
+            assert await status(created["key"]) == 200
+    listed = json.loads(convhook("workspaces", "keys", "list", "acme", "--db", db, "--json"))
+    assert listed[0]["revokedAt"] is not None
+    assert listed[1]["revokedAt"] is None
+
+
+def test_keys_commands_refuse_unknown_names(tmp_path: Path) -> None:
+    """keys list of an unknown workspace and keys revoke of an unknown key exit 2 with a
+    one-line error."""
+    db = str(tmp_path / "k.db")
+    create_workspace(db, "acme")
+    for args in (
+        ["list", "nope"],
+        ["revoke", "acme", "key_nope"],
+        ["create", "nope", "--name", "x"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "convhook", "workspaces", "keys", *args, "--db", db],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2, args
+        assert "error:" in done.stderr
+        assert "Traceback" not in done.stderr
