@@ -7,13 +7,19 @@ samples of one conversation replay its lifecycle.
 
 from __future__ import annotations
 
+import difflib
 import json
 import random
+import types
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from convhook.errors import PayloadError
+from pydantic import BaseModel
+
+from convhook.errors import FieldProblem, PayloadError
 from convhook.events import (
     AnyEvent,
     Conversation,
@@ -156,14 +162,152 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return path, value
 
 
-def _set_path(doc: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``payload.customer.name`` (or ``customer.name``: ``payload.`` is implied)."""
+def check_override(path: str, value: Any) -> None:
+    """Raise :class:`PayloadError` unless ``path`` names a field of the event (or a key below
+    a free-form object such as ``postCallMetadata``) and ``value`` suits it: a catalogue value
+    for an enumeration, known field names in an object given for a typed one.
+
+    Types are left to the models, which :func:`sample_event` runs; this catches what they
+    keep on purpose (unknown keys, unknown enumeration values), so a typo is not sent.
+    """
+    parts = _parts(path)
+    node = _ENVELOPE
+    for depth, part in enumerate(parts):
+        if node.kind == "object":
+            return
+        if node.kind != "model":
+            shown = _shown(parts[:depth])
+            raise _refused(
+                path,
+                f"{shown} is a single value, not an object with fields: set {shown} itself",
+            )
+        if part not in node.fields:
+            raise _unknown(path, parts[:depth], part, node)
+        node = node.fields[part]
+    _check_value(path, parts, node, value)
+
+
+@dataclass(frozen=True)
+class _Node:
+    """What a field path leads to: a typed object, an enumeration, free-form JSON or a value."""
+
+    kind: str  # "model", "enum", "object" or "value"
+    nullable: bool = False
+    fields: dict[str, _Node] = field(default_factory=dict)
+    values: tuple[str, ...] = ()
+
+
+def _model_node(model: type[BaseModel], nullable: bool = False) -> _Node:
+    fields = {
+        info.alias or name: _field_node(info.alias or name, info.annotation)
+        for name, info in model.model_fields.items()
+    }
+    return _Node("model", nullable, fields)
+
+
+def _field_node(alias: str, annotation: Any) -> _Node:
+    leaves = _leaves(annotation)
+    nullable = type(None) in leaves
+    for leaf in leaves:
+        if isinstance(leaf, type) and issubclass(leaf, BaseModel):
+            return _model_node(leaf, nullable)
+        if isinstance(leaf, type) and issubclass(leaf, Enum):
+            return _Node("enum", nullable, values=tuple(str(m.value) for m in leaf))
+        if leaf is dict or get_origin(leaf) is dict:
+            return _Node("object", nullable)
+    # A JSON object carried as a string on the wire: its keys are the caller's own.
+    if alias == "dynamicVariables":
+        return _Node("object", nullable)
+    return _Node("value", nullable)
+
+
+def _leaves(annotation: Any) -> list[Any]:
+    """The types an annotation allows, through ``Annotated``, ``Optional`` and unions."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _leaves(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return [leaf for arg in get_args(annotation) for leaf in _leaves(arg)]
+    return [annotation]
+
+
+_ENVELOPE = _Node(
+    "model",
+    fields={
+        "eventId": _Node("value"),
+        "eventType": _Node("enum", values=tuple(t.value for t in EventType)),
+        "payload": _model_node(Conversation),
+    },
+)
+
+
+def _check_value(path: str, parts: list[str], node: _Node, value: Any) -> None:
+    if node.kind == "enum" and value not in node.values and not (value is None and node.nullable):
+        allowed = ", ".join(node.values) + (", null" if node.nullable else "")
+        raise _refused(
+            path, f"{_clip(json.dumps(value))} is not a valid {_shown(parts)}; allowed: {allowed}"
+        )
+    if value is None:
+        if node.kind == "model" and not node.nullable:
+            raise _refused(path, f"{_shown(parts)} may not be null")
+        return
+    if node.kind == "model" and isinstance(value, dict):
+        for key, item in value.items():
+            if key not in node.fields:
+                raise _unknown(path, parts, key, node)
+            _check_value(path, [*parts, key], node.fields[key], item)
+
+
+def _unknown(path: str, parts: list[str], name: str, node: _Node) -> PayloadError:
+    owner = "the conversation" if parts == ["payload"] else _shown(parts)
+    close = difflib.get_close_matches(name, node.fields, n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    return _refused(
+        path,
+        f'{owner} has no field "{_clip(name)}"{hint}; its fields: {", ".join(node.fields)}',
+    )
+
+
+def _refused(path: str, problem: str) -> PayloadError:
+    return PayloadError(
+        f"--set {_clip(path)}: {problem} (--force sends it anyway)",
+        [FieldProblem(path, problem)],
+    )
+
+
+def _shown(parts: list[str]) -> str:
+    """A path as the user writes it: without the implied ``payload.``."""
+    shown = parts[1:] if parts[:1] == ["payload"] and len(parts) > 1 else parts
+    return ".".join(shown)
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _parts(path: str) -> list[str]:
+    """``customer.name`` as ``["payload", "customer", "name"]``: ``payload.`` is implied."""
     parts = path.split(".")
     if parts[0] not in ("payload", "eventId", "eventType"):
         parts.insert(0, "payload")
+    return parts
+
+
+def _set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``payload.customer.name`` (or ``customer.name``: ``payload.`` is implied)."""
+    parts = _parts(path)
     target: Any = doc
     for part in parts[:-1]:
-        if not isinstance(target.get(part), dict):
+        current = target.get(part)
+        if isinstance(current, str) and current.startswith("{"):
+            # dynamicVariables travels as a JSON string: a key set inside it joins the others.
+            try:
+                decoded = json.loads(current)
+            except ValueError:
+                decoded = None
+            if isinstance(decoded, dict):
+                target[part] = current = decoded
+        if not isinstance(current, dict):
             target[part] = {}
         target = target[part]
     target[parts[-1]] = value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -60,8 +61,8 @@ class Recorder:
         await send({"type": "http.response.body", "body": text})
 
 
-async def trigger(*args: str) -> tuple[int, str, str]:
-    """Run `convhook trigger ARGS` and return (exit code, stdout, stderr)."""
+async def trigger(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run `convhook trigger ARGS` (with ``env`` added) and return (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -70,6 +71,7 @@ async def trigger(*args: str) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -190,3 +192,130 @@ async def test_unreachable_url_exits_1() -> None:
     code, _, err = await trigger("conversation.userJoined", "--url", "http://127.0.0.1:9/x")
     assert code == 1
     assert "request failed" in err
+
+
+@pytest.mark.parametrize(
+    ("assignment", "expected"),
+    [
+        (
+            "customer.nmae=x",
+            [
+                'customer has no field "nmae" (did you mean "name"?)',
+                "its fields: name, id, createdAt,",
+            ],
+        ),
+        (
+            "customerr.name=x",
+            ['the conversation has no field "customerr" (did you mean "customer"?)', "agentId"],
+        ),
+        (
+            'customer={"nmae": "x"}',
+            ['customer has no field "nmae"', "isDoNotDisturbEnabled"],
+        ),
+        (
+            "customer.name.first=x",
+            ["customer.name is a single value, not an object with fields"],
+        ),
+        (
+            "conversationStatus=actve",
+            [
+                '"actve" is not a valid conversationStatus',
+                "allowed: created, queued, dialing, active, completed, failed",
+            ],
+        ),
+        ("conversationStatus=null", ["null is not a valid conversationStatus"]),
+        ("endReason=hung_up", ["allowed: user_did_not_answer, user_hangup,", "null"]),
+        (
+            "eventType=conversation.transferred",
+            ['"conversation.transferred" is not a valid eventType', "conversation.userJoined"],
+        ),
+        ("telephonyType=[1]", ["[1] is not a valid telephonyType; allowed: inbound, outbound"]),
+    ],
+)
+async def test_set_refuses_unknown_fields_and_values(
+    endpoint: tuple[Recorder, str], assignment: str, expected: list[str]
+) -> None:
+    """--set with an unknown field path or a value outside an enumeration exits 2 with one
+    error naming the path and what is allowed, and sends nothing."""
+    recorder, url = endpoint
+    code, _, err = await trigger("conversation.completed", "--url", url, "--set", assignment)
+    assert code == 2
+    text = " ".join(err.split())  # rich wraps long lines on a non-terminal stderr
+    assert text.startswith(f"error: --set {assignment.split('=')[0]}: ")
+    for part in expected:
+        assert part in text
+    assert "--force sends it anyway" in text
+    assert "Traceback" not in err
+    assert recorder.received == []
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+async def test_force_sends_unknown_fields_and_values(
+    endpoint: tuple[Recorder, str], secret: str, how: str
+) -> None:
+    """--force (or CONVHOOK_TRIGGER_FORCE) sends unknown fields and enumeration values as set,
+    signed as usual."""
+    recorder, url = endpoint
+    force = ["--force"] if how == "flag" else []
+    env = {"CONVHOOK_TRIGGER_FORCE": "1"} if how == "env" else {}
+    code, _, err = await trigger(
+        "conversation.completed",
+        *("--url", url, "--secret", secret, *force),
+        *("--set", "customer.nmae=x", "--set", "conversationStatus=actve"),
+        env=env,
+    )
+    assert code == 0, err
+    payload = json.loads(recorder.received[0][1])["payload"]
+    assert payload["customer"]["nmae"] == "x"
+    assert payload["customer"]["name"]  # the sample's own fields stay
+    assert payload["conversationStatus"] == "actve"
+
+
+async def test_set_takes_known_fields_and_keys_inside_free_form_objects(
+    endpoint: tuple[Recorder, str], secret: str
+) -> None:
+    """Known fields, null where a field allows it, and any key below postCallMetadata,
+    customer.metadata or dynamicVariables (merged with the sample's keys) are sent."""
+    recorder, url = endpoint
+    code, _, err = await trigger(
+        "conversation.analysisCompleted",
+        *("--url", url, "--secret", secret),
+        *("--set", "eventId=evt_custom_1", "--set", "endReason=null"),
+        *("--set", "postCallMetadata.vip=true", "--set", "customer.metadata.tier=gold"),
+        *("--set", "dynamicVariables.campaign=spring", "--set", "customer.source.method=api"),
+    )
+    assert code == 0, err
+    event = json.loads(recorder.received[0][1])
+    payload = event["payload"]
+    assert event["eventId"] == "evt_custom_1"
+    assert payload["endReason"] is None
+    assert payload["postCallMetadata"]["vip"] is True
+    assert payload["postCallMetadata"]["sentiment"] == "positive"
+    assert payload["customer"]["metadata"] == {"custom_field": "value", "tier": "gold"}
+    assert json.loads(payload["dynamicVariables"]) == {
+        "source": "website",
+        "referrer": "google",
+        "campaign": "spring",
+    }
+    assert payload["customer"]["source"] == {"method": "api"}
+
+
+async def test_a_value_of_the_wrong_type_is_refused_before_sending(
+    endpoint: tuple[Recorder, str],
+) -> None:
+    """A --set value its field's type refuses exits 2 naming the field, even with --force,
+    before any request."""
+    recorder, url = endpoint
+    code, _, err = await trigger(
+        "conversation.userJoined",
+        "--url",
+        url,
+        "--count",
+        "3",
+        "--force",
+        "--set",
+        "customer.priority=abc",
+    )
+    assert code == 2
+    assert "payload.customer.priority" in " ".join(err.split())
+    assert recorder.received == []

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from convhook.cli._common import err, fail, out, print_json, run
 from convhook.config import option
@@ -49,7 +50,15 @@ def trigger(
         "--set",
         env="TRIGGER_SET",
         help="Override a payload field: field=value, dotted paths (customer.name=Jane); "
-        "the value is JSON if it parses, else a string. Repeatable.",
+        "the value is JSON if it parses, else a string. Repeatable. Unknown fields and values "
+        "outside the catalogue are refused unless --force.",
+    ),
+    force: bool = option(
+        False,
+        "--force",
+        env="TRIGGER_FORCE",
+        help="Send --set fields and enumeration values the catalogue does not know, on purpose "
+        "(to test how a receiver takes them).",
     ),
     count: int = option(1, "--count", env="TRIGGER_COUNT", min=1, help="How many events."),
     concurrency: int = option(
@@ -59,11 +68,16 @@ def trigger(
     as_json: bool = option(False, "--json", env="JSON", help="Print results as JSON."),
 ) -> None:
     """Send COUNT signed sample events of EVENT_TYPE to URL; exit 1 if any answer is not 2xx."""
-    from convhook.samples import parse_assignment
+    from convhook.samples import check_override, parse_assignment, sample_event
     from convhook.signing import as_secrets
 
     try:
         overrides = dict(parse_assignment(a) for a in assignments or [])
+        if not force:
+            for path, value in overrides.items():
+                check_override(path, value)
+        # One event built now: a value its field's type refuses is reported before sending.
+        sample_event(event_type, overrides=overrides)
         secrets = as_secrets(secret) if secret else None
         if token is not None:
             # Imported only here: the receiver package is heavy for a command that sends.
@@ -71,7 +85,8 @@ def trigger(
 
             check_token(token)
     except ConvhookError as exc:
-        fail(str(exc))
+        # The message may quote the user's values: brackets in them are not markup.
+        fail(escape(str(exc)))
     if not url.startswith(("http://", "https://")):
         fail(f"--url must be an http:// or https:// URL, got {url!r}")
     results, elapsed = run(
