@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[server,postgres,dev]'
 	touch $(STAMP)
 
-## run: the producer API on SQLite at http://127.0.0.1:8080
+## run: the producer API on SQLite at http://127.0.0.1:8080 and a receiver at :8000 wired to it
 run: $(STAMP)
-	$(BIN)/convhook serve --host 127.0.0.1 --port 8080 --db convhook.db
+	$(BIN)/convhook dev --port 8080 --listen-port 8000
 
 ## test: lint, type-check and the whole test suite (SQLite and a throwaway PostgreSQL)
 test: $(STAMP) postgres lint typecheck pytest
@@ -43,7 +43,7 @@ bench: $(STAMP)
 
 ## bench-peers: convhook against a Celery worker (Redis broker) and a FastAPI receiver
 bench-peers: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[server,postgres,dev,bench]'
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
 	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	$(BIN)/python bench/peers.py

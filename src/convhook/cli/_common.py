@@ -23,7 +23,11 @@ err = Console(stderr=True, highlight=False)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    from rich.markup import escape
+
+    # Escaped: messages quote user input and name extras in brackets (`convhook[server]`),
+    # which rich would read as markup. Not wrapped: a long command must stay copyable.
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
