@@ -94,7 +94,8 @@ def show(
     body = data.pop("body")
     headers = data.pop("headers")
     for key, value in data.items():
-        out.print(f"[bold]{key}[/]: {_shown(key, value)}")
+        out.print(f"[bold]{key}[/]: ", end="")
+        out.print(_shown(key, value), markup=False, highlight=False)
     out.print("[bold]headers[/]:")
     for key, value in headers.items():
         out.print(f"  {key}: {value}", markup=False)
@@ -128,7 +129,10 @@ def replay(
         else:
             for r in results:
                 colour = "green" if r["ok"] else "red"
-                out.print(f"[{colour}]{r['status'] or 'error'}[/] {r['eventId']} {r['detail']}")
+                state = f" inbox: {r['inboxStatus']}" if "inboxStatus" in r else ""
+                out.print(
+                    f"[{colour}]{r['status'] or 'error'}[/] {r['eventId']}{state} {r['detail']}"
+                )
         if not results or not all(r["ok"] for r in results):
             raise typer.Exit(1)
         return
@@ -158,8 +162,12 @@ async def _requeue(inbox: DatabaseInbox, event_id: str | None) -> tuple[list[str
 
 
 async def _forward(inbox: DatabaseInbox, event_id: str | None, url: str) -> list[dict[str, Any]]:
+    """Send each stored request to ``url``; a failed event that is forwarded becomes done."""
+    import time
+
     from convhook.errors import ConvhookError
     from convhook.receiver.forwarder import Forwarder
+    from convhook.store.inbox import HandlerStatus
 
     try:
         forwarder = Forwarder(url)
@@ -178,11 +186,33 @@ async def _forward(inbox: DatabaseInbox, event_id: str | None, url: str) -> list
                     continue
                 try:
                     status = await forwarder.send(entry.body, entry.headers)
-                    results.append({"eventId": eid, "ok": True, "status": status, "detail": ""})
                 except ConvhookError as exc:
                     results.append(
-                        {"eventId": eid, "ok": False, "status": None, "detail": str(exc)}
+                        {
+                            "eventId": eid,
+                            "ok": False,
+                            "status": None,
+                            "detail": str(exc),
+                            "inboxStatus": entry.status.value,
+                        }
                     )
+                    continue
+                now = entry.status
+                if now is HandlerStatus.FAILED:
+                    # The operator resolved the event by forwarding it: the inbox says so,
+                    # and `inbox list --status failed` stops showing it.
+                    done = (*entry.handlers_done, "forward")
+                    await inbox.complete(eid, time.time(), tuple(dict.fromkeys(done)))
+                    now = HandlerStatus.DONE
+                results.append(
+                    {
+                        "eventId": eid,
+                        "ok": True,
+                        "status": status,
+                        "detail": "",
+                        "inboxStatus": now.value,
+                    }
+                )
         finally:
             await forwarder.close()
     return results
@@ -206,38 +236,77 @@ def _when(ts: float | None) -> str:
 
 
 def _shown(key: str, value: Any) -> str:
-    if key in ("receivedAt", "updatedAt", "nextAttemptAt"):
+    """A field as JSON shows it (``null``, ``["print"]``), times in ISO 8601."""
+    if key in ("receivedAt", "updatedAt", "nextAttemptAt") and value is not None:
         return _when(value)
-    return str(value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 _STATUS_STYLE = {"done": "green", "failed": "bold red", "pending": "yellow", "running": "cyan"}
 
 
 def _table(entries: list[InboxEntry]) -> None:
+    """The entries as a table that fits the terminal: ids are never broken (they are copied
+    into `inbox show`), so on a narrow terminal the less useful columns go first."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"inbox: {len(entries)} event(s), newest first")
-    # Ids and status never shrink to an ellipsis: on a narrow terminal they fold instead.
-    table.add_column("received", overflow="fold", min_width=10)
-    table.add_column("event id", overflow="fold", min_width=12)
-    table.add_column("type", overflow="fold", min_width=10)
-    table.add_column("conversation", overflow="fold", min_width=12)
-    table.add_column("status", no_wrap=True, min_width=7)
-    table.add_column("attempts", no_wrap=True, justify="right")
-    table.add_column("last error", overflow="fold", min_width=10)
-    for e in entries:
-        style = _STATUS_STYLE.get(e.status.value, "")
-        table.add_row(
-            _when(e.received_at),
-            e.event_id,
-            e.event_type,
-            _conversation_id(e) or "",
-            f"[{style}]{e.status.value}[/]",
-            str(e.attempts),
-            e.last_error or "",
-        )
+    rows = [
+        {
+            "received": _short_when(e.received_at),
+            "event id": e.event_id,
+            "type": e.event_type.removeprefix("conversation."),
+            "conversation": _conversation_id(e) or "",
+            "status": e.status.value,
+            "attempts": str(e.attempts),
+            "last error": (e.last_error or "").replace("\n", " "),
+        }
+        for e in entries
+    ]
+    # Dropped in this order while the rest (with 12 columns for the error) would not fit.
+    columns = ["received", "event id", "type", "conversation", "status", "attempts", "last error"]
+    for optional in ("conversation", "received", "attempts"):
+        if _width(rows, columns) <= out.width:
+            break
+        columns.remove(optional)
+    table = Table(title=f"inbox: {len(entries)} event(s), newest first", title_justify="left")
+    # Even the fewest columns are too wide (a sender's very long ids): fold the ids rather
+    # than cut them, the last resort.
+    fold = _width(rows, columns) > out.width
+    for name in columns:
+        if name == "event id" and fold:
+            table.add_column(name, overflow="fold")
+        elif name == "last error":
+            table.add_column(name, no_wrap=True)
+        else:
+            table.add_column(name, no_wrap=True, justify="right" if name == "attempts" else "left")
+    # The error gets what the other columns leave (cut here: rich measures a no_wrap cell's
+    # minimum as its whole text, and would squeeze the ids instead).
+    room = max(12, out.width - _width(rows, columns) + 12)
+    for row in rows:
+        error = row["last error"]
+        row["last error"] = error if len(error) <= room else error[: room - 1] + "…"
+    for row in rows:
+        # Text, not markup: ids and errors come from the sender and may hold brackets.
+        style = _STATUS_STYLE.get(row["status"], "")
+        table.add_row(*(Text(row[c], style=style if c == "status" else "") for c in columns))
     out.print(table)
+
+
+def _width(rows: list[dict[str, str]], columns: list[str]) -> int:
+    """The table's width with ``columns`` at their widest cell (the error at 12)."""
+    widths = [
+        12 if c == "last error" else max([len(c), *(len(r[c]) for r in rows)]) for c in columns
+    ]
+    return sum(widths) + 3 * len(columns) + 1
+
+
+def _short_when(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%m-%d %H:%M:%S")
 
 
 def register(app: typer.Typer) -> None:
