@@ -192,7 +192,8 @@ async def test_metrics_exposes_backlog(api: Api) -> None:
 
 @pytest.mark.parametrize("after", ["garbage", "ep_", "ep_" + "f" * 29, "EP_" + "0" * 28, "1" * 30])
 async def test_list_refuses_a_cursor_it_did_not_hand_out(api: Api, after: str) -> None:
-    """A malformed ``after`` answers 400 naming the field, as the other lists do."""
+    """A malformed deprecated ``after`` answers 400 naming the field, as a malformed
+    ``cursor`` does."""
     async with api.http.get(f"{api.base}/api/v2/endpoints", params={"after": after}) as r:
         assert r.status == 400
         body = await r.json()
@@ -200,7 +201,8 @@ async def test_list_refuses_a_cursor_it_did_not_hand_out(api: Api, after: str) -
 
 
 async def test_list_pages_with_the_cursor_it_hands_out(api: Api) -> None:
-    """``nextCursor`` of one page, sent back as ``after``, gives the next page; empty is first."""
+    """``nextCursor`` of one page, sent back as the deprecated ``after``, gives the next page;
+    empty is first."""
     ids = []
     for n in range(3):
         _, created = await api.call("POST", "/api/v2/endpoints", {"url": f"http://127.0.0.1/{n}"})

@@ -22,6 +22,7 @@ from convhook.api.fields import (
     item_error,
     validate_items,
 )
+from convhook.api.responses import ConversationBatchResult, ConversationPage
 from convhook.errors import FieldProblem
 from convhook.events import Conversation, ConversationStatus, ConversationType, TelephonyType
 from convhook.outbox import Outbox
@@ -87,7 +88,14 @@ def _given(item: ConversationIn) -> tuple[dict[str, Any], bool]:
     "",
     status_code=201,
     openapi_extra=_BODY_DOC,
-    responses={201: {"description": "The conversation, or `{results, errors}` for a batch."}},
+    response_model=Conversation | ConversationBatchResult,
+    responses={
+        201: {"description": "The conversation, or `{results, errors}` for a batch."},
+        200: {
+            "model": ConversationBatchResult,
+            "description": "An empty batch: nothing was created.",
+        },
+    },
 )
 async def create_conversations(
     workspace: CurrentWorkspace,
@@ -146,7 +154,7 @@ def _ms(value: Timestamp | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-@router.get("")
+@router.get("", response_model=ConversationPage)
 async def list_conversations(
     workspace: CurrentWorkspace,
     store: Store,

@@ -24,6 +24,7 @@ from convhook.api.fields import (
     item_error,
     validate_items,
 )
+from convhook.api.responses import CustomerBatchResult, CustomerPage
 from convhook.errors import FieldProblem
 from convhook.events import Customer, build_customer
 from convhook.ids import new_id
@@ -117,7 +118,7 @@ async def create_customer(body: CustomerIn, workspace: CurrentWorkspace, store: 
     return _json(result.document, 201)
 
 
-@router.post("/batch")
+@router.post("/batch", response_model=CustomerBatchResult)
 async def create_customers(
     body: CustomerBatch, workspace: CurrentWorkspace, store: Store
 ) -> Response:
@@ -159,7 +160,7 @@ async def update_customer(
     return _json(await store.update_customer(workspace.id, customer_id, changes))
 
 
-@router.get("")
+@router.get("", response_model=CustomerPage)
 async def list_customers(
     workspace: CurrentWorkspace,
     store: Store,

@@ -7,36 +7,48 @@ unless asked (``/api/v2/events/{id}/redeliver``, ``/api/v2/endpoints/{id}/recove
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BeforeValidator, Field, StrictBool
 
+from convhook.api.app import CURSOR_PATTERN
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_deliveries
 from convhook.api.errors import ApiError
-from convhook.api.fields import MAX_INT64, RequestModel, Timestamp, json_number
+from convhook.api.fields import RequestModel, Timestamp, json_number
+from convhook.api.responses import Endpoint as EndpointDoc
+from convhook.api.responses import (
+    EndpointPage,
+    EndpointWithSecret,
+    Queued,
+    QueuedTestEvent,
+    delivery_id,
+    endpoint_doc,
+    json_response,
+)
 from convhook.errors import FieldProblem
 from convhook.events import EventType
 from convhook.ids import new_id
 from convhook.netguard import MAX_URL_LENGTH, TargetError, validate_url
 from convhook.samples import sample_event
 from convhook.signing import Secret
-from convhook.store.delivery import Delivery, DeliveryStore, Endpoint
-from convhook.timefmt import format_ts
+from convhook.store.delivery import DeliveryStore, Endpoint
+from convhook.store.producer import decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/api/v2/endpoints", tags=["endpoints"])
 Store = Annotated[DeliveryStore, Depends(get_deliveries)]
 
 DEFAULT_GRACE_HOURS = 24.0
-AFTER_PATTERN = "^(?:ep_[0-9a-f]{28})?$"
-"""An endpoint id (``convhook.ids.new_id("ep")``): the ``after`` cursor of the list."""
+_ENDPOINT_ID = "ep_[0-9a-f]{28}"
+AFTER_PATTERN = f"^(?:{_ENDPOINT_ID}|{CURSOR_PATTERN[1:-1]})$"
+"""The deprecated ``after`` of the list: an endpoint id (``convhook.ids.new_id("ep")``, the
+list's ``nextCursor`` before ``cursor``), or a cursor as ``cursor`` takes it."""
+_AFTER_ID = re.compile(_ENDPOINT_ID + r"\Z")
 _AFTER = re.compile(AFTER_PATTERN.removesuffix("$") + r"\Z")
 URL_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]?://"
 _URL_DOC = (
@@ -98,69 +110,6 @@ class TestEvent(RequestModel):
     event_type: EventType = EventType.USER_JOINED
 
 
-def _ts(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return format_ts(datetime.fromtimestamp(ms / 1000, UTC))
-
-
-def endpoint_doc(e: Endpoint, *, secret: str | None = None) -> dict[str, Any]:
-    """The wire form of an endpoint; ``secret`` only when it is being handed out."""
-    doc: dict[str, Any] = {
-        "id": e.id,
-        "url": e.url,
-        "description": e.description,
-        "eventTypes": list(e.event_types) if e.event_types is not None else None,
-        "enabled": e.enabled,
-        "disabledReason": e.disabled_reason,
-        "rateLimit": e.rate_limit,
-        "maxInFlight": e.max_in_flight,
-        "failingSince": _ts(e.failing_since),
-        "previousSecretExpiresAt": _ts(e.previous_secret_expires_at),
-        "createdAt": _ts(e.created_at),
-        "updatedAt": _ts(e.updated_at),
-    }
-    if secret is not None:
-        doc["secret"] = secret
-    return doc
-
-
-def delivery_doc(d: Delivery, *, attempts: bool = False) -> dict[str, Any]:
-    """The wire form of a delivery, with its attempts if asked."""
-    doc: dict[str, Any] = {
-        "id": d.id,
-        "eventId": d.event_id,
-        "endpointId": d.endpoint_id,
-        "eventType": d.event_type,
-        "conversationId": d.conversation_id,
-        "status": d.status,
-        "attempts": d.attempts,
-        "nextAttemptAt": _ts(d.next_attempt_at),
-        "lastStatusCode": d.last_status_code,
-        "lastError": d.last_error,
-        "lastAttemptAt": _ts(d.last_attempt_at),
-        "deliveredAt": _ts(d.delivered_at),
-        "createdAt": _ts(d.created_at),
-    }
-    if attempts:
-        doc["attemptLog"] = [
-            {
-                "attemptedAt": _ts(a.attempted_at),
-                "statusCode": a.status_code,
-                "latencyMs": a.latency_ms,
-                "error": a.error,
-                "responseBody": a.response_body,
-            }
-            for a in d.attempt_log
-        ]
-    return doc
-
-
-def json_response(doc: Any, status: int = 200) -> Response:
-    """A JSON response of ``doc``."""
-    return Response(json.dumps(doc), status_code=status, media_type="application/json")
-
-
 def now_ms() -> int:
     """The current time in epoch milliseconds."""
     return time.time_ns() // 1_000_000
@@ -185,14 +134,15 @@ def _not_found(endpoint_id: str) -> ApiError:
     return ApiError(404, f"no endpoint {endpoint_id!r} in this workspace")
 
 
-async def _get(store: Store, workspace_id: str, endpoint_id: str) -> Endpoint:
+async def require_endpoint(store: DeliveryStore, workspace_id: str, endpoint_id: str) -> Endpoint:
+    """The workspace's endpoint, or the 404 naming it."""
     found = await store.get_endpoint(workspace_id, endpoint_id)
     if found is None:
         raise _not_found(endpoint_id)
     return found
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=EndpointWithSecret)
 async def create_endpoint(
     body: EndpointIn, request: Request, workspace: CurrentWorkspace, store: Store
 ) -> Response:
@@ -216,41 +166,85 @@ async def create_endpoint(
     return json_response(endpoint_doc(endpoint, secret=secret), 201)
 
 
-@router.get("")
+# Endpoint ids are ``ep_`` and 12 hex digits of their creation millisecond, then 16 more
+# (convhook.ids.new_id), and the list is in id order. A cursor holds the last listed id's
+# millisecond and how many endpoints of that millisecond were listed: the 63 bits of a cursor
+# cannot hold a whole id.
+_PER_MS = 100_000
+"""More endpoints than one workspace creates in one millisecond (each is a database write)."""
+
+
+def _ms(endpoint_id: str) -> int:
+    return int(endpoint_id[3:15], 16)
+
+
+async def _position_after(store: DeliveryStore, workspace_id: str, endpoint_id: str) -> int:
+    """The cursor position just after ``endpoint_id`` (for the deprecated ``after``)."""
+    ms = _ms(endpoint_id)
+    # The endpoints of one millisecond come first: far fewer than 1000 of them.
+    found = await store.list_endpoints(workspace_id, limit=1000, after=f"ep_{ms:012x}")
+    return ms * _PER_MS + sum(1 for e in found if e.id <= endpoint_id and _ms(e.id) == ms)
+
+
+async def _endpoint_page(
+    store: DeliveryStore, workspace_id: str, position: int, limit: int
+) -> tuple[list[Endpoint], str | None]:
+    ms, listed = divmod(position, _PER_MS)
+    after = f"ep_{ms:012x}" if position else None
+    found = await store.list_endpoints(workspace_id, limit=listed + limit + 1, after=after)
+    # The previous pages listed the first ``listed`` endpoints of millisecond ``ms``.
+    skip = 0
+    while skip < min(listed, len(found)) and _ms(found[skip].id) == ms:
+        skip += 1
+    rest = found[skip:]
+    page = rest[:limit]
+    if len(rest) <= limit:
+        return page, None
+    last = _ms(page[-1].id)
+    same = sum(1 for e in page if _ms(e.id) == last) + (skip if last == ms else 0)
+    return page, encode_cursor(last * _PER_MS + same)
+
+
+@router.get("", response_model=EndpointPage)
 async def list_endpoints(
     workspace: CurrentWorkspace,
     store: Store,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: str | None = None,
     after: Annotated[
         str | None,
         Query(
-            description="Cursor: `nextCursor` of the previous page (the last id it listed).",
+            description="Deprecated: use `cursor`, which it also takes. The last endpoint id "
+            "of the previous page; ignored when `cursor` is given.",
             json_schema_extra={"pattern": AFTER_PATTERN},
+            deprecated=True,
         ),
     ] = None,
 ) -> Response:
-    """The workspace's endpoints (never their secrets): ``{"data": [...], "nextCursor"}``."""
-    if after is not None and not _AFTER.match(after):
-        # The same answer as the other lists give a cursor they did not hand out.
+    """The workspace's endpoints (never their secrets), oldest first:
+    ``{"data": [...], "nextCursor"}``."""
+    if cursor is None and after is not None and not _AFTER.match(after):
+        # The same answer as the lists give a cursor they did not hand out.
         raise ApiError(
             400,
             "cursor is not one this API returned: pass nextCursor from the previous page",
             [FieldProblem("after", "malformed cursor")],
         )
-    found = await store.list_endpoints(workspace.id, limit=limit + 1, after=after)
-    page, more = found[:limit], len(found) > limit
-    return json_response(
-        {"data": [endpoint_doc(e) for e in page], "nextCursor": page[-1].id if more else None}
-    )
+    if cursor is None and after is not None and _AFTER_ID.match(after):
+        position = await _position_after(store, workspace.id, after)
+    else:
+        position = decode_cursor(cursor if cursor is not None else after)
+    page, next_cursor = await _endpoint_page(store, workspace.id, position, limit)
+    return json_response({"data": [endpoint_doc(e) for e in page], "nextCursor": next_cursor})
 
 
-@router.get("/{endpoint_id}")
+@router.get("/{endpoint_id}", response_model=EndpointDoc)
 async def get_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
     """One endpoint, without its secret."""
-    return json_response(endpoint_doc(await _get(store, workspace.id, endpoint_id)))
+    return json_response(endpoint_doc(await require_endpoint(store, workspace.id, endpoint_id)))
 
 
-@router.patch("/{endpoint_id}")
+@router.patch("/{endpoint_id}", response_model=EndpointDoc)
 async def update_endpoint(
     endpoint_id: str,
     body: EndpointUpdate,
@@ -286,13 +280,13 @@ async def _set_enabled(store: Store, workspace_id: str, endpoint_id: str, on: bo
     return json_response(endpoint_doc(changed))
 
 
-@router.post("/{endpoint_id}/disable")
+@router.post("/{endpoint_id}/disable", response_model=EndpointDoc)
 async def disable_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
     """Stop delivering; waiting deliveries become failed (recover them after enabling)."""
     return await _set_enabled(store, workspace.id, endpoint_id, False)
 
 
-@router.post("/{endpoint_id}/enable")
+@router.post("/{endpoint_id}/enable", response_model=EndpointDoc)
 async def enable_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: Store) -> Response:
     """Deliver again, from the events recorded from now on."""
     return await _set_enabled(store, workspace.id, endpoint_id, True)
@@ -306,7 +300,7 @@ async def delete_endpoint(endpoint_id: str, workspace: CurrentWorkspace, store: 
     return Response(status_code=204)
 
 
-@router.post("/{endpoint_id}/rotate-secret")
+@router.post("/{endpoint_id}/rotate-secret", response_model=EndpointWithSecret)
 async def rotate_secret(
     endpoint_id: str,
     workspace: CurrentWorkspace,
@@ -323,7 +317,7 @@ async def rotate_secret(
     return json_response(endpoint_doc(rotated, secret=secret))
 
 
-@router.post("/{endpoint_id}/test", status_code=202)
+@router.post("/{endpoint_id}/test", status_code=202, response_model=QueuedTestEvent)
 async def send_test(
     endpoint_id: str,
     request: Request,
@@ -332,13 +326,13 @@ async def send_test(
     body: TestEvent | None = None,
 ) -> Response:
     """Queue a sample event for this endpoint only; follow it in its deliveries."""
-    endpoint = await _get(store, workspace.id, endpoint_id)
+    endpoint = await require_endpoint(store, workspace.id, endpoint_id)
     if not endpoint.enabled:
         raise ApiError(409, "the endpoint is disabled: enable it before sending a test event")
     event = sample_event((body or TestEvent()).event_type)
     data = event.to_json()
     now = now_ms()
-    delivery_id = await store.enqueue_test(
+    number = await store.enqueue_test(
         workspace_id=workspace.id,
         endpoint_id=endpoint_id,
         event_id=event.event_id,
@@ -347,30 +341,7 @@ async def send_test(
         now=now,
     )
     wake(request)
-    return json_response({"deliveryId": delivery_id, "eventId": event.event_id}, 202)
-
-
-@router.get("/{endpoint_id}/deliveries")
-async def list_deliveries(
-    endpoint_id: str,
-    workspace: CurrentWorkspace,
-    store: Store,
-    status: Annotated[str | None, Query(pattern="^(pending|delivering|delivered|failed)$")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[
-        int | None,
-        Query(ge=1, le=MAX_INT64, description="Cursor: deliveries older than this id."),
-    ] = None,
-) -> Response:
-    """The endpoint's deliveries, newest first: ``{"data": [...], "nextCursor"}``."""
-    await _get(store, workspace.id, endpoint_id)
-    found = await store.of_endpoint(
-        workspace.id, endpoint_id, status=status, limit=limit + 1, before=before
-    )
-    page, more = found[:limit], len(found) > limit
-    return json_response(
-        {"data": [delivery_doc(d) for d in page], "nextCursor": page[-1].id if more else None}
-    )
+    return json_response({"deliveryId": delivery_id(number), "eventId": event.event_id}, 202)
 
 
 class Recovery(RequestModel):
@@ -379,7 +350,7 @@ class Recovery(RequestModel):
     since: Timestamp = Field(description="Retry failed deliveries created at or after this.")
 
 
-@router.post("/{endpoint_id}/recover", status_code=202)
+@router.post("/{endpoint_id}/recover", status_code=202, response_model=Queued)
 async def recover(
     endpoint_id: str,
     body: Recovery,
@@ -388,7 +359,7 @@ async def recover(
     store: Store,
 ) -> Response:
     """Queue again every failed delivery of the endpoint since a time: ``{"queued": n}``."""
-    endpoint = await _get(store, workspace.id, endpoint_id)
+    endpoint = await require_endpoint(store, workspace.id, endpoint_id)
     if not endpoint.enabled:
         raise ApiError(409, "the endpoint is disabled: enable it before recovering deliveries")
     since = math.floor(body.since.timestamp() * 1000)

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
 from convhook.api.fields import Timestamp
+from convhook.api.responses import Event, EventPage
 from convhook.events import EventType
 from convhook.store.producer import ProducerStore
 
@@ -22,7 +23,7 @@ def _ms(value: Timestamp | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-@router.get("")
+@router.get("", response_model=EventPage)
 async def list_events(
     workspace: CurrentWorkspace,
     store: Store,
@@ -54,6 +55,7 @@ async def list_events(
 
 @router.get(
     "/{event_id}",
+    response_model=Event,
     responses={
         404: {"description": "No such event in this workspace."},
         410: {"description": "The event's payload was removed by the retention job."},
