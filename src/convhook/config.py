@@ -17,15 +17,21 @@ from convhook.store.engine.url import DatabaseURL
 __all__ = [
     "DATABASE_ENV",
     "ENV_PREFIX",
+    "INBOX_ENV",
     "ConfigError",
     "DatabaseURL",
     "db_option",
     "env_names",
+    "log_format_option",
+    "log_level_option",
     "option",
 ]
 
 ENV_PREFIX = "CONVHOOK_"
 DATABASE_ENV = ENV_PREFIX + "DATABASE_URL"
+# The receiver's inbox has a variable of its own: one variable read by both sides would put
+# inbox tables into the producer's database.
+INBOX_ENV = ENV_PREFIX + "INBOX_URL"
 
 
 def option(default: Any, *flags: str, env: str, help: str, **kwargs: Any) -> Any:
@@ -35,9 +41,33 @@ def option(default: Any, *flags: str, env: str, help: str, **kwargs: Any) -> Any
     )
 
 
-def db_option(default: str, help: str = "SQLite file path or postgresql:// URL.") -> Any:
-    """The ``--db`` option every command that opens a database shares."""
-    return typer.Option(default, "--db", envvar=DATABASE_ENV, show_envvar=True, help=help)
+def db_option(
+    default: str, help: str = "SQLite file path or postgresql:// URL.", *, env: str = DATABASE_ENV
+) -> Any:
+    """The ``--db`` option every command that opens a database shares (the producer's
+    variable; the inbox's commands pass :data:`INBOX_ENV`)."""
+    return typer.Option(default, "--db", envvar=env, show_envvar=True, help=help)
+
+
+def log_format_option() -> Any:
+    """``--log-format``: how a command writes its log records (see :mod:`convhook.logs`)."""
+    return option(
+        "text",
+        "--log-format",
+        env="LOG_FORMAT",
+        help="Log records as `text` (one line each; coloured on a terminal) or `json` (one "
+        "object per line, for collectors). Example: --log-format json",
+    )
+
+
+def log_level_option(default: str) -> Any:
+    """``--log-level``: the least severe record a command writes."""
+    return option(
+        default,
+        "--log-level",
+        env="LOG_LEVEL",
+        help="One of debug, info, warning, error, critical.",
+    )
 
 
 def env_names() -> list[str]:

@@ -90,7 +90,7 @@ def test_a_busy_port_fails_before_anything_is_created(tmp_path: Path) -> None:
         args += ["--db", str(tmp_path / "dev.db"), "--inbox", str(tmp_path / "inbox.db")]
         proc = ServeProcess(args, tmp_path)
         assert proc.proc.wait(30) == 2
-        assert f"port {rx}" in proc.stderr
+        assert f"127.0.0.1:{rx}" in proc.stderr
         proc.stop()
     assert not (tmp_path / "dev.db").exists()
     assert not (tmp_path / "inbox.db").exists()

@@ -148,7 +148,7 @@ def test_the_readme_receiver_runs_without_extras(receiver_env: Path, tmp_path: P
         log.close()
 
 
-@pytest.mark.parametrize("command", ["dev"])
+@pytest.mark.parametrize("command", ["serve", "dispatcher", "dev"])
 def test_server_commands_name_the_extra(receiver_env: Path, command: str) -> None:
     """Without the server extra, the server commands exit 2 with the pip command to run."""
     done = _run(receiver_env, receiver_env / "convhook", command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import pkgutil
 import re
 from collections.abc import AsyncIterator
@@ -29,6 +30,8 @@ from convhook.outbox import Outbox
 from convhook.schema import webhooks_section
 from convhook.store.delivery import DeliveryStore
 from convhook.store.producer import ProducerStore
+
+log = logging.getLogger("convhook.api")
 
 DESCRIPTION = (
     "Record customers and conversations; every lifecycle change writes its event in the same "
@@ -93,10 +96,19 @@ def create_app(
             app.state.dispatcher = dispatcher
             yield
         finally:
-            # Attempts in flight finish and are recorded before the store closes.
+            # Attempts in flight finish and are recorded before the store closes. Said at
+            # warning level (the default), so an operator sees what a stop is waiting for.
+            log.warning(
+                "stopping: %s then the queued writes commit and the database closes",
+                "delivery attempts in flight finish and are recorded,"
+                if dispatcher is not None
+                else "no dispatcher here;",
+                extra={"action": "shutdown"},
+            )
             if dispatcher is not None:
                 await dispatcher.close()
             await store.close()
+            log.warning("stopped", extra={"action": "stopped"})
 
     app = ProducerApp(
         title="convhook producer API",

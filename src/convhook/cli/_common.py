@@ -6,7 +6,7 @@ import asyncio
 import gc
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 # Data goes to stdout; progress, logs and errors go to stderr.
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -46,6 +46,36 @@ def need_extra(command: str, extra: str) -> None:
             f"`convhook {command}` needs the {extra} extra ({', '.join(missing)} not "
             f"installed): pip install 'convhook[{extra}]'"
         )
+
+
+def refuse_busy_port(host: str, port: int) -> None:
+    """Fail before anything is created when ``host:port`` is taken (uvicorn would say so only
+    after the database was opened, a workspace created and a banner printed)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        # As uvicorn binds: a port whose last connections linger in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            fail(
+                f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port or stop "
+                "what uses it"
+            )
+
+
+def start_logging(log_format: str, log_level: str) -> Callable[[], None]:
+    """Check ``--log-format``/``--log-level`` (exit 2 naming the allowed values) and route the
+    command's log records (see :mod:`convhook.logs`); returns the function that stops it."""
+    from convhook import logs
+
+    try:
+        fmt, level = logs.check(log_format, log_level)
+    except ValueError as exc:
+        fail(str(exc))
+    return logs.configure(fmt, level)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from convhook.cli._common import err, fail, need_extra, out, run_fast
-from convhook.config import option
+from convhook.cli._common import (
+    err,
+    fail,
+    need_extra,
+    out,
+    refuse_busy_port,
+    run_fast,
+    start_logging,
+)
+from convhook.config import log_format_option, log_level_option, option
 
 if TYPE_CHECKING:
     from convhook.store.delivery import DeliveryStore
@@ -41,6 +49,8 @@ def dev(
         env="DEV_INBOX",
         help="SQLite file of the receiver's inbox.",
     ),
+    log_level: str = log_level_option("warning"),
+    log_format: str = log_format_option(),
 ) -> None:
     """Run the producer API and a receiver on 127.0.0.1, wired together, and print a quick
     start that sends every lifecycle event through them.
@@ -53,7 +63,13 @@ def dev(
         fail(f"--port and --listen-port must differ (both are {port})")
     if db == inbox:
         fail(f"--db and --inbox must be different files (both are {db!r})")
-    run_fast(_dev(port, listen_port, db, inbox))
+    refuse_busy_port("127.0.0.1", port)
+    refuse_busy_port("127.0.0.1", listen_port)
+    stop_logging = start_logging(log_format, log_level)
+    try:
+        run_fast(_dev(port, listen_port, db, inbox))
+    finally:
+        stop_logging()
 
 
 async def _dev(port: int, listen_port: int, db: str, inbox: str) -> None:
@@ -65,7 +81,6 @@ async def _dev(port: int, listen_port: int, db: str, inbox: str) -> None:
     from convhook.store.inbox.store import open_inbox
     from convhook.store.producer import ProducerStore
 
-    _refuse_busy_ports(port, listen_port)
     store = ProducerStore.at(db)
     await store.open()
     try:
@@ -102,24 +117,15 @@ def _server(app: Any, port: int) -> Any:
     import uvicorn
 
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        log_config=None,  # convhook.logs routes uvicorn's records
     )
     return uvicorn.Server(config)
-
-
-def _refuse_busy_ports(*ports: int) -> None:
-    """Fail before anything is created when a port is taken (uvicorn would say so only after
-    the database and the workspace were set up)."""
-    import socket
-
-    for port in ports:
-        with socket.socket() as s:
-            # As uvicorn binds: a port whose last connections linger in TIME_WAIT is free.
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError as exc:
-                fail(f"port {port} on 127.0.0.1 is not free ({exc.strerror}): pick another")
 
 
 async def _workspace_key(store: ProducerStore) -> tuple[str, str]:
@@ -127,6 +133,10 @@ async def _workspace_key(store: ProducerStore) -> tuple[str, str]:
     always prints one that works (keys are stored hashed and shown only once)."""
     for workspace in await store.list_workspaces():
         if workspace.name == DEV_WORKSPACE:
+            # The previous runs' keys go: only the one printed now works.
+            for old in await store.list_keys(workspace.id):
+                if old.name == "dev" and old.revoked_at is None:
+                    await store.revoke_key(workspace.id, old.id)
             _, key = await store.create_key(workspace.id, "dev")
             return workspace.id, key
     created, key = await store.create_workspace(DEV_WORKSPACE)

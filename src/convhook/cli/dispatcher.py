@@ -5,13 +5,22 @@ Any number may run against one PostgreSQL database, on any number of machines.""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 import typer
 
-from convhook.cli._common import err, fail, run_fast
-from convhook.config import DatabaseURL, db_option, option
+from convhook.cli._common import err, fail, need_extra, run_fast, start_logging
+from convhook.config import (
+    DatabaseURL,
+    db_option,
+    log_format_option,
+    log_level_option,
+    option,
+)
 from convhook.errors import ConfigError
+
+log = logging.getLogger("convhook.dispatcher")
 
 if TYPE_CHECKING:
     from convhook.metrics import Probe
@@ -83,7 +92,8 @@ def dispatcher(
         help="SQLite: claim and record in a child process with its own GIL (faster on "
         "multi-core machines; PostgreSQL ignores this).",
     ),
-    log_level: str = option("info", "--log-level", env="LOG_LEVEL", help="Log level."),
+    log_level: str = log_level_option("info"),
+    log_format: str = log_format_option(),
     metrics_port: int = option(
         0,
         "--metrics-port",
@@ -93,21 +103,26 @@ def dispatcher(
         "checks at /healthz and /readyz (0: off).",
     ),
     metrics_host: str = option(
-        "0.0.0.0",
+        "127.0.0.1",
         "--metrics-host",
         env="DISPATCH_METRICS_HOST",
-        help="Interface of the metrics port (127.0.0.1 keeps it to this machine).",
+        help="Interface of the metrics port: loopback unless given (0.0.0.0 opens it to the "
+        "network, e.g. for a scraper on another machine; then set --metrics-token).",
     ),
     metrics_token: str | None = metrics_token_option(
         "delivery attempt counts by outcome and their latency, for all workspaces."
     ),
 ) -> None:
-    """Claim due deliveries and POST them signed until stopped (SIGINT/SIGTERM)."""
+    """Claim due deliveries and POST them signed until stopped (SIGINT/SIGTERM).
+
+    Example: ``convhook dispatcher --db postgresql://convhook@db/convhook --metrics-port 9464``
+    """
+    need_extra("dispatcher", "server")
     try:
         url = DatabaseURL.parse(db)
     except ConfigError as exc:
         fail(str(exc))
-    _logging(log_level)
+    stop_logging = start_logging(log_format, log_level)
     probe = None
     if metrics_port:
         from convhook import metrics
@@ -119,33 +134,23 @@ def dispatcher(
             metrics.serve(metrics_host, metrics_port, metrics_token or None, probe)
         except OSError as exc:
             fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}")
-    run_fast(
-        _dispatch(
-            url,
-            allow_private=allow_private_targets,
-            batch_size=batch_size,
-            max_in_flight=max_in_flight,
-            lease=lease,
-            poll_interval=poll_interval,
-            timeout=timeout,
-            synchronous=synchronous.upper(),
-            writer_process=writer_process,
-            probe=probe,
+    try:
+        run_fast(
+            _dispatch(
+                url,
+                allow_private=allow_private_targets,
+                batch_size=batch_size,
+                max_in_flight=max_in_flight,
+                lease=lease,
+                poll_interval=poll_interval,
+                timeout=timeout,
+                synchronous=synchronous.upper(),
+                writer_process=writer_process,
+                probe=probe,
+            )
         )
-    )
-
-
-def _logging(level: str) -> None:
-    import logging
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s %(action)s %(message)s",
-            defaults={"action": "-"},
-        )
-    )
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+    finally:
+        stop_logging()
 
 
 def _database(url: DatabaseURL, *, synchronous: str, writer_process: bool) -> Database:
@@ -190,6 +195,12 @@ async def _dispatch(
             await stop.wait()
             if probe is not None:
                 probe.detach()
+            log.warning(
+                "stopping: no new claims; attempts in flight finish and are recorded (up to "
+                "%.0f s each), then the database closes",
+                options["timeout"],
+                extra={"action": "shutdown"},
+            )
         err.print(f"dispatcher stopped after {running.delivered} deliveries")
 
 

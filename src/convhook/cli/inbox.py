@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from convhook.cli._common import err, fail, out, print_json, run
-from convhook.config import db_option, option
+from convhook.config import INBOX_ENV, db_option, option
 
 if TYPE_CHECKING:
     from convhook.store.inbox import InboxEntry
@@ -44,7 +44,7 @@ def list_events(
         None, "--status", env="INBOX_STATUS", help="Only pending, running, done or failed."
     ),
     limit: int = option(50, "--limit", env="INBOX_LIMIT", min=1, help="How many, newest first."),
-    db: str = db_option(DEFAULT_DB, help=_DB_HELP),
+    db: str = db_option(DEFAULT_DB, help=_DB_HELP, env=INBOX_ENV),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
     """List stored events, newest first, with their handler outcome."""
@@ -72,7 +72,7 @@ def list_events(
 @inbox_app.command("show")
 def show(
     event_id: str = typer.Argument(..., help="The eventId to show."),
-    db: str = db_option(DEFAULT_DB, help=_DB_HELP),
+    db: str = db_option(DEFAULT_DB, help=_DB_HELP, env=INBOX_ENV),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
     """Show one stored event: its outcome, the webhook headers and the full body."""
@@ -112,7 +112,7 @@ def replay(
         env="FORWARD_TO",
         help="Re-send the stored raw request to this URL now instead of re-running handlers.",
     ),
-    db: str = db_option(DEFAULT_DB, help=_DB_HELP),
+    db: str = db_option(DEFAULT_DB, help=_DB_HELP, env=INBOX_ENV),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
     """Re-run an event's handlers (a running `convhook listen` picks it up), or re-forward it.

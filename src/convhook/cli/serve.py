@@ -8,9 +8,22 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from convhook.cli._common import err, fail, run_fast
+from convhook.cli._common import (
+    err,
+    fail,
+    need_extra,
+    refuse_busy_port,
+    run_fast,
+    start_logging,
+)
 from convhook.cli.dispatcher import allow_private_option, metrics_token_option
-from convhook.config import DatabaseURL, db_option, option
+from convhook.config import (
+    DatabaseURL,
+    db_option,
+    log_format_option,
+    log_level_option,
+    option,
+)
 from convhook.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,7 +48,9 @@ def serve(
         help="SQLite durability: FULL survives power loss, NORMAL a process crash only "
         "(ignored for PostgreSQL).",
     ),
-    log_level: str = option("warning", "--log-level", env="LOG_LEVEL", help="uvicorn log level."),
+    # Warning by default: each recorded event is an info record, costly at thousands a second.
+    log_level: str = log_level_option("warning"),
+    log_format: str = log_format_option(),
     allow_private_targets: bool = allow_private_option(),
     dispatch: bool = option(
         True,
@@ -51,24 +66,31 @@ def serve(
     """Run the producer API; on a fresh database, create workspace "default" and print its key.
 
     On PostgreSQL the schema must be current: run ``convhook db upgrade --db URL`` first.
+    Example: ``convhook serve --db postgresql://convhook@db/convhook --no-dispatch --log-format json``
 
     Health checks need no key: /healthz answers 200 while the process runs; /readyz 200 when
     the database answers, its schema is current and the dispatcher (if on) runs, else 503."""
+    need_extra("serve", "server")
     try:
         url = DatabaseURL.parse(db)
     except ConfigError as exc:
         fail(str(exc))
     if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         fail(f"--synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+    refuse_busy_port(host, port)
+    stop_logging = start_logging(log_format, log_level)
     from convhook.api.deps import ApiSettings
 
     settings = ApiSettings(
         max_active=max_active, dispatch=dispatch, allow_private_targets=allow_private_targets
     )
     # uvicorn.run would pick uvloop by itself; serving from our own coroutine must ask for it.
-    run_fast(
-        _serve(host, port, url, settings, synchronous.upper(), log_level, metrics_token or None)
-    )
+    try:
+        run_fast(
+            _serve(host, port, url, settings, synchronous.upper(), log_level, metrics_token or None)
+        )
+    finally:
+        stop_logging()
 
 
 async def _serve(
@@ -104,7 +126,15 @@ async def _serve(
     err.print(f"convhook API on {base} (docs at {base}/docs), database {store.db.name}")
     app = create_app(store, settings, metrics_token=metrics_token)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on"
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        # The loggers are set up already (convhook.logs): uvicorn's own config would replace
+        # their handlers with its coloured console ones.
+        log_config=None,
     )
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the app's
     # lifespan closes the store after the queued writes commit.
