@@ -115,7 +115,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by convhook.api.docs, without a CDN
         openapi_url="/openapi.json",
         redoc_url=None,
     )

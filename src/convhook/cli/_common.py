@@ -32,7 +32,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 # What each optional part of the package brings (pyproject.toml's extras).
-EXTRAS = {"server": ("fastapi", "prometheus_client")}
+EXTRAS = {"server": ("fastapi", "prometheus_client", "fastapi_offline")}
 
 
 def need_extra(command: str, extra: str) -> None:
