@@ -21,7 +21,10 @@ def upgrade(
         help="Which schema: producer (serve, dispatcher) or inbox (listen). Default: both.",
     ),
 ) -> None:
-    """Bring the database schema up to the version this convhook ships."""
+    """Bring the database schema up to the version this convhook ships.
+
+    Example: ``convhook db upgrade --db postgresql://convhook@db/convhook --component inbox``
+    """
     names = component or list(COMPONENTS)
     for name in names:
         if name not in COMPONENTS:
@@ -52,7 +55,10 @@ def status(
     db: str = db_option("convhook.db"),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
-    """Show each schema's version in the database next to the version this code ships."""
+    """Show each schema's version in the database next to the version this code ships.
+
+    Example: ``convhook db status --db convhook.db``
+    """
     from convhook.store.engine.migrations import latest, load
     from convhook.store.engine.url import DatabaseURL
 

@@ -77,7 +77,10 @@ def tail(
     as_json: bool = option(False, "--json", env="JSON", help="Print NDJSON, one event a line."),
 ) -> None:
     """Print each new event as it is recorded (time, type, conversation) and each delivery
-    attempt as it is made (endpoint, status, latency), until interrupted."""
+    attempt as it is made (endpoint, status, latency), until interrupted.
+
+    Example: ``convhook events tail --db convhook.db --json``
+    """
 
     from convhook.store.delivery import DeliveryStore
 
@@ -149,7 +152,10 @@ def list_(
     limit: int = option(50, "--limit", env="LIMIT", min=1, max=500, help="How many events."),
     as_json: bool = option(False, "--json", env="JSON", help="Print NDJSON, one event a line."),
 ) -> None:
-    """Print recorded events, oldest first."""
+    """Print recorded events, oldest first.
+
+    Example: ``convhook events list --db convhook.db --limit 20 --json``
+    """
 
     async def go() -> list[EventRow]:
         async with _store(db) as store:
@@ -172,7 +178,10 @@ def prune(
     as_json: bool = option(False, "--json", env="JSON", help="Print the outcome as JSON."),
 ) -> None:
     """Remove the payload of old events whose deliveries are all finished (delivered or
-    failed), in small transactions; the event rows, their order and history stay."""
+    failed), in small transactions; the event rows, their order and history stay.
+
+    Example: ``convhook events prune --db convhook.db --older-than 30d``
+    """
     from convhook.store.producer.retention import parse_period
 
     try:

@@ -47,7 +47,10 @@ def list_events(
     db: str = db_option(DEFAULT_DB, help=_DB_HELP, env=INBOX_ENV),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
-    """List stored events, newest first, with their handler outcome."""
+    """List stored events, newest first, with their handler outcome.
+
+    Example: ``convhook inbox list --status failed --limit 20``
+    """
     from convhook.store.inbox import HandlerStatus
 
     wanted = None
@@ -75,7 +78,10 @@ def show(
     db: str = db_option(DEFAULT_DB, help=_DB_HELP, env=INBOX_ENV),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
-    """Show one stored event: its outcome, the webhook headers and the full body."""
+    """Show one stored event: its outcome, the webhook headers and the full body.
+
+    Example: ``convhook inbox show evt_01a2... --json``
+    """
     inbox = _open(db)
 
     async def get() -> InboxEntry | None:
@@ -118,6 +124,9 @@ def replay(
     """Re-run an event's handlers (a running `convhook listen` picks it up), or re-forward it.
 
     A failed event re-runs only the handlers that failed; a done event runs them all again.
+    A failed event forwarded with success becomes done.
+
+    Example: ``convhook inbox replay --failed --forward-to http://127.0.0.1:3000/hooks``
     """
     if (event_id is None) == (not failed):
         fail("give either an EVENT_ID or --failed")

@@ -25,7 +25,10 @@ def schema(
         SchemaFormat.JSONSCHEMA, "--format", env="SCHEMA_FORMAT", help="What to print."
     ),
 ) -> None:
-    """Print the event catalogue as JSON Schema or as an OpenAPI 3.1 document."""
+    """Print the event catalogue as JSON Schema or as an OpenAPI 3.1 document.
+
+    Example: ``convhook schema --format openapi > webhooks.json``
+    """
     from convhook.schema import json_schemas, openapi_document
 
     doc = json_schemas() if fmt is SchemaFormat.JSONSCHEMA else openapi_document()
@@ -33,7 +36,10 @@ def schema(
 
 
 def secret() -> None:
-    """Print a new random whsec_ signing secret."""
+    """Print a new random whsec_ signing secret.
+
+    Example: ``convhook listen --secret "$(convhook secret)"``
+    """
     from convhook.signing import Secret
 
     sys.stdout.write(str(Secret.generate()) + "\n")

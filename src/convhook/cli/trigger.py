@@ -67,7 +67,11 @@ def trigger(
     timeout: float = option(15.0, "--timeout", env="TRIGGER_TIMEOUT", help="Seconds per request."),
     as_json: bool = option(False, "--json", env="JSON", help="Print results as JSON."),
 ) -> None:
-    """Send COUNT signed sample events of EVENT_TYPE to URL; exit 1 if any answer is not 2xx."""
+    """Send COUNT signed sample events of EVENT_TYPE to URL; exit 1 if any answer is not 2xx.
+
+    Example: ``convhook trigger conversation.completed --url http://127.0.0.1:8000/webhook
+    --secret whsec_... --set customer.name="Jane Roe" --count 100 --concurrency 10``
+    """
     from convhook.samples import check_override, parse_assignment, sample_event
     from convhook.signing import as_secrets
 

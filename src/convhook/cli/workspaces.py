@@ -37,7 +37,10 @@ def create(
     db: str = db_option("convhook.db"),
     as_json: bool = option(False, "--json", env="JSON", help='Print {"workspaceId","apiKey"}.'),
 ) -> None:
-    """Create a workspace and print its API key (shown only this once; stored hashed)."""
+    """Create a workspace and print its API key (shown only this once; stored hashed).
+
+    Example: ``convhook workspaces create acme --db convhook.db``
+    """
     from convhook.store.producer import ProducerStore
 
     async def go() -> tuple[str, str]:
@@ -58,7 +61,10 @@ def list_(
     db: str = db_option("convhook.db"),
     as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
 ) -> None:
-    """List workspaces, oldest first."""
+    """List workspaces, oldest first.
+
+    Example: ``convhook workspaces list --db convhook.db --json``
+    """
     from rich.table import Table
 
     from convhook.store.producer import ProducerStore
@@ -124,7 +130,10 @@ def create_key(
 ) -> None:
     """Add a key to a workspace and print it (shown only this once; stored hashed).
 
-    The workspace's other keys keep working."""
+    The workspace's other keys keep working.
+
+    Example: ``convhook workspaces keys create default --name billing-2026``
+    """
     from convhook.store.producer import ProducerStore
 
     async def go() -> tuple[ApiKey, str]:
@@ -147,7 +156,10 @@ def list_keys(
 ) -> None:
     """List a workspace's keys, revoked ones too, oldest first (never the keys themselves).
 
-    The last use is recorded to within a minute."""
+    The last use is recorded to within a minute.
+
+    Example: ``convhook workspaces keys list default --json``
+    """
     from rich.table import Column, Table
 
     from convhook.store.producer import ProducerStore
@@ -189,7 +201,10 @@ def revoke_key(
     """Revoke a key: every API process refuses it within 5 seconds.
 
     API processes trust a key they checked for 5 seconds. Revoking the workspace's last
-    active key locks its clients out until a new key is created."""
+    active key locks its clients out until a new key is created.
+
+    Example: ``convhook workspaces keys revoke default key_01a2...``
+    """
     from convhook.store.producer import ProducerStore
 
     async def go() -> ApiKey:
