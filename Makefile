@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## run: the producer API on SQLite at http://127.0.0.1:8080 and a receiver at :8000 wired to it
 run: $(STAMP)
-	$(BIN)/convhook dev --port 8080 --listen-port 8000
+	$(BIN)/convhook dev
 
 ## test: lint, type-check and the whole test suite (SQLite and a throwaway PostgreSQL)
 test: $(STAMP) postgres lint typecheck pytest
