@@ -3,6 +3,11 @@
 No framework sits between the server and the receiver, so a request costs little more
 than the work it needs. The app also speaks the ASGI ``lifespan`` protocol, so
 ``uvicorn.run(receiver.asgi_app())`` opens the inbox and starts the worker by itself.
+
+With ``health`` (the default) it answers ``GET /healthz`` and ``GET /readyz`` below its
+mount point (:mod:`convhook.receiver.health`), without a signature or token. They are
+looked for only where a request would otherwise be refused (another path, or not a POST),
+so a webhook's POST pays nothing for them.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from convhook.receiver import replies
+from convhook.receiver import health, replies
 from convhook.receiver.replies import Reply
 
 if TYPE_CHECKING:
@@ -34,9 +39,12 @@ _NOT_STARTED = replies.error(
 class ReceiverApp:
     """An ASGI application for one :class:`~convhook.receiver.Receiver`."""
 
-    def __init__(self, receiver: Receiver, path: str | None = "/webhook") -> None:
+    def __init__(
+        self, receiver: Receiver, path: str | None = "/webhook", *, health: bool = True
+    ) -> None:
         self.receiver = receiver
         self.path = path
+        self.health = health
         self._owns_lifecycle = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -57,9 +65,11 @@ class ReceiverApp:
     async def _http(self, scope: Scope, receive: Receive) -> Reply:
         receiver = self.receiver
         if self.path is not None and _route_path(scope) != self.path:
-            return _NOT_FOUND
+            return await self._health(scope) or _NOT_FOUND
         method = scope["method"]
         if method != "POST":
+            if self.path is None and (answer := await self._health(scope)) is not None:
+                return answer
             return receiver.reject(replies.method_not_allowed(method))
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         bad_type = replies.check_content_type(headers.get("content-type"))
@@ -85,6 +95,17 @@ class ReceiverApp:
         if not receiver.started:
             return _NOT_STARTED
         return await receiver.ingest(headers, body)
+
+    async def _health(self, scope: Scope) -> Reply | None:
+        """The answer to a health check, or None if the request is not one."""
+        if not self.health or scope["method"] not in ("GET", "HEAD"):
+            return None
+        path = _route_path(scope)
+        if path == "/healthz":
+            return health.ALIVE
+        if path == "/readyz":
+            return (await health.readiness(self.receiver)).reply()
+        return None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

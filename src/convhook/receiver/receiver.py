@@ -38,6 +38,7 @@ from convhook.wirecheck import check_event
 
 if TYPE_CHECKING:
     from convhook.receiver.app import ReceiverApp
+    from convhook.receiver.health import Readiness
 
 log = logging.getLogger("convhook.receiver")
 
@@ -189,11 +190,20 @@ class Receiver:
 
     # -- requests ---------------------------------------------------------------------
 
-    def asgi_app(self, path: str | None = "/webhook") -> ReceiverApp:
-        """A plain ASGI app answering POSTs on ``path`` (None: on any path, for mounting)."""
+    def asgi_app(self, path: str | None = "/webhook", *, health: bool = True) -> ReceiverApp:
+        """A plain ASGI app answering POSTs on ``path`` (None: on any path, for mounting) and,
+        with ``health``, ``GET /healthz`` and ``GET /readyz`` (see :meth:`readiness`)."""
         from convhook.receiver.app import ReceiverApp
 
-        return ReceiverApp(self, path)
+        return ReceiverApp(self, path, health=health)
+
+    async def readiness(self) -> Readiness:
+        """Whether this receiver can take events now: its inbox answers a read within 2 s,
+        the inbox schema is the version this code ships, and its worker loop runs (for a
+        host app's own readiness check)."""
+        from convhook.receiver.health import readiness
+
+        return await readiness(self)
 
     async def handle(self, method: str, headers: Mapping[str, str], body: bytes) -> Reply:
         """Answer a request whose body is already read (the Flask and Django helpers' path).

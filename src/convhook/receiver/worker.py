@@ -29,6 +29,8 @@ from convhook.store.inbox import Inbox, InboxEntry
 log = logging.getLogger("convhook.receiver.worker")
 
 Clock = Callable[[], float]
+SHUTDOWN_GRACE = 10.0
+"""Seconds :meth:`Worker.stop` lets running handlers finish before cancelling them."""
 _NO_LIMIT = 1 << 62
 
 
@@ -78,6 +80,16 @@ class Worker:
         self._more = True
         self.batch_window = batch_window
 
+    def state(self) -> str:
+        """``ok`` while the claim loop and the lease renewal run, else why not (for
+        ``/readyz``)."""
+        loop, renew = self._loop_task, self._renew_task
+        if loop is None or renew is None:
+            return "not running"
+        if loop.done() or renew.done():
+            return "loop stopped"
+        return "ok"
+
     def can_take(self) -> bool:
         """True if a new event may be handed over in memory (see :meth:`push`)."""
         return self._loop_task is not None and len(self._fresh) < self.backlog
@@ -109,6 +121,9 @@ class Worker:
                 extra={"action": "inbox_recovered", "count": released},
             )
         self._stopping = False
+        # A new one per start: an asyncio.Event belongs to the loop it was first awaited on,
+        # and a receiver stopped on one loop may be started again on another.
+        self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
 
         def wake_from_thread() -> None:
@@ -120,11 +135,25 @@ class Worker:
         self._loop_task = asyncio.create_task(self._run(), name="convhook-inbox-worker")
         self._renew_task = asyncio.create_task(self._renew(), name="convhook-inbox-leases")
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop claiming; let running handlers finish for ``grace`` seconds, then cancel them."""
         task, self._loop_task = self._loop_task, None
         if task is None:
             return
+        running = len(self._inflight)
+        # An operator waiting on a stopping process sees what it waits for, and how long.
+        log.info(
+            "stopping handlers: %d events running, waiting up to %g s before cancelling "
+            "them (an event left unfinished runs again later)",
+            running,
+            grace,
+            extra={
+                "action": "worker_stopping",
+                "running": running,
+                "not_started": len(self._fresh),
+                "grace_s": grace,
+            },
+        )
         self._stopping = True
         self._wake.set()
         await task
