@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from convhook.cli._common import err, fail, out, run, tune_gc
-from convhook.config import db_option, option
+from convhook.config import db_option, log_format_option, log_level_option, option
 from convhook.events import DEFAULT_MAX_BODY
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from convhook.receiver import Delivery, Receiver
     from convhook.store.inbox import Inbox
 
 DEFAULT_DB = "convhook-inbox.db"
+
+log = logging.getLogger("convhook.listen")
 
 
 def listen(
@@ -101,12 +106,18 @@ def listen(
         min=1024,
         help="Largest total size of a request's headers; larger ones get 400.",
     ),
+    log_format: str = log_format_option(),
+    log_level: str = log_level_option("info"),
 ) -> None:
-    """Receive webhooks on http://HOST:PORT/PATH: verify, store, print and forward them."""
-    import uvicorn
+    """Receive webhooks on http://HOST:PORT/PATH: verify, store, print and forward them.
 
-    from convhook.receiver.deadlines import protocol
+    GET /healthz and GET /readyz answer health checks (no signature or token needed)."""
+    from convhook import logs
 
+    try:
+        fmt, level = logs.check(log_format, log_level)
+    except ValueError as exc:
+        fail(str(exc))
     receiver = _build(
         secrets or [],
         tokens or [],
@@ -121,14 +132,49 @@ def listen(
     # Open the inbox once before serving, so a missing or outdated schema (or an unreachable
     # database) is one clear error instead of a failed server start-up.
     run(_check(receiver))
-    stop_logging = _configure_logging()
-    _banner(host, port, path, db, forward_to, signed=bool(secrets), token=bool(tokens))
+    stop_logging = logs.configure(fmt, level)
+    said = _announce(
+        fmt, host, port, path, db, forward_to, signed=bool(secrets), token=bool(tokens)
+    )
+    try:
+        _serve(receiver, host, port, path, read_timeout, max_header_bytes, keep_alive, level)
+    except _Signalled as stopped:
+        log.info("stopped", extra={"action": "listen_stopped"})
+        caught: int | None = stopped.signum
+    else:
+        caught = None
+    finally:
+        said()
+        stop_logging()
+    if caught is not None:
+        # Dying of the signal, as uvicorn means to: a supervisor reads that as a clean stop.
+        signal.signal(caught, signal.SIG_DFL)
+        signal.raise_signal(caught)
+
+
+def _serve(
+    receiver: Receiver,
+    host: str,
+    port: int,
+    path: str,
+    read_timeout: float,
+    max_header_bytes: int,
+    keep_alive: int,
+    level: str,
+) -> None:
+    import uvicorn
+
+    from convhook.receiver.deadlines import protocol
+
     config = uvicorn.Config(
         receiver.asgi_app(path),
         host=host,
         port=port,
         lifespan="on",
-        log_level="warning",
+        # convhook.logs routes uvicorn's records already; uvicorn's own dictConfig would put
+        # its handlers back. Its start-up lines say what the banner says: shown at debug.
+        log_config=None,
+        log_level="debug" if level == "debug" else "warning",
         access_log=False,
         server_header=False,
         # The receiver never reads the client address, so X-Forwarded-* parsing per request
@@ -140,13 +186,58 @@ def listen(
         timeout_keep_alive=keep_alive,
     )
     server = uvicorn.Server(config)
+    uvicorn_exit = server.handle_exit
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        if not server.should_exit:
+            _stopping(sig, len(server.server_state.tasks))
+        uvicorn_exit(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
     tune_gc()
+    # uvicorn sends a caught SIGTERM or SIGINT again once it has shut down; these handlers
+    # turn it into an exception, so the queued log records are written before the process
+    # dies of it (the default action would kill the process with them).
+    previous = {sig: signal.signal(sig, _signalled) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()
     finally:
-        stop_logging()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not server.started:
         raise typer.Exit(1)
+
+
+class _Signalled(Exception):
+    """The process got SIGTERM or SIGINT (after uvicorn's graceful shutdown)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _signalled(signum: int, frame: FrameType | None) -> None:
+    raise _Signalled(signum)
+
+
+def _stopping(sig: int, requests: int) -> None:
+    """Say what a shutdown waits for: an operator sending SIGTERM sees why it takes time."""
+    from convhook.receiver.worker import SHUTDOWN_GRACE
+
+    name = signal.Signals(sig).name
+    log.info(
+        "stopping on %s: taking no new connections; %d requests in progress are answered "
+        "once their events are stored, then handlers get up to %g s to finish",
+        name,
+        requests,
+        SHUTDOWN_GRACE,
+        extra={
+            "action": "listen_stopping",
+            "signal": name,
+            "requests": requests,
+            "grace_s": SHUTDOWN_GRACE,
+        },
+    )
 
 
 def _inbox(db: str, *, writer_process: bool) -> Inbox:
@@ -288,29 +379,8 @@ def _when(ts: float) -> str:
     return format_ts(datetime.fromtimestamp(ts, UTC))
 
 
-def _configure_logging() -> Callable[[], None]:
-    """Log through rich from a thread of its own; return the function that flushes and stops it.
-
-    Rendering a line (wrapping, highlighting) costs far more than formatting it, so the event
-    loop only formats the record and queues it; values reaching a line are bounded too.
-    """
-    import queue
-    from logging.handlers import QueueHandler, QueueListener
-
-    from rich.logging import RichHandler
-
-    handler = RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = QueueListener(records, handler)
-    root = logging.getLogger("convhook")
-    root.handlers[:] = [QueueHandler(records)]
-    root.setLevel(logging.INFO)
-    root.propagate = False
-    listener.start()
-    return listener.stop
-
-
-def _banner(
+def _announce(
+    fmt: str,
     host: str,
     port: int,
     path: str,
@@ -319,25 +389,70 @@ def _banner(
     *,
     signed: bool,
     token: bool,
-) -> None:
-    err.print(f"[bold]convhook listen[/]: POST http://{host}:{port}{path}")
+) -> Callable[[], None]:
+    """Say where events are taken and how they are checked: a banner on stderr in text mode,
+    one ``listening`` record in json mode (stderr then holds JSON lines only).
+
+    The receiver logs its unsigned (or token) mode when it starts, which in text mode would
+    repeat the banner's warning: those records are dropped then, so the warning shows once.
+    Returns the function that stops dropping them.
+    """
     if db.startswith(("postgresql://", "postgres://")):
         from convhook.store.engine.postgres import redact
 
         db = redact(db)
-    err.print(f"  inbox: {db}")
+    url = f"http://{host}:{port}{path}"
+    if fmt == "json":
+        checks = [name for name, on in (("signature", signed), ("token", token)) if on]
+        log.info(
+            "listening for webhooks on %s",
+            url,
+            extra={
+                "action": "listening",
+                "url": url,
+                "inbox": db,
+                "forward_to": forward_to,
+                "checks": checks,
+                "health": [f"http://{host}:{port}/healthz", f"http://{host}:{port}/readyz"],
+            },
+        )
+        return lambda: None
+    _banner(url, db, forward_to, signed=signed, token=token)
+    said = _Said()
+    receiver_log = logging.getLogger("convhook.receiver")
+    receiver_log.addFilter(said)
+    return lambda: receiver_log.removeFilter(said)
+
+
+class _Said(logging.Filter):
+    """Drops the receiver's start-up records about its mode, which the banner said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "action", None) not in ("unsigned_mode", "token_mode")
+
+
+def _banner(url: str, db: str, forward_to: str | None, *, signed: bool, token: bool) -> None:
+    from rich.markup import escape
+
+    def say(line: str) -> None:
+        # Not wrapped: a narrow or absent terminal must not split the warning into fragments.
+        err.print(line, soft_wrap=True)
+
+    say(f"[bold]convhook listen[/]: POST {escape(url)}")
+    say(f"  inbox: {escape(db)}")
     if forward_to:
-        err.print(f"  forwarding to: {forward_to}")
+        say(f"  forwarding to: {escape(forward_to)}")
     if token:
         both = "a valid signature and " if signed else ""
-        err.print(f"  requires: {both}the shared token (Authorization: Bearer or x-api-key)")
+        say(f"  requires: {both}the shared token (Authorization: Bearer or x-api-key)")
+    say("  health checks: GET /healthz, GET /readyz")
     if token and not signed:
-        err.print(
+        say(
             "  [yellow]note:[/] a token does not cover the body and never expires: a captured "
             "request can be sent again. Use --secret whenever the sender signs."
         )
     elif not signed:
-        err.print(
+        say(
             "[bold white on red] WARNING [/] [bold red]no --secret given: accepting UNSIGNED "
             "events. Anyone who can reach this port can post events. Pass --secret whsec_... "
             "to verify signatures.[/]"
