@@ -42,6 +42,13 @@ Clock = Callable[[], float]
 # after the last such claim (seconds).
 _REFILL_COVERS = 0.05
 
+# A process holds up to this many times ``max_in_flight`` claims, sending at most
+# ``max_in_flight`` of them at once: a request that finishes is followed at once by one claimed
+# already, instead of waiting for the flush that records it and claims the next (holding only
+# what it sends, one PostgreSQL dispatcher reached 23-39% of a bare client's rate). A claim then
+# waits behind at most this many rounds of requests, within its lease (LEASE_FACTOR timeouts).
+_HOLD = 2
+
 
 class _Lane:
     """An endpoint's claims waiting to be sent and the workers sending them, at most
@@ -51,6 +58,7 @@ class _Lane:
         self.limit = limit
         self.waiting: collections.deque[Claim] = collections.deque()
         self.workers = 0
+        self.held = False  # waiting for a worker the process's limit held back
 
 
 class Dispatcher:
@@ -76,6 +84,7 @@ class Dispatcher:
         self.policy = policy or RetryPolicy()
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
+        self._hold = _HOLD * max_in_flight
         # A lease never ends while its delivery can still be waiting or running: an endpoint
         # has LEASE_FACTOR times its in-flight limit leased, so a claim may wait for that many
         # requests before it (each up to the timeout), its own included.
@@ -92,6 +101,8 @@ class Dispatcher:
         self._results_ready = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()  # the lanes' workers
         self._active = 0  # claims handed to lanes and not finished yet
+        self._senders = 0  # the lanes' workers, at most max_in_flight
+        self._held: collections.deque[_Lane] = collections.deque()  # lanes wanting one more
         self._buckets: dict[str, TokenBucket] = {}
         self._lanes: dict[str, _Lane] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -194,7 +205,7 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            free = self.max_in_flight - self._active
+            free = self._hold - self._active
             self._wake.clear()
             if self._refilling or (
                 self._active and time.monotonic() - self._refilled_at < _REFILL_COVERS
@@ -225,8 +236,9 @@ class Dispatcher:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     def _spawn(self, claims: list[Claim]) -> None:
-        # Claims queue per endpoint and at most its in-flight limit of workers send them: a
-        # task per attempt and a semaphore holding most of them back cost more CPU.
+        # Claims queue per endpoint and at most its in-flight limit of workers send them, at
+        # most max_in_flight in all: a task per attempt and a semaphore holding most of them
+        # back cost more CPU.
         for claim in claims:
             lane = self._lanes.get(claim.endpoint_id)
             if lane is None:
@@ -234,11 +246,25 @@ class Dispatcher:
             lane.limit = claim.max_in_flight
             lane.waiting.append(claim)
             self._active += 1
-            if lane.workers < lane.limit:
-                lane.workers += 1
-                task = asyncio.create_task(self._work(lane))
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
+            self._staff(lane)
+
+    def _staff(self, lane: _Lane, wanted: int = 1) -> None:
+        """Start up to ``wanted`` workers on ``lane`` while it has claims waiting and both
+        limits allow (when only the process's limit does not, the lane waits for a worker of
+        any lane to finish)."""
+        for _ in range(wanted):
+            if not lane.waiting or lane.workers >= lane.limit:
+                return
+            if self._senders >= self.max_in_flight:
+                if not lane.held:
+                    lane.held = True
+                    self._held.append(lane)
+                return
+            lane.workers += 1
+            self._senders += 1
+            task = asyncio.create_task(self._work(lane))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
     async def _work(self, lane: _Lane) -> None:
         try:
@@ -251,6 +277,12 @@ class Dispatcher:
                     self._active -= 1
         finally:
             lane.workers -= 1
+            self._senders -= 1
+            # A lane held back by the process's limit takes the freed place.
+            while self._held and self._senders < self.max_in_flight:
+                other = self._held.popleft()
+                other.held = False
+                self._staff(other, len(other.waiting))
 
     async def _attempt(self, claim: Claim) -> None:
         if claim.rate_limit:
@@ -301,7 +333,7 @@ class Dispatcher:
         """Record finished attempts; with ``refill``, claim as many new ones in the same
         transaction, so a steady stream costs one commit per batch, not two."""
         results, self._results = self._results, []
-        free = self.max_in_flight - self._active
+        free = self._hold - self._active
         limit = min(free, self.batch_size) if refill and not self._stopping else 0
         if not results and not limit:
             return results
