@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from convhook.retry import Verdict
-from convhook.store.delivery.dialect import in_list, list_param, notify
+from convhook.store.delivery.dialect import in_list, is_sqlite, list_param, notify
 from convhook.store.delivery.endpoints import fail_pending
 from convhook.store.engine.connection import Connection
 
@@ -46,14 +46,38 @@ class Result(msgspec.Struct, array_like=True, gc=False):
 def record(conn: Connection, results: Sequence[Result], now: int, disable_cutoff: int) -> list[str]:
     """Store attempts and move deliveries on; return the ids of endpoints this disabled (an
     endpoint failing without a success since ``disable_cutoff`` or earlier, or gone)."""
-    disabled: list[str] = []
+    with conn.pipeline():
+        record_outcomes(conn, results, now)
+    return record_failures(conn, results, now, disable_cutoff)
+
+
+def record_outcomes(conn: Connection, results: Sequence[Result], now: int) -> None:
+    """Store each attempt, move its delivery on, and clear ``failing_since`` of the endpoints
+    that succeeded: statements whose answers are not read, so a pipeline sends them at once."""
     _record_rows(conn, results, now)
+    succeeded = sorted({r.endpoint_id for r in results if r.verdict is Verdict.DELIVERED})
+    if succeeded:
+        # Endpoint rows are locked in id order: on PostgreSQL other dispatchers lock them too.
+        conn.executemany(
+            "UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
+            [(e,) for e in succeeded],
+        )
+
+
+def all_delivered(results: Sequence[Result]) -> bool:
+    """Whether :func:`record_failures` has nothing to do for ``results``."""
+    return all(r.verdict is Verdict.DELIVERED for r in results)
+
+
+def record_failures(
+    conn: Connection, results: Sequence[Result], now: int, disable_cutoff: int
+) -> list[str]:
+    """After :func:`record_outcomes`: note when failing endpoints started failing and disable
+    those failing since ``disable_cutoff`` or earlier, or gone; return the ids disabled."""
+    disabled: list[str] = []
+    if all_delivered(results):
+        return disabled
     succeeded = {r.endpoint_id for r in results if r.verdict is Verdict.DELIVERED}
-    # Endpoint rows are locked in id order: on PostgreSQL other dispatchers lock them too.
-    conn.executemany(
-        "UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
-        [(e,) for e in sorted(succeeded)],
-    )
     failing: dict[str, int] = {}
     for r in results:
         if r.verdict is Verdict.GONE:
@@ -102,6 +126,9 @@ _UPDATE_DELIVERY = (
 
 def _record_rows(conn: Connection, results: Sequence[Result], now: int) -> None:
     """Store each attempt and move its delivery on."""
+    if not is_sqlite(conn):
+        _record_rows_postgres(conn, results, now)
+        return
     conn.executemany(
         # An endpoint deleted while its request ran took the delivery with it: skip those.
         "INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, "
@@ -121,6 +148,67 @@ def _record_rows(conn: Connection, results: Sequence[Result], now: int) -> None:
         ],
     )
     conn.executemany(_UPDATE_DELIVERY, [_outcome_row(r, now) for r in results])
+
+
+# PostgreSQL takes a batch as arrays, one statement each: row by row, executing the
+# statements cost the server more than the rest of a flush (claim included).
+_INSERT_ATTEMPTS = """
+INSERT INTO attempts (delivery_id, attempted_at, status_code, latency_ms, error, response_body)
+SELECT a.delivery_id, a.attempted_at, a.status_code, a.latency_ms, a.error, a.response_body
+FROM unnest(CAST(:ids AS BIGINT[]), CAST(:at AS BIGINT[]), CAST(:codes AS INTEGER[]),
+            CAST(:latencies AS DOUBLE PRECISION[]), CAST(:errors AS TEXT[]),
+            CAST(:bodies AS TEXT[]))
+     WITH ORDINALITY AS a (delivery_id, attempted_at, status_code, latency_ms, error,
+                           response_body, n)
+WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.id = a.delivery_id)
+ORDER BY a.n
+"""
+
+_UPDATE_DELIVERIES = """
+UPDATE deliveries AS d
+SET status = u.status, attempts = d.attempts + 1, next_attempt_at = u.next_attempt_at,
+    lease_owner = NULL, lease_expires_at = NULL, last_status_code = u.status_code,
+    last_error = u.error, last_attempt_at = u.attempted_at, delivered_at = u.delivered_at,
+    updated_at = :now
+FROM unnest(CAST(:ids AS BIGINT[]), CAST(:statuses AS TEXT[]), CAST(:next AS BIGINT[]),
+            CAST(:codes AS INTEGER[]), CAST(:errors AS TEXT[]), CAST(:at AS BIGINT[]),
+            CAST(:delivered AS BIGINT[]), CAST(:owners AS TEXT[]))
+     AS u (id, status, next_attempt_at, status_code, error, attempted_at, delivered_at, owner)
+WHERE d.id = u.id AND d.status = 'delivering' AND d.lease_owner = u.owner
+"""
+
+
+def _record_rows_postgres(conn: Connection, results: Sequence[Result], now: int) -> None:
+    ids = [r.delivery_id for r in results]
+    at = [r.attempted_at for r in results]
+    codes = [r.status_code for r in results]
+    errors = [r.error for r in results]
+    conn.execute(
+        _INSERT_ATTEMPTS,
+        {
+            "ids": ids,
+            "at": at,
+            "codes": codes,
+            "latencies": [r.latency_ms for r in results],
+            "errors": errors,
+            "bodies": [r.response_body for r in results],
+        },
+    )
+    rows = [_outcome_row(r, now) for r in results]
+    conn.execute(
+        _UPDATE_DELIVERIES,
+        {
+            "ids": ids,
+            "statuses": [row[0] for row in rows],
+            "next": [row[1] for row in rows],
+            "codes": codes,
+            "errors": errors,
+            "at": at,
+            "delivered": [row[5] for row in rows],
+            "owners": [r.lease_owner for r in results],
+            "now": now,
+        },
+    )
 
 
 _STATUS = {

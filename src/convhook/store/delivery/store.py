@@ -49,7 +49,19 @@ def record_then_claim(
 ) -> tuple[list[str], list[Claim]]:
     """Record ``results``, then :func:`claim` up to ``limit`` more, in one transaction (a
     steady stream costs one commit per batch); the endpoints disabled and the new claims."""
-    disabled = records.record(conn, results, now, disable_cutoff) if results else []
+    # On PostgreSQL a batch of successes and the claim after it go in one pipeline: one round
+    # trip before the COMMIT. Failures read before they write, so their claim waits for them.
+    together = limit and conn.dialect.name == "postgres" and records.all_delivered(results)
+    started = None
+    if results or together:
+        with conn.pipeline():
+            if results:
+                records.record_outcomes(conn, results, now)
+            if together:
+                started = claims_postgres.start_claim(conn, owner, now, lease_ms, limit)
+    disabled = records.record_failures(conn, results, now, disable_cutoff) if results else []
+    if started is not None:
+        return disabled, claims_postgres.claims_from(started.fetchall(), owner, now)
     return disabled, claim(conn, owner, now, lease_ms, limit) if limit else []
 
 
