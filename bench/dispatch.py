@@ -464,12 +464,16 @@ def pg_drain(url: str, endpoint: str, timeout: float) -> float:
     start = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
+            # Through the partial indexes of pending and leased rows: a count of the endpoint's
+            # backlog, 50 times a second, took about as much of the server's CPU as the claims
+            # it measures.
             row = conn.execute(
-                "SELECT count(*) FROM deliveries WHERE endpoint_id = %s "
-                "AND status IN ('pending', 'delivering')",
-                (endpoint,),
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE status = 'pending' "
+                "AND next_attempt_at > -1 AND endpoint_id = %s) OR EXISTS (SELECT 1 FROM "
+                "deliveries WHERE status = 'delivering' AND endpoint_id = %s)",
+                (endpoint, endpoint),
             ).fetchone()
-            if row is not None and row[0] == 0:
+            if row is not None and not row[0]:
                 return time.perf_counter() - start
             if time.perf_counter() - start > timeout:
                 raise TimeoutError(f"{row} deliveries left after {timeout} s")
