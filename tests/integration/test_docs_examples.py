@@ -4,8 +4,9 @@ one namespace (a later block uses what an earlier one defined), in a subprocess.
 Placeholders get real values (``whsec_...`` a generated secret). ``uvicorn.run(app)`` does not
 block: it serves ``app`` on a free loopback port, posts one signed event of every catalogue
 type to each receiver it finds in it, waits until their handlers ran without an error, checks
-``/healthz`` and ``/readyz`` where the app answers them, and stops. So a block that names
-something it never defined, or a handler that raises, fails the test."""
+``/healthz`` and ``/readyz`` where the app answers them, and stops; Flask's ``app.run()``
+serves the app and posts the events to each convhook view. So a block that names something
+it never defined, or a handler that raises, fails the test."""
 
 from __future__ import annotations
 
@@ -96,6 +97,12 @@ def main() -> None:
     from convhook.receiver.frameworks import ThreadedReceiver
 
     uvicorn.run = _serve_briefly
+    try:
+        import flask
+    except ImportError:
+        pass
+    else:
+        flask.Flask.run = _serve_wsgi_briefly  # type: ignore[method-assign]
     namespace: dict[str, Any] = {"__name__": "__main__"}
     try:
         for block in json.loads(Path(sys.argv[1]).read_text()):
@@ -109,6 +116,56 @@ def main() -> None:
 
 def _serve_briefly(app: Any, **_options: Any) -> None:
     asyncio.run(_exercise(app))
+
+
+def _signed(event_type: str) -> tuple[str, bytes, dict[str, str]]:
+    """A sample event of ``event_type``: its id, body and headers (signature and token)."""
+    from convhook.samples import sample_event
+    from convhook.signing import Secret, sign
+
+    event = sample_event(event_type)
+    body = event.to_json()
+    headers = {
+        "content-type": "application/json",
+        "authorization": f"Bearer {TOKEN}",
+        **sign([Secret.parse(SECRET)], event.event_id, body),
+    }
+    return event.event_id, body, headers
+
+
+def _serve_wsgi_briefly(app: Any, *_args: Any, **_options: Any) -> None:
+    """Flask's ``app.run()``: serve ``app`` from a thread on a free port, POST a signed event
+    of every type to each convhook view in it, and stop."""
+    import threading
+    import urllib.request
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from convhook.events import EVENT_CLASSES
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    rules = [
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if getattr(app.view_functions.get(rule.endpoint), "__name__", "") == "convhook_webhook"
+    ]
+    assert rules, f"app.run() was called on {app!r}, with no convhook view in it"
+    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for rule in rules:
+            for event_type in EVENT_CLASSES:
+                _, body, headers = _signed(event_type)
+                url = f"http://127.0.0.1:{server.server_port}{rule}"
+                request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    assert response.status == 200, f"POST {rule}: {response.status}"
+            print(f"served {rule}: {len(EVENT_CLASSES)} events stored")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _receivers(app: Any) -> list[tuple[str, Any]]:
@@ -135,8 +192,6 @@ async def _exercise(app: Any) -> None:
 
     from convhook.events import EVENT_CLASSES
     from convhook.receiver import HandlerStatus
-    from convhook.samples import sample_event
-    from convhook.signing import Secret, sign
     from tests.support.servers import free_port
 
     targets = _receivers(app)
@@ -156,19 +211,13 @@ async def _exercise(app: Any) -> None:
             for path, target in targets:
                 sent = []
                 for event_type in EVENT_CLASSES:
-                    event = sample_event(event_type)
-                    body = event.to_json()
-                    headers = {
-                        "content-type": "application/json",
-                        "authorization": f"Bearer {TOKEN}",
-                        **sign([Secret.parse(SECRET)], event.event_id, body),
-                    }
+                    event_id, body, headers = _signed(event_type)
                     async with http.post(
                         base + path, data=body, headers=headers, allow_redirects=False
                     ) as r:
                         answer = await r.text()
                         assert r.status == 200, f"POST {path}: {r.status} {answer}"
-                    sent.append(event.event_id)
+                    sent.append(event_id)
                 inbox = target.receiver.inbox
                 deadline = time.monotonic() + 20
                 for event_id in sent:
