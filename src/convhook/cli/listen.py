@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from convhook.cli._common import err, fail, out, run, tune_gc
-from convhook.config import db_option, log_format_option, log_level_option, option
+from convhook.config import INBOX_ENV, db_option, log_format_option, log_level_option, option
 from convhook.events import DEFAULT_MAX_BODY
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ def listen(
         DEFAULT_DB,
         help="Inbox database: a SQLite file path (one listener per file) or a postgresql:// URL "
         "(any number of listeners; run `convhook db upgrade --component inbox` first).",
+        env=INBOX_ENV,
     ),
     tolerance: int = option(
         300, "--tolerance", env="TOLERANCE", min=1, help="Accepted webhook-timestamp skew, s."
@@ -111,7 +112,10 @@ def listen(
 ) -> None:
     """Receive webhooks on http://HOST:PORT/PATH: verify, store, print and forward them.
 
-    GET /healthz and GET /readyz answer health checks (no signature or token needed)."""
+    GET /healthz and GET /readyz answer health checks (no signature or token needed).
+
+    Example: ``convhook listen --secret whsec_... --port 8000 --forward-to http://127.0.0.1:3000/hooks``
+    """
     from convhook import logs
 
     try:
