@@ -58,7 +58,6 @@ class _Lane:
         self.limit = limit
         self.waiting: collections.deque[Claim] = collections.deque()
         self.workers = 0
-        self.held = False  # waiting for a worker the process's limit held back
 
 
 class Dispatcher:
@@ -101,8 +100,9 @@ class Dispatcher:
         self._results_ready = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()  # the lanes' workers
         self._active = 0  # claims handed to lanes and not finished yet
-        self._senders = 0  # the lanes' workers, at most max_in_flight
-        self._held: collections.deque[_Lane] = collections.deque()  # lanes wanting one more
+        # Requests in flight across all endpoints; waiters are served in order, so a claim
+        # waits behind at most the claims held before it, within its lease.
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._buckets: dict[str, TokenBucket] = {}
         self._lanes: dict[str, _Lane] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -236,9 +236,8 @@ class Dispatcher:
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     def _spawn(self, claims: list[Claim]) -> None:
-        # Claims queue per endpoint and at most its in-flight limit of workers send them, at
-        # most max_in_flight in all: a task per attempt and a semaphore holding most of them
-        # back cost more CPU.
+        # Claims queue per endpoint and at most its in-flight limit of workers send them (a
+        # task per attempt cost more CPU); each request also takes one of the process's slots.
         for claim in claims:
             lane = self._lanes.get(claim.endpoint_id)
             if lane is None:
@@ -246,25 +245,11 @@ class Dispatcher:
             lane.limit = claim.max_in_flight
             lane.waiting.append(claim)
             self._active += 1
-            self._staff(lane)
-
-    def _staff(self, lane: _Lane, wanted: int = 1) -> None:
-        """Start up to ``wanted`` workers on ``lane`` while it has claims waiting and both
-        limits allow (when only the process's limit does not, the lane waits for a worker of
-        any lane to finish)."""
-        for _ in range(wanted):
-            if not lane.waiting or lane.workers >= lane.limit:
-                return
-            if self._senders >= self.max_in_flight:
-                if not lane.held:
-                    lane.held = True
-                    self._held.append(lane)
-                return
-            lane.workers += 1
-            self._senders += 1
-            task = asyncio.create_task(self._work(lane))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            if lane.workers < lane.limit:
+                lane.workers += 1
+                task = asyncio.create_task(self._work(lane))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
 
     async def _work(self, lane: _Lane) -> None:
         try:
@@ -277,12 +262,6 @@ class Dispatcher:
                     self._active -= 1
         finally:
             lane.workers -= 1
-            self._senders -= 1
-            # A lane held back by the process's limit takes the freed place.
-            while self._held and self._senders < self.max_in_flight:
-                other = self._held.popleft()
-                other.held = False
-                self._staff(other, len(other.waiting))
 
     async def _attempt(self, claim: Claim) -> None:
         if claim.rate_limit:
@@ -290,8 +269,9 @@ class Dispatcher:
             if bucket is None or bucket.rate != claim.rate_limit:
                 bucket = self._buckets[claim.endpoint_id] = TokenBucket(claim.rate_limit)
             await bucket.take()
-        attempted_at = self._now_ms()
-        result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
+        async with self._slots:
+            attempted_at = self._now_ms()
+            result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
         self._results.append((claim, self._judge(claim, attempted_at, result)))
         self._results_ready.set()
 
