@@ -26,6 +26,16 @@ class ApiSettings:
     """Run the delivery dispatcher inside the app (``convhook serve`` turns it on)."""
     allow_private_targets: bool = False
     """Allow endpoints on loopback, private and link-local addresses (development only)."""
+    stream_heartbeat: float = 15.0
+    """Seconds between ``: ping`` comments on an idle ``/api/v2/stream``."""
+    stream_poll: float = 0.2
+    """Seconds between the stream's reads of the event and attempt logs."""
+    stream_queue: int = 1000
+    """Messages a stream subscriber may fall behind before it is dropped (it reconnects with
+    ``Last-Event-ID`` and loses nothing)."""
+    stream_gap_wait: float = 2.0
+    """On PostgreSQL, seconds the stream waits at a hole in a log's numbering for the
+    transaction that may still fill it before passing over it."""
 
 
 async def get_store(request: Request) -> ProducerStore:

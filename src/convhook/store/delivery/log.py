@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from convhook.store.delivery.dialect import indexed_by, is_sqlite
@@ -257,3 +257,47 @@ def last_attempt_id(conn: Connection) -> int:
     """The id of the newest attempt (0 when there is none)."""
     value: int = conn.execute("SELECT coalesce(max(id), 0) FROM attempts").fetchone()[0]
     return value
+
+
+@dataclass(frozen=True)
+class StreamAttempt:
+    """One attempt with its delivery, its number and whether a later one exists (for the
+    live stream)."""
+
+    id: int
+    delivery_id: int
+    attempted_at: int
+    event_id: str
+    event_type: str
+    endpoint_id: str
+    workspace_id: str
+    conversation_id: str
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    delivery_status: str
+    number: int
+    """1 for a delivery's first attempt."""
+    last: bool
+    """No later attempt of the delivery is recorded."""
+
+
+def stream_attempts_after(
+    conn: Connection, after: int, workspace_id: str | None, upto: int | None, limit: int
+) -> list[StreamAttempt]:
+    """Attempts with an id above ``after`` (and at most ``upto``, when given), oldest first;
+    of one workspace when ``workspace_id`` is given."""
+    rows = conn.execute(
+        "SELECT a.id, a.delivery_id, a.attempted_at, d.event_id, d.event_type, d.endpoint_id, "
+        "d.workspace_id, d.conversation_id, a.status_code, a.latency_ms, a.error, d.status, "
+        "(SELECT count(*) FROM attempts AS p WHERE p.delivery_id = a.delivery_id "
+        "AND p.id <= a.id), "
+        "NOT EXISTS (SELECT 1 FROM attempts AS n WHERE n.delivery_id = a.delivery_id "
+        "AND n.id > a.id) "
+        "FROM attempts AS a JOIN deliveries AS d ON d.id = a.delivery_id "
+        "WHERE a.id > ? AND a.id <= ? AND (CAST(? AS TEXT) IS NULL OR d.workspace_id = ?) "
+        "ORDER BY a.id LIMIT ?",
+        (after, upto if upto is not None else 2**62, workspace_id, workspace_id, limit),
+    ).fetchall()
+    names = [f.name for f in fields(StreamAttempt)]
+    return [StreamAttempt(**dict(zip(names, (*r[:13], bool(r[13])), strict=True))) for r in rows]

@@ -97,3 +97,51 @@ def after(conn: Connection, seq: int, workspace_id: str | None, limit: int) -> l
 def last_seq(conn: Connection) -> int:
     """The sequence number of the newest event, 0 when there is none."""
     return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """An outbox row with its wire body (None once pruned), as the live stream sends it."""
+
+    seq: int
+    id: str
+    workspace_id: str
+    conversation_id: str
+    conversation_seq: int
+    event_type: str
+    created_at: int
+    body: str | None
+
+
+def stream_after(
+    conn: Connection, seq: int, workspace_id: str | None, upto: int | None, limit: int
+) -> list[StreamEvent]:
+    """Rows with ``seq`` above ``seq`` (and at most ``upto``, when given), with their bodies,
+    oldest first; of one workspace when ``workspace_id`` is given."""
+    sql = (
+        "SELECT seq, id, workspace_id, conversation_id, conversation_seq, event_type, "
+        "created_at, body FROM events WHERE seq > ?"
+    )
+    args: list[Any] = [seq]
+    if workspace_id is not None:
+        sql += " AND workspace_id = ?"
+        args.append(workspace_id)
+    if upto is not None:
+        sql += " AND seq <= ?"
+        args.append(upto)
+    found = []
+    for r in conn.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall():
+        seq, id_, workspace, conversation, conversation_seq, event_type, created, text = r
+        found.append(
+            StreamEvent(
+                seq,
+                id_,
+                workspace,
+                conversation,
+                conversation_seq,
+                event_type,
+                created,
+                None if text == PRUNED else str(text),
+            )
+        )
+    return found
