@@ -36,6 +36,7 @@ from convhook.events import EventType
 from convhook.store.delivery import DeliveryStore
 from convhook.store.delivery import log as delivery_log
 from convhook.store.delivery.log import StreamAttempt
+from convhook.store.engine.connection import Connection
 from convhook.store.producer import ProducerStore, event_log
 from convhook.store.producer.event_log import StreamEvent
 from convhook.timefmt import format_ts
@@ -336,10 +337,8 @@ class Hub:
         """Read what both logs recorded past the hub's position and send it; True when a
         log had more than one page."""
         seq, attempt = self.position
-        events = await self._store.db.read(event_log.stream_after, seq, None, None, PAGE)
-        attempts = await self._deliveries.db.read(
-            delivery_log.stream_attempts_after, attempt, None, None, PAGE
-        )
+        # Both logs in one read: one transaction, half the round trips of two.
+        events, attempts = await self._store.db.read(_both_logs, seq, attempt, PAGE)
         busy = len(events) == PAGE or len(attempts) == PAGE
         if self._hold_holes:
             events = self._settled("events", events, seq, lambda r: r.seq)
@@ -424,6 +423,17 @@ class Hub:
                 m = attempt_message(line, Position(seq, attempt))
             if wanted.matches(m):
                 yield m
+
+
+def _both_logs(
+    conn: Connection, seq: int, attempt: int, limit: int
+) -> tuple[list[StreamEvent], list[StreamAttempt]]:
+    """Every workspace's rows past ``seq`` on the event log and ``attempt`` on the attempt
+    log, ``limit`` of each at most."""
+    return (
+        event_log.stream_after(conn, seq, None, None, limit),
+        delivery_log.stream_attempts_after(conn, attempt, None, None, limit),
+    )
 
 
 def hub_of(request: Request) -> Hub:
