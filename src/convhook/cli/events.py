@@ -1,4 +1,12 @@
-"""``convhook events``: follow the outbox as events are recorded, list them, prune old ones."""
+"""``convhook events``: follow events and delivery attempts as they happen, list, show and
+resend events, through a server's API; the same from the database file, and pruning it.
+
+``tail`` and ``list`` ask the server when an API URL is configured (``--api-url``,
+``CONVHOOK_API_URL`` or a profile) and read the database otherwise (``--db``): on the server's
+own host, without a key, the file is the quicker way in, and the existing scripts keep working.
+A ``--db`` on the command line wins over a URL from the environment or a profile, and a URL
+from the environment over ``CONVHOOK_DATABASE_URL`` (flags > environment > profile).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +14,73 @@ import asyncio
 import json
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from convhook.cli._common import err, fail, out, run
-from convhook.config import DatabaseURL, db_option, option
+from convhook.cli._common import err, fail, out, print_json, run
+from convhook.cli.remote import (
+    STREAM_IDLE_S,
+    Client,
+    Connection,
+    api_key_option,
+    api_url_option,
+    connection,
+    json_option,
+    profile_option,
+    read_profiles,
+    run_remote,
+)
+from convhook.config import DATABASE_ENV, DatabaseURL, db_option, option
 from convhook.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
+    from convhook.cli.remote import Message
     from convhook.store.delivery.log import AttemptLine
     from convhook.store.producer import EventRow, ProducerStore
 
-events = typer.Typer(help="Follow, list or prune recorded events.", no_args_is_help=True)
+events = typer.Typer(
+    help="Follow, list, show or resend events through a server's API (--api-url, "
+    "CONVHOOK_API_URL or `convhook login`); follow, list or prune them in a database (--db).",
+    no_args_is_help=True,
+)
+
+_DB_HELP = (
+    "Read this SQLite file or postgresql:// database instead of asking a server "
+    "(default: ./convhook.db when no API URL is configured)."
+)
+# Where a setting came from, strongest first (flags > environment > profile > default).
+_RANK = {"COMMANDLINE": 3, "PROMPT": 3, "ENVIRONMENT": 2, "DEFAULT_MAP": 1, "DEFAULT": 0}
+
+
+def _db_option() -> Any:
+    return typer.Option(None, "--db", envvar=DATABASE_ENV, show_envvar=True, help=_DB_HELP)
+
+
+def _server(
+    ctx: typer.Context, api_url: str | None, api_key: str | None, profile: str | None
+) -> Connection | None:
+    """The server to ask, or None to read the database (see the module docstring)."""
+    db_source = ctx.get_parameter_source("db")
+    db_rank = _RANK[db_source.name] if db_source is not None else 0
+    url_source = ctx.get_parameter_source("api_url")
+    if api_url is not None and url_source is not None:
+        url_rank = _RANK[url_source.name]
+    else:
+        url_rank = 1 if read_profiles().get(profile or "default", {}).get("apiUrl") else 0
+    if db_rank == 3 and url_rank == 3:
+        fail("give --db (read the database) or --api-url (ask a server), not both")
+    if url_rank == 0 or db_rank > url_rank:
+        return None
+    return connection(api_url, api_key, profile)
+
+
+def _only(where: str, given: dict[str, bool]) -> None:
+    """Exit 2 naming the options that do not apply to ``where``."""
+    wrong = [name for name, on in given.items() if on]
+    if wrong:
+        fail(f"{', '.join(wrong)} only {'apply' if len(wrong) > 1 else 'applies'} {where}")
+
 
 _COLOURS = {
     "conversation.userJoined": "green",
@@ -68,20 +130,63 @@ def _show(row: EventRow, as_json: bool) -> None:
 
 @events.command("tail")
 def tail(
-    db: str = db_option("convhook.db"),
-    workspace: str | None = option(None, "--workspace", env="WORKSPACE", help="Only this one."),
-    from_start: bool = option(
-        False, "--from-start", env="FROM_START", help="Print the events already recorded first."
+    ctx: typer.Context,
+    event_type: str | None = option(
+        None, "--type", env="EVENT_TYPE", help="Server: only this event type."
     ),
-    interval: float = option(0.5, "--interval", env="TAIL_INTERVAL", help="Seconds between polls."),
-    as_json: bool = option(False, "--json", env="JSON", help="Print NDJSON, one event a line."),
+    conversation: str | None = option(
+        None, "--conversation", env="CONVERSATION", help="Server: only this conversation's."
+    ),
+    endpoint: str | None = option(
+        None,
+        "--endpoint",
+        env="ENDPOINT",
+        help="Server: only the attempts to this endpoint and the events they deliver.",
+    ),
+    api_url: str | None = api_url_option(),
+    api_key: str | None = api_key_option(),
+    profile: str | None = profile_option(),
+    db: str | None = _db_option(),
+    workspace: str | None = option(
+        None, "--workspace", env="WORKSPACE", help="Database: only this workspace."
+    ),
+    from_start: bool = option(
+        False,
+        "--from-start",
+        env="FROM_START",
+        help="Database: print the events already recorded first.",
+    ),
+    interval: float = option(
+        0.5, "--interval", env="TAIL_INTERVAL", help="Database: seconds between polls."
+    ),
+    as_json: bool = option(
+        False, "--json", env="JSON", help="Print NDJSON, one line an event or attempt (`kind`)."
+    ),
 ) -> None:
     """Print each new event as it is recorded (time, type, conversation) and each delivery
-    attempt as it is made (endpoint, status, latency), until interrupted.
+    attempt as it is made (endpoint, status, latency), in time order, until interrupted.
 
-    Example: ``convhook events tail --db convhook.db --json``
+    From a server, over its event stream (reconnecting where it left off when the connection
+    drops); without an API URL, by polling the database file.
+    Example: ``convhook events tail --type conversation.completed --json``
+    Example with the database: ``convhook events tail --db convhook.db --json``
     """
+    server = _server(ctx, api_url, api_key, profile)
+    if server is not None:
+        local = {"--workspace": workspace is not None, "--from-start": from_start}
+        local["--interval"] = ctx.get_parameter_source("interval").name != "DEFAULT"  # type: ignore[union-attr]
+        _only("to --db (the key already picks the workspace)", local)
+        params = {"eventType": event_type, "conversationId": conversation, "endpointId": endpoint}
+        _stream(server, params, as_json)
+        return
+    remote = {"--type": event_type, "--conversation": conversation, "--endpoint": endpoint}
+    _only("to a server (--api-url)", {k: v is not None for k, v in remote.items()})
+    _tail_db(db or "convhook.db", workspace, from_start, interval, as_json)
 
+
+def _tail_db(
+    db: str, workspace: str | None, from_start: bool, interval: float, as_json: bool
+) -> None:
     from convhook.store.delivery import DeliveryStore
 
     async def go() -> None:
@@ -146,16 +251,73 @@ def _show_attempt(line: AttemptLine, as_json: bool) -> None:
 
 @events.command("list")
 def list_(
-    db: str = db_option("convhook.db"),
-    workspace: str | None = option(None, "--workspace", env="WORKSPACE", help="Only this one."),
-    after: int = option(0, "--after", env="AFTER", min=0, help="Start after this sequence number."),
-    limit: int = option(50, "--limit", env="LIMIT", min=1, max=500, help="How many events."),
-    as_json: bool = option(False, "--json", env="JSON", help="Print NDJSON, one event a line."),
+    ctx: typer.Context,
+    event_type: str | None = option(
+        None, "--type", env="EVENT_TYPE", help="Server: only this event type."
+    ),
+    conversation: str | None = option(
+        None, "--conversation", env="CONVERSATION", help="Server: only this conversation's."
+    ),
+    created_after: str | None = option(
+        None, "--created-after", env="CREATED_AFTER", help="Server: at or after this ISO time."
+    ),
+    created_before: str | None = option(
+        None, "--created-before", env="CREATED_BEFORE", help="Server: before this ISO time."
+    ),
+    cursor: str | None = option(
+        None, "--cursor", env="CURSOR", help="Server: start at this nextCursor of a page."
+    ),
+    every: bool = option(
+        False, "--all", env="ALL", help="Server: follow nextCursor to the last page."
+    ),
+    api_url: str | None = api_url_option(),
+    api_key: str | None = api_key_option(),
+    profile: str | None = profile_option(),
+    db: str | None = _db_option(),
+    workspace: str | None = option(
+        None, "--workspace", env="WORKSPACE", help="Database: only this workspace."
+    ),
+    after: int = option(
+        0, "--after", env="AFTER", min=0, help="Database: start after this sequence number."
+    ),
+    limit: int = option(50, "--limit", env="LIMIT", min=1, max=500, help="Events a page."),
+    as_json: bool = option(
+        False,
+        "--json",
+        env="JSON",
+        help="Print JSON: the API's page {data, nextCursor} from a server, NDJSON (one event "
+        "a line) from a database.",
+    ),
 ) -> None:
-    """Print recorded events, oldest first.
+    """Print recorded events, oldest first: from a server, as endpoints receive them (a table,
+    or the API's JSON); from a database, one line each.
 
-    Example: ``convhook events list --db convhook.db --limit 20 --json``
+    Example: ``convhook events list --type conversation.completed --all --json``
+    Example with the database: ``convhook events list --db convhook.db --limit 20 --json``
     """
+    server = _server(ctx, api_url, api_key, profile)
+    if server is not None:
+        _only("to --db", {"--workspace": workspace is not None, "--after": after != 0})
+        params = {
+            "eventType": event_type,
+            "conversationId": conversation,
+            "createdAfter": created_after,
+            "createdBefore": created_before,
+            "cursor": cursor,
+            "limit": limit,
+        }
+        _list_remote(server, params, every, as_json)
+        return
+    remote = {
+        "--type": event_type is not None,
+        "--conversation": conversation is not None,
+        "--created-after": created_after is not None,
+        "--created-before": created_before is not None,
+        "--cursor": cursor is not None,
+        "--all": every,
+    }
+    _only("to a server (--api-url)", remote)
+    db = db or "convhook.db"
 
     async def go() -> list[EventRow]:
         async with _store(db) as store:
@@ -201,6 +363,219 @@ def prune(
         )
         return
     err.print(f"pruned {pruned} events created before {_when(cutoff)} in {batches} batches")
+
+
+def _path(event_id: str, action: str = "") -> str:
+    from urllib.parse import quote
+
+    return f"/api/v2/events/{quote(event_id, safe='')}" + (f"/{action}" if action else "")
+
+
+def _list_remote(conn: Connection, params: dict[str, Any], every: bool, as_json: bool) -> None:
+    from convhook.cli.remote import table
+
+    async def go(api: Client) -> dict[str, Any]:
+        return await api.pages("/api/v2/events", params, every)
+
+    page = run_remote(conn, go)
+    if as_json:
+        print_json(page)
+        return
+    rows = []
+    for event in page["data"]:
+        payload = event.get("payload")
+        conversation = payload.get("id") if isinstance(payload, dict) else None
+        rows.append(
+            {
+                "event id": event["eventId"],
+                "type": event["eventType"].removeprefix("conversation."),
+                "conversation": "(payload pruned)" if event.get("pruned") else conversation or "",
+            }
+        )
+    table(
+        f"{len(rows)} event(s), oldest first",
+        rows,
+        ["event id", "type", "conversation"],
+        drop=("conversation",),
+        ids=("event id", "conversation"),
+        style=lambda c, v: _COLOURS.get("conversation." + v, "") if c == "type" else "",
+    )
+    if page["nextCursor"]:
+        err.print(f"more: --cursor {page['nextCursor']} (or --all)", markup=False)
+
+
+@events.command("show")
+def show(
+    event_id: str = typer.Argument(..., help="The event's id (evt_...)."),
+    api_url: str | None = api_url_option(),
+    api_key: str | None = api_key_option(),
+    profile: str | None = profile_option(),
+    as_json: bool = json_option("Print the event alone, exactly as endpoints receive it."),
+) -> None:
+    """Show one event as endpoints receive it, then its deliveries (one per endpoint).
+
+    Example: ``convhook events show evt_0192... --json``
+    """
+    conn = connection(api_url, api_key, profile)
+
+    async def go(api: Client) -> tuple[Any, Any]:
+        event = await api.get(_path(event_id))
+        if as_json:
+            return event, None
+        return event, await api.get(_path(event_id, "deliveries"))
+
+    event, deliveries = run_remote(conn, go)
+    if as_json:
+        print_json(event)
+        return
+    from rich.syntax import Syntax
+
+    from convhook.cli.deliveries import delivery_table
+
+    out.print(Syntax(json.dumps(event, indent=2), "json", word_wrap=True))
+    delivery_table(f"{len(deliveries['data'])} deliveries", deliveries["data"])
+
+
+@events.command("resend")
+def resend(
+    event_id: str = typer.Argument(..., help="The event's id (evt_...)."),
+    endpoint: str | None = option(
+        None, "--endpoint", env="ENDPOINT", help="Only to this endpoint (default: every one)."
+    ),
+    api_url: str | None = api_url_option(),
+    api_key: str | None = api_key_option(),
+    profile: str | None = profile_option(),
+    as_json: bool = json_option(),
+) -> None:
+    """Send an event again to every endpoint it went to, or to one of them (its earlier
+    delivery there must be finished).
+
+    Example: ``convhook events resend evt_0192... --endpoint ep_0192...``
+    """
+    from convhook.cli.remote import call
+
+    conn = connection(api_url, api_key, profile)
+    body = {"endpointId": endpoint} if endpoint else None
+    doc = call(conn, "POST", _path(event_id, "redeliver"), body=body)
+    if as_json:
+        print_json(doc)
+        return
+    out.print(f"queued {doc['queued']} deliveries of {event_id}", markup=False)
+
+
+# --- the server's stream ----------------------------------------------------------------
+
+_RECONNECT_S = (0.5, 10.0)
+"""The first and the longest wait before reconnecting to a dropped stream."""
+
+
+def _stream(conn: Connection, params: dict[str, str | None], as_json: bool) -> None:
+    """Follow the server's stream until interrupted (see :func:`_follow`)."""
+    run_remote(conn, lambda api: _follow(api, params, as_json))
+
+
+async def _follow(api: Client, params: dict[str, str | None], as_json: bool) -> None:
+    """Print each message of ``/api/v2/stream``; when the connection drops or goes silent,
+    reconnect with ``Last-Event-ID`` so nothing is missed or printed twice. The first
+    connection failing is an error: a later one is retried, with growing waits."""
+    import aiohttp
+
+    from convhook.cli.remote import Client, RemoteError, SseParser, describe, sse
+
+    path = "/api/v2/stream"
+    query = {k: v for k, v in params.items() if v is not None}
+    parser = SseParser()
+    wait = _RECONNECT_S[0]
+    connected_once = False
+    async with Client(api.conn, streaming=True) as stream:
+        while True:
+            headers = {"accept": "text/event-stream", "cache-control": "no-cache"}
+            if parser.last_id is not None:
+                headers["last-event-id"] = parser.last_id
+            try:
+                async with stream.session.get(
+                    api.conn.url + path, params=query, headers=headers
+                ) as r:
+                    if r.status >= 400:
+                        problem = describe(r.status, "GET", path, await r.text())
+                        if r.status == 404 and not connected_once:
+                            problem += " (a server older than this command has no stream)"
+                        if r.status < 500 or not connected_once:
+                            raise RemoteError(problem)
+                        reason = f"HTTP {r.status}"
+                    else:
+                        _waiting(api.conn.url, query, connected_once)
+                        connected_once = True
+                        wait = _RECONNECT_S[0]
+                        async for message in sse(r, parser):
+                            _print_message(message, as_json)
+                        reason = "the server closed the stream"
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                if not connected_once:
+                    raise api.unreachable(exc) from None
+                reason = str(exc) or type(exc).__name__
+            except TimeoutError:
+                if not connected_once:
+                    raise RemoteError(f"no answer from {api.conn.url}{path}") from None
+                reason = f"nothing for {STREAM_IDLE_S:.0f} s"
+            delay = parser.retry_ms / 1000 if parser.retry_ms is not None else wait
+            err.print(f"[yellow]stream lost[/] ({reason}): reconnecting in {delay:g} s")
+            await asyncio.sleep(delay)
+            wait = min(wait * 2, _RECONNECT_S[1])
+
+
+def _waiting(url: str, query: dict[str, str], again: bool) -> None:
+    """The line on stderr that says what is being followed while nothing has come yet."""
+    if again:
+        err.print("[green]reconnected[/], resuming after the last message shown")
+        return
+    only = ", ".join(f"{k}={v}" for k, v in query.items())
+    err.print(
+        f"following events and delivery attempts at {url}"
+        + (f" ({only})" if only else "")
+        + ": waiting for the next one; Ctrl-C stops",
+        markup=False,
+    )
+
+
+def _print_message(message: Message, as_json: bool) -> None:
+    """One event or attempt of the stream, as the database form prints it."""
+    if message.event not in ("event", "attempt"):
+        return  # a kind of message this version does not know: newer servers may add some
+    try:
+        data = json.loads(message.data)
+    except ValueError:
+        err.print(f"[yellow]skipped a message that is not JSON[/] (id {message.id})")
+        return
+    if as_json:
+        sys.stdout.write(json.dumps({"kind": message.event, **data}) + "\n")
+        sys.stdout.flush()
+        return
+    from rich.markup import escape
+
+    if message.event == "event":
+        colour = _COLOURS.get(data.get("eventType"), "white")
+        out.print(
+            f"[dim]{data.get('createdAt')}[/]  [{colour}]{data.get('eventType', ''):<32}[/] "
+            f"{escape(str(data.get('conversationId')))} [dim]#{data.get('sequence')}  "
+            f"{escape(str(data.get('eventId')))}[/]",
+            markup=True,
+        )
+        return
+    status = data.get("statusCode")
+    ok = isinstance(status, int) and 200 <= status < 300
+    outcome = str(status) if status is not None else str(data.get("error") or "error")
+    # The whole error is in --json and `convhook deliveries show`: a line stays a line.
+    outcome = outcome if len(outcome) <= 28 else outcome[:27] + "…"
+    latency = data.get("latencyMs")
+    out.print(
+        f"[dim]{data.get('attemptedAt')}[/]    [{'green' if ok else 'red'}]-> "
+        f"{escape(outcome):<28}[/] {escape(str(data.get('endpointId')))} [dim]"
+        f"{latency if not isinstance(latency, int | float) else round(latency)} ms  "
+        f"{escape(str(data.get('eventId')))}  attempt {data.get('attempt')} "
+        f"{escape(str(data.get('outcome') or ''))}[/]",
+        markup=True,
+    )
 
 
 def register(app: typer.Typer) -> None:
