@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from tests.e2e.test_api_serve import KEY, serve_process
 from tests.support.servers import REPO, eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -165,3 +166,28 @@ def test_postgres_needs_its_extra(receiver_env: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "pip install 'convhook[postgres]'" in done.stderr
+
+
+def test_remote_commands_run_without_extras(receiver_env: Path, tmp_path: Path) -> None:
+    """The commands that drive a server through its API load neither FastAPI nor psycopg,
+    and list a real server's endpoints from the clean environment."""
+    loaded = "sorted({m.split('.')[0] for m in sys.modules} & set(" + repr(SERVER_ONLY) + "))"
+    probe = f"import sys, convhook.cli; print({loaded})"
+    done = _run(receiver_env, receiver_env / "python", "-c", probe)
+    assert done.stdout.strip() == "[]", done.stderr
+    for group in ("endpoints", "events", "deliveries"):
+        shown = _run(receiver_env, receiver_env / "convhook", group, "--help")
+        assert shown.returncode == 0, shown.stderr
+    port = free_port()
+    args = ["serve", "--port", str(port), "--db", str(tmp_path / "api.db")]
+    with serve_process(args, tmp_path, port) as server:
+        key = KEY.search(server.stderr)
+        assert key, server.stderr
+        url = f"http://127.0.0.1:{port}"
+        listed = _run(
+            receiver_env,
+            receiver_env / "convhook",
+            *("endpoints", "list", "--api-url", url, "--api-key", key[0], "--json"),
+        )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {"data": [], "nextCursor": None}
