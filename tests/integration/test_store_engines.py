@@ -14,6 +14,7 @@ import pytest
 from convhook.errors import ClosedError, ConfigError, SchemaVersionError, StoreError
 from convhook.store import open_database
 from convhook.store.engine.database import Database
+from convhook.store.engine.groupcommit import Job
 from convhook.store.engine.migrations import Migration
 from convhook.store.engine.postgres import PostgresDatabase, apply_postgres, placeholders, redact
 from convhook.store.engine.sqlite import SQLiteDatabase
@@ -307,3 +308,44 @@ async def test_a_watch_stops_when_asked(db_path: Path) -> None:
         other.close()
         await asyncio.sleep(0.2)
         assert len(calls) == seen
+
+
+def _final_insert(*names: str) -> Any:
+    def op(conn: Any) -> None:
+        with conn.pipeline(final=True):
+            for name in names:
+                conn.execute(
+                    "INSERT INTO items (id, name) VALUES "
+                    "((SELECT COALESCE(MAX(id), 0) + 1 FROM items), ?)",
+                    (name,),
+                )
+
+    return op
+
+
+async def test_a_final_pipeline_commits_only_what_succeeded(database_url: str) -> None:
+    """A write alone in its transaction whose final pipeline fails stores nothing and the
+    connection goes on; one that succeeds is committed (its COMMIT rode with it on
+    PostgreSQL); in a batch of several writes, a final pipeline commits nothing early: the
+    one that fails is rolled back alone."""
+    async with engine(database_url) as db:
+        conn = db.connect()
+        try:
+            rules = db.group_commit()
+            bad = Job(_final_insert("a", "a"), (), lambda ok, value: None)
+            assert rules.run(conn, [bad])
+            assert not bad.outcome[0]
+            assert await db.read(count) == 0
+            good = Job(_final_insert("b", "c"), (), lambda ok, value: None)
+            assert rules.run(conn, [good])
+            assert good.outcome[0], good.outcome
+            assert await db.read(count) == 2
+            pair = [
+                Job(_final_insert("d"), (), lambda ok, value: None),
+                Job(_final_insert("b"), (), lambda ok, value: None),
+            ]
+            assert rules.run(conn, pair)
+            assert [job.outcome[0] for job in pair] == [True, False]
+            assert await db.read(count) == 3
+        finally:
+            conn.close()

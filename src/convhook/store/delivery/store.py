@@ -49,12 +49,14 @@ def record_then_claim(
 ) -> tuple[list[str], list[Claim]]:
     """Record ``results``, then :func:`claim` up to ``limit`` more, in one transaction (a
     steady stream costs one commit per batch); the endpoints disabled and the new claims."""
-    # On PostgreSQL a batch of successes and the claim after it go in one pipeline: one round
-    # trip before the COMMIT. Failures read before they write, so their claim waits for them.
+    # On PostgreSQL a batch of successes and the claim after it go in one pipeline, with the
+    # COMMIT when this write is alone in its transaction: one round trip, and the endpoint
+    # rows the claim locks are held for no longer. Failures read before they write, so their
+    # claim waits for them. Nothing after a together-pipeline can fail (it only decodes).
     together = limit and conn.dialect.name == "postgres" and records.all_delivered(results)
     started = None
     if results or together:
-        with conn.pipeline():
+        with conn.pipeline(final=bool(together)):
             if results:
                 records.record_outcomes(conn, results, now)
             if together:

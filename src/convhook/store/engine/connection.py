@@ -50,10 +50,18 @@ class Connection(Protocol):
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor: ...
 
-    def pipeline(self) -> AbstractContextManager[Any]:
+    lone: bool
+    """True while the group commit runs a write alone in its transaction (see
+    :meth:`pipeline`'s ``final``)."""
+
+    def pipeline(self, *, final: bool = False) -> AbstractContextManager[Any]:
         """A block whose statements go to the server without waiting for each answer
         (PostgreSQL's pipeline mode: one round trip for the block, cursors readable after it;
-        a failed statement raises at its end). SQLite runs in process: a no-op."""
+        a failed statement raises at its end). SQLite runs in process: a no-op.
+
+        ``final``: the write's last statements, after which nothing it does can fail. When the
+        write is alone in its transaction (:attr:`lone`), the COMMIT goes in the same round
+        trip, and the group commit's own COMMIT is then not sent."""
         ...
 
     def close(self) -> None: ...

@@ -67,6 +67,7 @@ class GroupCommit:
                 # transaction back. That saves two statements (two round trips on PostgreSQL)
                 # whenever writes are not arriving concurrently.
                 job = batch[0]
+                conn.lone = True
                 try:
                     job.outcome = (True, job.op(conn, *job.arguments()))
                 except BaseException as exc:  # handed to the caller
@@ -75,7 +76,9 @@ class GroupCommit:
                     conn.execute("ROLLBACK")
                     job.outcome = (False, self.wrap(exc))
                 else:
-                    conn.execute("COMMIT")
+                    conn.execute("COMMIT")  # not sent again if a final pipeline carried it
+                finally:
+                    conn.lone = False
             else:
                 self._with_savepoints(conn, batch)
                 conn.execute("COMMIT")

@@ -29,8 +29,9 @@ class SQLiteConnection(sqlite3.Connection):
     """A :class:`sqlite3.Connection` that names its dialect (methods stay sqlite3's own)."""
 
     dialect: ClassVar[Dialect] = SQLITE
+    lone = False
 
-    def pipeline(self) -> contextlib.AbstractContextManager[None]:
+    def pipeline(self, *, final: bool = False) -> contextlib.AbstractContextManager[None]:
         """Statements run in process, with no round trip to save."""
         return contextlib.nullcontext()
 
