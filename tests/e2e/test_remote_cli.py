@@ -318,7 +318,8 @@ async def test_tables_fit_the_terminal_without_breaking_ids(
 
 async def test_events_read_the_database_or_the_server(served: Served, cli: Cli) -> None:
     """events list reads --db when given on the command line, the server when an API URL is
-    configured (flag, environment or profile), and refuses both flags at once."""
+    configured (flag, environment or profile), and refuses both flags at once or a profile
+    that does not exist."""
     _, event_id = await new_conversation(served)
     both = await cli("events", "list", "--db", served.db, *flags(served))
     assert both.returncode == 2
@@ -332,6 +333,9 @@ async def test_events_read_the_database_or_the_server(served: Served, cli: Cli) 
     env = {"CONVHOOK_DATABASE_URL": served.db, "CONVHOOK_API_URL": served.url}
     env_remote = await cli.json("events", "list", "--limit", "500", env=env)
     assert "data" in env_remote
+    missing = await cli("events", "list", "--profile", "staging")
+    assert missing.returncode == 2
+    assert "no profile 'staging'" in missing.stderr
     wrong = await cli("events", "list", "--workspace", "ws_x")
     assert wrong.returncode == 2
     assert "--workspace only applies to --db" in wrong.stderr
@@ -563,3 +567,35 @@ async def test_tail_follows_a_real_server(served: Served, cli: Cli) -> None:
     finally:
         proc.terminate()
         await proc.communicate()
+
+
+async def test_a_redirect_is_not_followed_with_the_key(cli: Cli) -> None:
+    """A server that redirects is an error naming the target, and the key never reaches it."""
+    seen: list[str | None] = []
+
+    async def target(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("x-api-key"))
+        return web.json_response({"data": [], "nextCursor": None})
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"http://localhost:{port}/elsewhere{request.path}")
+
+    app = web.Application()
+    app.router.add_get("/api/v2/{tail:.*}", moved)
+    app.router.add_get("/elsewhere/{tail:.*}", target)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        listed = await cli("endpoints", "list", "--api-url", url, "--api-key", "chk_k")
+        async with tail(cli, url) as followed:
+            await asyncio.wait_for(followed.proc.wait(), 20)
+    finally:
+        await runner.cleanup()
+    assert listed.returncode == 1
+    assert f"redirects (307) to http://localhost:{port}/elsewhere" in listed.stderr
+    assert followed.proc.returncode == 1
+    assert "redirects (307)" in followed.stderr
+    assert seen == []

@@ -67,7 +67,9 @@ def _server(
     if api_url is not None and url_source is not None:
         url_rank = _RANK[url_source.name]
     else:
-        url_rank = 1 if read_profiles().get(profile or "default", {}).get("apiUrl") else 0
+        # A --profile that does not exist is an error (connection() says so), not the file.
+        saved = profile is not None or bool(read_profiles().get("default", {}).get("apiUrl"))
+        url_rank = 1 if saved else 0
     if db_rank == 3 and url_rank == 3:
         fail("give --db (read the database) or --api-url (ask a server), not both")
     if url_rank == 0 or db_rank > url_rank:
@@ -480,7 +482,7 @@ async def _follow(api: Client, params: dict[str, str | None], as_json: bool) -> 
     connection failing is an error: a later one is retried, with growing waits."""
     import aiohttp
 
-    from convhook.cli.remote import Client, RemoteError, SseParser, describe, sse
+    from convhook.cli.remote import Client, RemoteError, SseParser, describe, refuse_redirect, sse
 
     path = "/api/v2/stream"
     query = {k: v for k, v in params.items() if v is not None}
@@ -494,8 +496,9 @@ async def _follow(api: Client, params: dict[str, str | None], as_json: bool) -> 
                 headers["last-event-id"] = parser.last_id
             try:
                 async with stream.session.get(
-                    api.conn.url + path, params=query, headers=headers
+                    api.conn.url + path, params=query, headers=headers, allow_redirects=False
                 ) as r:
+                    refuse_redirect(r, api.conn.url)
                     if r.status >= 400:
                         problem = describe(r.status, "GET", path, await r.text())
                         if r.status == 404 and not connected_once:

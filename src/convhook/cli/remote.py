@@ -223,17 +223,19 @@ class Client:
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         try:
             async with self.session.request(
-                method, self.conn.url + path, params=query, json=body
+                method, self.conn.url + path, params=query, json=body, allow_redirects=False
             ) as r:
                 text = await r.text()
+                refuse_redirect(r, self.conn.url)
                 if r.status >= 400:
                     raise RemoteError(describe(r.status, method, path, text))
-        except aiohttp.ClientConnectionError as exc:
-            raise self.unreachable(exc) from None
         except TimeoutError:
+            # Before the connection errors: aiohttp's read timeout is one of them too.
             raise RemoteError(
                 f"{method} {path}: no answer from {self.conn.url} within {TIMEOUT_S:.0f} s"
             ) from None
+        except aiohttp.ClientConnectionError as exc:
+            raise self.unreachable(exc) from None
         if not text:
             return None
         try:
@@ -252,6 +254,16 @@ class Client:
             page = await self.call("GET", path, params={**params, "cursor": page["nextCursor"]})
             data.extend(page["data"])
         return {"data": data, "nextCursor": page.get("nextCursor")}
+
+
+def refuse_redirect(response: aiohttp.ClientResponse, url: str) -> None:
+    """A redirect is an error naming its target, not followed: the key would go along."""
+    if 300 <= response.status < 400:
+        target = response.headers.get("location", "?")
+        raise RemoteError(
+            f"{url} redirects ({response.status}) to {target}: pass the URL it should be "
+            "as --api-url"
+        )
 
 
 def run_remote(conn: Connection, work: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
