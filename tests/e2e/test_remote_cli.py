@@ -599,3 +599,36 @@ async def test_a_redirect_is_not_followed_with_the_key(cli: Cli) -> None:
     assert followed.proc.returncode == 1
     assert "redirects (307)" in followed.stderr
     assert seen == []
+
+
+async def test_tail_resumes_across_a_server_restart(tmp_path: Path, cli: Cli) -> None:
+    """When ``convhook serve`` restarts, tail reconnects on its own and prints the events
+    recorded after the restart once, without repeating those it showed."""
+    port = free_port()
+    args = ["serve", "--port", str(port), "--db", str(tmp_path / "api.db"), "--no-dispatch"]
+    with serve_process(args, tmp_path, port) as first:
+        match = KEY.search(first.stderr)
+        assert match, first.stderr
+        served = Served(f"http://127.0.0.1:{port}", match[0], str(tmp_path / "api.db"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVHOOK_")}
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "convhook", "events", "tail", *flags(served), "--json"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**env, "XDG_CONFIG_HOME": str(cli.home), "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            assert proc.stderr is not None
+            assert b"following" in await asyncio.wait_for(proc.stderr.readline(), 20)
+            _, before = await new_conversation(served)
+            assert (await read_line(proc))["eventId"] == before
+            first.stop()
+            with serve_process(args, tmp_path, port):
+                _, after = await new_conversation(served)
+                doc = await read_line(proc)
+                assert doc["eventId"] == after
+                assert doc["kind"] == "event"
+        finally:
+            proc.terminate()
+            _, stderr = await proc.communicate()
+    assert b"reconnected" in stderr
