@@ -21,7 +21,7 @@ import pytest
 from convhook.api import ApiSettings, create_app
 from convhook.store.producer import ProducerStore
 from tests.support.delivery import Receiver, Reply
-from tests.support.servers import cli_process, free_port, serve_app
+from tests.support.servers import cli_process, eventually, free_port, serve_app
 
 SETTINGS = ApiSettings(
     dispatch=True,
@@ -91,6 +91,7 @@ class Api:
     key: str
     other_key: str
     hook: str
+    app: Any
 
     def agent(self, key: str | None) -> str:
         """An agent of the key's workspace (an agent belongs to the first that names it)."""
@@ -139,14 +140,13 @@ async def api_on(database_url: str, settings: ApiSettings = SETTINGS) -> AsyncIt
     finally:
         await store.close()
     receiver = Receiver()
+    app = create_app(ProducerStore.at(database_url, synchronous="NORMAL"), settings)
     async with (
         serve_app(receiver) as hook,
-        serve_app(
-            create_app(ProducerStore.at(database_url, synchronous="NORMAL"), settings)
-        ) as base,
+        serve_app(app) as base,
         aiohttp.ClientSession() as session,
     ):
-        yield Api(base, session, key, other_key, hook + "/hook")
+        yield Api(base, session, key, other_key, hook + "/hook", app)
 
 
 async def test_reconnect_with_last_event_id_gets_exactly_the_missed_messages(
@@ -249,6 +249,35 @@ async def test_a_full_queue_drops_the_subscriber_and_its_reconnect_loses_nothing
             await back.quiet()
         seen = [m.data["conversationId"] for m in held + rest]
         assert sorted(seen) == sorted(ids)
+
+
+async def test_a_client_that_goes_away_is_forgotten_and_the_poller_stops(tmp_path: Path) -> None:
+    """A closed stream leaves the hub at once, and the hub stops reading the logs when the
+    last one goes."""
+    async with api_on(str(tmp_path / "c.db")) as api:
+        async with api.stream(), api.stream():
+            hub = api.app.state.stream_hub
+            assert hub.subscribers == 2
+        await eventually(lambda: hub.subscribers == 0 and hub._task.done(), timeout=5)
+
+
+async def test_since_start_replays_pruned_events_with_a_null_body(tmp_path: Path) -> None:
+    """``since=start`` sends every recorded event, those whose payload was pruned with
+    ``event: null``, then continues live."""
+    db = str(tmp_path / "c.db")
+    async with api_on(db) as api:
+        await api.joined(2)
+        async with ProducerStore.at(db) as store:
+            done = await store.prune_events(older_than_ms=0, clock=lambda: time.time() + 60)
+        assert done.events == 2
+        await api.joined(1)
+        async with api.stream("?since=start") as sse:
+            pruned = await sse.take(3)
+            await api.joined(1)
+            [live] = await sse.take(1)
+        assert [m.data["event"] for m in pruned[:2]] == [None, None]
+        assert pruned[2].data["event"]["eventType"] == "conversation.userJoined"
+        assert live.data["event"]["payload"] is not None
 
 
 async def test_malformed_last_event_id_is_refused(tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Literal, NamedTuple, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import WithJsonSchema
 
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import ApiSettings
@@ -47,6 +48,8 @@ R = TypeVar("R")
 PAGE = 500
 """Rows read from each log at once."""
 
+POSITION_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,18}$"
+"""A message id, as ``Last-Event-ID`` takes it."""
 _POSITION = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})\Z")
 
 
@@ -62,7 +65,7 @@ class Position(NamedTuple):
 
 def parse_position(text: str) -> Position | None:
     """The position a message id names, None when ``text`` is not one."""
-    found = _POSITION.match(text.strip())
+    found = _POSITION.match(text)
     return Position(int(found[1]), int(found[2])) if found else None
 
 
@@ -503,6 +506,11 @@ disconnected; reconnecting with `Last-Event-ID` loses nothing.
 """
 
 
+# Published, not enforced by FastAPI: a malformed id answers 400 naming Last-Event-ID (a
+# 422 is for bodies' fields), from the route.
+_ID_SCHEMA: dict[str, Any] = {"type": "string", "pattern": POSITION_PATTERN, "maxLength": 37}
+
+
 @router.get(
     "",
     response_class=StreamingResponse,
@@ -531,9 +539,18 @@ async def stream(
         Query(description="Without `Last-Event-ID`: start now, or with everything recorded."),
     ] = "now",
     last_event_id_query: Annotated[
-        str | None, Query(alias="lastEventId", max_length=40, description="As Last-Event-ID.")
+        str | None,
+        WithJsonSchema(_ID_SCHEMA),
+        Query(alias="lastEventId", description="As Last-Event-ID."),
     ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+    last_event_id: Annotated[
+        str | None,
+        WithJsonSchema(_ID_SCHEMA),
+        Header(
+            alias="Last-Event-ID",
+            description="The id of the last message received: resume after it.",
+        ),
+    ] = None,
 ) -> Response:
     """Events and delivery attempts of the workspace as they happen (Server-Sent Events)."""
     given = last_event_id if last_event_id is not None else last_event_id_query
