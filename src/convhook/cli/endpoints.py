@@ -220,8 +220,9 @@ def _switch(action: str, doc: str) -> Any:
 endpoints.command("enable")(
     _switch(
         "enable",
-        """Deliver to the endpoint again, from the events recorded from now on (`recover`
-        re-sends the ones it failed).
+        """Deliver to the endpoint again, from the events recorded from now on.
+
+        `convhook endpoints recover` re-sends the deliveries that failed meanwhile.
 
         Example: ``convhook endpoints enable ep_0192...``
         """,
@@ -249,8 +250,9 @@ def rotate_secret(
     profile: str | None = profile_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """Issue a new signing secret (shown this once); the old one also signs for the grace
-    period, so receivers can switch without losing events.
+    """Issue a new signing secret, shown this once.
+
+    The old secret also signs for the grace period, so receivers switch without losing events.
 
     Example: ``convhook endpoints rotate-secret ep_0192... --grace-hours 2``
     """

@@ -449,8 +449,9 @@ def resend(
     profile: str | None = profile_option(),
     as_json: bool = json_option(),
 ) -> None:
-    """Send an event again to every endpoint it went to, or to one of them (its earlier
-    delivery there must be finished).
+    """Send an event again to every endpoint it went to, or to one of them.
+
+    Its earlier delivery there must be finished (delivered or failed).
 
     Example: ``convhook events resend evt_0192... --endpoint ep_0192...``
     """

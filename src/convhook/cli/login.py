@@ -31,9 +31,11 @@ def login(
         help="Make one request with the key first and save nothing if it is refused.",
     ),
 ) -> None:
-    """Save a server and its workspace key as a profile for the remote commands (endpoints,
-    events, deliveries) in $XDG_CONFIG_HOME/convhook/profiles.json, readable by you only.
-    Flags and CONVHOOK_API_URL / CONVHOOK_API_KEY still take precedence over a profile.
+    """Save a server's URL and workspace key as a profile for the API commands.
+
+    The profile goes to $XDG_CONFIG_HOME/convhook/profiles.json, readable by you only;
+    endpoints, events and deliveries use it when neither a flag nor CONVHOOK_API_URL /
+    CONVHOOK_API_KEY gives the server or the key.
 
     Example: ``convhook login --api-url http://127.0.0.1:8080 --api-key chk_... --profile local``
     """
@@ -51,8 +53,9 @@ def login(
 def logout(
     profile: str = option(DEFAULT_PROFILE, "--profile", env="PROFILE", help="Which profile."),
 ) -> None:
-    """Remove a saved profile and its key from this machine (the key itself stays valid on the
-    server: revoke it with `convhook workspaces keys revoke`).
+    """Remove a saved profile and its key from this machine.
+
+    The key itself stays valid on the server: revoke it with `convhook workspaces keys revoke`.
 
     Example: ``convhook logout --profile local``
     """
