@@ -342,6 +342,9 @@ async def test_events_read_the_database_or_the_server(served: Served, cli: Cli) 
     local_only = await cli("events", "list", "--db", served.db, "--type", "x")
     assert local_only.returncode == 2
     assert "--type only applies to a server" in local_only.stderr
+    # Set in the environment, an option of the other form is meant for it: no error.
+    other_form = await cli.json("events", "list", env={"CONVHOOK_WORKSPACE": "ws_x"})
+    assert "data" in other_form
 
 
 # --- events tail over the stream --------------------------------------------------------

@@ -77,9 +77,15 @@ def _server(
     return connection(api_url, api_key, profile)
 
 
-def _only(where: str, given: dict[str, bool]) -> None:
-    """Exit 2 naming the options that do not apply to ``where``."""
-    wrong = [name for name, on in given.items() if on]
+def _only(ctx: typer.Context, where: str, params: dict[str, str]) -> None:
+    """Exit 2 naming the options (``params``: parameter name to flag) given on the command
+    line that do not apply to ``where``; set in the environment, they are meant for the
+    other form and are left alone."""
+    wrong = [
+        flag
+        for name, flag in params.items()
+        if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+    ]
     if wrong:
         fail(f"{', '.join(wrong)} only {'apply' if len(wrong) > 1 else 'applies'} {where}")
 
@@ -175,14 +181,13 @@ def tail(
     """
     server = _server(ctx, api_url, api_key, profile)
     if server is not None:
-        local = {"--workspace": workspace is not None, "--from-start": from_start}
-        local["--interval"] = ctx.get_parameter_source("interval").name != "DEFAULT"  # type: ignore[union-attr]
-        _only("to --db (the key already picks the workspace)", local)
+        local = {"workspace": "--workspace", "from_start": "--from-start", "interval": "--interval"}
+        _only(ctx, "to --db (the key already picks the workspace)", local)
         params = {"eventType": event_type, "conversationId": conversation, "endpointId": endpoint}
         _stream(server, params, as_json)
         return
-    remote = {"--type": event_type, "--conversation": conversation, "--endpoint": endpoint}
-    _only("to a server (--api-url)", {k: v is not None for k, v in remote.items()})
+    remote = {"event_type": "--type", "conversation": "--conversation", "endpoint": "--endpoint"}
+    _only(ctx, "to a server (--api-url)", remote)
     _tail_db(db or "convhook.db", workspace, from_start, interval, as_json)
 
 
@@ -299,7 +304,7 @@ def list_(
     """
     server = _server(ctx, api_url, api_key, profile)
     if server is not None:
-        _only("to --db", {"--workspace": workspace is not None, "--after": after != 0})
+        _only(ctx, "to --db", {"workspace": "--workspace", "after": "--after"})
         params = {
             "eventType": event_type,
             "conversationId": conversation,
@@ -311,14 +316,14 @@ def list_(
         _list_remote(server, params, every, as_json)
         return
     remote = {
-        "--type": event_type is not None,
-        "--conversation": conversation is not None,
-        "--created-after": created_after is not None,
-        "--created-before": created_before is not None,
-        "--cursor": cursor is not None,
-        "--all": every,
+        "event_type": "--type",
+        "conversation": "--conversation",
+        "created_after": "--created-after",
+        "created_before": "--created-before",
+        "cursor": "--cursor",
+        "every": "--all",
     }
-    _only("to a server (--api-url)", remote)
+    _only(ctx, "to a server (--api-url)", remote)
     db = db or "convhook.db"
 
     async def go() -> list[EventRow]:
