@@ -491,8 +491,9 @@ async def read_line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
 
 
 async def test_tail_prints_the_stream_in_order_and_resumes_after_a_drop(cli: Cli) -> None:
-    """Events and attempts print as NDJSON in stream order; when the connection drops, tail
-    reconnects with Last-Event-ID and the filters, and goes on without repeating."""
+    """Events and attempts print as NDJSON in stream order; --from-start asks for since=start;
+    when the connection drops, tail reconnects with Last-Event-ID and the filters, and goes on
+    without repeating."""
     first = [
         b": ping\n\n",
         sse_message("event", "1.0", EVENT)[:20],
@@ -503,12 +504,12 @@ async def test_tail_prints_the_stream_in_order_and_resumes_after_a_drop(cli: Cli
     second = [sse_message("event", "2.0", {**EVENT, "eventId": "evt_2", "sequence": 2}), b"HOLD"]
     stream = FakeStream([first, second], [])
     async with fake_stream(stream) as url:
-        filters = ("--type", "conversation.userJoined", "--endpoint", "ep_1")
+        filters = ("--type", "conversation.userJoined", "--endpoint", "ep_1", "--from-start")
         async with tail(cli, url, *filters) as running:
             assert await read_line(running.proc) == {"kind": "event", **EVENT}
             assert await read_line(running.proc) == {"kind": "attempt", **ATTEMPT}
             assert (await read_line(running.proc))["eventId"] == "evt_2"
-    query = {"eventType": "conversation.userJoined", "endpointId": "ep_1"}
+    query = {"eventType": "conversation.userJoined", "endpointId": "ep_1", "since": "start"}
     assert stream.requests[0] == (query, None, "chk_k")
     assert stream.requests[1] == (query, "1.1", "chk_k")
     assert len(stream.requests) == 2
@@ -543,7 +544,8 @@ async def test_tail_says_why_it_cannot_follow(cli: Cli) -> None:
 
 
 async def test_tail_follows_a_real_server(served: Served, cli: Cli) -> None:
-    """Against ``convhook serve``, tail prints the event a new conversation records."""
+    """Against ``convhook serve``, tail prints the event a new conversation records, and
+    with --from-start the events recorded before it started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVHOOK_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -570,6 +572,12 @@ async def test_tail_follows_a_real_server(served: Served, cli: Cli) -> None:
     finally:
         proc.terminate()
         await proc.communicate()
+    # Later, --from-start shows it again: what was recorded comes first.
+    filters = ("--from-start", "--conversation", conversation)
+    async with tail(cli, served.url, *filters, "--api-key", served.key) as again:
+        doc = await read_line(again.proc)
+    assert doc["kind"] == "event"
+    assert doc["eventId"] == event_id
 
 
 async def test_a_redirect_is_not_followed_with_the_key(cli: Cli) -> None:

@@ -149,7 +149,7 @@ def tail(
         None,
         "--endpoint",
         env="ENDPOINT",
-        help="Server: only the attempts to this endpoint and the events they deliver.",
+        help="Server: only the delivery attempts to this endpoint (no events).",
     ),
     api_url: str | None = api_url_option(),
     api_key: str | None = api_key_option(),
@@ -162,7 +162,7 @@ def tail(
         False,
         "--from-start",
         env="FROM_START",
-        help="Database: print the events already recorded first.",
+        help="Print the events (and attempts) already recorded first.",
     ),
     interval: float = option(
         0.5, "--interval", env="TAIL_INTERVAL", help="Database: seconds between polls."
@@ -181,9 +181,14 @@ def tail(
     """
     server = _server(ctx, api_url, api_key, profile)
     if server is not None:
-        local = {"workspace": "--workspace", "from_start": "--from-start", "interval": "--interval"}
+        local = {"workspace": "--workspace", "interval": "--interval"}
         _only(ctx, "to --db (the key already picks the workspace)", local)
-        params = {"eventType": event_type, "conversationId": conversation, "endpointId": endpoint}
+        params = {
+            "eventType": event_type,
+            "conversationId": conversation,
+            "endpointId": endpoint,
+            "since": "start" if from_start else None,
+        }
         _stream(server, params, as_json)
         return
     remote = {"event_type": "--type", "conversation": "--conversation", "endpoint": "--endpoint"}
