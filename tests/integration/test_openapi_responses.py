@@ -118,6 +118,9 @@ async def test_every_success_documents_a_schema(api: Api) -> None:
         if status == "204":
             assert "content" not in answer, (method, path)
             continue
+        if path == "/api/v2/stream":
+            assert "text/event-stream" in answer["content"], answer
+            continue
         schema = answer["content"]["application/json"]["schema"]
         assert schema, (method, path, status)
     for path in LISTS:
@@ -220,7 +223,8 @@ async def test_endpoints_of_one_millisecond_page_without_gaps_or_repeats(api: Ap
 
 async def test_delivery_ids_are_prefixed_everywhere_and_round_trip(api: Api) -> None:
     """A test event's ``deliveryId``, an endpoint's and an event's deliveries all carry the
-    same ``dlv_`` id, which reads the delivery back; a test event has no conversation."""
+    same ``dlv_`` id, which reads the delivery back; a test event's conversation is the sample
+    conversation its body names, never its own event id."""
     endpoint = await _endpoint(api)
     status, queued = await api.call(
         "POST",
@@ -235,7 +239,8 @@ async def test_delivery_ids_are_prefixed_everywhere_and_round_trip(api: Api) -> 
         "GET", f"/api/v2/deliveries/{dlv}", template="/api/v2/deliveries/{delivery_id}"
     )
     assert (status, one["id"], one["eventId"]) == (200, dlv, queued["eventId"])
-    assert one["conversationId"] is None
+    assert one["conversationId"].startswith("conv_")
+    assert one["conversationId"] != queued["eventId"]
     status, listed = await api.call(
         "GET",
         f"/api/v2/endpoints/{endpoint}/deliveries",

@@ -339,6 +339,7 @@ async def send_test(
         event_type=event.event_type,
         body=data,
         now=now,
+        conversation_id=event.payload.id,
     )
     wake(request)
     return json_response({"deliveryId": delivery_id(number), "eventId": event.event_id}, 202)

@@ -292,9 +292,8 @@ def delivery_doc(d: DeliveryRow, *, attempts: bool = False) -> dict[str, Any]:
         "eventId": d.event_id,
         "endpointId": d.endpoint_id,
         "eventType": d.event_type,
-        # The store files a test event under its own event id as the conversation: it has
-        # no conversation (an event id never names one).
-        "conversationId": None if d.conversation_id == d.event_id else d.conversation_id,
+        # A test event's is the sample conversation its body names, as the receiver saw it.
+        "conversationId": d.conversation_id,
         "status": d.status,
         "attempts": d.attempts,
         "nextAttemptAt": _ts(d.next_attempt_at),

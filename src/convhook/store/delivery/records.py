@@ -238,13 +238,25 @@ def enqueue_test(
     event_type: str,
     body: bytes,
     now: int,
+    conversation_id: str,
 ) -> int:
-    """Queue a test event for one endpoint (its body inline, outside the events table)."""
+    """Queue a test event for one endpoint (its body inline, outside the events table), filed
+    under the sample conversation its body names: what the receiver sees."""
     row = conn.execute(
         "INSERT INTO deliveries (event_seq, event_id, endpoint_id, workspace_id, conversation_id, "
         "conversation_seq, event_type, body, next_attempt_at, created_at, updated_at) "
         "VALUES (NULL, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?) RETURNING id",
-        (event_id, endpoint_id, workspace_id, event_id, event_type, body.decode(), now, now, now),
+        (
+            event_id,
+            endpoint_id,
+            workspace_id,
+            conversation_id,
+            event_type,
+            body.decode(),
+            now,
+            now,
+            now,
+        ),
     ).fetchone()
     notify(conn)
     return int(row[0])

@@ -187,10 +187,19 @@ class DeliveryStore(Facade):
         event_type: str,
         body: bytes,
         now: int,
+        conversation_id: str,
     ) -> int:
-        """Queue a test event for one endpoint; return its delivery id."""
+        """Queue a test event for one endpoint; return its delivery id. ``conversation_id``
+        is the sample conversation the body names (the sample exists nowhere else)."""
         return await self.db.write(
-            records.enqueue_test, workspace_id, endpoint_id, event_id, event_type, body, now
+            records.enqueue_test,
+            workspace_id,
+            endpoint_id,
+            event_id,
+            event_type,
+            body,
+            now,
+            conversation_id,
         )
 
     async def backlog(self, now: int) -> Backlog:
