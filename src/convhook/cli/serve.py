@@ -135,6 +135,9 @@ async def _serve(
         # The loggers are set up already (convhook.logs): uvicorn's own config would replace
         # their handlers with its coloured console ones.
         log_config=None,
+        # Open /api/v2/stream responses end when the server stops (the stream watches for it);
+        # should one not, the stop still completes.
+        timeout_graceful_shutdown=30,
     )
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the app's
     # lifespan closes the store after the queued writes commit.
