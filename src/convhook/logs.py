@@ -109,13 +109,25 @@ def configure(
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = QueueListener(records, handler)
     numeric = getattr(logging, level.upper())
+    saved = []
     for name in ("convhook", *_OTHERS):
         logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers[:], logger.level, logger.propagate))
         logger.handlers[:] = [QueueHandler(records)]
         logger.setLevel(numeric if name == "convhook" else max(numeric, logging.INFO))
         logger.propagate = False
     listener.start()
-    return listener.stop
+
+    def stop() -> None:
+        # Flush what is queued, then leave the loggers as they were (a command run inside
+        # another program, or a test, must not keep them routed here).
+        listener.stop()
+        for logger, handlers, old_level, propagate in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(old_level)
+            logger.propagate = propagate
+
+    return stop
 
 
 class _RichText(logging.Formatter):

@@ -135,3 +135,27 @@ def test_inbox_commands_ignore_the_producers_database_variable(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_any_command_logs_json_when_asked(tmp_path: Path, pg_url: str) -> None:
+    """``convhook --log-format json`` applies to every command: ``db upgrade`` on PostgreSQL
+    writes its migration records as JSON lines with their action."""
+    args = ["--log-format", "json", "--log-level", "info", "db", "upgrade", "--db", pg_url]
+    done = _run(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert any(r["action"] == "migration_applied" for r in records), done.stderr
+
+
+def test_listen_on_a_busy_port_fails_before_creating_anything(tmp_path: Path) -> None:
+    """With its port taken, listen exits 2 naming the address, before any inbox file or
+    banner."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _run("listen", "--port", str(port), "--db", str(tmp_path / "i.db"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "convhook listen:" not in done.stderr
+    assert not (tmp_path / "i.db").exists()

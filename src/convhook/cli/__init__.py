@@ -30,6 +30,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False,
         "--version",
@@ -37,8 +38,27 @@ def _options(
         is_eager=True,
         help="Print the version and exit.",
     ),
+    log_format: str = typer.Option(
+        "text",
+        "--log-format",
+        envvar="CONVHOOK_LOG_FORMAT",
+        show_envvar=True,
+        help="Log records of any command as `text` or `json` (the servers also take it after "
+        "their name).",
+    ),
+    log_level: str = typer.Option(
+        "warning",
+        "--log-level",
+        envvar="CONVHOOK_LOG_LEVEL",
+        show_envvar=True,
+        help="One of debug, info, warning, error, critical.",
+    ),
 ) -> None:
     """Conversation-event webhooks: produce, deliver, receive and test them."""
+    from convhook.cli._common import start_logging
+
+    # Every command logs in one format; the servers set theirs again from their own options.
+    ctx.call_on_close(start_logging(log_format, log_level))
 
 
 def _register_all() -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from convhook.cli._common import err, fail, out, run, tune_gc
+from convhook.cli._common import err, fail, out, refuse_busy_port, run, tune_gc
 from convhook.config import INBOX_ENV, db_option, log_format_option, log_level_option, option
 from convhook.events import DEFAULT_MAX_BODY
 
@@ -122,6 +122,8 @@ def listen(
         fmt, level = logs.check(log_format, log_level)
     except ValueError as exc:
         fail(str(exc))
+    # Before the inbox is created or a banner printed: a busy port is one clear error.
+    refuse_busy_port(host, port)
     receiver = _build(
         secrets or [],
         tokens or [],
