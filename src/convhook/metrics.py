@@ -20,11 +20,9 @@ import asyncio
 import functools
 import hashlib
 import hmac
-import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
@@ -34,6 +32,9 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from convhook.errors import ConvhookError
+
+# One readiness model for every port (the receiver's module imports no server code).
+from convhook.receiver.health import OK, READY_TIMEOUT, Readiness
 from convhook.store.delivery.log import Backlog
 from convhook.store.engine.migrations import installed, latest, load
 
@@ -134,35 +135,8 @@ def authorized(authorization: str | None, token: str | None) -> bool:
 UNAUTHORIZED = b'{"error": "metrics need Authorization: Bearer <token>", "problems": []}'
 
 
-READY_TIMEOUT = 2.0
-"""Seconds a readiness check waits for the database (a hung server is not ready)."""
-
-OK = "ok"
 ALIVE = b'{"status": "alive"}'
 """The body of ``/healthz``."""
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """The outcome of each readiness check: ``ok``, or a short reason without data."""
-
-    checks: dict[str, str]
-
-    @property
-    def ready(self) -> bool:
-        """Whether every check passed."""
-        return all(v == OK for v in self.checks.values())
-
-    @property
-    def status(self) -> int:
-        """The HTTP status ``/readyz`` answers: 200 or 503."""
-        return 200 if self.ready else 503
-
-    def body(self) -> bytes:
-        """``{"status": "ready" | "unavailable", "checks": {name: outcome}}``; the failed
-        checks are those whose outcome is not ``ok``."""
-        status = "ready" if self.ready else "unavailable"
-        return json.dumps({"status": status, "checks": self.checks}).encode()
 
 
 @functools.cache
