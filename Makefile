@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench bench-peers postgres clean
+.PHONY: run test lint typecheck pytest bench bench-peers postgres chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/convhook dev
 
-## test: lint, type-check and the whole test suite (SQLite and a throwaway PostgreSQL)
-test: $(STAMP) postgres lint typecheck pytest
+## test: lint, type-check and the whole test suite (SQLite, a throwaway PostgreSQL, headless chromium)
+test: $(STAMP) postgres chromium lint typecheck pytest
 
 postgres:
 	bash scripts/ensure-postgres
+
+## chromium: Debian's chromium for the dashboard's browser test
+chromium:
+	bash scripts/ensure-chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -51,8 +51,10 @@ function field(id, label, input) {
   return el("div", { class: "field" }, el("label", { for: id }, label), input);
 }
 
-function alertUser(message) {
+// kind "error" for failures, "info" for confirmations; both are announced at once.
+function alertUser(message, kind = "error") {
   const box = document.getElementById("alert");
+  box.dataset.kind = kind;
   box.textContent = message;
   setTimeout(() => { if (box.textContent === message) box.textContent = ""; }, 6000);
 }
@@ -234,12 +236,12 @@ async function endpoints(notice) {
 }
 
 function eventRow(e) {
-  const conversation = e.payload ? e.payload.id : e.conversationId;
+  const conversation = e.conversationId || (e.payload && e.payload.id);
   return el("tr", { "data-event": e.eventId },
     el("th", { scope: "row" }, el("a", { href: `#events/${e.eventId}`, class: "mono" }, e.eventId)),
     el("td", {}, e.eventType),
     el("td", {}, conversation ? el("a", { href: `#conversations/${conversation}`, class: "mono" }, conversation) : "—"),
-    el("td", {}, when(e.payload ? e.payload.updatedAt : e.createdAt)));
+    el("td", {}, when(e.createdAt || (e.payload && e.payload.updatedAt))));
 }
 
 async function events(params) {
@@ -276,7 +278,7 @@ async function events(params) {
     if (query.get("eventType") && query.get("eventType") !== data.eventType) return;
     if (query.get("conversationId") && query.get("conversationId") !== data.conversationId) return;
     if (body.querySelector(`[data-event="${CSS.escape(data.eventId)}"]`)) return;
-    body.prepend(eventRow({ ...data, payload: data.event }));
+    body.prepend(eventRow({ ...data, payload: data.event && data.event.payload }));
   };
 }
 
@@ -324,7 +326,7 @@ async function eventDetail(eventId) {
     el("h2", {}, "Deliveries"),
     el("button", { type: "button", onclick: act(async () => {
       const queued = await api("POST", `/api/v2/events/${encodeURIComponent(eventId)}/redeliver`, {});
-      alertUser(`${queued.queued} deliver${queued.queued === 1 ? "y" : "ies"} queued again`);
+      alertUser(`${queued.queued} deliver${queued.queued === 1 ? "y" : "ies"} queued again`, "info");
       await render();
     }) }, "Redeliver"),
     deliveriesBox, el("section", { id: "attempt", "aria-live": "polite" }));
@@ -352,7 +354,7 @@ async function conversations(id) {
   const conversation = await api("GET", `/api/v2/conversations/${encodeURIComponent(id)}`);
   const found = await listAll(`/api/v2/events?limit=500&conversationId=${encodeURIComponent(id)}`, 4);
   const item = (e) => el("li", { "data-event": e.eventId },
-    el("strong", {}, e.eventType), " ", when(e.payload ? e.payload.updatedAt : e.createdAt), " ",
+    el("strong", {}, e.eventType), " ", when(e.createdAt || (e.payload && e.payload.updatedAt)), " ",
     el("a", { href: `#events/${e.eventId}`, class: "mono" }, e.eventId));
   const list = el("ol", { class: "timeline", "aria-label": "Events in order" }, found.map(item));
   show(`Conversation ${id}`, form,
@@ -360,7 +362,7 @@ async function conversations(id) {
     el("h2", {}, "Timeline"), list);
   state.onMessage = (kind, data) => {
     if (kind === "event" && data.conversationId === id && !list.querySelector(`[data-event="${CSS.escape(data.eventId)}"]`)) {
-      list.append(item({ ...data, payload: data.event }));
+      list.append(item({ ...data, payload: data.event && data.event.payload }));
     }
   };
 }
@@ -372,7 +374,7 @@ async function failures() {
   const since = el("input", { type: "datetime-local", required: true });
   const recover = el("form", { "aria-label": "Recover failed deliveries", onsubmit: act(async () => {
     const queued = await api("POST", `/api/v2/endpoints/${endpointSelect.value}/recover`, { since: new Date(since.value).toISOString() });
-    alertUser(`${queued.queued} deliveries queued again`);
+    alertUser(`${queued.queued} deliveries queued again`, "info");
     await failures();
   }) }, field("recover-endpoint", "Endpoint", endpointSelect), field("recover-since", "Failed since", since),
   el("button", { type: "submit" }, "Recover"));
@@ -392,7 +394,7 @@ async function failures() {
     for (const d of chosen) {
       queued += (await api("POST", `/api/v2/events/${d.eventId}/redeliver`, { endpointId: d.endpointId })).queued;
     }
-    alertUser(`${queued} deliveries queued again`);
+    alertUser(`${queued} deliveries queued again`, "info");
     await failures();
   }) }, "Redeliver selected");
   show("Failures", el("h2", {}, "Recover since a time"), recover,

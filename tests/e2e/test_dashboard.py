@@ -1,0 +1,183 @@
+"""The dashboard in a real headless browser (Debian's chromium driven by Playwright) against a
+real ``convhook serve`` process on SQLite and a real receiver on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from playwright.async_api import ConsoleMessage, Page, Request, async_playwright, expect
+
+from tests.support.delivery import Receiver, Reply
+from tests.support.servers import cli_process, free_port, serve_app
+
+# Must match scripts/ensure-chromium, which installs it (`make test` runs it first).
+CHROMIUM = Path("/usr/bin/chromium")
+TIMEOUT_MS = 15_000
+
+
+class Watch:
+    """What the page did that the test forbids: console errors, uncaught exceptions, and
+    requests to any host but 127.0.0.1."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        self.foreign: list[str] = []
+        page.on("console", self.console)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+        page.on("request", self.request)
+
+    def console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console: {message.text}")
+
+    def request(self, request: Request) -> None:
+        parts = urlsplit(request.url)
+        if parts.scheme != "data" and parts.hostname != "127.0.0.1":
+            self.foreign.append(request.url)
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's chromium; its absence fails the test (never a skip)."""
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run scripts/ensure-chromium"
+    return CHROMIUM
+
+
+@pytest.mark.slow
+async def test_operator_follows_a_conversation_live_and_redelivers(
+    tmp_path: Path, chromium: Path
+) -> None:
+    """Signed in with serve's key, the page creates an endpoint, shows a conversation's events
+    and their attempts as they happen, opens an attempt, and a redelivery's new attempt
+    appears without a reload; no console error and no request leaves 127.0.0.1."""
+    shots = tmp_path / "screenshots"
+    # The redelivery's answer is slow, so the page shows the delivery queued before the live
+    # stream brings its attempt.
+    receiver = Receiver().then(Reply(200), Reply(200), Reply(200), Reply(200, delay=1.0))
+    port = free_port()
+    args = ["serve", "--port", str(port), "--db", str(tmp_path / "d.db"), "--allow-private-targets"]
+    async with serve_app(receiver) as hook:
+        with cli_process(args, cwd=tmp_path, port=port) as proc:
+            found = re.search(r"chk_[A-Za-z0-9_-]+", proc.stderr + proc.stdout)
+            assert found is not None, proc.stderr
+            key, base = found[0], f"http://127.0.0.1:{port}"
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=str(chromium),
+                    headless=True,
+                    # Root in a container has no user namespace for the sandbox.
+                    args=["--no-sandbox"],
+                )
+                try:
+                    page = await browser.new_page()
+                    page.set_default_timeout(TIMEOUT_MS)
+                    watch = Watch(page)
+                    await drive(page, base, key, hook, shots)
+                finally:
+                    await browser.close()
+    assert not watch.errors, watch.errors
+    assert not watch.foreign, watch.foreign
+    assert len(receiver.received) == 4
+    assert sorted(p.name for p in shots.iterdir()) == sorted(
+        f"{n}.png"
+        for n in (
+            "signin",
+            "overview",
+            "endpoints",
+            "events",
+            "event",
+            "attempt",
+            "redelivered",
+            "conversation",
+            "failures",
+        )
+    )
+
+
+async def drive(page: Page, base: str, key: str, hook: str, shots: Path) -> None:
+    """The operator's walk through the pages, a screenshot of each."""
+
+    async def shot(name: str) -> None:
+        await page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+    await page.goto(base + "/")
+    assert page.url == base + "/ui"
+    await shot("signin")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("navigation", name="Dashboard")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
+    await expect(page.locator("#live")).to_have_text("Live: connected")
+    await shot("overview")
+
+    await page.get_by_role("link", name="Endpoints").click()
+    await page.get_by_label("URL").fill(hook + "/hooks")
+    await page.get_by_role("button", name="Create endpoint").click()
+    await expect(page.locator("#secret")).to_have_text(re.compile(r"^whsec_"))
+    await expect(page.get_by_role("cell", name=hook + "/hooks", exact=True)).to_be_visible()
+    await shot("endpoints")
+
+    await page.get_by_role("link", name="Events").click()
+    await expect(page.get_by_role("heading", name="Events", level=1)).to_be_visible()
+    rows = page.locator("#event-rows tr")
+    await expect(rows).to_have_count(0)
+    conversation = await lifecycle(base, key)
+    # Newest first: the three events arrive over the stream, no reload.
+    await expect(rows).to_have_count(3)
+    await expect(rows.nth(2)).to_contain_text("conversation.userJoined")
+    await expect(rows.nth(0)).to_contain_text(conversation)
+    await shot("events")
+
+    await rows.nth(2).get_by_role("link").first.click()
+    await expect(page.locator("#event-body")).to_contain_text(
+        '"eventType": "conversation.userJoined"'
+    )
+    attempts = page.locator("table[data-delivery] tbody tr")
+    await expect(attempts).to_have_count(1)
+    await expect(attempts.nth(0)).to_contain_text("200")
+    await shot("event")
+
+    await attempts.nth(0).get_by_role("button", name=re.compile("^Open attempt 1")).click()
+    await expect(page.locator("#attempt-body")).to_have_text("Webhook received successfully")
+    await expect(page.locator("#attempt-title")).to_be_focused()
+    await shot("attempt")
+
+    await page.get_by_role("button", name="Redeliver", exact=True).click()
+    await expect(attempts).to_have_count(2)
+    await expect(attempts.nth(1)).to_contain_text("200")
+    await shot("redelivered")
+
+    await page.get_by_role("link", name="Conversations").click()
+    await page.get_by_label("Conversation id").fill(conversation)
+    await page.get_by_role("button", name="Show").click()
+    timeline = page.locator("ol.timeline li")
+    await expect(timeline).to_have_count(3)
+    for i, kind in enumerate(("userJoined", "userLeft", "completed")):
+        await expect(timeline.nth(i)).to_contain_text(f"conversation.{kind}")
+    await shot("conversation")
+
+    await page.get_by_role("link", name="Failures").click()
+    await expect(page.get_by_text("No failed deliveries.")).to_be_visible()
+    await shot("failures")
+
+
+async def lifecycle(base: str, key: str) -> str:
+    """A conversation created, joined, left and ended through the API; its id."""
+    async with aiohttp.ClientSession(headers={"x-api-key": key}) as http:
+
+        async def post(path: str, doc: Any = None) -> Any:
+            async with http.post(base + path, json=doc) as r:
+                assert r.status in (200, 201), await r.text()
+                return await r.json()
+
+        conversation: str = (await post("/api/v2/conversations", {"agentId": "agent-ui"}))["id"]
+        for move in ("join", "leave", "end"):
+            await post(f"/api/v2/conversations/{conversation}/{move}")
+            await asyncio.sleep(0.2)
+        return conversation
