@@ -267,12 +267,30 @@ async function events(params) {
   if (query.get("conversationId")) apiQuery.set("conversationId", query.get("conversationId"));
   if (query.get("after")) apiQuery.set("createdAfter", new Date(query.get("after")).toISOString());
   if (query.get("before")) apiQuery.set("createdBefore", new Date(query.get("before")).toISOString());
-  const found = await listAll(`/api/v2/events?${apiQuery}`, 1);
-  const body = el("tbody", { id: "event-rows" }, found.slice().reverse().map(eventRow));
+  // The API lists oldest first: without a window the page starts an hour ago, so its first
+  // page is recent rather than the workspace's first events.
+  const recent = !query.get("after") && !query.get("before") && !query.get("conversationId");
+  if (recent) apiQuery.set("createdAfter", new Date(Date.now() - 3600 * 1000).toISOString());
+  const body = el("tbody", { id: "event-rows" });
+  let cursor = null;
+  const more = el("button", { type: "button", class: "secondary", onclick: act(() => loadPage()) },
+    "Load newer events");
+  async function loadPage() {
+    const page = new URLSearchParams(apiQuery);
+    if (cursor) page.set("cursor", cursor);
+    const doc = await api("GET", `/api/v2/events?${page}`);
+    for (const e of doc.data) {
+      if (!body.querySelector(`[data-event="${CSS.escape(e.eventId)}"]`)) body.prepend(eventRow(e));
+    }
+    cursor = doc.nextCursor;
+    more.hidden = !cursor;
+  }
+  await loadPage();
   show("Events", filter,
+    recent ? el("p", {}, "Showing the last hour; set “Created after” to see older events.") : "",
     el("table", {}, el("caption", {}, "Events, newest first; new ones appear at the top"),
       el("thead", {}, el("tr", {}, ["Event", "Type", "Conversation", "Time"].map((h) => el("th", { scope: "col" }, h)))),
-      body));
+      body), more);
   state.onMessage = (kind, data) => {
     if (kind !== "event" || query.get("before")) return;
     if (query.get("eventType") && query.get("eventType") !== data.eventType) return;
