@@ -100,17 +100,32 @@ async def test_operator_follows_a_conversation_live_and_redelivers(
     )
 
 
+# The visible form controls with no accessible name (no label, aria-label or text), and column
+# headings without a scope: what a screen reader could not announce.
+UNNAMED = """() => [
+  ...[...document.querySelectorAll("input, select, textarea, button")]
+    .filter((e) => e.getClientRects().length
+      && !(e.labels && e.labels.length) && !e.getAttribute("aria-label") && !e.textContent.trim()),
+  ...document.querySelectorAll("thead th:not([scope])"),
+].map((e) => e.outerHTML)"""
+
+
 async def drive(page: Page, base: str, key: str, hook: str, shots: Path) -> None:
     """The operator's walk through the pages, a screenshot of each."""
 
     async def shot(name: str) -> None:
         await page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+        assert await page.evaluate(UNNAMED) == [], f"controls without a name on {name}"
 
     await page.goto(base + "/")
     assert page.url == base + "/ui"
     await shot("signin")
-    await page.get_by_label("API key").fill(key)
-    await page.get_by_role("button", name="Sign in").click()
+    # Keyboard only: the skip link, then the key's field; Enter signs in.
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_label("API key")).to_be_focused()
+    await page.keyboard.type(key)
+    await page.keyboard.press("Enter")
     await expect(page.get_by_role("navigation", name="Dashboard")).to_be_visible()
     await expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
     await expect(page.locator("#live")).to_have_text("Live: connected")

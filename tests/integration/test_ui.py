@@ -59,6 +59,10 @@ async def test_the_page_loads_everything_from_this_server(tmp_path: Path) -> Non
                 assert r.headers["content-type"].startswith(kinds[link])
                 assert r.headers["cache-control"] == "no-cache"
                 assert await r.read() == (UI / link.rsplit("/", 1)[1]).read_bytes()
+                etag = r.headers["etag"]
+            async with http.get(base + link, headers={"if-none-match": etag}) as r:
+                assert r.status == 304, link
+                assert await r.read() == b""
         for name in ("index.html", "app.js", "app.css"):
             text = (UI / name).read_text()
             assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", text), name

@@ -8,9 +8,10 @@ any other client. Its files ship in the package (no build step, nothing from a C
 from __future__ import annotations
 
 import functools
+import hashlib
 from importlib import resources
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from convhook.api.errors import ApiError
@@ -36,8 +37,20 @@ _PAGE_HEADERS = {
 
 
 @functools.cache
-def _file(name: str) -> bytes:
-    return resources.files("convhook").joinpath("ui", name).read_bytes()
+def _file(name: str) -> tuple[bytes, str]:
+    """A file of the page and its entity tag."""
+    content = resources.files("convhook").joinpath("ui", name).read_bytes()
+    return content, '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+
+
+def _answer(request: Request, name: str, media_type: str, headers: dict[str, str]) -> Response:
+    # no-cache with an ETag: the browser asks each time and is told 304 until an upgrade
+    # changes the file, so a new page never runs an old script.
+    content, etag = _file(name)
+    headers = {**headers, "etag": etag}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(content, media_type=media_type, headers=headers)
 
 
 @router.get("/")
@@ -47,22 +60,16 @@ async def root() -> RedirectResponse:
 
 
 @router.get("/ui")
-async def page() -> Response:
+async def page(request: Request) -> Response:
     """The dashboard's single page."""
-    return Response(
-        _file("index.html"), media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS
-    )
+    return _answer(request, "index.html", "text/html; charset=utf-8", _PAGE_HEADERS)
 
 
 @router.get(PREFIX + "/{name}")
-async def asset(name: str) -> Response:
+async def asset(request: Request, name: str) -> Response:
     """One of the page's files (only those: the name never reaches the file system)."""
     media_type = ASSETS.get(name)
     if media_type is None:
         raise ApiError(404, f"no dashboard asset {name!r}")
-    # no-cache: revalidated on each load, so an upgrade's page never runs an old script.
-    return Response(
-        _file(name),
-        media_type=media_type,
-        headers={"cache-control": "no-cache", "x-content-type-options": "nosniff"},
-    )
+    headers = {"cache-control": "no-cache", "x-content-type-options": "nosniff"}
+    return _answer(request, name, media_type, headers)
