@@ -96,6 +96,7 @@ async def test_operator_follows_a_conversation_live_and_redelivers(
             "redelivered",
             "conversation",
             "failures",
+            "overview-after",
         )
     )
 
@@ -181,6 +182,13 @@ async def drive(page: Page, base: str, key: str, hook: str, shots: Path) -> None
     await expect(page.get_by_text("No failed deliveries.")).to_be_visible()
     await shot("failures")
 
+    await page.get_by_role("link", name="Overview").click()
+    cards = page.locator("dl.cards")
+    await expect(cards).to_contain_text("Delivery success rate (recent)100%")
+    await expect(cards).to_contain_text("Backlog (pending deliveries)0")
+    await expect(cards).to_contain_text("Disabled endpoints0")
+    await shot("overview-after")
+
 
 async def lifecycle(base: str, key: str) -> str:
     """A conversation created, joined, left and ended through the API; its id."""
@@ -196,3 +204,46 @@ async def lifecycle(base: str, key: str) -> str:
             await post(f"/api/v2/conversations/{conversation}/{move}")
             await asyncio.sleep(0.2)
         return conversation
+
+
+@pytest.mark.slow
+async def test_the_page_follows_again_after_a_server_restart(
+    tmp_path: Path, chromium: Path
+) -> None:
+    """When ``convhook serve`` stops the page says it is reconnecting, and once the server is
+    back it follows the stream again: a new conversation's events appear without a reload."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--db", str(tmp_path / "r.db"), "--no-dispatch"]
+    with cli_process(args, cwd=tmp_path, port=port) as first:
+        found = re.search(r"chk_[A-Za-z0-9_-]+", first.stderr + first.stdout)
+        assert found is not None, first.stderr
+        key = found[0]
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=str(chromium), headless=True, args=["--no-sandbox"]
+            )
+            try:
+                page = await browser.new_page()
+                page.set_default_timeout(TIMEOUT_MS)
+                watch = Watch(page)
+                await page.goto(base + "/ui#events")
+                await page.get_by_label("API key").fill(key)
+                await page.get_by_role("button", name="Sign in").click()
+                live, rows = page.locator("#live"), page.locator("#event-rows tr")
+                await expect(live).to_have_text("Live: connected")
+                await lifecycle(base, key)
+                await expect(rows).to_have_count(3)
+
+                await asyncio.to_thread(first.stop)
+                await expect(live).to_have_text("Live: reconnecting")
+                with cli_process(args, cwd=tmp_path, port=port):
+                    await expect(live).to_have_text("Live: connected")
+                    second = await lifecycle(base, key)
+                    await expect(rows).to_have_count(6)
+                    await expect(rows.nth(0)).to_contain_text(second)
+            finally:
+                await browser.close()
+    # Only the refused connections while the server was down may be logged.
+    assert not [e for e in watch.errors if "ERR_CONNECTION_REFUSED" not in e], watch.errors
+    assert not watch.foreign, watch.foreign
