@@ -149,6 +149,15 @@ async def drive(page: Page, base: str, key: str, hook: str, shots: Path) -> None
     await expect(rows.nth(2)).to_contain_text("conversation.userJoined")
     await expect(rows.nth(0)).to_contain_text(conversation)
     await shot("events")
+    await page.get_by_label("Event type").select_option("conversation.completed")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_count(1)
+    await expect(rows.nth(0)).to_contain_text("conversation.completed")
+    await page.get_by_label("Conversation").fill("conv_none")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_count(0)
+    await page.get_by_role("link", name="Events").click()
+    await expect(rows).to_have_count(3)
 
     await rows.nth(2).get_by_role("link").first.click()
     await expect(page.locator("#event-body")).to_contain_text(
@@ -247,3 +256,81 @@ async def test_the_page_follows_again_after_a_server_restart(
     # Only the refused connections while the server was down may be logged.
     assert not [e for e in watch.errors if "ERR_CONNECTION_REFUSED" not in e], watch.errors
     assert not watch.foreign, watch.foreign
+
+
+@pytest.mark.slow
+async def test_endpoint_actions_and_failures_from_the_page(tmp_path: Path, chromium: Path) -> None:
+    """From the page: the secret is copied and rotated, a test event's 410 disables the
+    endpoint, which is enabled again; its failure is recovered since a time, a second one
+    redelivered from the failures list."""
+    receiver = Receiver().then(Reply(410), Reply(200), Reply(410), Reply(200))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--db", str(tmp_path / "a.db"), "--allow-private-targets"]
+    async with serve_app(receiver) as hook:
+        with cli_process(args, cwd=tmp_path, port=port) as proc:
+            found = re.search(r"chk_[A-Za-z0-9_-]+", proc.stderr + proc.stdout)
+            assert found is not None, proc.stderr
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=str(chromium), headless=True, args=["--no-sandbox"]
+                )
+                try:
+                    context = await browser.new_context()
+                    await context.grant_permissions(
+                        ["clipboard-read", "clipboard-write"], origin=base
+                    )
+                    page = await context.new_page()
+                    page.set_default_timeout(TIMEOUT_MS)
+                    watch = Watch(page)
+                    await actions(page, base, found[0], hook + "/gone")
+                finally:
+                    await browser.close()
+        assert len(receiver.received) == 4
+    assert not watch.errors, watch.errors
+    assert not watch.foreign, watch.foreign
+
+
+async def actions(page: Page, base: str, key: str, url: str) -> None:
+    """The endpoint and failure actions, each checked on the page."""
+    await page.goto(base + "/ui#endpoints")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_label("URL").fill(url)
+    await page.get_by_role("button", name="Create endpoint").click()
+    secret = page.locator("#secret")
+    await expect(secret).to_have_text(re.compile(r"^whsec_"))
+    first = await secret.text_content()
+    await page.get_by_role("button", name="Copy secret").click()
+    await expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert await page.evaluate("navigator.clipboard.readText()") == first
+    await page.get_by_role("button", name=f"Rotate the secret of {url}").click()
+    await expect(secret).not_to_have_text(first or "")
+    await expect(secret).to_have_text(re.compile(r"^whsec_"))
+
+    async def test_event_fails() -> None:
+        await page.get_by_role("link", name="Endpoints").click()
+        await page.get_by_role("button", name=f"Send a test event to {url}").click()
+        await expect(page.locator("#event-body")).to_contain_text("A test event")
+        # The 410 comes over the live stream while the event's page is open.
+        await expect(page.locator("table[data-delivery] tbody tr")).to_contain_text("410")
+        await page.get_by_role("link", name="Endpoints").click()
+        await expect(page.get_by_role("cell", name=re.compile("^disabled"))).to_contain_text("410")
+        await page.get_by_role("button", name=f"Enable {url}").click()
+        await expect(page.get_by_role("button", name=f"Disable {url}")).to_be_visible()
+
+    failed = page.get_by_role("table", name="Failed deliveries").locator("tbody tr")
+    await test_event_fails()
+    await page.get_by_role("link", name="Failures").click()
+    await expect(failed).to_have_count(1)
+    await page.get_by_label("Failed since").fill("2020-01-01T00:00")
+    await page.get_by_role("button", name="Recover").click()
+    await expect(page.locator("#alert")).to_have_text("1 deliveries queued again")
+    await expect(page.get_by_text("No failed deliveries.")).to_be_visible()
+
+    await test_event_fails()
+    await page.get_by_role("link", name="Failures").click()
+    await expect(failed).to_have_count(1)
+    await failed.get_by_role("checkbox").check()
+    await page.get_by_role("button", name="Redeliver selected").click()
+    await expect(page.locator("#alert")).to_have_text("1 deliveries queued again")

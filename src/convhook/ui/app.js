@@ -85,7 +85,7 @@ async function listAll(path, pages = 5) {
 
 function show(title, ...content) {
   const view = document.getElementById("view");
-  view.replaceChildren(el("h1", {}, title), ...content);
+  view.replaceChildren(el("h1", {}, title), ...content.flat());
   document.title = `${title} · convhook`;
 }
 
@@ -226,7 +226,7 @@ async function endpoints(notice) {
       el("button", { type: "button", class: "secondary", "aria-label": `Send a test event to ${e.url}`,
         onclick: act(async () => {
           const queued = await api("POST", `/api/v2/endpoints/${e.id}/test`, {});
-          location.hash = `#events/${queued.eventId}`;
+          location.hash = `#events/${queued.eventId}?test`;
         }) }, "Send test event")))));
   show("Endpoints", notice || "", el("h2", {}, "New endpoint"), create,
     el("h2", {}, "Endpoints"),
@@ -325,9 +325,14 @@ function openAttempt(delivery, attempt, number) {
   document.getElementById("attempt-title").focus();
 }
 
-async function eventDetail(eventId) {
-  let body;
-  try { body = await api("GET", `/api/v2/events/${encodeURIComponent(eventId)}`); } catch (error) { body = { error: error.message }; }
+async function eventDetail(eventId, test) {
+  // A test event goes to one endpoint and is not kept in the event log: only its deliveries.
+  let body = "A test event: it is not kept in the event log.";
+  if (!test) {
+    try {
+      body = JSON.stringify(await api("GET", `/api/v2/events/${encodeURIComponent(eventId)}`), null, 2);
+    } catch (error) { body = error.message; }
+  }
   const deliveriesBox = el("div", { id: "deliveries" });
   const render = async () => {
     const doc = await api("GET", `/api/v2/events/${encodeURIComponent(eventId)}/deliveries`);
@@ -340,7 +345,7 @@ async function eventDetail(eventId) {
   await render();
   show(`Event ${eventId}`,
     el("p", {}, el("a", { href: "#events" }, "All events")),
-    el("h2", {}, "Body"), el("pre", { id: "event-body", tabindex: "0" }, JSON.stringify(body, null, 2)),
+    el("h2", {}, "Body"), el("pre", { id: "event-body", tabindex: "0" }, body),
     el("h2", {}, "Deliveries"),
     el("button", { type: "button", onclick: act(async () => {
       const queued = await api("POST", `/api/v2/events/${encodeURIComponent(eventId)}/redeliver`, {});
@@ -434,7 +439,7 @@ async function route() {
     else link.removeAttribute("aria-current");
   }
   const pages = {
-    overview, endpoints: () => endpoints(), events: () => (id ? eventDetail(decodeURIComponent(id)) : events(params)),
+    overview, endpoints: () => endpoints(), events: () => (id ? eventDetail(decodeURIComponent(id), params === "test") : events(params)),
     conversations: () => conversations(id && decodeURIComponent(id)), failures,
   };
   try {
