@@ -395,3 +395,18 @@ def test_delivery_id_pattern_takes_the_boundaries(number: int) -> None:
     last is not."""
     assert re.fullmatch(DELIVERY_ID_PATTERN, f"dlv_{number}")
     assert not re.fullmatch(DELIVERY_ID_PATTERN, f"dlv_{number + 2**63 - 1}")
+
+
+async def test_a_malformed_deprecated_cursor_is_refused_beside_a_cursor(api: Api) -> None:
+    """``after`` and ``before`` that break their published pattern are refused even when a
+    ``cursor`` is given too (a request the contract calls invalid is never half-read)."""
+    endpoint = await _endpoint(api)
+    status, answer = await api.call("GET", "/api/v2/endpoints?after=FALSE&cursor=czk")
+    assert status in (400, 422), answer
+    assert "after" in str(answer)
+    path = f"/api/v2/endpoints/{endpoint}/deliveries?before=FALSE&cursor=czk"
+    status, answer = await api.call(
+        "GET", path, template="/api/v2/endpoints/{endpoint_id}/deliveries"
+    )
+    assert status in (400, 422), answer
+    assert "before" in str(answer)

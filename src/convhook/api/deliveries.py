@@ -48,10 +48,11 @@ _BEFORE = re.compile(BEFORE_PATTERN.removesuffix("$") + r"\Z")
 
 def _older_than(cursor: str | None, before: str | None) -> int | None:
     """The delivery number a page starts below; None for the first page."""
+    # Checked even beside a cursor: a request the contract calls invalid is refused whole.
+    if before is not None and not _BEFORE.match(before):
+        problem = FieldProblem("before", "not a delivery number from 1 to 2^63 - 1")
+        raise invalid([problem])
     if cursor is None and before is not None:
-        if not _BEFORE.match(before):
-            problem = FieldProblem("before", "not a delivery number from 1 to 2^63 - 1")
-            raise invalid([problem])
         if _NUMBER.match(before):
             return int(before)
         cursor = before

@@ -223,7 +223,8 @@ async def list_endpoints(
 ) -> Response:
     """The workspace's endpoints (never their secrets), oldest first:
     ``{"data": [...], "nextCursor"}``."""
-    if cursor is None and after is not None and not _AFTER.match(after):
+    # Checked even beside a cursor: a request the contract calls invalid is refused whole.
+    if after is not None and not _AFTER.match(after):
         # The same answer as the lists give a cursor they did not hand out.
         raise ApiError(
             400,
