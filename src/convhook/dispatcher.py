@@ -46,7 +46,7 @@ _REFILL_COVERS = 0.05
 # ``max_in_flight`` of them at once: a request that finishes is followed at once by one claimed
 # already, instead of waiting for the flush that records it and claims the next (holding only
 # what it sends, one PostgreSQL dispatcher reached 23-39% of a bare client's rate). A claim then
-# waits behind at most this many rounds of requests, within its lease (LEASE_FACTOR timeouts).
+# waits behind at most this many rounds of requests, within its lease (see Dispatcher.lease).
 _HOLD = 2
 
 
@@ -86,8 +86,10 @@ class Dispatcher:
         self._hold = _HOLD * max_in_flight
         # A lease never ends while its delivery can still be waiting or running: an endpoint
         # has LEASE_FACTOR times its in-flight limit leased, so a claim may wait for that many
-        # requests before it (each up to the timeout), its own included.
-        self.lease = max(lease, LEASE_FACTOR * timeout + 1)
+        # requests before it (each up to the timeout), its own included; and each of those
+        # rounds may also wait up to a timeout for one of this process's slots, held by
+        # requests of other endpoints (claims are held ahead of the slots).
+        self.lease = max(lease, 2 * LEASE_FACTOR * timeout + 1)
         self.poll_interval = poll_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
         self._clock = clock

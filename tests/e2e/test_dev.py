@@ -56,15 +56,23 @@ def _start(tmp_path: Path, api: int, rx: int) -> ServeProcess:
 async def test_the_quick_start_shows_every_event_arriving(tmp_path: Path) -> None:
     """The printed key drives a conversation through join, leave, end and analysis, and the
     receiver prints all four events; a second start on the same files prints a new key that
-    works and reuses the endpoint (each event still arrives once)."""
+    works and reuses the endpoint (each event still arrives once), while the first run's key
+    no longer does."""
     api, rx = free_port(), free_port()
+    keys: list[str] = []
     for _ in range(2):
         proc = _start(tmp_path, api, rx)
         try:
             await eventually(lambda p=proc: KEY.search(p.stderr))  # type: ignore[misc]
             match = KEY.search(proc.stderr)
             assert match is not None
+            keys.append(match[1])
             conv = await _lifecycle(f"http://127.0.0.1:{api}", match[1])
+            if len(keys) == 2:
+                headers = {"x-api-key": keys[0]}
+                events = f"http://127.0.0.1:{api}/api/v2/events"
+                async with aiohttp.ClientSession(headers=headers) as http, http.get(events) as r:
+                    assert r.status == 401
 
             def arrived(p: ServeProcess = proc, c: str = conv) -> bool:
                 lines = [line for line in p.stdout.splitlines() if c in line]

@@ -275,3 +275,21 @@ async def test_openapi_describes_the_keys_resource(api: Api) -> None:
     assert {"key", "id", "name", "createdAt", "lastUsedAt", "revokedAt"} <= set(
         new_key["properties"]
     )
+
+
+async def test_racing_revokes_never_leave_a_workspace_without_a_key(database_url: str) -> None:
+    """Two stores (two API processes) revoking a workspace's last two keys at once, each
+    keeping one: one succeeds, the other is refused, a key stays active (30 workspaces)."""
+    async with _store(database_url) as first, ProducerStore.at(database_url) as second:
+        for n in range(30):
+            workspace, _ = await first.create_workspace(f"w{n}")
+            [default] = await first.list_keys(workspace.id)
+            other, _ = await first.create_key(workspace.id, "other")
+            outcomes = await asyncio.gather(
+                first.revoke_key(workspace.id, default.id, keep_one=True),
+                second.revoke_key(workspace.id, other.id, keep_one=True),
+                return_exceptions=True,
+            )
+            assert sum(isinstance(o, ConflictError) for o in outcomes) == 1, outcomes
+            active = [k for k in await first.list_keys(workspace.id) if k.revoked_at is None]
+            assert len(active) == 1

@@ -133,11 +133,12 @@ async def _workspace_key(store: ProducerStore) -> tuple[str, str]:
     always prints one that works (keys are stored hashed and shown only once)."""
     for workspace in await store.list_workspaces():
         if workspace.name == DEV_WORKSPACE:
-            # The previous runs' keys go: only the one printed now works.
-            for old in await store.list_keys(workspace.id):
-                if old.name == "dev" and old.revoked_at is None:
-                    await store.revoke_key(workspace.id, old.id)
+            # The previous runs' keys go (the first run's is named "default"): only the one
+            # printed now works.
+            earlier = [k for k in await store.list_keys(workspace.id) if k.revoked_at is None]
             _, key = await store.create_key(workspace.id, "dev")
+            for old in earlier:
+                await store.revoke_key(workspace.id, old.id)
             return workspace.id, key
     created, key = await store.create_workspace(DEV_WORKSPACE)
     return created.id, key

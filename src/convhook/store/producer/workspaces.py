@@ -155,6 +155,10 @@ def revoke(
     if not found.active:
         return found
     if keep_one:
+        if conn.dialect.shared:
+            # Two revokes of a workspace's last two keys in two processes must not both see
+            # the other key active: the second waits here for the first to commit.
+            conn.execute("SELECT 1 FROM workspaces WHERE id = ? FOR UPDATE", (workspace_id,))
         others = conn.execute(
             "SELECT count(*) FROM api_keys WHERE workspace_id = ? AND revoked_at IS NULL "
             "AND id <> ?",
