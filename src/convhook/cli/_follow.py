@@ -75,7 +75,10 @@ async def _follow(api: Client, params: dict[str, str | None], as_json: bool) -> 
                 if not connected_once:
                     raise RemoteError(f"no answer from {api.conn.url}{path}") from None
                 reason = f"nothing for {STREAM_IDLE_S:.0f} s"
-            delay = parser.retry_ms / 1000 if parser.retry_ms is not None else wait
+            # A server's `retry:` is a hint, kept within bounds: 0 would spin on repeated
+            # 5xx, a huge value would never come back.
+            hinted = parser.retry_ms / 1000 if parser.retry_ms is not None else wait
+            delay = min(max(hinted, _RECONNECT_S[0]), 60.0)
             err.print(f"[yellow]stream lost[/] ({reason}): reconnecting in {delay:g} s")
             await asyncio.sleep(delay)
             wait = min(wait * 2, _RECONNECT_S[1])
@@ -102,7 +105,9 @@ def _print_message(message: Message, as_json: bool) -> None:
     try:
         data = json.loads(message.data)
     except ValueError:
-        err.print(f"[yellow]skipped a message that is not JSON[/] (id {message.id})")
+        data = None
+    if not isinstance(data, dict):
+        err.print(f"skipped a message that is not a JSON object (id {message.id})", markup=False)
         return
     if as_json:
         sys.stdout.write(json.dumps({"kind": message.event, **data}) + "\n")
@@ -111,10 +116,12 @@ def _print_message(message: Message, as_json: bool) -> None:
     from rich.markup import escape
 
     if message.event == "event":
-        colour = COLOURS.get(data.get("eventType"), "white")
+        colour = COLOURS.get(str(data.get("eventType")), "white")
         out.print(
-            f"[dim]{data.get('createdAt')}[/]  [{colour}]{data.get('eventType', ''):<32}[/] "
-            f"{escape(str(data.get('conversationId')))} [dim]#{data.get('sequence')}  "
+            f"[dim]{escape(str(data.get('createdAt')))}[/]  "
+            f"[{colour}]{escape(str(data.get('eventType', ''))):<32}[/] "
+            f"{escape(str(data.get('conversationId')))} "
+            f"[dim]#{escape(str(data.get('sequence')))}  "
             f"{escape(str(data.get('eventId')))}[/]",
             markup=True,
         )
@@ -126,10 +133,10 @@ def _print_message(message: Message, as_json: bool) -> None:
     outcome = outcome if len(outcome) <= 28 else outcome[:27] + "…"
     latency = data.get("latencyMs")
     out.print(
-        f"[dim]{data.get('attemptedAt')}[/]    [{'green' if ok else 'red'}]-> "
+        f"[dim]{escape(str(data.get('attemptedAt')))}[/]    [{'green' if ok else 'red'}]-> "
         f"{escape(outcome):<28}[/] {escape(str(data.get('endpointId')))} [dim]"
         f"{latency if not isinstance(latency, int | float) else round(latency)} ms  "
-        f"{escape(str(data.get('eventId')))}  attempt {data.get('attempt')} "
+        f"{escape(str(data.get('eventId')))}  attempt {escape(str(data.get('attempt')))} "
         f"{escape(str(data.get('outcome') or ''))}[/]",
         markup=True,
     )
