@@ -280,3 +280,23 @@ def test_the_flask_view_checks_the_token_too(flask_url: str, db_path: Path) -> N
     status, _ = _post(flask_url, body, {**JSON, "Authorization": f"Bearer {TOKEN}"})
     assert status == 200
     assert _stored(db_path) == [event_id]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "text/plain"},
+        {**JSON, "content-length": "999999999"},
+    ],
+    ids=["wrong-type", "too-large"],
+)
+async def test_a_sender_without_the_token_learns_nothing_else(
+    db_path: Path, session: aiohttp.ClientSession, headers: dict[str, str]
+) -> None:
+    """Without the token, a request the receiver would refuse anyway (wrong type, too large)
+    gets 401 like any other: the token is checked before the body is judged."""
+    receiver = token_receiver(db_path)
+    async with serve_app(receiver.asgi_app()) as url:
+        async with session.post(url + "/webhook", data=b"{}", headers=headers) as r:
+            assert r.status == 401
+        assert await receiver.inbox.recent() == []

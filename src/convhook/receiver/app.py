@@ -72,6 +72,12 @@ class ReceiverApp:
                 return answer
             return receiver.reject(replies.method_not_allowed(method))
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if receiver.token_check is not None:
+            # Before the body is read or judged: a sender without the token learns nothing
+            # about what the receiver would accept.
+            refused = receiver.token_check.problem(headers)
+            if refused is not None:
+                return receiver.reject(replies.unauthorized(refused))
         bad_type = replies.check_content_type(headers.get("content-type"))
         if bad_type is not None:
             return receiver.reject(bad_type)
