@@ -27,6 +27,11 @@ def format_ts(value: datetime) -> str:
     return f"{value.isoformat(timespec='milliseconds')[:23]}Z"
 
 
+def format_ms(ms: int) -> str:
+    """An epoch-milliseconds time (as the stores keep them) in the wire form."""
+    return format_ts(datetime.fromtimestamp(ms / 1000, UTC))
+
+
 def in_range(value: datetime) -> datetime:
     """``value`` moved to UTC (a naive time is taken as UTC) when the year it is written with
     is within :data:`MIN_YEAR`..:data:`MAX_YEAR`; ValueError naming the range otherwise.

@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -30,7 +29,7 @@ from convhook.api.errors import ApiError
 from convhook.api.fields import RequestModel
 from convhook.errors import ConvhookError
 from convhook.store.producer import ApiKey, ProducerStore, Workspace, hash_key, now_ms
-from convhook.timefmt import format_ts
+from convhook.timefmt import format_ms
 
 __all__ = [
     "KEY_CACHE_SECONDS",
@@ -253,7 +252,7 @@ class KeyIn(RequestModel):
 
 
 def _ts(ms: int | None) -> str | None:
-    return None if ms is None else format_ts(datetime.fromtimestamp(ms / 1000, UTC))
+    return None if ms is None else format_ms(ms)
 
 
 def key_doc(k: ApiKey) -> dict[str, Any]:

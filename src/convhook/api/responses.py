@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -24,7 +24,7 @@ from convhook.events import Conversation, Customer, EventType
 from convhook.schema import CATALOGUE
 from convhook.store.delivery import Delivery as DeliveryRow
 from convhook.store.delivery import Endpoint as EndpointRow
-from convhook.timefmt import format_ts
+from convhook.timefmt import format_ms
 
 DELIVERY_PREFIX = "dlv_"
 
@@ -259,9 +259,7 @@ class QueuedTestEvent(WireOut):
 
 
 def _ts(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return format_ts(datetime.fromtimestamp(ms / 1000, UTC))
+    return None if ms is None else format_ms(ms)
 
 
 def endpoint_doc(e: EndpointRow, *, secret: str | None = None) -> dict[str, Any]:

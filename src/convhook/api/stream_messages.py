@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
 from convhook.api.responses import delivery_id
 from convhook.store.delivery.log import StreamAttempt
 from convhook.store.producer.event_log import StreamEvent
-from convhook.timefmt import format_ts
+from convhook.timefmt import format_ms
 
 POSITION_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,18}$"
 """A message id, as ``Last-Event-ID`` takes it."""
@@ -49,7 +48,7 @@ class Message:
 
 
 def _ts(ms: int) -> str:
-    return format_ts(datetime.fromtimestamp(ms / 1000, UTC))
+    return format_ms(ms)
 
 
 def _frame(kind: str, position: Position, data: str) -> bytes:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -100,9 +99,9 @@ def _store(db: str) -> ProducerStore:
 
 
 def _when(ms: int) -> str:
-    from convhook.timefmt import format_ts
+    from convhook.timefmt import format_ms
 
-    return format_ts(datetime.fromtimestamp(ms / 1000, UTC))
+    return format_ms(ms)
 
 
 def _show(row: EventRow, as_json: bool) -> None:

@@ -3,7 +3,6 @@ list and revoke a workspace's named API keys (to rotate a key without downtime).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import typer
@@ -85,9 +84,9 @@ def list_(
 
 def when(ms: int | None) -> str | None:
     """An epoch-ms time as the API writes it; None stays None."""
-    from convhook.timefmt import format_ts
+    from convhook.timefmt import format_ms
 
-    return None if ms is None else format_ts(datetime.fromtimestamp(ms / 1000, UTC))
+    return None if ms is None else format_ms(ms)
 
 
 _WORKSPACE = typer.Argument(..., help="The workspace's id (ws_...) or its name.")
