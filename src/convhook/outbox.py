@@ -100,13 +100,27 @@ class Outbox:
         return results
 
     async def transition(
-        self, workspace_id: str, conversation_id: str, action: Action, given: dict[str, Any]
+        self,
+        workspace_id: str,
+        conversation_id: str,
+        action: Action,
+        given: dict[str, Any],
+        *,
+        traceparent: str | None = None,
+        guard: Callable[[StoredConversation], None] | None = None,
     ) -> Change:
         """Apply ``action`` with the request's wire fields ``given``; raises
-        :class:`~convhook.lifecycle.TransitionError` when the phase does not allow it."""
+        :class:`~convhook.lifecycle.TransitionError` when the phase does not allow it.
+
+        ``traceparent`` (W3C) is stored with the event, so its deliveries continue that trace.
+        ``guard`` sees the conversation as it is inside the write, before the lifecycle does,
+        and may raise to refuse: a decision made on an earlier read (the watchdog's) is
+        checked again where no other change can interleave."""
         clock = self.clock
 
         def change(current: StoredConversation) -> Change:
+            if guard is not None:
+                guard(current)
             move = transition(current.id, current.phase, action)
             fields = apply(move, current.fields, given, clock())
             # The stored fields are a complete Conversation.build() output already in wire
@@ -126,7 +140,7 @@ class Outbox:
                 )
                 if len(body) > MAX_EVENT_BYTES:  # ASCII: json.dumps escapes the rest
                     raise EventTooLarge(len(body), MAX_EVENT_BYTES)
-                events = (NewEvent(event_id, move.event.value, body),)
+                events = (NewEvent(event_id, move.event.value, body, traceparent),)
             return Change(move.target, fields, text, events, move.takes_slot)
 
         result = await self.store.change_conversation(

@@ -84,6 +84,8 @@ class EndReason(StrEnum):
     """The connection failed."""
     MAX_DURATION_EXCEEDED = "max_duration_exceeded"
     """The call hit its time limit."""
+    TIMEOUT = "timeout"
+    """convhook ended it: no transition came within its phase's limit (the watchdog)."""
 
 
 class RecordingStatus(StrEnum):

@@ -26,6 +26,8 @@ from convhook.errors import ActiveLimitError, StoreError
 from convhook.lifecycle import BUSY_STATUSES, Phase
 from convhook.store.engine.connection import Connection, PerDialect
 from convhook.store.producer.conversations import (
+    INSERT_EVENT,
+    LAST_EVENT,
     Change,
     StoredConversation,
     change,
@@ -52,7 +54,8 @@ Outcome = Change | BaseException
 _SELECT = PerDialect(
     sqlite=(
         "SELECT c.id AS id, c.workspace_id AS workspace_id, c.phase AS phase, "
-        "c.event_seq AS event_seq, c.body AS body, cu.body AS customer FROM conversations c "
+        f"c.event_seq AS event_seq, c.body AS body, cu.body AS customer, {LAST_EVENT} "
+        "FROM conversations c "
         "LEFT JOIN customers cu ON cu.id = c.customer_id AND cu.workspace_id = c.workspace_id "
         "WHERE c.id IN (SELECT value FROM json_each(?))"
     ),
@@ -60,7 +63,8 @@ _SELECT = PerDialect(
     # than deadlock, and nothing moves a conversation between this read and the commit.
     postgres=(
         "SELECT c.id AS id, c.workspace_id AS workspace_id, c.phase AS phase, "
-        "c.event_seq AS event_seq, c.body AS body, cu.body AS customer FROM conversations c "
+        f"c.event_seq AS event_seq, c.body AS body, cu.body AS customer, {LAST_EVENT} "
+        "FROM conversations c "
         "LEFT JOIN customers cu ON cu.id = c.customer_id AND cu.workspace_id = c.workspace_id "
         "WHERE c.id = ANY(?) ORDER BY c.id FOR UPDATE OF c"
     ),
@@ -80,10 +84,6 @@ _BUSY = PerDialect(
 _UPDATE = (
     "UPDATE conversations SET status = ?, phase = ?, event_seq = ?, body = ?, updated_at = ? "
     "WHERE id = ? AND workspace_id = ? AND phase = ? AND event_seq = ?"
-)
-_INSERT_EVENT = (
-    "INSERT INTO events (id, workspace_id, conversation_id, conversation_seq, event_type, "
-    "body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -124,7 +124,12 @@ def _set_based(conn: Connection, batch: list[Transition]) -> list[Outcome]:
     states: dict[str, _State] = {}
     for row in rows.fetchall():
         stored = StoredConversation(
-            row["id"], row["workspace_id"], Phase(row["phase"]), row["event_seq"], embedded(row)
+            row["id"],
+            row["workspace_id"],
+            Phase(row["phase"]),
+            row["event_seq"],
+            embedded(row),
+            row["last_event_id"],
         )
         states[stored.id] = _State(stored, stored)
     busy = {row[0]: int(row[1]) for row in counts.fetchall()}
@@ -178,21 +183,34 @@ def _set_based(conn: Connection, batch: list[Transition]) -> list[Outcome]:
             )
         )
     seq: dict[str, int] = {}
+    previous = {cid: state.was.last_event_id for cid, state in states.items()}
     for t, outcome in zip(batch, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             continue
+        cid = t.conversation_id
         for e in outcome.events:
-            n = seq[t.conversation_id] = seq.get(t.conversation_id, 0) + 1
-            first = states[t.conversation_id].was.event_seq
+            n = seq[cid] = seq.get(cid, 0) + 1
+            first = states[cid].was.event_seq
             events.append(
-                (e.id, t.workspace_id, t.conversation_id, first + n, e.event_type, e.body, now)
+                (
+                    e.id,
+                    t.workspace_id,
+                    cid,
+                    first + n,
+                    e.event_type,
+                    e.body,
+                    now,
+                    previous[cid],
+                    e.traceparent,
+                )
             )
+            previous[cid] = e.id
     if not updates:
         return outcomes
     with conn.pipeline():
         updated = conn.executemany(_UPDATE, updates)
         if events:
-            conn.executemany(_INSERT_EVENT, events)
+            conn.executemany(INSERT_EVENT, events)
     if updated.rowcount != len(updates):
         # The rows are locked (PostgreSQL) or the writer is exclusive (SQLite): only a bug
         # or a change made outside convhook lands here. The one-by-one path sorts it out.

@@ -33,6 +33,8 @@ class StoredConversation:
     event_seq: int
     fields: dict[str, Any]
     """The wire fields, ``customer`` embedded as it is now."""
+    last_event_id: str | None = None
+    """The id of its latest event: the next event's ``previous_event_id``."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class NewEvent:
     event_type: str
     body: str
     """The exact wire JSON ``{eventId, eventType, payload}``."""
+    traceparent: str | None = None
+    """The W3C trace context of what caused it; every delivery attempt continues it."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,14 @@ _WITH_CUSTOMER = (
 )
 
 
+# The latest event's id rides with the read a change makes anyway (one indexed lookup), so the
+# events it records can name their predecessor.
+LAST_EVENT = (
+    "(SELECT ev.id FROM events ev WHERE ev.conversation_id = c.id "
+    "AND ev.conversation_seq = c.event_seq) AS last_event_id"
+)
+
+
 def embedded(row: Any) -> dict[str, Any]:
     """The wire conversation of a row selected with its customer's body."""
     doc: dict[str, Any] = json.loads(row["body"])
@@ -85,11 +97,17 @@ def embedded(row: Any) -> dict[str, Any]:
 
 def current(conn: Connection, workspace_id: str, conversation_id: str) -> StoredConversation | None:
     """The conversation as it is now, or None."""
-    row = conn.execute(_WITH_CUSTOMER + " AND c.id = ?", (workspace_id, conversation_id)).fetchone()
+    sql = _WITH_CUSTOMER.replace(" FROM conversations c", f", {LAST_EVENT} FROM conversations c")
+    row = conn.execute(sql + " AND c.id = ?", (workspace_id, conversation_id)).fetchone()
     if row is None:
         return None
     return StoredConversation(
-        row["id"], workspace_id, Phase(row["phase"]), row["event_seq"], embedded(row)
+        row["id"],
+        workspace_id,
+        Phase(row["phase"]),
+        row["event_seq"],
+        embedded(row),
+        row["last_event_id"],
     )
 
 
@@ -203,14 +221,30 @@ def commit(conn: Connection, was: StoredConversation, change: Change, *, max_act
         raise RaceLost
     if not change.events:
         return
-    conn.executemany(
-        "INSERT INTO events (id, workspace_id, conversation_id, conversation_seq, "
-        "event_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (e.id, was.workspace_id, was.id, was.event_seq + n, e.event_type, e.body, now)
-            for n, e in enumerate(change.events, 1)
-        ],
-    )
+    rows = []
+    previous = was.last_event_id
+    for n, e in enumerate(change.events, 1):
+        rows.append(
+            (
+                e.id,
+                was.workspace_id,
+                was.id,
+                was.event_seq + n,
+                e.event_type,
+                e.body,
+                now,
+                previous,
+                e.traceparent,
+            )
+        )
+        previous = e.id
+    conn.executemany(INSERT_EVENT, rows)
+
+
+INSERT_EVENT = (
+    "INSERT INTO events (id, workspace_id, conversation_id, conversation_seq, event_type, "
+    "body, created_at, previous_event_id, traceparent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def without_customer(change: Change) -> str:

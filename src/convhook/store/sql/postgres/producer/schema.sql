@@ -338,7 +338,9 @@ CREATE TABLE public.events (
     conversation_seq integer NOT NULL,
     event_type text NOT NULL,
     body text NOT NULL,
-    created_at bigint NOT NULL
+    created_at bigint NOT NULL,
+    previous_event_id text,
+    traceparent text
 );
 
 --

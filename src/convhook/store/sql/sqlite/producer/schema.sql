@@ -110,7 +110,7 @@ CREATE TABLE events (
     conversation_seq INTEGER NOT NULL,
     event_type TEXT NOT NULL,
     body TEXT NOT NULL, -- the exact wire JSON {eventId, eventType, payload}
-    created_at INTEGER NOT NULL, -- epoch ms
+    created_at INTEGER NOT NULL, previous_event_id TEXT, traceparent TEXT, -- epoch ms
     UNIQUE (conversation_id, conversation_seq)
 );
 
