@@ -39,6 +39,12 @@ class Claim(msgspec.Struct, array_like=True, gc=False):
     rate_limit: float | None
     lease_owner: str
     max_in_flight: int = 10
+    # What the delivery headers carry besides the body: the event's position in its
+    # conversation (0 for a test event), the conversation's event before it (None for its
+    # first) and the W3C traceparent of the request that caused it (None when there was none).
+    sequence: int = 0
+    previous_event_id: str | None = None
+    traceparent: str | None = None
 
     def __repr__(self) -> str:
         # The body and the signing secrets never reach a log line.
@@ -80,7 +86,8 @@ LIMIT :scan
 _LEASE = """
 UPDATE deliveries SET status = 'delivering', lease_owner = :owner, lease_expires_at = :until
 WHERE id IN (SELECT value FROM json_each(:ids))
-RETURNING id, event_id, event_type, endpoint_id, conversation_id, attempts, event_seq, body
+RETURNING id, event_id, event_type, endpoint_id, conversation_id, attempts, event_seq, body,
+  conversation_seq
 """
 
 
@@ -153,12 +160,14 @@ def claims_of(
     now: int,
 ) -> list[Claim]:
     """The leased rows as :class:`Claim` values, in the order they were chosen."""
-    bodies = _bodies(conn, [r["event_seq"] for r in leased if r["body"] is None])
+    events = _events(conn, [r["event_seq"] for r in leased if r["event_seq"] is not None])
     rank = {delivery_id: i for i, delivery_id in enumerate(chosen)}
     taken = []
     for row in sorted(leased, key=lambda r: rank[r["id"]]):
         ep = caps[row["endpoint_id"]]
-        body = row["body"] if row["body"] is not None else bodies.get(row["event_seq"], "")
+        body, previous, traceparent = events.get(row["event_seq"], _INLINE)
+        if row["body"] is not None:
+            body = row["body"]
         taken.append(
             Claim(
                 row["id"],
@@ -173,6 +182,9 @@ def claims_of(
                 ep.rate_limit,
                 owner,
                 ep.cap,
+                row["conversation_seq"],
+                previous,
+                traceparent,
             )
         )
     return taken
@@ -219,13 +231,20 @@ def _endpoints(conn: Connection, ids: Iterable[str]) -> dict[str, Target]:
     return targets(rows)
 
 
-def _bodies(conn: Connection, seqs: list[int]) -> dict[int, str]:
+# A test event's delivery holds its body and links to no event.
+_INLINE: tuple[str, str | None, str | None] = ("", None, None)
+
+
+def _events(conn: Connection, seqs: list[int]) -> dict[int, tuple[str, str | None, str | None]]:
+    # Each event's body, previous event id and traceparent, by seq.
     if not seqs:
         return {}
     rows = conn.execute(
-        f"SELECT seq, body FROM events WHERE {in_list(conn, 'seq')}", (list_param(conn, seqs),)
+        f"SELECT seq, body, previous_event_id, traceparent FROM events "
+        f"WHERE {in_list(conn, 'seq')}",
+        (list_param(conn, seqs),),
     ).fetchall()
-    return {r[0]: r[1] for r in rows}
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
 def _cap(max_in_flight: int, rate_limit: float | None) -> int:

@@ -6,7 +6,7 @@ hold across processes: a conversation's next event is not leased while an earlie
 pending or in flight, and an endpoint never has more than LEASE_FACTOR times its
 ``max_in_flight`` leased.
 
-A claim is one call of the ``convhook_claim`` function (sql/postgres/producer/0004_claim.sql),
+A claim is one call of the ``convhook_claim`` function (sql/postgres/producer/0009_claim_fairness.sql),
 one round trip inside the caller's transaction, which runs two statements:
 
 1. Expired leases go back to pending; a lock-free scan finds due deliveries whose conversation
@@ -63,6 +63,9 @@ def claims_from(rows: Sequence[Any], owner: str, now: int) -> list[Claim]:
                 ep.rate_limit,
                 owner,
                 ep.cap,
+                row[14],
+                row[15],
+                row[16],
             )
         )
     return taken

@@ -1,0 +1,134 @@
+"""What a claim carries besides the body, and how a claim shares a dispatcher's capacity
+between first attempts and retries (both engines)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from convhook.ids import new_id
+from convhook.signing import Secret
+from convhook.store import open_database
+from convhook.store.delivery import Claim, DeliveryStore
+from convhook.store.engine.connection import Connection
+from convhook.store.engine.database import Database
+from tests.support.delivery import LIFECYCLE, add_endpoint, add_workspace
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A fresh producer database on each engine."""
+    async with open_database(database_url, "producer", auto_upgrade=True) as opened:
+        yield opened
+
+
+def _event(
+    conn: Connection,
+    workspace_id: str,
+    conversation_id: str,
+    seq: int,
+    previous: str | None,
+    traceparent: str | None,
+) -> str:
+    # An outbox row as the producer writes it since schema 6; the trigger fans it out.
+    event_id = new_id("evt")
+    conn.execute(
+        "INSERT INTO events (id, workspace_id, conversation_id, conversation_seq, event_type, "
+        "body, created_at, previous_event_id, traceparent) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        (
+            event_id,
+            workspace_id,
+            conversation_id,
+            seq,
+            LIFECYCLE[seq - 1],
+            f'{{"eventId":"{event_id}"}}',
+            previous,
+            traceparent,
+        ),
+    )
+    return event_id
+
+
+async def _conversation(db: Database, workspace_id: str, events: int) -> list[str]:
+    def write(conn: Connection) -> list[str]:
+        ids: list[str] = []
+        for seq in range(1, events + 1):
+            previous = ids[-1] if ids else None
+            ids.append(_event(conn, workspace_id, "conv_1", seq, previous, TRACEPARENT))
+        return ids
+
+    return await db.write(write)
+
+
+async def _claim_in_order(store: DeliveryStore, db: Database, count: int) -> list[Claim]:
+    # A conversation's next event is claimable only once the one before it was delivered.
+    taken: list[Claim] = []
+    for _ in range(count):
+        [claim] = await store.claim("w", 1, 60_000, 10)
+        await db.write(
+            lambda c, i=claim.delivery_id: c.execute(
+                "UPDATE deliveries SET status = 'delivered' WHERE id = ?", (i,)
+            )
+        )
+        taken.append(claim)
+    return taken
+
+
+async def test_a_claim_carries_the_sequence_previous_event_and_traceparent(db: Database) -> None:
+    """Each claimed delivery carries its event's conversation sequence, the conversation's
+    previous event id (None for the first) and the traceparent the event was recorded with."""
+    ws = await db.write(add_workspace)
+    await db.write(lambda c: add_endpoint(c, ws, "http://x.invalid", str(Secret.generate()), 0))
+    ids = await _conversation(db, ws, 3)
+    claims = await _claim_in_order(DeliveryStore(db), db, 3)
+    assert [(c.event_id, c.sequence, c.previous_event_id) for c in claims] == [
+        (ids[0], 1, None),
+        (ids[1], 2, ids[0]),
+        (ids[2], 3, ids[1]),
+    ]
+    assert {c.traceparent for c in claims} == {TRACEPARENT}
+    assert claims[1].body == f'{{"eventId":"{ids[1]}"}}'.encode()
+
+
+async def test_a_test_event_claims_with_no_links(db: Database) -> None:
+    """A test event (its body inline, in no conversation) is claimed with sequence 0 and
+    neither a previous event nor a traceparent."""
+    ws = await db.write(add_workspace)
+    endpoint = await db.write(
+        lambda c: add_endpoint(c, ws, "http://x.invalid", str(Secret.generate()), 0)
+    )
+    store = DeliveryStore(db)
+    await store.enqueue_test(
+        workspace_id=ws,
+        endpoint_id=endpoint,
+        event_id="evt_test",
+        event_type="conversation.completed",
+        body=b'{"eventId":"evt_test"}',
+        now=0,
+        conversation_id="conv_sample",
+    )
+    [claim] = await store.claim("w", 1, 60_000, 10)
+    assert (claim.sequence, claim.previous_event_id, claim.traceparent) == (0, None, None)
+    assert claim.body == b'{"eventId":"evt_test"}'
+
+
+async def test_claims_keep_their_links_across_the_writer_process(tmp_path: Path) -> None:
+    """A claim made in SQLite's writer process reaches the dispatcher with its sequence,
+    previous event id and traceparent."""
+    path = str(tmp_path / "c.db")
+    async with contextlib.AsyncExitStack() as stack:
+        db = await stack.enter_async_context(open_database(path, "producer"))
+        child = await stack.enter_async_context(open_database(path, "producer", writer="process"))
+        ws = await db.write(add_workspace)
+        await db.write(lambda c: add_endpoint(c, ws, "http://x.invalid", str(Secret.generate()), 0))
+        ids = await _conversation(db, ws, 2)
+        claims = await _claim_in_order(DeliveryStore(child), db, 2)
+    assert [(c.sequence, c.previous_event_id, c.traceparent) for c in claims] == [
+        (1, None, TRACEPARENT),
+        (2, ids[0], TRACEPARENT),
+    ]
