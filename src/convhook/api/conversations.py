@@ -22,7 +22,13 @@ from convhook.api.fields import (
     item_error,
     validate_items,
 )
-from convhook.api.responses import ConversationBatchResult, ConversationPage
+from convhook.api.responses import (
+    ConversationBatchResult,
+    ConversationPage,
+    Event,
+    PrunedEvent,
+    WireOut,
+)
 from convhook.errors import FieldProblem
 from convhook.events import Conversation, ConversationStatus, ConversationType, TelephonyType
 from convhook.outbox import Outbox
@@ -147,6 +153,62 @@ async def get_conversation(
 ) -> Response:
     """One conversation with its customer embedded."""
     return _json(await store.get_conversation(workspace.id, conversation_id))
+
+
+class SequencedEvent(WireOut):
+    """One event of a conversation with its place in the conversation's sequence."""
+
+    sequence: int = Field(ge=1, description="1 for the conversation's first event.")
+    event_id: str
+    event_type: str
+    previous_event_id: str | None = Field(description="null for the first event.")
+    created_at: str
+    pruned: bool = Field(False, description="The retention job removed the payload.")
+    event: Event | PrunedEvent = Field(description="Byte for byte what endpoints were sent.")
+
+
+class ConversationEventPage(WireOut):
+    """One page of a conversation's events, in sequence order."""
+
+    data: list[SequencedEvent]
+    next_after_sequence: int | None = Field(
+        description="Pass as `afterSequence` for the next page; null on the last page."
+    )
+
+
+# Sequences are SQLite integers: a larger value would overflow the bound parameter.
+_MAX_SEQUENCE = 2**53
+
+
+@router.get(
+    "/{conversation_id}/events",
+    response_model=ConversationEventPage,
+    responses={404: {"description": "No such conversation in this workspace."}},
+)
+async def conversation_events(
+    conversation_id: str,
+    workspace: CurrentWorkspace,
+    store: Store,
+    after_sequence: Annotated[
+        int,
+        Query(
+            alias="afterSequence",
+            ge=0,
+            le=_MAX_SEQUENCE,
+            description="Events with a greater sequence; 0 for the first.",
+        ),
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Response:
+    """A conversation's events in order (the ``convhook-sequence`` header of each delivery),
+    so a receiver that missed one can fetch it: ``{"data": [{sequence, eventId, eventType,
+    previousEventId, createdAt, event}], "nextAfterSequence": ...}``."""
+    items, next_after = await store.conversation_events(
+        workspace.id, conversation_id, after_sequence=after_sequence, limit=limit
+    )
+    tail = "null" if next_after is None else str(next_after)
+    body = f'{{"data":[{",".join(items)}],"nextAfterSequence":{tail}}}'
+    return Response(body, media_type="application/json")
 
 
 def _ms(value: Timestamp | None) -> int | None:

@@ -13,6 +13,7 @@ from typing import Any
 from convhook.errors import GoneError as GoneError  # re-exported: its old home
 from convhook.store.engine.connection import Connection
 from convhook.store.producer.paging import Page, filters, page
+from convhook.timefmt import format_ms
 
 PRUNED = ""
 """The ``body`` of an event whose payload was pruned."""
@@ -145,3 +146,42 @@ def stream_after(
             )
         )
     return found
+
+
+def of_conversation(
+    conn: Connection, workspace_id: str, conversation_id: str, after_sequence: int, limit: int
+) -> tuple[list[str], int | None] | None:
+    """A conversation's events after ``after_sequence`` in sequence order, each rendered as
+    the conversation events API lists it, and the sequence to continue after (None at the
+    end); None when the workspace has no such conversation."""
+    found = conn.execute(
+        "SELECT 1 FROM conversations WHERE id = ? AND workspace_id = ?",
+        (conversation_id, workspace_id),
+    ).fetchone()
+    if found is None:
+        return None
+    rows = conn.execute(
+        "SELECT conversation_seq, id, event_type, previous_event_id, created_at, body "
+        "FROM events WHERE conversation_id = ? AND workspace_id = ? AND conversation_seq > ? "
+        "ORDER BY conversation_seq LIMIT ?",
+        (conversation_id, workspace_id, after_sequence, limit + 1),
+    ).fetchall()
+    more = len(rows) > limit
+    items = [_sequenced(row) for row in rows[:limit]]
+    return items, (int(rows[limit - 1][0]) if more else None)
+
+
+def _sequenced(row: Any) -> str:
+    # The stored body is spliced in as it is: the item's "event" is byte for byte what the
+    # endpoints were sent, and it is never parsed here.
+    head = {
+        "sequence": int(row[0]),
+        "eventId": row[1],
+        "eventType": row[2],
+        "previousEventId": row[3],
+        "createdAt": format_ms(int(row[4])),
+    }
+    text = json.dumps(head, separators=(",", ":"))[:-1]
+    if row[5] == PRUNED:
+        return f'{text},"pruned":true,"event":{stub(row[1], row[2])}}}'
+    return f'{text},"event":{row[5]}}}'

@@ -300,6 +300,19 @@ class ProducerStore(Facade):
             raise NotFoundError(f"no event {event_id} in this workspace")
         return found
 
+    async def conversation_events(
+        self, workspace_id: str, conversation_id: str, *, after_sequence: int, limit: int
+    ) -> tuple[list[str], int | None]:
+        """A conversation's events after ``after_sequence``, in order, each as the API lists
+        it, and the sequence the next page starts after (None at the end);
+        :class:`NotFoundError` when the workspace has no such conversation."""
+        found = await self.db.read(
+            event_log.of_conversation, workspace_id, conversation_id, after_sequence, limit
+        )
+        if found is None:
+            raise NotFoundError(f"no conversation {conversation_id} in this workspace")
+        return found
+
     async def events_after(
         self, seq: int, *, workspace_id: str | None = None, limit: int = 500
     ) -> list[EventRow]:
