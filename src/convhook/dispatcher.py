@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from convhook import metrics
+from convhook import metrics, tracing
 from convhook.errors import ClosedError, StoreError
 from convhook.ids import new_id
 from convhook.pacing import Backoff, TokenBucket
@@ -58,6 +58,22 @@ class _Lane:
         self.limit = limit
         self.waiting: collections.deque[Claim] = collections.deque()
         self.workers = 0
+
+
+SEQUENCE_HEADER = "convhook-sequence"
+"""The event's position in its conversation (1 for the first), on every delivery attempt."""
+PREVIOUS_HEADER = "convhook-previous-event-id"
+"""The id of the conversation's event before this one; absent for the first."""
+
+
+def _stored_trace(claim: Claim) -> tracing.TraceContext | None:
+    """The trace the event was recorded in: each attempt is a span of it."""
+    if claim.traceparent is None:
+        return None
+    try:
+        return tracing.parse(claim.traceparent)
+    except tracing.TraceparentError:
+        return None  # a damaged row: the attempt starts a trace of its own
 
 
 class Dispatcher:
@@ -273,7 +289,15 @@ class Dispatcher:
             await bucket.take()
         async with self._slots:
             attempted_at = self._now_ms()
-            result = await self._sender.send(claim.url, claim.event_id, claim.body, claim.secrets)
+            with tracing.span("deliver", _stored_trace(claim), kind="client") as trace:
+                headers = {tracing.HEADER: trace.header()}
+                if claim.sequence:
+                    headers[SEQUENCE_HEADER] = str(claim.sequence)
+                if claim.previous_event_id:
+                    headers[PREVIOUS_HEADER] = claim.previous_event_id
+                result = await self._sender.send(
+                    claim.url, claim.event_id, claim.body, claim.secrets, headers
+                )
         self._results.append((claim, self._judge(claim, attempted_at, result)))
         self._results_ready.set()
 

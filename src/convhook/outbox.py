@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from convhook import tracing
 from convhook.errors import EventTooLarge as EventTooLarge  # re-exported: its old home
 from convhook.errors import UnsendableChange as UnsendableChange  # re-exported: its old home
 from convhook.events import DEFAULT_MAX_BODY, Conversation, payload_error
@@ -30,6 +31,7 @@ from convhook.store.producer import (
     StoredConversation,
 )
 from convhook.timefmt import format_ts, utcnow
+from convhook.tracing import TraceContext
 
 log = logging.getLogger("convhook.outbox")
 
@@ -106,17 +108,20 @@ class Outbox:
         action: Action,
         given: dict[str, Any],
         *,
-        traceparent: str | None = None,
+        trace: TraceContext | None = None,
         guard: Callable[[StoredConversation], None] | None = None,
     ) -> Change:
         """Apply ``action`` with the request's wire fields ``given``; raises
         :class:`~convhook.lifecycle.TransitionError` when the phase does not allow it.
 
-        ``traceparent`` (W3C) is stored with the event, so its deliveries continue that trace.
+        The change is recorded in a span under ``trace`` (else the current span, else a new
+        trace) whose ``traceparent`` is stored with the event: every delivery attempt
+        continues it.
         ``guard`` sees the conversation as it is inside the write, before the lifecycle does,
         and may raise to refuse: a decision made on an earlier read (the watchdog's) is
         checked again where no other change can interleave."""
         clock = self.clock
+        traceparent = ""
 
         def change(current: StoredConversation) -> Change:
             if guard is not None:
@@ -143,9 +148,12 @@ class Outbox:
                 events = (NewEvent(event_id, move.event.value, body, traceparent),)
             return Change(move.target, fields, text, events, move.takes_slot)
 
-        result = await self.store.change_conversation(
-            workspace_id, conversation_id, change, max_active=self.max_active
-        )
+        attributes = {"convhook.conversation_id": conversation_id, "convhook.action": action.value}
+        with tracing.span("record event", trace, kind="producer", attributes=attributes) as span:
+            traceparent = span.header()
+            result = await self.store.change_conversation(
+                workspace_id, conversation_id, change, max_active=self.max_active
+            )
         for event in result.events:
             log.info(
                 "event recorded",

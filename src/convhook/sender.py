@@ -9,7 +9,7 @@ attempt ends in an :class:`AttemptResult` the dispatcher records.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -125,8 +125,10 @@ class Sender:
         event_id: str,
         body: bytes,
         secrets: Sequence[Secret | str],
+        extra: Mapping[str, str] | None = None,
     ) -> AttemptResult:
-        """POST ``body`` to ``url`` signed with every secret; never raises for I/O errors."""
+        """POST ``body`` to ``url`` signed with every secret, with the ``extra`` headers;
+        never raises for I/O errors."""
         if self._session is None:
             raise ClosedError("Sender is not open: use `async with Sender(...)`")
         if not self.allow_private:
@@ -147,6 +149,8 @@ class Sender:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature,
         }
+        if extra:
+            headers.update(extra)
         started = time.perf_counter()
         try:
             async with self._session.post(

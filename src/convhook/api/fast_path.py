@@ -15,10 +15,11 @@ import re
 from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
+from convhook import tracing
 from convhook.api.auth import api_key, authenticate
 from convhook.api.errors import error_response
 from convhook.api.intake import send_too_large
-from convhook.api.transitions import MODELS, given_fields
+from convhook.api.transitions import MODELS, SPANS, given_fields, received_trace
 from convhook.errors import ConvhookError
 
 # Starlette's ``{conversation_id}`` matches one non-empty path segment.
@@ -56,6 +57,7 @@ class TransitionFastPath:
         authorization: str | None = None
         claimed: str | None = None
         content_type: str | None = None
+        traceparent: str | None = None
         declared: bytes | None = None
         for name, value in scope["headers"]:
             # The first of repeated headers counts, as with Starlette's ``Headers.get``.
@@ -71,6 +73,9 @@ class TransitionFastPath:
             elif name == b"content-type":
                 if content_type is None:
                     content_type = value.decode("latin-1")
+            elif name == b"traceparent":
+                if traceparent is None:
+                    traceparent = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value
             elif name == b"transfer-encoding":
@@ -93,7 +98,9 @@ class TransitionFastPath:
         try:
             workspace = await authenticate(self.state, api_key(x_api_key, authorization), claimed)
             given = given_fields(MODELS[action], body, content_type)
-            change = await self.state.outbox.transition(workspace.id, match[1], action, given)
+            trace = received_trace(traceparent)
+            with tracing.span(SPANS[action], trace, kind="server"):
+                change = await self.state.outbox.transition(workspace.id, match[1], action, given)
         except ConvhookError as exc:
             await error_response(exc, self.state.retry_after)(scope, receive, send)
             return True

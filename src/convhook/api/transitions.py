@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from convhook import tracing
 from convhook.api.auth import current_workspace
 from convhook.api.errors import UNPARSABLE, ApiError, invalid, validation_problems
 from convhook.api.fields import RequestModel, Timestamp
@@ -22,6 +23,7 @@ from convhook.errors import FieldProblem
 from convhook.events import Conversation, EndReason
 from convhook.lifecycle import Action
 from convhook.outbox import Outbox
+from convhook.tracing import TraceContext
 
 router = APIRouter(prefix="/api/v2/conversations", tags=["lifecycle"])
 
@@ -168,6 +170,15 @@ _DOCS = {
 }
 
 
+SPANS = {a: f"POST /api/v2/conversations/{{id}}/{a.value}" for a in MODELS}
+
+
+def received_trace(header: str | None) -> TraceContext | None:
+    """The trace a request continues: its ``traceparent`` header (400 when malformed), or
+    None to start one."""
+    return None if header is None else tracing.parse(header)
+
+
 def _add_route(action: Action, model: type[RequestModel]) -> None:
     # The route takes the raw request: authentication, body parsing and validation run in
     # the handler, not as FastAPI dependencies, which cost more per request than the work.
@@ -175,7 +186,9 @@ def _add_route(action: Action, model: type[RequestModel]) -> None:
         workspace = await current_workspace(request)
         given = given_fields(model, await request.body(), request.headers.get("content-type"))
         outbox: Outbox = request.app.state.outbox
-        change = await outbox.transition(workspace.id, conversation_id, action, given)
+        trace = received_trace(request.headers.get(tracing.HEADER))
+        with tracing.span(SPANS[action], trace, kind="server"):
+            change = await outbox.transition(workspace.id, conversation_id, action, given)
         return Response(change.json, media_type="application/json")
 
     move.__name__ = move.__qualname__ = action.value
