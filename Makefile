@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,postgres,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[server,postgres,otel,dev]'
 	touch $(STAMP)
 
 ## run: the producer API on SQLite at http://127.0.0.1:8080 and a receiver at :8000 wired to it

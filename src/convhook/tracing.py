@@ -14,7 +14,6 @@ This module imports the standard library only: a receiver installed without extr
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
@@ -300,7 +299,7 @@ def configure(service_name: str) -> bool:
         if not _enabled(os.environ):
             return False
         try:
-            otel = importlib.import_module("convhook.tracing_otel")
+            from convhook import tracing_otel
         except ImportError as error:
             log.warning(
                 "OTLP tracing is configured but OpenTelemetry is not installed "
@@ -309,7 +308,7 @@ def configure(service_name: str) -> bool:
                 extra={"action": "tracing_unavailable"},
             )
             return False
-        backend: _Backend = otel.Backend(service_name)
+        backend: _Backend = tracing_otel.Backend(service_name)
         _backend = backend
         log.info(
             "tracing exported over OTLP as %s",
