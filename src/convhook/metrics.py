@@ -268,3 +268,12 @@ def serve(
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
+
+
+TIMED_OUT = Counter(
+    "convhook_conversations_timed_out",
+    "Conversations the watchdog ended with endReason timeout (no transition within their "
+    "phase's limit), by the phase they were in.",
+    ["phase"],
+    registry=REGISTRY,
+)
