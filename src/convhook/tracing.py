@@ -88,7 +88,7 @@ class TraceContext:
     @classmethod
     def new(cls) -> TraceContext:
         """The root of a new trace, sampled (flags ``01``)."""
-        return _unchecked(_random_id(128), _random_id(64), "01")
+        return _unchecked(_random_id(16), _random_id(8), "01")
 
     def header(self) -> str:
         """The ``traceparent`` header value (version ``00``)."""
@@ -96,7 +96,7 @@ class TraceContext:
 
     def child(self) -> TraceContext:
         """The same trace and flags under a new random span id."""
-        return _unchecked(self.trace_id, _random_id(64), self.flags)
+        return _unchecked(self.trace_id, _random_id(8), self.flags)
 
     @property
     def sampled(self) -> bool:
@@ -104,22 +104,34 @@ class TraceContext:
         return bool(int(self.flags, 16) & _SAMPLED)
 
 
+_new = object.__new__
+
+
 def _unchecked(trace_id: str, span_id: str, flags: str) -> TraceContext:
-    # The ids are valid by construction here; skipping the check keeps a span cheap.
-    context = object.__new__(TraceContext)
-    object.__setattr__(context, "trace_id", trace_id)
-    object.__setattr__(context, "span_id", span_id)
-    object.__setattr__(context, "flags", flags)
+    # The ids are valid by construction here. Skipping the check, and setting the slots
+    # through their descriptors rather than the frozen __setattr__, keeps a span cheap.
+    context = _new(TraceContext)
+    _set_trace_id(context, trace_id)
+    _set_span_id(context, span_id)
+    _set_flags(context, flags)
     return context
 
 
-def _random_id(bits: int) -> str:
-    # The random module, as OpenTelemetry's own generator: ids must be unique, not secret,
-    # and it is reseeded in a forked child.
+_set_trace_id = TraceContext.__dict__["trace_id"].__set__
+_set_span_id = TraceContext.__dict__["span_id"].__set__
+_set_flags = TraceContext.__dict__["flags"].__set__
+
+
+# Bound to the random module's shared generator, which is reseeded in a forked child.
+_randbytes = random.randbytes
+
+
+def _random_id(size: int) -> str:
+    # The random module, as OpenTelemetry's own generator: ids must be unique, not secret.
     while True:
-        value = random.getrandbits(bits)
-        if value:
-            return f"{value:0{bits // 4}x}"
+        value = _randbytes(size).hex()
+        if value.strip("0"):
+            return value
 
 
 def parse(value: str) -> TraceContext:
@@ -238,7 +250,10 @@ class span:
         backend = _backend
         if backend is None:
             parent = self._parent or _current.get()
-            context = TraceContext.new() if parent is None else parent.child()
+            if parent is None:
+                context = TraceContext.new()
+            else:
+                context = _unchecked(parent.trace_id, _random_id(8), parent.flags)
         else:
             self._started = backend.start(self._name, self._parent, self._kind, self._attributes)
             context = self._started.context
