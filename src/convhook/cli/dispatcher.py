@@ -5,7 +5,9 @@ Any number may run against one PostgreSQL database, on any number of machines.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import typer
@@ -25,6 +27,7 @@ log = logging.getLogger("convhook.dispatcher")
 if TYPE_CHECKING:
     from convhook.metrics import Probe
     from convhook.store import Database
+    from convhook.watchdog import Limits
 
 
 def allow_private_option() -> bool:
@@ -49,6 +52,45 @@ def metrics_token_option(exposes: str) -> str | None:
         f"Without it /metrics is open to anyone who can reach the port: {exposes}",
     )
     return token
+
+
+_WATCHDOG = {
+    "created": ("0", "created and neither dialed nor joined"),
+    "dialing": ("2m", "dialing (the call is being placed)"),
+    "active": ("4h", "active (the user is in it)"),
+    "left": ("10m", "left by its user and not ended"),
+}
+
+
+def watchdog_option(phase: str) -> str:
+    """The ``--watchdog-<phase>`` option ``dispatcher`` and ``serve`` share: how long a
+    conversation may stay in ``phase`` without a transition."""
+    default, what = _WATCHDOG[phase]
+    limit: str = option(
+        default,
+        f"--watchdog-{phase}",
+        env=f"WATCHDOG_{phase.upper()}",
+        help=f"End a conversation {what} this long without a transition, with "
+        "conversation.completed and endReason timeout: 90s, 2m, 4h, or 0 (off).",
+    )
+    return limit
+
+
+def watchdog_limits(created: str, dialing: str, active: str, left: str) -> Limits:
+    """The ``--watchdog-*`` options as limits; exit 2 naming the option that is not a
+    duration."""
+    from convhook.watchdog import Limits, parse_duration
+
+    given = {"created": created, "dialing": dialing, "active": active, "left": left}
+    try:
+        return Limits(
+            **{
+                phase: parse_duration(text, name=f"--watchdog-{phase}")
+                for phase, text in given.items()
+            }
+        )
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def dispatcher(
@@ -112,16 +154,23 @@ def dispatcher(
     metrics_token: str | None = metrics_token_option(
         "delivery attempt counts by outcome and their latency, for all workspaces."
     ),
+    watchdog_created: str = watchdog_option("created"),
+    watchdog_dialing: str = watchdog_option("dialing"),
+    watchdog_active: str = watchdog_option("active"),
+    watchdog_left: str = watchdog_option("left"),
 ) -> None:
     """Claim due deliveries and POST them signed until stopped (SIGINT/SIGTERM).
 
     Example: ``convhook dispatcher --db postgresql://convhook@db/convhook --metrics-port 9464``
-    """
+
+    It also runs the watchdog (--watchdog-*): of all the dispatchers and servers sharing a
+    database, one at a time ends the conversations left too long in a phase."""
     need_extra("dispatcher", "server")
     try:
         url = DatabaseURL.parse(db)
     except ConfigError as exc:
         fail(str(exc))
+    limits = watchdog_limits(watchdog_created, watchdog_dialing, watchdog_active, watchdog_left)
     stop_logging = start_logging(log_format, log_level)
     probe = None
     if metrics_port:
@@ -147,6 +196,7 @@ def dispatcher(
                 synchronous=synchronous.upper(),
                 writer_process=writer_process,
                 probe=probe,
+                limits=limits,
             )
         )
     finally:
@@ -172,6 +222,7 @@ async def _dispatch(
     synchronous: str,
     writer_process: bool,
     probe: Probe | None = None,
+    limits: Limits | None = None,
     **options: object,
 ) -> None:
     import signal
@@ -184,7 +235,7 @@ async def _dispatch(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     db = _database(url, synchronous=synchronous, writer_process=writer_process)
-    async with DeliveryStore(db) as store:
+    async with DeliveryStore(db) as store, _watchdog(url, db, synchronous, limits):
         async with Dispatcher(store, **options) as running:  # type: ignore[arg-type]
             err.print(
                 f"convhook dispatcher on {db.name} (worker {running.worker_id}"
@@ -202,6 +253,32 @@ async def _dispatch(
                 extra={"action": "shutdown"},
             )
         err.print(f"dispatcher stopped after {running.delivered} deliveries")
+
+
+@contextlib.asynccontextmanager
+async def _watchdog(
+    url: DatabaseURL, db: Database, synchronous: str, limits: Limits | None
+) -> AsyncIterator[None]:
+    """The watchdog beside the dispatcher, stopped before the database closes."""
+    if limits is None or not limits.enabled:
+        yield
+        return
+    from convhook.outbox import Outbox
+    from convhook.store import open_database
+    from convhook.store.producer import ProducerStore
+    from convhook.watchdog import Watchdog
+
+    # The outbox writes from this process's writer thread; a SQLite writer in a child process
+    # (the claims') cannot run its decisions, so the watchdog gets a connection of its own.
+    own = getattr(db, "writer", "thread") != "thread"
+    producer = ProducerStore(open_database(url, "producer", synchronous=synchronous) if own else db)
+    await producer.open()
+    try:
+        async with Watchdog(Outbox(producer), limits):
+            yield
+    finally:
+        if own:
+            await producer.close()
 
 
 def register(app: typer.Typer) -> None:

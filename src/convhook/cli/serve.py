@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -16,7 +18,12 @@ from convhook.cli._common import (
     run_fast,
     start_logging,
 )
-from convhook.cli.dispatcher import allow_private_option, metrics_token_option
+from convhook.cli.dispatcher import (
+    allow_private_option,
+    metrics_token_option,
+    watchdog_limits,
+    watchdog_option,
+)
 from convhook.config import (
     DatabaseURL,
     db_option,
@@ -27,7 +34,10 @@ from convhook.config import (
 from convhook.errors import ConfigError
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from convhook.api.deps import ApiSettings
+    from convhook.watchdog import Limits
 
 
 def serve(
@@ -62,6 +72,10 @@ def serve(
     metrics_token: str | None = metrics_token_option(
         "delivery counts and the backlog labelled with the endpoint ids of every workspace."
     ),
+    watchdog_created: str = watchdog_option("created"),
+    watchdog_dialing: str = watchdog_option("dialing"),
+    watchdog_active: str = watchdog_option("active"),
+    watchdog_left: str = watchdog_option("left"),
 ) -> None:
     """Run the producer API; on a fresh database, create workspace "default" and print its key.
 
@@ -69,12 +83,16 @@ def serve(
     Example: ``convhook serve --db postgresql://convhook@db/convhook --no-dispatch --log-format json``
 
     Health checks need no key: /healthz answers 200 while the process runs; /readyz 200 when
-    the database answers, its schema is current and the dispatcher (if on) runs, else 503."""
+    the database answers, its schema is current and the dispatcher (if on) runs, else 503.
+
+    The watchdog (--watchdog-*) ends conversations left too long in a phase; of all the
+    servers and dispatchers sharing a database, one at a time does."""
     need_extra("serve", "server")
     try:
         url = DatabaseURL.parse(db)
     except ConfigError as exc:
         fail(str(exc))
+    limits = watchdog_limits(watchdog_created, watchdog_dialing, watchdog_active, watchdog_left)
     if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         fail(f"--synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
     refuse_busy_port(host, port)
@@ -87,7 +105,16 @@ def serve(
     # uvicorn.run would pick uvloop by itself; serving from our own coroutine must ask for it.
     try:
         run_fast(
-            _serve(host, port, url, settings, synchronous.upper(), log_level, metrics_token or None)
+            _serve(
+                host,
+                port,
+                url,
+                settings,
+                synchronous.upper(),
+                log_level,
+                metrics_token or None,
+                limits,
+            )
         )
     finally:
         stop_logging()
@@ -101,6 +128,7 @@ async def _serve(
     synchronous: str,
     log_level: str,
     metrics_token: str | None,
+    limits: Limits,
 ) -> None:
     import uvicorn
 
@@ -125,6 +153,8 @@ async def _serve(
         raise
     err.print(f"convhook API on {base} (docs at {base}/docs), database {store.db.name}")
     app = create_app(store, settings, metrics_token=metrics_token)
+    if limits.enabled:
+        _watch(app, limits)
     config = uvicorn.Config(
         app,
         host=host,
@@ -142,6 +172,21 @@ async def _serve(
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the app's
     # lifespan closes the store after the queued writes commit.
     await uvicorn.Server(config).serve()
+
+
+def _watch(app: FastAPI, limits: Limits) -> None:
+    """Run the watchdog inside the app's lifespan: started once the store is open, stopped
+    before it closes."""
+    from convhook.watchdog import Watchdog
+
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(given: Any) -> AsyncIterator[Any]:
+        async with inner(given) as state, Watchdog(app.state.outbox, limits):
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
 def _quick_start(base: str, workspace_id: str, key: str) -> None:
