@@ -1,4 +1,5 @@
-"""Wire models of conversation events: the envelope, the conversation and its customer.
+"""Wire models of conversation events: the envelope, the conversation and its customer;
+and of convhook's operational events (``endpoint.*``, ``delivery.failed``).
 
 The wire format is the platform's: ``{"eventId", "eventType", "payload"}`` with the full
 conversation object as the payload, camelCase keys, timestamps like
@@ -48,6 +49,9 @@ from convhook.vocabulary import (
 )
 from convhook.vocabulary import (
     EventType as EventType,
+)
+from convhook.vocabulary import (
+    OperationalEventType as OperationalEventType,
 )
 from convhook.vocabulary import (
     RecordingStatus as RecordingStatus,
@@ -355,6 +359,73 @@ class AnalysisCompleted(ConversationEvent):
     event_type: Literal["conversation.analysisCompleted"] = "conversation.analysisCompleted"
 
 
+class EndpointState(WireModel):
+    """The payload of an ``endpoint.*`` event: the endpoint as it stands after the change."""
+
+    endpoint_id: NonEmptyStr
+    workspace_id: NonEmptyStr
+    url: str
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: Timestamp | None
+    """When the failures began: for ``endpoint.recovered`` the failures just ended, for
+    ``endpoint.disabled`` those that led to it (null when none)."""
+    at: Timestamp
+    """When the change happened."""
+
+
+class DeliveryFailure(WireModel):
+    """The payload of ``delivery.failed``: which delivery of which event failed, and how."""
+
+    delivery_id: NonEmptyStr
+    event_id: NonEmptyStr
+    event_type: NonEmptyStr
+    endpoint_id: NonEmptyStr
+    workspace_id: NonEmptyStr
+    url: str
+    conversation_id: NonEmptyStr
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    at: Timestamp
+    """When the last attempt ended."""
+
+
+class OperationalEvent(BaseEvent):
+    """A known operational event: its subject is an endpoint, not a conversation."""
+
+
+class EndpointEvent(OperationalEvent):
+    """An event about an endpoint's state; ``payload`` is the endpoint after the change."""
+
+    payload: EndpointState
+
+
+class EndpointDisabled(EndpointEvent):
+    """Triggered when an endpoint stops receiving: a 410, failures for too long, or a request."""
+
+    event_type: Literal["endpoint.disabled"] = "endpoint.disabled"
+
+
+class EndpointEnabled(EndpointEvent):
+    """Triggered when a disabled endpoint is enabled again."""
+
+    event_type: Literal["endpoint.enabled"] = "endpoint.enabled"
+
+
+class EndpointRecovered(EndpointEvent):
+    """Triggered when a failing endpoint takes a delivery again."""
+
+    event_type: Literal["endpoint.recovered"] = "endpoint.recovered"
+
+
+class DeliveryFailed(OperationalEvent):
+    """Triggered when a delivery of a conversation event ends failed."""
+
+    event_type: Literal["delivery.failed"] = "delivery.failed"
+    payload: DeliveryFailure
+
+
 class UnknownEvent(BaseEvent):
     """An event type this version does not know; the payload is kept as it came."""
 
@@ -367,6 +438,18 @@ EVENT_CLASSES: dict[str, type[ConversationEvent]] = {
     EventType.COMPLETED.value: Completed,
     EventType.ANALYSIS_COMPLETED.value: AnalysisCompleted,
 }
+"""The conversation events: their payload is a :class:`Conversation`."""
+OPERATIONAL_EVENT_CLASSES: dict[str, type[OperationalEvent]] = {
+    OperationalEventType.ENDPOINT_DISABLED.value: EndpointDisabled,
+    OperationalEventType.ENDPOINT_ENABLED.value: EndpointEnabled,
+    OperationalEventType.ENDPOINT_RECOVERED.value: EndpointRecovered,
+    OperationalEventType.DELIVERY_FAILED.value: DeliveryFailed,
+}
+"""convhook's operational events, kept apart: code that reads a conversation from every
+event of :data:`EVENT_CLASSES` is not handed one of these."""
+KNOWN_EVENT_TYPES = frozenset(EVENT_CLASSES) | frozenset(OPERATIONAL_EVENT_CLASSES)
+CatalogueEventType = EventType | OperationalEventType
+"""Any event type of the catalogue, as API fields and query parameters take them."""
 
 
 def _event_tag(value: Any) -> str:
@@ -374,7 +457,7 @@ def _event_tag(value: Any) -> str:
         value.get("eventType") if isinstance(value, dict) else getattr(value, "event_type", None)
     )
     # Checked as a string first: a list or object there is a schema error, not a crash.
-    if isinstance(event_type, str) and event_type in EVENT_CLASSES:
+    if isinstance(event_type, str) and event_type in KNOWN_EVENT_TYPES:
         return event_type
     return "unknown"
 
@@ -384,11 +467,25 @@ Event = Annotated[
     | Annotated[UserLeft, Tag(EventType.USER_LEFT.value)]
     | Annotated[Completed, Tag(EventType.COMPLETED.value)]
     | Annotated[AnalysisCompleted, Tag(EventType.ANALYSIS_COMPLETED.value)]
+    | Annotated[EndpointDisabled, Tag(OperationalEventType.ENDPOINT_DISABLED.value)]
+    | Annotated[EndpointEnabled, Tag(OperationalEventType.ENDPOINT_ENABLED.value)]
+    | Annotated[EndpointRecovered, Tag(OperationalEventType.ENDPOINT_RECOVERED.value)]
+    | Annotated[DeliveryFailed, Tag(OperationalEventType.DELIVERY_FAILED.value)]
     | Annotated[UnknownEvent, Tag("unknown")],
     Discriminator(_event_tag),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-AnyEvent = UserJoined | UserLeft | Completed | AnalysisCompleted | UnknownEvent
+AnyEvent = (
+    UserJoined
+    | UserLeft
+    | Completed
+    | AnalysisCompleted
+    | EndpointDisabled
+    | EndpointEnabled
+    | EndpointRecovered
+    | DeliveryFailed
+    | UnknownEvent
+)
 
 
 def parse_event(body: bytes | str, *, max_bytes: int = DEFAULT_MAX_BODY) -> AnyEvent:
@@ -434,7 +531,7 @@ def _is_tag(part: object) -> bool:
     fields; dropping them leaves the path a sender can act on."""
     if not isinstance(part, str):
         return False
-    return part in EVENT_CLASSES or part in ("unknown", "str") or "[" in part
+    return part in KNOWN_EVENT_TYPES or part in ("unknown", "str") or "[" in part
 
 
 def payload_error(exc: ValidationError) -> PayloadError:

@@ -1,8 +1,9 @@
 """Realistic sample events for every catalogue entry: fresh ids and times, or fixed ones.
 
 ``convhook trigger`` sends these, the shipped fixtures are made from them, and tests use them as
-factories. A sample is the conversation as it stands right after its event, so the four
-samples of one conversation replay its lifecycle.
+factories. A conversation event's sample is the conversation as it stands right after its
+event, so the four samples of one conversation replay its lifecycle; an operational event's
+is an endpoint (or a delivery to it) as convhook reports it.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from pydantic import BaseModel
 
 from convhook.errors import FieldProblem, PayloadError
 from convhook.events import (
+    OPERATIONAL_EVENT_CLASSES,
     AnyEvent,
     Conversation,
+    DeliveryFailure,
+    EndpointState,
     EventType,
+    OperationalEventType,
     event_from_dict,
 )
 from convhook.ids import new_id
-from convhook.timefmt import utcnow
+from convhook.timefmt import format_ts, utcnow
 
 _NAMES = ["John Doe", "Amara Okafor", "Lena Fischer", "Kenji Sato", "Priya Raman", "Diego Ruiz"]
 _TRANSCRIPT = [
@@ -131,7 +136,7 @@ def sample_conversation(
 
 
 def sample_event(
-    event_type: str | EventType,
+    event_type: str | EventType | OperationalEventType,
     *,
     overrides: Mapping[str, Any] | None = None,
     now: datetime | None = None,
@@ -139,15 +144,80 @@ def sample_event(
     fixed_ids: bool = False,
 ) -> AnyEvent:
     """A complete event of ``event_type``; ``overrides`` maps dotted payload paths to values."""
-    conversation = sample_conversation(event_type, now=now, rng=rng, fixed_ids=fixed_ids)
+    kind = catalogue_type(event_type)
+    if isinstance(kind, OperationalEventType):
+        payload = sample_operational(kind, now=now, rng=rng, fixed_ids=fixed_ids)
+    else:
+        payload = sample_conversation(kind, now=now, rng=rng, fixed_ids=fixed_ids).to_wire()
     doc: dict[str, Any] = {
         "eventId": "evt_01234567890abcdef" if fixed_ids else new_id("evt"),
-        "eventType": EventType(event_type).value,
-        "payload": conversation.to_wire(),
+        "eventType": kind.value,
+        "payload": payload,
     }
     for path, value in (overrides or {}).items():
         _set_path(doc, path, value)
     return event_from_dict(doc)
+
+
+def catalogue_type(event_type: str | EventType | OperationalEventType) -> Any:
+    """``event_type`` as a member of :class:`EventType` or :class:`OperationalEventType`;
+    ValueError naming it if it is in neither."""
+    if isinstance(event_type, EventType | OperationalEventType):
+        return event_type
+    if event_type in OPERATIONAL_EVENT_CLASSES:
+        return OperationalEventType(event_type)
+    return EventType(event_type)
+
+
+def subject_of(event: AnyEvent) -> str:
+    """What an event is about, as convhook files it: the conversation's id, or for an
+    operational event the endpoint's."""
+    payload: Any = event.payload
+    return str(payload.endpoint_id if hasattr(payload, "endpoint_id") else payload.id)
+
+
+def sample_operational(
+    event_type: OperationalEventType,
+    *,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+    fixed_ids: bool = False,
+) -> dict[str, Any]:
+    """The wire payload of an operational event: the endpoint after the change it reports,
+    or for ``delivery.failed`` the delivery whose retries ran out."""
+    rng = rng or random.Random()
+    now = now or utcnow()
+    ids = _ids(fixed_ids)
+    endpoint_id = "ep_1234567890abcdef" if fixed_ids else new_id("ep")
+    url = "https://hooks.example.com/convhook"
+    if event_type is OperationalEventType.DELIVERY_FAILED:
+        return DeliveryFailure(
+            delivery_id=f"dlv_{rng.randrange(1000, 100_000)}",
+            event_id="evt_fedcba9876543210" if fixed_ids else new_id("evt"),
+            event_type=EventType.COMPLETED.value,
+            endpoint_id=endpoint_id,
+            workspace_id=ids["ws"],
+            url=url,
+            conversation_id=ids["conv"],
+            attempts=8,
+            last_status_code=503,
+            last_error=None,
+            at=format_ts(now),
+        ).to_wire()
+    enabled = event_type is not OperationalEventType.ENDPOINT_DISABLED
+    failing = {
+        OperationalEventType.ENDPOINT_DISABLED: timedelta(hours=rng.randrange(2, 24)),
+        OperationalEventType.ENDPOINT_RECOVERED: timedelta(minutes=rng.randrange(5, 120)),
+    }.get(event_type)
+    return EndpointState(
+        endpoint_id=endpoint_id,
+        workspace_id=ids["ws"],
+        url=url,
+        enabled=enabled,
+        disabled_reason=None if enabled else "the receiver answered 410 Gone",
+        failing_since=None if failing is None else format_ts(now - failing),
+        at=format_ts(now),
+    ).to_wire()
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -162,7 +232,11 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return path, value
 
 
-def check_override(path: str, value: Any) -> None:
+def check_override(
+    path: str,
+    value: Any,
+    event_type: str | EventType | OperationalEventType = EventType.USER_JOINED,
+) -> None:
     """Raise :class:`PayloadError` unless ``path`` names a field of the event (or a key below
     a free-form object such as ``postCallMetadata``) and ``value`` suits it: a catalogue value
     for an enumeration, known field names in an object given for a typed one.
@@ -171,7 +245,7 @@ def check_override(path: str, value: Any) -> None:
     keep on purpose (unknown keys, unknown enumeration values), so a typo is not sent.
     """
     parts = _parts(path)
-    node = _ENVELOPE
+    node = _envelope(catalogue_type(event_type))
     for depth, part in enumerate(parts):
         if node.kind == "object":
             return
@@ -231,14 +305,35 @@ def _leaves(annotation: Any) -> list[Any]:
     return [annotation]
 
 
+_EVENT_TYPES = _Node("enum", values=tuple(t.value for t in [*EventType, *OperationalEventType]))
 _ENVELOPE = _Node(
     "model",
     fields={
         "eventId": _Node("value"),
-        "eventType": _Node("enum", values=tuple(t.value for t in EventType)),
+        "eventType": _EVENT_TYPES,
         "payload": _model_node(Conversation),
     },
 )
+_OPERATIONAL_ENVELOPES = {
+    kind: _Node(
+        "model",
+        fields={
+            "eventId": _Node("value"),
+            "eventType": _EVENT_TYPES,
+            "payload": _model_node(
+                DeliveryFailure if kind is OperationalEventType.DELIVERY_FAILED else EndpointState
+            ),
+        },
+    )
+    for kind in OperationalEventType
+}
+
+
+def _envelope(kind: EventType | OperationalEventType) -> _Node:
+    """The fields an event of ``kind`` has, for :func:`check_override`."""
+    if isinstance(kind, OperationalEventType):
+        return _OPERATIONAL_ENVELOPES[kind]
+    return _ENVELOPE
 
 
 def _check_value(path: str, parts: list[str], node: _Node, value: Any) -> None:
@@ -259,7 +354,10 @@ def _check_value(path: str, parts: list[str], node: _Node, value: Any) -> None:
 
 
 def _unknown(path: str, parts: list[str], name: str, node: _Node) -> PayloadError:
-    owner = "the conversation" if parts == ["payload"] else _shown(parts)
+    if parts == ["payload"]:
+        owner = "the conversation" if "agentId" in node.fields else "the payload"
+    else:
+        owner = _shown(parts)
     close = difflib.get_close_matches(name, node.fields, n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     return _refused(

@@ -8,7 +8,13 @@ from importlib import resources
 from typing import Any
 
 from convhook import __version__
-from convhook.events import EVENT_CLASSES, ConversationEvent, EventType
+from convhook.events import (
+    EVENT_CLASSES,
+    OPERATIONAL_EVENT_CLASSES,
+    BaseEvent,
+    EventType,
+    OperationalEventType,
+)
 
 RECEIVED_TEXT = "Webhook received successfully"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -18,8 +24,8 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 class CatalogueEntry:
     """One event type: its name, model, the sentence saying when it fires, and a fixture."""
 
-    event_type: EventType
-    model: type[ConversationEvent]
+    event_type: EventType | OperationalEventType
+    model: type[BaseEvent]
     trigger: str
 
     @property
@@ -53,6 +59,32 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
         EventType.ANALYSIS_COMPLETED,
         EVENT_CLASSES[EventType.ANALYSIS_COMPLETED],
         "Triggered when the post-call analysis of a conversation is complete",
+    ),
+    # Operational events: sent only to endpoints that list them in eventTypes.
+    CatalogueEntry(
+        OperationalEventType.ENDPOINT_DISABLED,
+        OPERATIONAL_EVENT_CLASSES[OperationalEventType.ENDPOINT_DISABLED],
+        "Triggered when an endpoint stops receiving events: it answered 410 Gone, failed "
+        "without a success for too long, or was disabled through the API; sent only to "
+        "endpoints that list it",
+    ),
+    CatalogueEntry(
+        OperationalEventType.ENDPOINT_ENABLED,
+        OPERATIONAL_EVENT_CLASSES[OperationalEventType.ENDPOINT_ENABLED],
+        "Triggered when a disabled endpoint is enabled again through the API; sent only to "
+        "endpoints that list it",
+    ),
+    CatalogueEntry(
+        OperationalEventType.ENDPOINT_RECOVERED,
+        OPERATIONAL_EVENT_CLASSES[OperationalEventType.ENDPOINT_RECOVERED],
+        "Triggered when an endpoint that was failing accepts a delivery again (its first "
+        "success since); sent only to endpoints that list it",
+    ),
+    CatalogueEntry(
+        OperationalEventType.DELIVERY_FAILED,
+        OPERATIONAL_EVENT_CLASSES[OperationalEventType.DELIVERY_FAILED],
+        "Triggered when a delivery of a conversation event ends failed (its retries spent, or "
+        "a 410); sent only to endpoints that list it",
     ),
 )
 
@@ -128,8 +160,10 @@ def openapi_document() -> dict[str, Any]:
             "title": "Conversation events",
             "version": __version__,
             "description": (
-                "Webhooks sent for the conversation lifecycle. Each is a POST with a JSON body "
-                "`{eventId, eventType, payload}` signed per Standard Webhooks v1; answer 200."
+                "Webhooks sent for the conversation lifecycle, and convhook's operational "
+                "events (endpoint.*, delivery.failed) to endpoints that list them. Each is a "
+                "POST with a JSON body `{eventId, eventType, payload}` signed per Standard "
+                "Webhooks v1; answer 200."
             ),
         },
         "paths": {},

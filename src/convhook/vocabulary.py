@@ -13,6 +13,7 @@ __all__ = [
     "ConversationType",
     "EndReason",
     "EventType",
+    "OperationalEventType",
     "RecordingStatus",
     "TelephonyStatus",
     "TelephonyType",
@@ -30,6 +31,24 @@ class EventType(StrEnum):
     """The conversation has ended."""
     ANALYSIS_COMPLETED = "conversation.analysisCompleted"
     """Post-call analysis of the conversation is done."""
+
+
+class OperationalEventType(StrEnum):
+    """convhook's own events about delivery, whose subject is an endpoint, not a conversation.
+
+    Apart from :class:`EventType`: an endpoint subscribed to every type (``eventTypes`` null)
+    still gets only conversation events, so a receiver that knows the platform's shapes alone
+    never sees these; an endpoint gets them by listing them.
+    """
+
+    ENDPOINT_DISABLED = "endpoint.disabled"
+    """An endpoint stopped receiving: it answered 410, failed for too long, or was disabled."""
+    ENDPOINT_ENABLED = "endpoint.enabled"
+    """A disabled endpoint was enabled again through the API or the CLI."""
+    ENDPOINT_RECOVERED = "endpoint.recovered"
+    """An endpoint that was failing took a delivery again (its first success since)."""
+    DELIVERY_FAILED = "delivery.failed"
+    """A delivery of a conversation event ended failed: its retries were spent, or refused."""
 
 
 class ConversationStatus(StrEnum):

@@ -32,10 +32,10 @@ from convhook.api.responses import (
     json_response,
 )
 from convhook.errors import FieldProblem
-from convhook.events import EventType
+from convhook.events import CatalogueEventType, EventType
 from convhook.ids import new_id
 from convhook.netguard import MAX_URL_LENGTH, TargetError, validate_url
-from convhook.samples import sample_event
+from convhook.samples import sample_event, subject_of
 from convhook.signing import Secret
 from convhook.store.delivery import DeliveryStore, Endpoint
 from convhook.store.producer import decode_cursor, encode_cursor
@@ -74,8 +74,11 @@ class EndpointIn(RequestModel):
     """An endpoint to create."""
 
     url: str = Field(max_length=MAX_URL_LENGTH, pattern=URL_PATTERN, description=_URL_DOC)
-    event_types: list[EventType] | None = Field(
-        None, description="Event types to send; absent or null means all."
+    event_types: list[CatalogueEventType] | None = Field(
+        None,
+        description="Event types to send; absent or null means every conversation event. "
+        "Operational events (endpoint.disabled, endpoint.enabled, endpoint.recovered, "
+        "delivery.failed) are sent only to endpoints that list them.",
     )
     description: str = Field("", max_length=1000)
     enabled: StrictBool = True
@@ -89,7 +92,7 @@ class EndpointUpdate(RequestModel):
     url: str | None = Field(
         None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN, description=_URL_DOC
     )
-    event_types: list[EventType] | None = None
+    event_types: list[CatalogueEventType] | None = None
     description: str | None = Field(None, max_length=1000)
     enabled: StrictBool | None = None
     rate_limit: RateLimit | None = None
@@ -107,7 +110,7 @@ class Rotation(RequestModel):
 class TestEvent(RequestModel):
     """Which sample event to send."""
 
-    event_type: EventType = EventType.USER_JOINED
+    event_type: CatalogueEventType = EventType.USER_JOINED
 
 
 def now_ms() -> int:
@@ -340,7 +343,7 @@ async def send_test(
         event_type=event.event_type,
         body=data,
         now=now,
-        conversation_id=event.payload.id,
+        conversation_id=subject_of(event),
     )
     wake(request)
     return json_response({"deliveryId": delivery_id(number), "eventId": event.event_id}, 202)

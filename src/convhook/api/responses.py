@@ -20,7 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from convhook.api.app import CURSOR_PATTERN
 from convhook.api.fields import MAX_INT64
-from convhook.events import Conversation, Customer, EventType
+from convhook.events import CatalogueEventType, Conversation, Customer
 from convhook.schema import CATALOGUE
 from convhook.store.delivery import Delivery as DeliveryRow
 from convhook.store.delivery import Endpoint as EndpointRow
@@ -142,7 +142,7 @@ class PrunedEvent(WireOut):
     """An event whose payload the retention job removed: its id and type only."""
 
     event_id: str
-    event_type: EventType
+    event_type: CatalogueEventType
     payload: None
     pruned: Literal[True]
 
@@ -160,7 +160,10 @@ class Endpoint(WireOut):
     id: str
     url: str
     description: str
-    event_types: list[EventType] | None = Field(description="null: every event type.")
+    event_types: list[CatalogueEventType] | None = Field(
+        description="null: every conversation event (operational events, endpoint.* and "
+        "delivery.failed, go only to endpoints that list them)."
+    )
     enabled: bool
     disabled_reason: str | None
     rate_limit: float | None = Field(description="Deliveries per second; null: no limit.")
@@ -203,7 +206,7 @@ class Delivery(WireOut):
     id: DeliveryId
     event_id: str
     endpoint_id: str
-    event_type: EventType
+    event_type: CatalogueEventType
     conversation_id: str | None = Field(description="null for a test event.")
     status: DeliveryStatus
     attempts: int

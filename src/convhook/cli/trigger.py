@@ -6,6 +6,7 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -14,7 +15,13 @@ from rich.markup import escape
 from convhook.cli._common import err, fail, out, print_json, run
 from convhook.config import option
 from convhook.errors import ConvhookError
-from convhook.events import EventType
+from convhook.events import EventType, OperationalEventType
+
+# Typer takes one enumeration per argument: the catalogue's two, as one list of choices.
+TriggerType = StrEnum(  # type: ignore[misc]
+    "TriggerType",
+    {m.name: m.value for m in [*EventType, *OperationalEventType]},
+)
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,11 @@ class Sent:
 
 
 def trigger(
-    event_type: EventType = typer.Argument(..., help="Which event to send."),
+    event_type: TriggerType = typer.Argument(
+        ...,
+        help="Which event to send: a conversation event, or an operational one (endpoint.*, "
+        "delivery.failed) to try an alerting receiver.",
+    ),
     url: str = option(..., "--url", env="TRIGGER_URL", help="Where to POST the event."),
     secret: str | None = option(
         None, "--secret", env="SECRET", help="whsec_ secret to sign with (unsigned if absent)."
@@ -79,9 +90,9 @@ def trigger(
         overrides = dict(parse_assignment(a) for a in assignments or [])
         if not force:
             for path, value in overrides.items():
-                check_override(path, value)
+                check_override(path, value, event_type.value)
         # One event built now: a value its field's type refuses is reported before sending.
-        sample_event(event_type, overrides=overrides)
+        sample_event(event_type.value, overrides=overrides)
         secrets = as_secrets(secret) if secret else None
         if token is not None:
             # Imported only here: the receiver package is heavy for a command that sends.
@@ -115,7 +126,7 @@ def trigger(
 
 
 async def _send_all(
-    event_type: EventType,
+    event_type: TriggerType,
     url: str,
     secrets: Any,
     token: str | None,
@@ -150,7 +161,7 @@ async def _send_all(
 
     async def worker(session: aiohttp.ClientSession) -> None:
         for _ in remaining:
-            event = sample_event(event_type, overrides=overrides)
+            event = sample_event(event_type.value, overrides=overrides)
             body = event.to_json()
             headers = dict(headers_base)
             if secrets:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from convhook.events import OperationalEventType
+from convhook.store.delivery.operational import endpoint_changed
 from convhook.store.engine.connection import Connection
 
 _COLUMNS = (
@@ -151,8 +153,17 @@ def set_enabled(
     now: int,
     reason: str | None = None,
 ) -> Endpoint | None:
-    """Enable or disable; disabling fails the endpoint's pending deliveries (recoverable)."""
-    cur = conn.execute(
+    """Enable or disable; disabling fails the endpoint's pending deliveries (recoverable).
+    A change of state records ``endpoint.enabled`` or ``endpoint.disabled``."""
+    # Locked before it is read on PostgreSQL: the state it had decides whether an event is due.
+    lock = "" if conn.dialect.name == "sqlite" else " FOR NO KEY UPDATE"
+    before = conn.execute(
+        f"SELECT enabled, failing_since FROM endpoints WHERE id = ? AND workspace_id = ?{lock}",
+        (endpoint_id, workspace_id),
+    ).fetchone()
+    if before is None:
+        return None
+    conn.execute(
         "UPDATE endpoints SET enabled = ?, disabled_reason = ?, failing_since = NULL, "
         "updated_at = ? WHERE id = ? AND workspace_id = ?",
         (
@@ -163,10 +174,15 @@ def set_enabled(
             workspace_id,
         ),
     )
-    if not cur.rowcount:
-        return None
     if not enabled:
         fail_pending(conn, endpoint_id, now, f"endpoint disabled: {reason or 'by request'}")
+    if bool(before[0]) != enabled:
+        kind = (
+            OperationalEventType.ENDPOINT_ENABLED
+            if enabled
+            else OperationalEventType.ENDPOINT_DISABLED
+        )
+        endpoint_changed(conn, kind, endpoint_id, now, failing_since=None if enabled else before[1])
     return get(conn, workspace_id, endpoint_id)
 
 

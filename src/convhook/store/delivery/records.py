@@ -10,7 +10,9 @@ from typing import Any
 
 import msgspec
 
+from convhook.events import OperationalEventType
 from convhook.retry import Verdict
+from convhook.store.delivery import operational
 from convhook.store.delivery.dialect import in_list, is_sqlite, list_param, notify
 from convhook.store.delivery.endpoints import fail_pending
 from convhook.store.engine.connection import Connection
@@ -52,16 +54,15 @@ def record(conn: Connection, results: Sequence[Result], now: int, disable_cutoff
 
 
 def record_outcomes(conn: Connection, results: Sequence[Result], now: int) -> None:
-    """Store each attempt, move its delivery on, and clear ``failing_since`` of the endpoints
-    that succeeded: statements whose answers are not read, so a pipeline sends them at once."""
+    """Store each attempt, move its delivery on, and for the endpoints that succeeded after
+    failing record ``endpoint.recovered`` and clear ``failing_since``: statements whose answers
+    are not read, so a pipeline sends them at once."""
     _record_rows(conn, results, now)
     succeeded = sorted({r.endpoint_id for r in results if r.verdict is Verdict.DELIVERED})
     if succeeded:
         # Endpoint rows are locked in id order: on PostgreSQL other dispatchers lock them too.
-        conn.executemany(
-            "UPDATE endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL",
-            [(e,) for e in succeeded],
-        )
+        operational.record_recovered(conn, succeeded, now)
+        conn.executemany(operational.RECOVERED_SET, [(e,) for e in succeeded])
 
 
 def all_delivered(results: Sequence[Result]) -> bool:
@@ -72,20 +73,35 @@ def all_delivered(results: Sequence[Result]) -> bool:
 def record_failures(
     conn: Connection, results: Sequence[Result], now: int, disable_cutoff: int
 ) -> list[str]:
-    """After :func:`record_outcomes`: note when failing endpoints started failing and disable
-    those failing since ``disable_cutoff`` or earlier, or gone; return the ids disabled."""
+    """After :func:`record_outcomes`: record ``delivery.failed`` for the deliveries that ended
+    failed, note when failing endpoints started failing and disable those failing since
+    ``disable_cutoff`` or earlier, or gone; return the ids disabled."""
     disabled: list[str] = []
     if all_delivered(results):
         return disabled
     succeeded = {r.endpoint_id for r in results if r.verdict is Verdict.DELIVERED}
     failing: dict[str, int] = {}
+    gone: set[str] = set()
     for r in results:
         if r.verdict is Verdict.GONE:
-            if _disable(conn, r.endpoint_id, now, "the receiver answered 410 Gone"):
-                disabled.append(r.endpoint_id)
+            gone.add(r.endpoint_id)
         elif r.verdict is not Verdict.DELIVERED and r.endpoint_id not in succeeded:
             failing.setdefault(r.endpoint_id, r.attempted_at)
-    for endpoint, since in sorted(failing.items()):
+    ended = operational.ended_failed(
+        conn, [(r.delivery_id, r.attempted_at) for r in results if r.verdict in _ENDED_FAILED]
+    )
+    # Endpoint rows are locked in id order (see record_outcomes); each delivery's failure is
+    # told before its endpoint's disabling, which it may cause.
+    for endpoint in sorted(gone | set(failing) | set(ended)):
+        for row in ended.get(endpoint, ()):
+            operational.delivery_failed(conn, row, now)
+        if endpoint in gone:
+            if _disable(conn, endpoint, now, "the receiver answered 410 Gone"):
+                disabled.append(endpoint)
+            continue
+        since = failing.get(endpoint)
+        if since is None:
+            continue
         conn.execute(
             "UPDATE endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL",
             (since, endpoint),
@@ -219,15 +235,22 @@ _STATUS = {
 }
 
 
+_ENDED_FAILED = (Verdict.FAILED, Verdict.GONE)
+
+
 def _disable(conn: Connection, endpoint_id: str, now: int, reason: str) -> bool:
     cur = conn.execute(
         "UPDATE endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? "
         "WHERE id = ? AND enabled = 1",
         (reason, now, endpoint_id),
     )
-    if cur.rowcount:
-        fail_pending(conn, endpoint_id, now, f"endpoint disabled: {reason}")
-    return cur.rowcount > 0
+    if not cur.rowcount:
+        return False
+    # Its waiting deliveries fail with it; endpoint.disabled tells of them all, so none of
+    # them gets a delivery.failed of its own.
+    fail_pending(conn, endpoint_id, now, f"endpoint disabled: {reason}")
+    operational.endpoint_changed(conn, OperationalEventType.ENDPOINT_DISABLED, endpoint_id, now)
+    return True
 
 
 def enqueue_test(
