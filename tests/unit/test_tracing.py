@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convhook import tracing
 from convhook.errors import ConvhookError, PayloadError
@@ -71,6 +73,30 @@ def test_parse_invalid(value: str, reason: str) -> None:
     assert "traceparent" in message
     assert tracing.EXPECTED in message
     assert caught.value.problems[0].field == "traceparent"
+
+
+HEX = "0123456789abcdef"
+
+
+@given(
+    st.text(HEX, min_size=32, max_size=32).filter(lambda t: t.strip("0")),
+    st.text(HEX, min_size=16, max_size=16).filter(lambda t: t.strip("0")),
+    st.text(HEX, min_size=2, max_size=2),
+)
+def test_round_trip(trace_id: str, span_id: str, flags: str) -> None:
+    """Any valid version 00 value parses to its fields and is written back unchanged."""
+    value = f"00-{trace_id}-{span_id}-{flags}"
+    assert parse(value).header() == value
+
+
+@given(st.text(max_size=80) | st.text("0123456789abcdefABCDEF-", max_size=80))
+def test_anything_else_is_refused_cleanly(value: str) -> None:
+    """Any string either parses to a 55-character version 00 value or is a TraceparentError."""
+    try:
+        header, reason = parse(value).header(), ""
+    except TraceparentError as error:
+        header, reason = "", error.reason
+    assert bool(reason) != bool(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", header))
 
 
 def test_error_is_a_client_error() -> None:
