@@ -12,14 +12,21 @@ import pytest
 
 from convhook.errors import PayloadError, PayloadTooLarge
 from convhook.events import (
+    EVENT_CLASSES,
     NEWER_FIELD_NAMES,
+    OPERATIONAL_EVENT_CLASSES,
     SEED_CUSTOMER_FIELDS,
     SEED_FIELDS,
     AnalysisCompleted,
     Completed,
     Conversation,
     ConversationStatus,
+    DeliveryFailed,
+    EndpointDisabled,
+    EndpointEnabled,
+    EndpointRecovered,
     EventType,
+    OperationalEventType,
     UnknownEvent,
     UserJoined,
     UserLeft,
@@ -27,6 +34,7 @@ from convhook.events import (
     parse_event,
 )
 from convhook.samples import parse_assignment, sample_event
+from convhook.wirecheck import check_event, fast_check
 
 # The platform's own published example, kept verbatim.
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed-conversation.userJoined.json"
@@ -423,3 +431,92 @@ def test_event_id_has_a_length_limit(seed: dict[str, Any]) -> None:
     with pytest.raises(PayloadError) as info:
         parse_event(json.dumps(seed).encode())
     assert "256" in problems(info.value)["eventId"]
+
+
+# -- operational events ---------------------------------------------------------------------
+
+OPERATIONAL_CLASSES = {
+    "endpoint.disabled": EndpointDisabled,
+    "endpoint.enabled": EndpointEnabled,
+    "endpoint.recovered": EndpointRecovered,
+    "delivery.failed": DeliveryFailed,
+}
+
+
+@pytest.mark.parametrize("event_type", list(OperationalEventType))
+def test_operational_events_parse_typed_and_round_trip(event_type: OperationalEventType) -> None:
+    """parse_event returns the typed operational event, whose payload round-trips exactly."""
+    body = sample_event(event_type).to_json()
+    event = parse_event(body)
+    assert type(event) is OPERATIONAL_CLASSES[event_type.value]
+    assert event.to_json() == body
+    assert event.to_wire()["payload"]["endpointId"].startswith("ep_")
+
+
+def test_operational_types_stay_out_of_the_conversation_catalogue() -> None:
+    """EVENT_CLASSES and EventType keep conversation events only (code reading a conversation
+    from each never meets an endpoint); the operational ones have their own."""
+    assert set(EVENT_CLASSES) == {t.value for t in EventType}
+    assert set(OPERATIONAL_EVENT_CLASSES) == {t.value for t in OperationalEventType}
+    assert not set(EVENT_CLASSES) & set(OPERATIONAL_EVENT_CLASSES)
+
+
+def test_an_operational_type_with_a_conversation_payload_is_refused() -> None:
+    """endpoint.disabled carrying a conversation is refused by the models and by the fast
+    check the receiver runs first (which must never accept what the models refuse)."""
+    doc = sample_event("conversation.userJoined").to_wire()
+    doc["eventType"] = "endpoint.disabled"
+    body = json.dumps(doc).encode()
+    with pytest.raises(PayloadError) as info:
+        parse_event(body)
+    assert "payload.endpointId" in problems(info.value)
+    assert fast_check(body) is None
+    with pytest.raises(PayloadError):
+        check_event(body)
+
+
+def test_delivery_failed_names_the_failed_delivery() -> None:
+    """delivery.failed carries the delivery, its event and endpoint, and how it last failed."""
+    event = parse_event(
+        sample_event("delivery.failed", overrides={"lastError": "timeout"}).to_json()
+    )
+    assert isinstance(event, DeliveryFailed)
+    wire = event.to_wire()["payload"]
+    assert list(wire) == [
+        "deliveryId",
+        "eventId",
+        "eventType",
+        "endpointId",
+        "workspaceId",
+        "url",
+        "conversationId",
+        "attempts",
+        "lastStatusCode",
+        "lastError",
+        "at",
+    ]
+    assert wire["deliveryId"].startswith("dlv_")
+    assert event.payload.last_error == "timeout"
+
+
+def test_catalogue_schema_openapi_and_trigger_include_operational_events() -> None:
+    """The JSON Schema, the OpenAPI webhooks and trigger's choices list each operational event,
+    and each shipped example validates against its schema."""
+    import jsonschema
+
+    from convhook.cli.trigger import TriggerType
+    from convhook.schema import CATALOGUE, json_schemas, openapi_document
+
+    names = [t.value for t in OperationalEventType]
+    schemas = json_schemas()
+    webhooks = openapi_document()["webhooks"]
+    for name in names:
+        assert name in schemas
+        assert name in webhooks
+        assert name in {t.value for t in TriggerType}
+    for entry in CATALOGUE:
+        if entry.event_type.value in names:
+            jsonschema.Draft202012Validator(schemas[entry.event_type.value]).validate(
+                entry.example()
+            )
+            assert sample_event(entry.event_type).event_type == entry.event_type.value

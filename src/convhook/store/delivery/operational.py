@@ -44,8 +44,14 @@ _NEXT = (
 )
 
 
-def _record(conn: Connection, endpoint_id: str, event: OperationalEvent, seq: int, now: int) -> str:
-    workspace_id = _workspace_of(event)
+def _record(
+    conn: Connection,
+    workspace_id: str,
+    endpoint_id: str,
+    event: OperationalEvent,
+    seq: int,
+    now: int,
+) -> str:
     conn.execute(
         _INSERT,
         (
@@ -61,12 +67,6 @@ def _record(conn: Connection, endpoint_id: str, event: OperationalEvent, seq: in
         ),
     )
     return event.event_id
-
-
-def _workspace_of(event: OperationalEvent) -> str:
-    payload = event.payload  # type: ignore[attr-defined]
-    workspace: str = payload.workspace_id
-    return workspace
 
 
 def endpoint_changed(
@@ -101,7 +101,7 @@ def endpoint_changed(
             at=_time(now),
         ),
     )
-    return _record(conn, endpoint_id, event, seq, now)
+    return _record(conn, workspace_id, endpoint_id, event, seq, now)
 
 
 def ended_failed(conn: Connection, ended: Sequence[tuple[int, int]]) -> dict[str, list[Any]]:
@@ -151,7 +151,7 @@ def delivery_failed(conn: Connection, row: Any, now: int) -> str | None:
             at=_time(row["last_attempt_at"]),
         ),
     )
-    return _record(conn, endpoint_id, event, nxt["event_seq"], now)
+    return _record(conn, row["workspace_id"], endpoint_id, event, nxt["event_seq"], now)
 
 
 def _time(ms: int | None) -> Any:
