@@ -1,6 +1,7 @@
 """The watchdog (convhook.watchdog) on both engines: stale conversations end once with
-endReason timeout, a racing client end never adds a second terminal event, one watchdog acts
-per database (the lease), and a conversation refused for good is not retried every sweep."""
+endReason timeout (counted), a racing client end never adds a second terminal event, one
+watchdog acts per database (the lease), and a conversation refused for good is not retried
+every sweep."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from convhook.errors import ConfigError
 from convhook.lifecycle import Action, TransitionError
+from convhook.metrics import REGISTRY
 from convhook.outbox import Outbox
 from convhook.store.engine.connection import Connection
 from convhook.store.producer import ProducerStore
@@ -61,14 +63,22 @@ def terminal(events: list[dict[str, Any]]) -> Counter[str]:
     return Counter(e["payload"]["id"] for e in events if e["eventType"] == "conversation.completed")
 
 
+def timed_out_count(phase: str) -> float:
+    """The process's convhook_conversations_timed_out counter for ``phase``."""
+    value = REGISTRY.get_sample_value("convhook_conversations_timed_out_total", {"phase": phase})
+    return value or 0.0
+
+
 async def test_left_conversation_gets_one_timeout(database_url: str) -> None:
     """A conversation left after join is ended once with status completed and endReason
     timeout; later sweeps find nothing more to do."""
     async with producer(database_url) as (store, outbox, ws):
         [conv] = await conversations(outbox, ws, 1, Action.JOIN, Action.LEAVE)
         watchdog = Watchdog(outbox, SHORT, clock=ahead())
+        counted = timed_out_count("left")
         assert await watchdog.sweep() == 1
         assert await watchdog.sweep() == 0
+        assert timed_out_count("left") == counted + 1
         events = await events_of(store, ws)
         assert [e["eventType"] for e in events] == [
             "conversation.userJoined",
