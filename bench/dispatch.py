@@ -10,10 +10,15 @@
    ``--in-serve`` measures it with the dispatcher inside ``convhook serve`` instead.
 3. Backlog: a dispatcher started on a backlog of B events: drain rate and its peak RSS (with
    its SQLite writer process).
+4. Retry storm (``--storm``): events recorded at R/s for a healthy endpoint, timed from their
+   insert to their receipt, with and without N due retries of another endpoint (answering 503)
+   waiting ahead of them, on SQLite and PostgreSQL. The baseline is the run without the storm;
+   the target is a p99 within twice it.
 
     .venv/bin/python bench/dispatch.py [--events 5000] [--concurrency 32] [--backlog 10000]
                                        [--rate 200] [--seconds 10] [--runs 1]
                                        [--throughput-only]
+    .venv/bin/python bench/dispatch.py --storm [--retries 10000] [--rate 100] [--seconds 10]
 
 With ``--db postgresql://...`` (or ``--db temp``: a throwaway durable server) it measures
 scale-out instead: the same drain with 1, 2 and 4
@@ -41,7 +46,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _support import BARE_APP, cpu_seconds, free_port, serve_command, wait_for_port
+from _support import (
+    BARE_APP,
+    cpu_seconds,
+    free_port,
+    migrated_database,
+    postgres_server,
+    serve_command,
+    wait_for_port,
+)
 from convhook.ids import new_id
 from convhook.samples import sample_event
 from convhook.signing import Secret
@@ -530,6 +543,200 @@ def scaling(
         print(f"{label:<36}  {rate:>10,.0f} ev/s  {note}")
 
 
+def _event_row(ws: str, template: str, old_id: str, now: int) -> tuple[str, tuple[Any, ...]]:
+    event_id = new_id("evt")
+    return event_id, (event_id, ws, new_id("conv"), template.replace(old_id, event_id), now)
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events (id, workspace_id, conversation_id, conversation_seq, event_type, "
+    "body, created_at) VALUES (?, ?, ?, 1, 'conversation.userJoined', ?, ?)"
+)
+
+
+class _Storm:
+    """One database of either engine, with a storm endpoint and a healthy one in their own
+    workspaces (an event fans out only to its workspace's endpoints)."""
+
+    def __init__(self, target: str, storm_url: str, healthy_url: str) -> None:
+        self.target = target
+        conn = self.connect()
+        self.storm_ws, self.storm = self._endpoint(conn, storm_url)
+        self.healthy_ws, self.healthy = self._endpoint(conn, healthy_url)
+        conn.close()
+
+    @property
+    def postgres(self) -> bool:
+        return self.target.startswith("postgresql://")
+
+    def connect(self) -> Any:
+        if not self.postgres:
+            return open_db(Path(self.target))
+        import psycopg
+
+        from convhook.store.engine.postgres import PgConnection
+
+        return PgConnection(psycopg.connect(self.target, autocommit=True))
+
+    def close(self, conn: Any) -> None:
+        (conn.raw if self.postgres else conn).close()
+
+    def _endpoint(self, conn: Any, url: str) -> tuple[str, str]:
+        now = int(time.time() * 1000)
+        ws, endpoint = new_id("ws"), new_id("ep")
+        conn.execute(
+            "INSERT INTO workspaces (id, name, created_at) VALUES (?, 'bench', ?)", (ws, now)
+        )
+        endpoint_store.create(
+            conn,
+            endpoint_id=endpoint,
+            workspace_id=ws,
+            url=url,
+            secret=str(Secret.generate()),
+            now=now,
+        )
+        return ws, endpoint
+
+    def add_retries(self, count: int) -> None:
+        """``count`` deliveries to the storm endpoint that failed twice and are due now."""
+        template = sample_event("conversation.userJoined").to_json().decode()
+        old_id = json.loads(template)["eventId"]
+        now = int(time.time() * 1000)
+        rows = [_event_row(self.storm_ws, template, old_id, now)[1] for _ in range(count)]
+        conn = self.connect()
+        conn.execute("BEGIN")
+        if self.postgres:
+            with conn.raw.cursor() as cur:
+                cur.executemany(_INSERT_EVENT.replace("?", "%s"), rows)
+        else:
+            conn.executemany(_INSERT_EVENT, rows)
+        conn.execute(
+            "UPDATE deliveries SET attempts = 2, next_attempt_at = ? WHERE endpoint_id = ?",
+            (now - 60_000, self.storm),
+        )
+        conn.execute("COMMIT")
+        if self.postgres:
+            conn.execute("ANALYZE deliveries, events")  # as autovacuum would have
+        self.close(conn)
+
+    def due_retries(self) -> int:
+        conn = self.connect()
+        row = conn.execute(
+            "SELECT count(*) FROM deliveries WHERE endpoint_id = ? AND status = 'pending' "
+            "AND next_attempt_at <= ?",
+            (self.storm, int(time.time() * 1000)),
+        ).fetchone()
+        self.close(conn)
+        return int(row[0])
+
+    def produce(self, rate: float, seconds: float, sent: dict[str, float]) -> None:
+        """Record events for the healthy endpoint at ``rate``/s, noting when each began."""
+        template = sample_event("conversation.userJoined").to_json().decode()
+        old_id = json.loads(template)["eventId"]
+        conn = self.connect()
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            event_id, row = _event_row(self.healthy_ws, template, old_id, int(time.time() * 1000))
+            sent[event_id] = time.perf_counter()
+            conn.execute(_INSERT_EVENT, row)
+        self.close(conn)
+
+
+async def storm(
+    tmp: Path, target: str, retries: int, rate: float, seconds: float
+) -> dict[str, float]:
+    """p50/p99 from an event's insert to its receipt at a healthy endpoint, while ``retries``
+    due retries of a failing endpoint (answering 503 at once) wait ahead of it."""
+    from aiohttp import web
+
+    arrivals: dict[str, float] = {}
+    complete = asyncio.Event()
+    expected = [0]
+
+    async def healthy(request: web.Request) -> web.Response:
+        arrivals[json.loads(await request.read())["eventId"]] = time.perf_counter()
+        if expected[0] and len(arrivals) >= expected[0]:
+            complete.set()
+        return web.Response(text="Webhook received successfully")
+
+    async def failing(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=503, text="down")
+
+    app = web.Application()
+    app.router.add_post("/ok", healthy)
+    app.router.add_post("/down", failing)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
+    setup = _Storm(target, f"{base}/down", f"{base}/ok")
+    if retries:
+        setup.add_retries(retries)
+    sent: dict[str, float] = {}
+    try:
+        with process(dispatcher_args(target), tmp) as proc:
+            await asyncio.sleep(1.5)
+            if proc.poll() is not None:
+                raise RuntimeError("dispatcher exited early")
+            await asyncio.to_thread(setup.produce, rate, seconds, sent)
+            left = setup.due_retries() if retries else 0
+            expected[0] = len(sent)
+            if len(arrivals) < len(sent):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(complete.wait(), 60)
+    finally:
+        await runner.cleanup()
+    waits = sorted((arrivals[k] - sent[k]) * 1000 for k in sent if k in arrivals)
+    return {
+        "p50": statistics.median(waits),
+        "p99": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
+        "events": float(len(sent)),
+        "received": float(len(waits)),
+        "left": float(left),
+    }
+
+
+def storms(tmp: Path, retries: int, rate: float, seconds: float, runs: int) -> None:
+    """The retry-storm table: each engine without and with the storm, ``runs`` times."""
+    rows = []
+    with postgres_server() as pg:
+        for n in range(runs):
+            for engine in ("sqlite", "postgres"):
+                p99 = {}
+                for count in (0, retries):
+                    run_dir = tmp / f"storm{n}-{engine}-{count}"
+                    run_dir.mkdir()
+                    if engine == "sqlite":
+                        target = str(run_dir / "storm.db")
+                        open_db(Path(target)).close()
+                    else:
+                        target = migrated_database(pg, f"storm{n}_{count}", "producer")
+                    got = asyncio.run(storm(run_dir, target, count, rate, seconds))
+                    print(f"  {engine} retries={count}: {got}", file=sys.stderr)
+                    p99[count] = got["p99"]
+                    label = f"{engine}, {count:,} due retries elsewhere"
+                    note = f"{got['received']:.0f}/{got['events']:.0f} received"
+                    if count:
+                        note += (
+                            f", {got['left']:,.0f} retries still due at the end; "
+                            f"p99 x{got['p99'] / p99[0]:.2f} of baseline (target <= 2)"
+                        )
+                    else:
+                        note += " (baseline)"
+                    value = f"p50 {got['p50']:.1f} ms, p99 {got['p99']:.1f} ms"
+                    rows.append((label, value, note))
+    width = max(len(r[0]) for r in rows)
+    print(f"fresh events at {rate:g}/s to a healthy endpoint, insert -> receipt")
+    print(f"{'measure':<{width}}  {'value':<28}  note")
+    for label, value, note in rows:
+        print(f"{label:<{width}}  {value:<28}  {note}")
+
+
 @contextlib.contextmanager
 def temporary_postgres(db: str) -> Iterator[str]:
     """``db`` itself, or with ``--db temp`` a throwaway durable (fsync on) PostgreSQL server."""
@@ -558,6 +765,12 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=1, help="how many times to measure")
     parser.add_argument(
+        "--storm",
+        action="store_true",
+        help="only the retry-storm case: fresh events' latency with and without due retries",
+    )
+    parser.add_argument("--retries", type=int, default=10_000, help="due retries in the storm")
+    parser.add_argument(
         "--throughput-only", action="store_true", help="skip the latency and backlog parts"
     )
     parser.add_argument(
@@ -572,6 +785,15 @@ def main() -> None:
         help="with --db: leave the filled tables without planner statistics",
     )
     args = parser.parse_args()
+    if args.storm:
+        with tempfile.TemporaryDirectory(prefix="convhook-bench-") as name:
+            print(
+                f"retry storm: {args.retries} due retries, fresh events at {args.rate:g}/s "
+                f"for {args.seconds:g} s, {args.runs} run(s)",
+                file=sys.stderr,
+            )
+            storms(Path(name), args.retries, args.rate, args.seconds, args.runs)
+        return
     if args.db:
         counts = [int(n) for n in args.dispatchers.split(",")]
         with (

@@ -12,10 +12,11 @@ import pytest
 from convhook.ids import new_id
 from convhook.signing import Secret
 from convhook.store import open_database
-from convhook.store.delivery import Claim, DeliveryStore
+from convhook.store.delivery import LEASE_FACTOR, Claim, DeliveryStore
+from convhook.store.delivery.claims import first_quota
 from convhook.store.engine.connection import Connection
 from convhook.store.engine.database import Database
-from tests.support.delivery import LIFECYCLE, add_endpoint, add_workspace
+from tests.support.delivery import LIFECYCLE, add_endpoint, add_workspace, record_event
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -132,3 +133,86 @@ async def test_claims_keep_their_links_across_the_writer_process(tmp_path: Path)
         (1, None, TRACEPARENT),
         (2, ids[0], TRACEPARENT),
     ]
+
+
+async def _endpoint_with(db: Database, fresh: int, retries: int, max_in_flight: int = 10) -> str:
+    # ``retries`` deliveries that failed twice and are due since 0, then ``fresh`` first
+    # attempts due since 1 (after every retry), each in a conversation of its own.
+    ws = await db.write(add_workspace)
+    endpoint = await db.write(
+        lambda c: add_endpoint(
+            c, ws, "http://x.invalid", str(Secret.generate()), 0, max_in_flight=max_in_flight
+        )
+    )
+
+    def write(conn: Connection) -> None:
+        for n in range(retries):
+            record_event(conn, ws, f"retry_{n}", 1, LIFECYCLE[0], 0)
+        conn.execute(
+            "UPDATE deliveries SET attempts = 2 WHERE endpoint_id = ? AND status = 'pending'",
+            (endpoint,),
+        )
+        for n in range(fresh):
+            record_event(conn, ws, f"fresh_{n}", 1, LIFECYCLE[0], 1)
+
+    await db.write(write)
+    return endpoint
+
+
+async def test_fresh_events_are_claimed_ahead_of_another_endpoints_due_retries(
+    db: Database,
+) -> None:
+    """A healthy endpoint's first attempts are in the very next claim even when another
+    endpoint's hundreds of retries fell due before them."""
+    stormy = await _endpoint_with(db, fresh=0, retries=300)
+    healthy = await _endpoint_with(db, fresh=4, retries=0)
+    claims = await DeliveryStore(db).claim("w", 10, 60_000, 10)
+    assert sum(c.endpoint_id == healthy for c in claims) == 4
+    assert sum(c.endpoint_id == stormy for c in claims) == 6
+    assert {c.attempts for c in claims if c.endpoint_id == stormy} == {2}
+
+
+async def test_first_attempts_take_their_share_and_retries_the_rest(db: Database) -> None:
+    """With more first attempts and retries due than a claim takes, first attempts fill
+    first_quota(limit) of it and retries due before them the rest."""
+    await _endpoint_with(db, fresh=0, retries=100, max_in_flight=50)
+    await _endpoint_with(db, fresh=100, retries=0, max_in_flight=50)
+    claims = await DeliveryStore(db).claim("w", 10, 60_000, 10)
+    assert first_quota(10) == 5
+    assert sorted(c.attempts for c in claims) == [0] * 5 + [2] * 5
+
+
+async def test_first_attempts_fill_a_claim_when_no_retry_is_due(db: Database) -> None:
+    """First attempts beyond their share are claimed when nothing else is due."""
+    await _endpoint_with(db, fresh=30, retries=0, max_in_flight=50)
+    claims = await DeliveryStore(db).claim("w", 10, 60_000, 10)
+    assert [c.attempts for c in claims] == [0] * 10
+
+
+async def test_a_first_attempt_waits_for_its_conversations_earlier_retry(db: Database) -> None:
+    """A conversation's fresh event is not claimed while an earlier event of it waits for a
+    retry, and an endpoint's leases stay within LEASE_FACTOR times its max_in_flight."""
+    ws = await db.write(add_workspace)
+    endpoint = await db.write(
+        lambda c: add_endpoint(
+            c, ws, "http://x.invalid", str(Secret.generate()), 0, max_in_flight=2
+        )
+    )
+
+    def write(conn: Connection) -> None:
+        for n in range(20):
+            record_event(conn, ws, f"conv_{n}", 1, LIFECYCLE[0], 0)
+        # Every first event failed once and waits for its retry, not due yet.
+        conn.execute("UPDATE deliveries SET attempts = 1, next_attempt_at = 1000")
+        for n in range(20):
+            record_event(conn, ws, f"conv_{n}", 2, LIFECYCLE[1], 1)
+        record_event(conn, ws, "conv_alone", 1, LIFECYCLE[0], 1)
+
+    await db.write(write)
+    store = DeliveryStore(db)
+    [claim] = await store.claim("w", 10, 60_000, 10)
+    assert claim.conversation_id == "conv_alone"
+    later = await store.claim("w", 1000, 60_000, 100)
+    assert len(later) == LEASE_FACTOR * 2 - 1
+    assert {c.sequence for c in later} == {1}
+    assert all(c.endpoint_id == endpoint for c in later)

@@ -29,17 +29,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from convhook.store.delivery.claims import LEASE_FACTOR, Claim, targets
+from convhook.store.delivery.claims import LEASE_FACTOR, Claim, first_quota, targets
 from convhook.store.engine.connection import Connection, Cursor
 
-_CLAIM = "SELECT * FROM convhook_claim(:owner, :now, :until, :limit, :factor)"
+_CLAIM = "SELECT * FROM convhook_claim(:owner, :now, :until, :limit, :factor, :first)"
 
 
 def start_claim(conn: Connection, owner: str, now: int, lease_ms: int, limit: int) -> Cursor:
     """Send a claim of up to ``limit`` due deliveries (in a pipeline: queue it); its cursor
     is read with :func:`claims_from`."""
     params = {"owner": owner, "now": now, "until": now + lease_ms, "limit": limit}
-    return conn.execute(_CLAIM, {**params, "factor": LEASE_FACTOR})
+    return conn.execute(_CLAIM, {**params, "factor": LEASE_FACTOR, "first": first_quota(limit)})
 
 
 def claims_from(rows: Sequence[Any], owner: str, now: int) -> list[Claim]:

@@ -1,12 +1,27 @@
--- A claim also returns what a delivery's headers carry besides the body: the event's position
--- in its conversation, the conversation's previous event and the traceparent of its cause
--- (events of schema 6; NULL for a test event, whose body is inline). The return type changes,
--- so the function is dropped and made again. Otherwise as in 0004_claim.sql.
+-- First attempts due, in due order: a claim takes these first, up to first_claims of its
+-- max_claims (store/delivery/claims.py, FIRST_SHARE), without reading through the retries of
+-- a failing endpoint that were due before them; then it fills the rest in due order.
+CREATE INDEX deliveries_first_due ON deliveries (next_attempt_at, id)
+    WHERE status = 'pending' AND attempts = 0;
+
+-- The claim also returns what a delivery's headers carry besides the body: the event's
+-- position in its conversation, the conversation's previous event and the traceparent of its
+-- cause (events of schema 6; NULL for a test event, whose body is inline). Its arguments and
+-- return type change, so the function is dropped and made again. Otherwise as in 0004_claim.sql:
+--
+-- A claim in one round trip. The claim's two statements (lock the endpoints, then lease under
+-- those locks) run inside this function: PL/pgSQL takes a fresh snapshot for each statement of
+-- a VOLATILE function under READ COMMITTED, so the second still sees every lease committed by a
+-- claimer that held an endpoint's lock before. See store/delivery/claims_postgres.py.
+--
+-- lease_factor and first_claims come from the caller (convhook.store.delivery.claims), so the
+-- room of an endpoint and the share of first attempts are defined in one place.
 
 DROP FUNCTION convhook_claim(TEXT, BIGINT, BIGINT, INTEGER, INTEGER);
 
 CREATE FUNCTION convhook_claim(
-    claimer TEXT, now_ms BIGINT, until_ms BIGINT, max_claims INTEGER, lease_factor INTEGER
+    claimer TEXT, now_ms BIGINT, until_ms BIGINT, max_claims INTEGER, lease_factor INTEGER,
+    first_claims INTEGER
 ) RETURNS TABLE (
     id BIGINT, event_id TEXT, event_type TEXT, endpoint_id TEXT, conversation_id TEXT,
     attempts INTEGER, next_attempt_at BIGINT, body TEXT, url TEXT, secret TEXT,
@@ -23,9 +38,9 @@ DECLARE
     locked_leases INTEGER[];
 BEGIN
     -- 1. Expired leases go back to pending (SKIP LOCKED: a row another claimer is resetting is
-    -- left to it); a lock-free scan finds due deliveries whose conversation has nothing earlier
-    -- pending, skipping endpoints already full by an unlocked count; their endpoints (and those
-    -- of the reset rows) are locked in id order, so claimers never deadlock each other (NO KEY
+    -- left to it); lock-free scans find due first attempts and due deliveries whose
+    -- conversation has nothing earlier pending, skipping endpoints already full by an unlocked
+    -- count; their endpoints (and those of the reset rows) are locked in id order, so claimers never deadlock each other (NO KEY
     -- UPDATE does not block the foreign-key checks of new deliveries).
     WITH reset AS (
         UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL
@@ -53,13 +68,26 @@ BEGIN
         ORDER BY d.next_attempt_at, d.id
         LIMIT max_claims * 2
     ),
+    fresh AS (
+        SELECT d.endpoint_id FROM deliveries AS d
+        WHERE d.status = 'pending' AND d.attempts = 0 AND d.next_attempt_at <= now_ms
+          AND d.endpoint_id NOT IN (SELECT s.endpoint_id FROM saturated AS s)
+          AND NOT EXISTS (
+            SELECT 1 FROM deliveries AS p
+            WHERE p.endpoint_id = d.endpoint_id AND p.conversation_id = d.conversation_id
+              AND p.status IN ('pending', 'delivering')
+              AND p.conversation_seq < d.conversation_seq)
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT first_claims * 2
+    ),
     locked AS (
         SELECT e.id, lease_factor * CASE WHEN e.rate_limit IS NULL THEN e.max_in_flight
             ELSE GREATEST(1, LEAST(e.max_in_flight, CAST(trunc(e.rate_limit) AS INTEGER))) END
             AS leases
         FROM endpoints AS e
         WHERE e.enabled = 1
-          AND e.id IN (SELECT due.endpoint_id FROM due UNION SELECT reset.endpoint_id FROM reset)
+          AND e.id IN (SELECT due.endpoint_id FROM due UNION SELECT fresh.endpoint_id FROM fresh
+                       UNION SELECT reset.endpoint_id FROM reset)
         ORDER BY e.id
         FOR NO KEY UPDATE
     )
@@ -70,36 +98,60 @@ BEGIN
         RETURN;
     END IF;
     -- 2. A new statement, so a new snapshot taken under those locks: it counts each locked
-    -- endpoint's leases, scans its due deliveries (order checked again in this snapshot), keeps
-    -- those within the endpoint's room, locks them with SKIP LOCKED (never waiting on a row
-    -- another transaction holds, which could deadlock against its endpoint lock; a row leased
-    -- meanwhile is no longer pending and drops out), leases them and returns them with their
-    -- bodies and endpoints. Skipped rows only make the claim smaller, never the limits looser.
+    -- endpoint's leases, scans its due first attempts and due deliveries (order checked again
+    -- in this snapshot), keeps those within the endpoint's room (first attempts ranked first),
+    -- takes up to first_claims first attempts and fills the rest in due order, locks them with
+    -- SKIP LOCKED (never waiting on a row another transaction holds, which could deadlock
+    -- against its endpoint lock; a row leased meanwhile is no longer pending and drops out),
+    -- leases them and returns them with their bodies and endpoints. Skipped rows only make the
+    -- claim smaller, never the limits looser.
     RETURN QUERY
     WITH room AS MATERIALIZED (
         SELECT r.id, r.leases - (SELECT count(*) FROM deliveries AS f
                                  WHERE f.endpoint_id = r.id AND f.status = 'delivering') AS room
         FROM unnest(locked_ids, locked_leases) AS r (id, leases)
     ),
+    found AS (
+        (SELECT 0 AS tier, d.id, d.endpoint_id, d.next_attempt_at FROM deliveries AS d
+         WHERE d.status = 'pending' AND d.attempts = 0 AND d.next_attempt_at <= now_ms
+           AND d.endpoint_id IN (SELECT room.id FROM room)
+           AND NOT EXISTS (
+             SELECT 1 FROM deliveries AS p
+             WHERE p.endpoint_id = d.endpoint_id AND p.conversation_id = d.conversation_id
+               AND p.status IN ('pending', 'delivering')
+               AND p.conversation_seq < d.conversation_seq)
+         ORDER BY d.next_attempt_at, d.id
+         LIMIT LEAST(first_claims * 2, (SELECT sum(l) FROM unnest(locked_leases) AS l)))
+        UNION ALL
+        (SELECT 1 AS tier, d.id, d.endpoint_id, d.next_attempt_at FROM deliveries AS d
+         WHERE d.status = 'pending' AND d.next_attempt_at <= now_ms
+           AND d.endpoint_id IN (SELECT room.id FROM room)
+           AND NOT EXISTS (
+             SELECT 1 FROM deliveries AS p
+             WHERE p.endpoint_id = d.endpoint_id AND p.conversation_id = d.conversation_id
+               AND p.status IN ('pending', 'delivering')
+               AND p.conversation_seq < d.conversation_seq)
+         ORDER BY d.next_attempt_at, d.id
+         LIMIT LEAST(max_claims * 2, (SELECT sum(l) FROM unnest(locked_leases) AS l)))
+    ),
     due AS (
-        SELECT d.id, d.endpoint_id, d.next_attempt_at,
+        SELECT d.id, d.endpoint_id, d.next_attempt_at, d.tier,
                row_number() OVER (PARTITION BY d.endpoint_id
-                                  ORDER BY d.next_attempt_at, d.id) AS rank
-        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries AS d
-              WHERE d.status = 'pending' AND d.next_attempt_at <= now_ms
-                AND d.endpoint_id IN (SELECT room.id FROM room)
-                AND NOT EXISTS (
-                  SELECT 1 FROM deliveries AS p
-                  WHERE p.endpoint_id = d.endpoint_id AND p.conversation_id = d.conversation_id
-                    AND p.status IN ('pending', 'delivering')
-                    AND p.conversation_seq < d.conversation_seq)
-              ORDER BY d.next_attempt_at, d.id
-              LIMIT LEAST(max_claims * 2, (SELECT sum(l) FROM unnest(locked_leases) AS l))) AS d
+                                  ORDER BY d.tier, d.next_attempt_at, d.id) AS rank
+        FROM (SELECT found.id, found.endpoint_id, found.next_attempt_at, min(found.tier) AS tier
+              FROM found GROUP BY found.id, found.endpoint_id, found.next_attempt_at) AS d
+    ),
+    fits AS (
+        SELECT due.id, due.next_attempt_at,
+               due.tier = 0 AND row_number() OVER (PARTITION BY due.tier
+                                                   ORDER BY due.next_attempt_at, due.id)
+                                <= first_claims AS in_share
+        FROM due JOIN room ON room.id = due.endpoint_id
+        WHERE due.rank <= room.room
     ),
     picked AS (
-        SELECT due.id FROM due JOIN room ON room.id = due.endpoint_id
-        WHERE due.rank <= room.room
-        ORDER BY due.next_attempt_at, due.id
+        SELECT fits.id FROM fits
+        ORDER BY fits.in_share DESC, fits.next_attempt_at, fits.id
         LIMIT max_claims
     ),
     free AS (
