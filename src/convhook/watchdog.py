@@ -178,15 +178,11 @@ class Watchdog:
         stale in a watched phase, ``batch`` at a time; the number ended."""
         if not await self._lead():
             return 0
-        ended = 0
-        try:
-            ended = await self._sweep(self._now())
-        finally:
-            self.ended += ended
-        return ended
+        before = self.ended
+        await self._sweep(self._now())
+        return self.ended - before
 
-    async def _sweep(self, now: int) -> int:
-        ended = 0
+    async def _sweep(self, now: int) -> None:
         for phase, limit in self.limits.watched():
             after = (-1, "")
             while True:
@@ -201,19 +197,19 @@ class Watchdog:
                 for outcome in outcomes:
                     if isinstance(outcome, BaseException):
                         raise outcome
-                    ended += outcome
                 if len(found) < self.batch:
                     break
                 after = (found[-1].updated_at, found[-1].id)
                 if not await self._lead():
-                    return ended
-        return ended
+                    return
 
     @staticmethod
     def _key(row: Stale) -> tuple[str, str, int]:
         return (row.id, row.phase.value, row.event_seq)
 
     async def _end(self, row: Stale, now: int) -> bool:
+        """Time ``row`` out unless it moved since it was read; whether it was ended."""
+
         def still_stale(current: StoredConversation) -> None:
             # Every transition moves the phase forward or adds an event (or both): the same
             # phase and event count mean nothing happened since the read.
@@ -231,6 +227,7 @@ class Watchdog:
         except Exception as exc:  # noqa: BLE001 - any other refusal would repeat every sweep
             self._give_up(row, exc)
             return False
+        self.ended += 1
         _count(row.phase)
         log.info(
             "conversation timed out",
