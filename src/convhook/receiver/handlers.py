@@ -25,6 +25,14 @@ class Delivery:
     headers: Mapping[str, str]
     received_at: float
     attempt: int
+    conversation_id: str | None = None
+    """The conversation of a ``conversation.*`` event."""
+    sequence: int | None = None
+    """The event's position in its conversation, when the sender numbers them."""
+    origin: str = "delivery"
+    """``reconciled`` when the event was fetched from the producer's API to fill a gap."""
+    traceparent: str | None = None
+    """The W3C ``traceparent`` the event was delivered with (handlers also run in it)."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +55,29 @@ class Registration:
         if self.is_async:
             await self.fn(*args)
             return
-        result = await asyncio.to_thread(self.fn, *args)
+        try:
+            result = await asyncio.to_thread(_carry, self.fn, args)
+        except _Carried as carried:
+            # Raised here, in this frame: thrown into the task instead, a GeneratorExit
+            # would close the coroutines awaiting this one rather than reach their handlers.
+            raise carried.error from None
         if inspect.isawaitable(result):
             await result
+
+
+class _Carried(Exception):
+    """A GeneratorExit raised by a sync handler, carried back from its thread."""
+
+    def __init__(self, error: GeneratorExit) -> None:
+        super().__init__()
+        self.error = error
+
+
+def _carry(fn: Handler, args: tuple[Any, ...]) -> Any:
+    try:
+        return fn(*args)
+    except GeneratorExit as exc:
+        raise _Carried(exc) from None
 
 
 def _wants_delivery(fn: Handler) -> bool:

@@ -15,9 +15,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import msgspec
+
+from convhook import tracing
 from convhook.errors import (
     ClosedError,
     ConfigError,
+    ConvhookError,
     FieldProblem,
     PayloadError,
     SignatureError,
@@ -27,12 +31,14 @@ from convhook.events import DEFAULT_MAX_BODY
 from convhook.receiver import replies
 from convhook.receiver.handlers import CATCH_ALL, Handler, HandlerRegistry
 from convhook.receiver.limits import LOG_CHARS, MAX_ID, clip
+from convhook.receiver.ordering import Ordering, claimed
+from convhook.receiver.reconcile import Reconcile
 from convhook.receiver.replies import Reply
 from convhook.receiver.tokens import TokenCheck
 from convhook.receiver.worker import Clock, Worker
 from convhook.retry import RetryPolicy
 from convhook.signing import DEFAULT_TOLERANCE, Secret, Verifier
-from convhook.store.inbox import HandlerStatus, Inbox, InboxEntry, Received
+from convhook.store.inbox import Inbox, Received
 from convhook.store.inbox.store import open_inbox
 from convhook.wirecheck import check_event
 
@@ -50,7 +56,12 @@ FORWARDED_HEADERS = (
     "svix-id",
     "svix-timestamp",
     "svix-signature",
+    "convhook-sequence",
+    "convhook-previous-event-id",
 )
+SEQUENCE_HEADER = "convhook-sequence"
+"""The event's position in its conversation (1-based), sent by convhook."""
+_CONVERSATION_PREFIX = "conversation."
 
 
 class Receiver:
@@ -63,6 +74,12 @@ class Receiver:
     required and any body is accepted. ``store`` is an :class:`~convhook.store.inbox.Inbox`,
     a SQLite file path or a ``postgresql://`` URL (whose schema
     ``convhook db upgrade --component inbox`` has created).
+
+    Each conversation's events are handled in order (see :mod:`convhook.receiver.ordering`):
+    gaps in a sender's ``convhook-sequence`` numbers are recorded in the inbox. Given the
+    producer's API (``reconcile_url`` and a workspace ``reconcile_key``, or a
+    :class:`~convhook.receiver.reconcile.Reconcile`), missing events are fetched and handled
+    first; ``reconcile_wait`` bounds how long an event waits for earlier ones.
     """
 
     def __init__(
@@ -80,7 +97,20 @@ class Receiver:
         poll_interval: float = 1.0,
         clock: Clock = time.time,
         rng: random.Random | None = None,
+        reconcile: Reconcile | None = None,
+        reconcile_url: str | None = None,
+        reconcile_key: str | None = None,
+        reconcile_wait: float | None = None,
     ) -> None:
+        if reconcile is None and (reconcile_url or reconcile_key):
+            if not reconcile_url or not reconcile_key:
+                raise ConfigError(
+                    "reconciling needs both the producer's API URL (reconcile_url) and a "
+                    "workspace key (reconcile_key)"
+                )
+            reconcile = Reconcile(reconcile_url, reconcile_key)
+        if reconcile is not None and reconcile_wait is not None:
+            reconcile = Reconcile(reconcile.url, reconcile.key, reconcile_wait, reconcile.timeout)
         secret_list = [secrets] if isinstance(secrets, Secret | str) else list(secrets or [])
         token_list = [tokens] if isinstance(tokens, str) else list(tokens or [])
         if not secret_list and not token_list and not allow_unsigned:
@@ -99,6 +129,19 @@ class Receiver:
         self.max_body = max_body
         self.handlers = HandlerRegistry()
         self._clock = clock
+        self.reconcile = reconcile
+        # An inbox that cannot order (a custom one without the ordering methods) handles
+        # events in arrival order, as before.
+        self.ordering = (
+            Ordering(self.inbox, clock=clock, lease=lease, reconcile=reconcile, wait=reconcile_wait)
+            if self.inbox.ordered
+            else None
+        )
+        if reconcile is not None and self.ordering is None:
+            raise ConfigError(
+                f"{type(self.inbox).__name__} cannot order events, so it cannot reconcile: "
+                "use a SQLite or PostgreSQL inbox"
+            )
         self.worker = Worker(
             self.inbox,
             self.handlers,
@@ -108,6 +151,7 @@ class Receiver:
             poll_interval=poll_interval,
             clock=clock,
             rng=rng,
+            ordering=self.ordering,
         )
         self._shutdown: list[Callable[[], Awaitable[None]]] = []
         self._started = False
@@ -174,6 +218,8 @@ class Receiver:
         self._started = False
         try:
             await self.worker.stop()
+            if self.ordering is not None:
+                await self.ordering.close()
             for fn in self._shutdown:
                 await fn()
         finally:
@@ -255,6 +301,11 @@ class Receiver:
         # handler wants is stored as done.
         worker = self.worker
         done = not self.handlers.matching(event.event_type)
+        conversation = sequence = None
+        if event.event_type.startswith(_CONVERSATION_PREFIX):
+            conversation = _conversation_id(body)
+            sequence = _sequence(headers.get(SEQUENCE_HEADER))
+        traceparent = headers.get("traceparent")
         received = Received(
             event_id=event.event_id,
             webhook_id=webhook_id,
@@ -263,7 +314,12 @@ class Receiver:
             headers={k: headers[k] for k in FORWARDED_HEADERS if k in headers},
             received_at=now,
             claimed_until=now + worker.lease if not done and worker.can_take() else None,
+            # An event no handler wants is done at once, so it takes no part in ordering:
+            # its conversation's later events do not wait for it.
             done=done,
+            conversation_id=conversation,
+            sequence=sequence,
+            traceparent=None if traceparent is None else _traceparent(traceparent),
         )
         try:
             new = await self.inbox.add(received)
@@ -292,7 +348,7 @@ class Receiver:
                     extra={"action": "duplicate", "event_id": event_id},
                 )
         elif received.claimed_until is not None:
-            worker.push(_claimed_entry(received))
+            worker.push(claimed(received))
         elif not done:
             worker.wake()
         return replies.RECEIVED
@@ -308,19 +364,39 @@ class Receiver:
         return reply
 
 
-def _claimed_entry(received: Received) -> InboxEntry:
-    """The inbox row just stored for ``received`` as ``running``, attempt 1."""
-    return InboxEntry(
-        event_id=received.event_id,
-        webhook_id=received.webhook_id,
-        event_type=received.event_type,
-        body=received.body,
-        headers=received.headers,
-        received_at=received.received_at,
-        status=HandlerStatus.RUNNING,
-        attempts=1,
-        next_attempt_at=received.claimed_until,
-        handlers_done=(),
-        last_error=None,
-        updated_at=received.received_at,
-    )
+class _Envelope(msgspec.Struct):
+    payload: _Payload | None = None
+
+
+class _Payload(msgspec.Struct):
+    id: str | None = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+def _conversation_id(body: bytes) -> str | None:
+    """The ``payload.id`` of a checked conversation event (None if it has none)."""
+    try:
+        payload = _ENVELOPE.decode(body).payload
+    except (msgspec.DecodeError, ValueError):
+        return None
+    value = payload.id if payload is not None else None
+    return value if value and len(value) <= MAX_ID else None
+
+
+def _sequence(value: str | None) -> int | None:
+    """A ``convhook-sequence`` header as a positive number; anything else is ignored (the
+    event is then ordered by its lifecycle rank, as from a sender without sequences)."""
+    if value is None or not value.isdigit() or len(value) > 18:
+        return None
+    number = int(value)
+    return number if number > 0 else None
+
+
+def _traceparent(value: str) -> str | None:
+    """A valid ``traceparent`` as stored; an invalid one is dropped, never refused."""
+    try:
+        return tracing.parse(value).header()
+    except ConvhookError:
+        return None

@@ -16,13 +16,15 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
+from convhook import tracing
 from convhook.errors import ConvhookError, PayloadError, StoreError, UsageError
 from convhook.events import parse_event
 from convhook.receiver.handlers import Delivery, HandlerRegistry
 from convhook.receiver.limits import clip, describe, storable
+from convhook.receiver.ordering import Ordering
 from convhook.retry import RetryPolicy
 from convhook.store.inbox import Inbox, InboxEntry
 
@@ -41,8 +43,24 @@ def _cancelled_here() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+class _Turn:
+    """The lock that makes one conversation's events run one at a time, and how many
+    tasks hold or wait for it (the lock is dropped when none do)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class Worker:
-    """Claims due events from an inbox and runs their handlers, ``concurrency`` at a time."""
+    """Claims due events from an inbox and runs their handlers, ``concurrency`` at a time.
+
+    With ``ordering``, the events of one conversation run one at a time, in the order they
+    are claimed (by sequence within a claim), each after its conversation's earlier events
+    (see :mod:`convhook.receiver.ordering`); other conversations run concurrently.
+    """
 
     def __init__(
         self,
@@ -57,8 +75,11 @@ class Worker:
         clock: Clock = time.time,
         rng: random.Random | None = None,
         backlog: int | None = None,
+        ordering: Ordering | None = None,
     ) -> None:
         self.inbox = inbox
+        self.ordering = ordering
+        self._turns: dict[str, _Turn] = {}
         self.handlers = handlers
         self.retry = retry or RetryPolicy.exponential()
         if rng is not None:
@@ -245,6 +266,8 @@ class Worker:
             # Under load, one claim then takes the whole burst instead of one event at a time.
             await asyncio.sleep(self.batch_window)
         entries = await self._claim(free)
+        # Stable: within a conversation by sequence, so its tasks queue for it in that order.
+        entries.sort(key=_sequence)
         for entry in entries:
             self._spawn(entry)
         # A full batch means more may be due; an empty one means someone else took them.
@@ -282,6 +305,41 @@ class Worker:
     async def process(self, entry: InboxEntry) -> None:
         """Run the handlers of one claimed event that have not succeeded yet; record the outcome.
 
+        With ordering, an event whose conversation is not ready for it (an earlier event is
+        still being handled or fetched) is handed back to the inbox, due when it is worth
+        looking again, without counting an attempt.
+        """
+        conversation = entry.conversation_id
+        ordering = self.ordering
+        if ordering is None or conversation is None:
+            await self._handle(entry)
+            return
+        async with self._turn(conversation):
+            later = await ordering.gate(entry, self._handle)
+            if later is None:
+                await self._handle(entry)
+                return
+            await self.inbox.defer(entry.event_id, later, self._clock())
+            self.wake()
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, conversation: str) -> AsyncIterator[None]:
+        turn = self._turns.get(conversation)
+        if turn is None:
+            turn = self._turns[conversation] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[conversation]
+
+    async def _handle(self, entry: InboxEntry) -> bool:
+        """Run the event's handlers and record the outcome; True if it is settled (done,
+        or failed for good) rather than due for a retry.
+
         The typed event is built here, not when the request was accepted: the request path
         only checks the body (see :mod:`convhook.wirecheck`). Whatever a handler or the
         parsing raises is recorded as a failed attempt, so no event can loop unrecorded.
@@ -292,13 +350,11 @@ class Worker:
             event = parse_event(entry.body, max_bytes=_NO_LIMIT)
         except PayloadError as exc:
             # Stored bodies were valid when accepted; retrying cannot make this one parse.
-            await self._record(entry, done, [f"stored body: {describe(exc)}"], final=True)
-            return
+            return await self._record(entry, done, [f"stored body: {describe(exc)}"], final=True)
         except BaseException as exc:  # e.g. MemoryError or RecursionError: recorded, retried
             if isinstance(exc, asyncio.CancelledError) and _cancelled_here():
                 raise
-            await self._record(entry, done, [f"building the event: {describe(exc)}"])
-            return
+            return await self._record(entry, done, [f"building the event: {describe(exc)}"])
         delivery = Delivery(
             entry.event_id,
             entry.webhook_id,
@@ -307,29 +363,40 @@ class Worker:
             entry.headers,
             entry.received_at,
             entry.attempts,
+            entry.conversation_id,
+            entry.sequence,
+            entry.origin,
+            entry.traceparent,
         )
+        parent = _trace_parent(entry.traceparent)
+        name = f"handle {entry.event_type}"
         for handler in self.handlers.matching(entry.event_type):
             if handler.name in done:
                 continue
             try:
-                await handler.run(event, delivery)
+                # Each handler runs in the sender's trace (a sync one too: its thread gets a
+                # copy of this context).
+                with tracing.span(name, parent, kind="consumer"):
+                    await handler.run(event, delivery)
             except BaseException as exc:  # whatever a handler raises is recorded
                 if isinstance(exc, asyncio.CancelledError) and _cancelled_here():
                     raise
                 errors.append(f"{handler.name}: {describe(exc)}")
             else:
                 done.append(handler.name)
-        await self._record(entry, done, errors)
+        return await self._record(entry, done, errors)
 
     async def _record(
         self, entry: InboxEntry, done: list[str], errors: list[str], *, final: bool = False
-    ) -> None:
+    ) -> bool:
         now = self._clock()
         event_id = clip(entry.event_id)
         if not errors:
             await self.inbox.complete(entry.event_id, now, done)
             log.debug("handled %s", event_id, extra={"action": "handled", "event_id": event_id})
-            return
+            if self.ordering is not None:
+                await self.ordering.handled(entry)
+            return True
         error = storable("; ".join(errors))
         retry_at = None if final else self.retry.retry_at(entry.attempts, now)
         await self.inbox.fail(entry.event_id, now, error, done, retry_at)
@@ -342,12 +409,30 @@ class Worker:
                 shown,
                 extra={"action": "handler_gave_up", "event_id": event_id, "error": shown},
             )
-        else:
-            log.warning(
-                "handlers of %s failed (attempt %d), retrying in %.1f s: %s",
-                event_id,
-                entry.attempts,
-                retry_at - now,
-                shown,
-                extra={"action": "handler_failed", "event_id": event_id, "error": shown},
-            )
+            # Given up: the conversation's later events stop waiting for it.
+            if self.ordering is not None:
+                await self.ordering.handled(entry)
+            return True
+        log.warning(
+            "handlers of %s failed (attempt %d), retrying in %.1f s: %s",
+            event_id,
+            entry.attempts,
+            retry_at - now,
+            shown,
+            extra={"action": "handler_failed", "event_id": event_id, "error": shown},
+        )
+        return False
+
+
+def _sequence(entry: InboxEntry) -> int:
+    return entry.sequence or 0
+
+
+def _trace_parent(value: str | None) -> tracing.TraceContext | None:
+    """The stored ``traceparent`` as a context (stored values were checked when received)."""
+    if value is None:
+        return None
+    try:
+        return tracing.parse(value)
+    except ConvhookError:
+        return None

@@ -21,13 +21,14 @@ from convhook.store.inbox.base import HandlerStatus, InboxEntry, Received
 FROM = "FROM convhook_inbox i JOIN convhook_inbox_state s ON s.event_id = i.event_id"
 COLUMNS = (
     "i.event_id, i.webhook_id, i.event_type, i.body, i.headers, i.received_at, s.status, "
-    "s.attempts, s.next_attempt_at, s.handlers_done, s.last_error, s.updated_at"
+    "s.attempts, s.next_attempt_at, s.handlers_done, s.last_error, s.updated_at, "
+    "i.conversation_id, i.sequence, i.traceparent, i.origin"
 )
 _INSERT = (
-    "INSERT INTO convhook_inbox (event_id, webhook_id, event_type, body, headers, received_at) "
-    "VALUES "
+    "INSERT INTO convhook_inbox (event_id, webhook_id, event_type, body, headers, received_at, "
+    "conversation_id, sequence, traceparent, origin) VALUES "
 )
-_INSERT_ROW = "(?, ?, ?, ?, ?, ?)"
+_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_STATE = (
     "INSERT INTO convhook_inbox_state (event_id, status, attempts, next_attempt_at, updated_at) "
     "VALUES "
@@ -108,7 +109,18 @@ def _rows(chunk: list[Received]) -> tuple[list[Any], list[Any]]:
     states: list[Any] = []
     for r in chunk:
         headers = encode_json(r.headers)
-        params += (r.event_id, r.webhook_id, r.event_type, r.body, headers, r.received_at)
+        params += (
+            r.event_id,
+            r.webhook_id,
+            r.event_type,
+            r.body,
+            headers,
+            r.received_at,
+            r.conversation_id,
+            r.sequence,
+            r.traceparent,
+            r.origin,
+        )
         if r.done:
             states += (r.event_id, "done", 0, None, r.received_at)
         elif r.claimed_until is None:
@@ -352,4 +364,8 @@ def entry(row: Any) -> InboxEntry:
         handlers_done=tuple(json.loads(row["handlers_done"])),
         last_error=row["last_error"],
         updated_at=row["updated_at"],
+        conversation_id=row["conversation_id"],
+        sequence=row["sequence"],
+        traceparent=row["traceparent"],
+        origin=row["origin"],
     )

@@ -19,8 +19,16 @@ from convhook.store.engine.database import Database
 from convhook.store.engine.migrations import load
 from convhook.store.engine.sqlite import WriterKind
 from convhook.store.engine.url import DatabaseURL
-from convhook.store.inbox import ops
-from convhook.store.inbox.base import HandlerStatus, Inbox, InboxEntry, Received
+from convhook.store.inbox import ops, order
+from convhook.store.inbox.base import (
+    Gap,
+    GapStatus,
+    HandlerStatus,
+    Inbox,
+    InboxEntry,
+    Progress,
+    Received,
+)
 
 
 class DatabaseInbox(Inbox):
@@ -37,6 +45,7 @@ class DatabaseInbox(Inbox):
         self._watchers: list[Callable[[], None]] = []
         self._adds: Batcher[Received, bool] = Batcher(db, ops.add)
         self._completions: Batcher[tuple[str, str, float], None] = Batcher(db, ops.complete)
+        self._handled: Batcher[tuple[str, int, int, str, float], None] = Batcher(db, order.handled)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.db.name!r})"
@@ -108,6 +117,48 @@ class DatabaseInbox(Inbox):
     async def extend(self, event_ids: Sequence[str], until: float) -> None:
         if event_ids:
             await self.db.write(ops.extend, list(event_ids), until)
+
+    ordered = True
+
+    async def progress(self, conversation_id: str) -> Progress:
+        return await self.db.read(order.progress, conversation_id)
+
+    async def handled(
+        self, conversation_id: str, sequence: int | None, rank: int, event_id: str, now: float
+    ) -> None:
+        await self._handled.submit((conversation_id, sequence or 0, rank, event_id, now))
+
+    async def between(
+        self, conversation_id: str, after: int, before: int
+    ) -> list[tuple[int, str, HandlerStatus]]:
+        return await self.db.read(order.between, conversation_id, after, before)
+
+    async def note_gap(self, gap: Gap) -> Gap:
+        return await self.db.write(order.note_gap, gap)
+
+    async def close_gap(
+        self, event_id: str, status: GapStatus, reason: str | None, filled: int, now: float
+    ) -> None:
+        await self.db.write(order.close_gap, event_id, status, reason, filled, now)
+
+    async def covered(self, conversation_id: str, sequence: int) -> bool:
+        return await self.db.read(order.covered, conversation_id, sequence)
+
+    async def gaps(
+        self, status: GapStatus | None = None, limit: int = 50, conversation_id: str | None = None
+    ) -> list[Gap]:
+        value = None if status is None else status.value
+        return await self.db.read(order.gaps, value, limit, conversation_id)
+
+    async def gaps_of(self, event_ids: Sequence[str]) -> dict[str, Gap]:
+        found = await self.db.read(order.gaps_of, list(event_ids))
+        return {gap.event_id: gap for gap in found}
+
+    async def gap_counts(self) -> dict[str, int]:
+        return await self.db.read(order.gap_counts)
+
+    async def defer(self, event_id: str, until: float, now: float) -> None:
+        await self.db.write(order.defer, event_id, until, now)
 
 
 class SQLiteInbox(DatabaseInbox):
