@@ -7,6 +7,10 @@ then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h, each delay s
 ``410 Gone`` means the receiver asked never to be called again. An endpoint failing without
 a success for five days is disabled.
 
+:meth:`RetryPolicy.for_window` fits the same schedule into a window from a minute to three
+days (Stripe retries for up to three days): as many attempts, the same shape, the last one
+about that long after the first.
+
 The receiver's worker retries failing handlers with :meth:`RetryPolicy.exponential`: five
 attempts, 1 s doubling up to 300 s, +-20 %.
 """
@@ -34,6 +38,11 @@ DEFAULT_SCHEDULE: tuple[float, ...] = (
     24 * 3600,
 )
 DAY = 24 * 3600.0
+MIN_WINDOW = 60.0
+MAX_WINDOW = 3 * DAY
+# Fitted into a short window, the first waits of the schedule would be milliseconds: a
+# receiver that just failed gets at least this long to recover.
+MIN_WAIT = 1.0
 
 Jitter = Callable[[], float]
 """A source of draws in [0, 1): ``random.random``, or a seeded ``random.Random().random``."""
@@ -113,6 +122,30 @@ class RetryPolicy:
         waits = (min(cap, base * 2.0 ** (n - 1)) for n in range(1, max_attempts))
         return cls(schedule=(0.0, *waits), jitter_ratio=jitter_ratio, jitter=jitter)
 
+    @classmethod
+    def for_window(
+        cls, seconds: float, *, jitter_ratio: float = 0.2, jitter: Jitter = random.random
+    ) -> RetryPolicy:
+        """The default schedule scaled so its last attempt comes ``seconds`` after the first
+        (before jitter), each wait at least a second; ``seconds`` from 60 to 259,200 (3 days).
+
+        A ``Retry-After`` is honoured up to the window, and a 429 or a timeout waits at least
+        a minute, or the window's share of one wait if that is shorter.
+        """
+        if not MIN_WINDOW <= seconds <= MAX_WINDOW:  # a NaN fails this too
+            raise ConfigError(
+                f"the retry window must be from {MIN_WINDOW:g} seconds (1 minute) to "
+                f"{MAX_WINDOW:g} seconds (3 days), got {seconds:g}"
+            )
+        waits = _fit(DEFAULT_SCHEDULE[1:], seconds)
+        return cls(
+            schedule=(0.0, *waits),
+            jitter_ratio=jitter_ratio,
+            throttle_floor=min(cls.throttle_floor, seconds / len(waits)),
+            max_retry_after=min(cls.max_retry_after, seconds),
+            jitter=jitter,
+        )
+
     @property
     def max_attempts(self) -> int:
         """How many attempts a delivery gets in total (the schedule's length)."""
@@ -144,6 +177,19 @@ class RetryPolicy:
 
     def _spread(self, delay: float) -> float:
         return delay * (1 + self.jitter_ratio * (2 * self.jitter() - 1))
+
+
+def _fit(waits: tuple[float, ...], total: float) -> tuple[float, ...]:
+    # ``waits`` scaled to add up to ``total``; those that would fall under MIN_WAIT are held
+    # there and the others share what is left, in proportion.
+    held: set[int] = set()
+    while True:
+        free = [i for i in range(len(waits)) if i not in held]
+        scale = (total - MIN_WAIT * len(held)) / sum(waits[i] for i in free)
+        short = {i for i in free if waits[i] * scale < MIN_WAIT}
+        if not short:
+            return tuple(MIN_WAIT if i in held else w * scale for i, w in enumerate(waits))
+        held |= short
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

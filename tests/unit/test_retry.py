@@ -7,7 +7,14 @@ from dataclasses import replace
 import pytest
 
 from convhook.errors import ConfigError
-from convhook.retry import Outcome, RetryPolicy, Verdict, parse_retry_after
+from convhook.retry import (
+    DAY,
+    DEFAULT_SCHEDULE,
+    Outcome,
+    RetryPolicy,
+    Verdict,
+    parse_retry_after,
+)
 
 MID = 0.5  # jitter draw that leaves the delay unchanged
 LOW = 0.0  # -20 %
@@ -133,3 +140,56 @@ def test_exponential_refuses_no_attempts() -> None:
 def test_parse_retry_after(header: str | None, now: float, expected: float | None) -> None:
     """Retry-After is read as delta-seconds or an HTTP date; garbage is ignored."""
     assert parse_retry_after(header, now) == expected
+
+
+@pytest.mark.parametrize("window", [60.0, 3600.0, DAY, 3 * DAY])
+def test_a_window_fits_the_default_schedule(window: float) -> None:
+    """for_window keeps the default's number of attempts and their order of waits, none under
+    a second, the last attempt ``window`` seconds after the first."""
+    policy = RetryPolicy.for_window(window)
+    waits = policy.schedule[1:]
+    assert policy.max_attempts == DISPATCH.max_attempts
+    assert policy.schedule[0] == 0
+    assert sum(waits) == pytest.approx(window)
+    assert min(waits) >= 1.0
+    assert list(waits) == sorted(waits)
+    assert policy.max_retry_after == min(DAY, window)
+
+
+@pytest.mark.parametrize(
+    ("window", "attempt", "outcome", "draw", "verdict", "delay"),
+    [
+        (3 * DAY, 1, Outcome(500), MID, Verdict.RETRY, 5 * 3 * DAY / sum(DEFAULT_SCHEDULE)),
+        (
+            3 * DAY,
+            9,
+            Outcome(500),
+            HIGH,
+            Verdict.RETRY,
+            1.2 * 86400 * 3 * DAY / sum(DEFAULT_SCHEDULE),
+        ),
+        (3 * DAY, 10, Outcome(500), MID, Verdict.FAILED, 0),
+        (3 * DAY, 1, Outcome(429), MID, Verdict.RETRY, 60),
+        (60.0, 1, Outcome(500), MID, Verdict.RETRY, 1),
+        (60.0, 1, Outcome(429), MID, Verdict.RETRY, 60 / 9),
+        (60.0, 1, Outcome(503, retry_after=3600), MID, Verdict.RETRY, 60),
+        (60.0, 1, Outcome(410), MID, Verdict.GONE, 0),
+    ],
+)
+def test_a_windowed_policy_decides_like_the_default(
+    window: float, attempt: int, outcome: Outcome, draw: float, verdict: Verdict, delay: float
+) -> None:
+    """A windowed policy retries on the scaled schedule with the same jitter, throttles within
+    the window and honours a Retry-After only up to it."""
+    decision = RetryPolicy.for_window(window, jitter=lambda: draw).decide(attempt, outcome)
+    assert (decision.verdict, decision.delay) == (verdict, pytest.approx(delay))
+
+
+@pytest.mark.parametrize("window", [59.9, 0.0, -60.0, 3 * DAY + 1, float("nan"), float("inf")])
+def test_a_window_outside_a_minute_to_three_days_is_refused(window: float) -> None:
+    """A retry window under a minute, over three days or not a number is refused with a
+    message giving the range."""
+    with pytest.raises(
+        ConfigError, match=r"retry window must be from 60 seconds .*\(3 days\), got"
+    ):
+        RetryPolicy.for_window(window)
