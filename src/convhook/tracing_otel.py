@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 from convhook import __version__
-from convhook.tracing import AttributeValue, SpanKind, TraceContext, current
+from convhook.tracing import AttributeValue, SpanKind, TraceContext, _unchecked, current
 
 _KINDS: dict[str, trace.SpanKind] = {
     "internal": trace.SpanKind.INTERNAL,
@@ -40,8 +40,13 @@ def _remote(parent: TraceContext) -> otel_context.Context:
 
 
 def _as_trace_context(span_context: SpanContext) -> TraceContext:
-    flags = f"{int(span_context.trace_flags):02x}"
-    return TraceContext(f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}", flags)
+    # A valid SpanContext holds valid ids: the check a TraceContext makes of its fields
+    # would only add to each span's cost.
+    return _unchecked(
+        f"{span_context.trace_id:032x}",
+        f"{span_context.span_id:016x}",
+        f"{span_context.trace_flags:02x}",
+    )
 
 
 def _resource(service_name: str) -> Resource:
