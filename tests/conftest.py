@@ -16,9 +16,10 @@ from tests.support.servers import free_port
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tests never see the developer's CONVHOOK_* settings."""
+    """Tests never see the developer's CONVHOOK_* settings, nor an OTLP endpoint that would
+    make in-process servers export spans and take OpenTelemetry's global provider."""
     for name in list(os.environ):
-        if name.startswith("CONVHOOK_"):
+        if name.startswith(("CONVHOOK_", "OTEL_")):
             monkeypatch.delenv(name)
     return
 

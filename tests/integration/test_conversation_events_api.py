@@ -3,6 +3,7 @@ event byte for byte as delivered and linked to the one before it, on SQLite and 
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import aiohttp
@@ -52,7 +53,7 @@ async def test_a_conversation_reads_back_in_order_with_links(database_url: str) 
             ]
             assert page["nextAfterSequence"] is None
             assert items[0]["previousEventId"] is None
-            for before, item in zip(items, items[1:], strict=False):
+            for before, item in itertools.pairwise(items):
                 assert item["previousEventId"] == before["eventId"]
             for item in items:
                 stored = await store.get_event(workspace.id, item["eventId"])
