@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from convhook import tracing
 from convhook.cli._common import err, fail, need_extra, run_fast, start_logging
 from convhook.config import (
     DatabaseURL,
@@ -183,6 +184,9 @@ def dispatcher(
             metrics.serve(metrics_host, metrics_port, metrics_token or None, probe)
         except OSError as exc:
             fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}")
+    # Spans are exported only when OTEL_EXPORTER_OTLP_*ENDPOINT is set and the otel extra is
+    # installed (docs/tracing.md); otherwise tracing stays the cheap path.
+    tracing.configure("convhook-dispatcher")
     try:
         run_fast(
             _dispatch(
@@ -200,6 +204,7 @@ def dispatcher(
             )
         )
     finally:
+        tracing.shutdown()
         stop_logging()
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from convhook import tracing
 from convhook.cli._common import (
     err,
     fail,
@@ -102,6 +103,9 @@ def serve(
     settings = ApiSettings(
         max_active=max_active, dispatch=dispatch, allow_private_targets=allow_private_targets
     )
+    # Spans are exported only when OTEL_EXPORTER_OTLP_*ENDPOINT is set and the otel extra is
+    # installed (docs/tracing.md); otherwise tracing stays the cheap path.
+    tracing.configure("convhook-serve")
     # uvicorn.run would pick uvloop by itself; serving from our own coroutine must ask for it.
     try:
         run_fast(
@@ -117,6 +121,7 @@ def serve(
             )
         )
     finally:
+        tracing.shutdown()
         stop_logging()
 
 
