@@ -19,7 +19,7 @@ _GAP_COLUMNS = (
 # Only ever raised: two processes handling a conversation's events never move it back.
 _HANDLED = (
     "INSERT INTO convhook_inbox_conversations "
-    "(conversation_id, last_sequence, last_event_id, last_rank, updated_at) "
+    "(conversation_id, last_sequence, last_rank, last_event_id, updated_at) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE SET "
     "last_event_id = CASE WHEN excluded.last_sequence > convhook_inbox_conversations.last_sequence "
     "THEN excluded.last_event_id ELSE convhook_inbox_conversations.last_event_id END, "
