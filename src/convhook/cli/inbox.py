@@ -12,7 +12,7 @@ from convhook.cli._common import err, fail, out, print_json, run
 from convhook.config import INBOX_ENV, db_option, option
 
 if TYPE_CHECKING:
-    from convhook.store.inbox import InboxEntry
+    from convhook.store.inbox import Gap, InboxEntry
     from convhook.store.inbox.store import DatabaseInbox
 
 DEFAULT_DB = "convhook-inbox.db"
@@ -61,15 +61,16 @@ def list_events(
             fail(f"--status must be one of {', '.join(s.value for s in HandlerStatus)}")
     inbox = _open(db)
 
-    async def select() -> list[InboxEntry]:
+    async def select() -> tuple[list[InboxEntry], dict[str, Gap]]:
         async with inbox:
-            return await inbox.recent(wanted, limit)
+            entries = await inbox.recent(wanted, limit)
+            return entries, await inbox.gaps_of([e.event_id for e in entries])
 
-    entries = run(select())
+    entries, gaps = run(select())
     if as_json:
-        print_json([{**e.as_dict(), "conversationId": _conversation_id(e)} for e in entries])
+        print_json([_entry_json(e, gaps.get(e.event_id)) for e in entries])
         return
-    _table(entries)
+    _table(entries, gaps)
 
 
 @inbox_app.command("show")
@@ -84,14 +85,18 @@ def show(
     """
     inbox = _open(db)
 
-    async def get() -> InboxEntry | None:
+    async def get() -> tuple[InboxEntry | None, Gap | None]:
         async with inbox:
-            return await inbox.get(event_id)
+            found = await inbox.get(event_id)
+            gap = (await inbox.gaps_of([event_id])).get(event_id)
+            return found, gap
 
-    entry = run(get())
+    entry, gap = run(get())
     if entry is None:
         fail(f"no event {event_id} in {db}", code=1)
     data = entry.as_dict(with_body=True)
+    data["conversationId"] = data["conversationId"] or _conversation_id(entry)
+    data["gap"] = None if gap is None else gap.as_dict()
     if as_json:
         print_json(data)
         return
@@ -106,6 +111,51 @@ def show(
     for key, value in headers.items():
         out.print(f"  {key}: {value}", markup=False)
     out.print(Syntax(json.dumps(body, indent=2), "json", word_wrap=True))
+
+
+@inbox_app.command("gaps")
+def gaps(
+    status: str | None = option(
+        None,
+        "--status",
+        env="INBOX_GAP_STATUS",
+        help="Only open, filled, unfilled, or recorded (events handled out of order).",
+    ),
+    conversation: str | None = option(
+        None, "--conversation", env="INBOX_CONVERSATION", help="Only this conversation's."
+    ),
+    limit: int = option(50, "--limit", env="INBOX_LIMIT", min=1, help="How many, newest first."),
+    db: str = db_option(DEFAULT_DB, help=_DB_HELP, env=INBOX_ENV),
+    as_json: bool = option(False, "--json", env="JSON", help="Print JSON."),
+) -> None:
+    """List the gaps found in conversations' sequences, and events handled out of order.
+
+    A gap is named by the event that revealed it; it is filled when the missing events were
+    fetched from the producer's API and handled first, unfilled (with the reason) when that
+    event ran without them. Counts of every status come first.
+
+    Example: ``convhook inbox gaps --status unfilled --json``
+    """
+    from convhook.store.inbox import GapStatus
+
+    wanted = None
+    if status is not None:
+        try:
+            wanted = GapStatus(status)
+        except ValueError:
+            fail(f"--status must be one of {', '.join(s.value for s in GapStatus)}")
+    inbox = _open(db)
+
+    async def select() -> tuple[dict[str, int], list[Gap]]:
+        async with inbox:
+            counts = await inbox.gap_counts()
+            return counts, await inbox.gaps(wanted, limit, conversation)
+
+    counts, found = run(select())
+    if as_json:
+        print_json({"counts": counts, "gaps": [g.as_dict() for g in found]})
+        return
+    _gap_table(counts, found)
 
 
 @inbox_app.command("replay")
@@ -227,7 +277,31 @@ async def _forward(inbox: DatabaseInbox, event_id: str | None, url: str) -> list
     return results
 
 
+def _entry_json(entry: InboxEntry, gap: Gap | None) -> dict[str, Any]:
+    data = entry.as_dict()
+    data["conversationId"] = data["conversationId"] or _conversation_id(entry)
+    data["gap"] = None if gap is None else gap.as_dict()
+    return data
+
+
+def _order_mark(entry: InboxEntry, gap: Gap | None) -> str:
+    """What the ordering says of an event, in a few words (empty when nothing)."""
+    from convhook.store.inbox import GapKind
+
+    marks = []
+    if entry.origin == "reconciled":
+        marks.append("reconciled")
+    if gap is not None:
+        if gap.kind is GapKind.OUT_OF_ORDER:
+            marks.append("out of order")
+        else:
+            marks.append(f"after gap {gap.missing} {gap.status.value}")
+    return ", ".join(marks)
+
+
 def _conversation_id(entry: InboxEntry) -> str | None:
+    if entry.conversation_id is not None:
+        return entry.conversation_id
     try:
         payload = json.loads(entry.body).get("payload")
     except (ValueError, AttributeError):
@@ -256,27 +330,46 @@ def _shown(key: str, value: Any) -> str:
 _STATUS_STYLE = {"done": "green", "failed": "bold red", "pending": "yellow", "running": "cyan"}
 
 
-def _table(entries: list[InboxEntry]) -> None:
+def _table(entries: list[InboxEntry], gaps: dict[str, Gap] | None = None) -> None:
     """The entries as a table that fits the terminal: ids are never broken (they are copied
     into `inbox show`), so on a narrow terminal the less useful columns go first."""
     from rich.table import Table
     from rich.text import Text
 
+    gaps = gaps or {}
     rows = [
         {
             "received": _short_when(e.received_at),
             "event id": e.event_id,
             "type": e.event_type.removeprefix("conversation."),
             "conversation": _conversation_id(e) or "",
+            "seq": "" if e.sequence is None else str(e.sequence),
             "status": e.status.value,
             "attempts": str(e.attempts),
+            "order": _order_mark(e, gaps.get(e.event_id)),
             "last error": (e.last_error or "").replace("\n", " "),
         }
         for e in entries
     ]
     # Dropped in this order while the rest (with 12 columns for the error) would not fit.
-    columns = ["received", "event id", "type", "conversation", "status", "attempts", "last error"]
-    for optional in ("conversation", "received", "attempts"):
+    columns = [
+        "received",
+        "event id",
+        "type",
+        "conversation",
+        "seq",
+        "status",
+        "attempts",
+        "order",
+        "last error",
+    ]
+    if not any(row["seq"] for row in rows):
+        columns.remove("seq")
+    if not any(row["order"] for row in rows):
+        columns.remove("order")
+    for optional in ("conversation", "received", "attempts", "seq"):
+        if optional not in columns:
+            continue
         if _width(rows, columns) <= out.width:
             break
         columns.remove(optional)
@@ -290,7 +383,8 @@ def _table(entries: list[InboxEntry]) -> None:
         elif name == "last error":
             table.add_column(name, no_wrap=True)
         else:
-            table.add_column(name, no_wrap=True, justify="right" if name == "attempts" else "left")
+            right = name in ("attempts", "seq")
+            table.add_column(name, no_wrap=True, justify="right" if right else "left")
     # The error gets what the other columns leave (cut here: rich measures a no_wrap cell's
     # minimum as its whole text, and would squeeze the ids instead).
     room = max(12, out.width - _width(rows, columns) + 12)
@@ -301,6 +395,41 @@ def _table(entries: list[InboxEntry]) -> None:
         # Text, not markup: ids and errors come from the sender and may hold brackets.
         style = _STATUS_STYLE.get(row["status"], "")
         table.add_row(*(Text(row[c], style=style if c == "status" else "") for c in columns))
+    out.print(table)
+
+
+_GAP_STYLE = {"filled": "green", "unfilled": "bold red", "open": "yellow", "recorded": "magenta"}
+
+
+def _gap_table(counts: dict[str, int], found: list[Gap]) -> None:
+    """The counts, then the gaps newest first (text, never markup: ids come from senders)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from convhook.store.inbox import GapKind
+
+    summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("open", "filled", "unfilled"))
+    out.print(
+        f"gaps: {summary}; handled out of order: {counts.get('out_of_order', 0)}",
+        markup=False,
+        highlight=False,
+    )
+    if not found:
+        return
+    table = Table(title=f"{len(found)} shown, newest first", title_justify="left")
+    for name in ("detected", "conversation", "missing", "status", "filled", "event id", "reason"):
+        table.add_column(name, overflow="fold" if name in ("event id", "reason") else "ellipsis")
+    for gap in found:
+        missing = gap.missing if gap.kind is GapKind.GAP else "(out of order)"
+        table.add_row(
+            Text(_short_when(gap.detected_at)),
+            Text(gap.conversation_id),
+            Text(missing),
+            Text(gap.status.value, style=_GAP_STYLE.get(gap.status.value, "")),
+            Text(str(gap.filled)),
+            Text(gap.event_id),
+            Text((gap.reason or "").replace("\n", " ")),
+        )
     out.print(table)
 
 

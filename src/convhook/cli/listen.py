@@ -76,6 +76,28 @@ def listen(
         help="Seconds an event stays claimed by this listener (renewed while its handlers run); "
         "if the listener dies, another one takes the event when the lease ends.",
     ),
+    reconcile_url: str | None = option(
+        None,
+        "--reconcile-api-url",
+        env="RECONCILE_API_URL",
+        help="The producer's base URL (e.g. https://hooks.example.com): events missing from a "
+        "conversation's sequence are fetched from its API and handled before later ones. "
+        "Needs --reconcile-api-key.",
+    ),
+    reconcile_key: str | None = option(
+        None,
+        "--reconcile-api-key",
+        env="RECONCILE_API_KEY",
+        help="A workspace key of the producer's API, for --reconcile-api-url.",
+    ),
+    reconcile_wait: float = option(
+        60.0,
+        "--reconcile-wait",
+        env="RECONCILE_WAIT",
+        min=0.0,
+        help="Seconds an event waits, at most, for earlier events of its conversation (being "
+        "fetched, or still being handled) before its handlers run without them.",
+    ),
     quiet: bool = option(False, "--quiet", env="LISTEN_QUIET", help="Do not print events."),
     writer_process: bool = option(
         True,
@@ -124,6 +146,8 @@ def listen(
         fail(str(exc))
     # Before the inbox is created or a banner printed: a busy port is one clear error.
     refuse_busy_port(host, port)
+    if bool(reconcile_url) != bool(reconcile_key):
+        fail("--reconcile-api-url and --reconcile-api-key go together: give both or neither")
     receiver = _build(
         secrets or [],
         tokens or [],
@@ -134,13 +158,23 @@ def listen(
         max_attempts,
         lease,
         quiet,
+        reconcile=(reconcile_url, reconcile_key) if reconcile_url and reconcile_key else None,
+        reconcile_wait=reconcile_wait,
     )
     # Open the inbox once before serving, so a missing or outdated schema (or an unreachable
     # database) is one clear error instead of a failed server start-up.
     run(_check(receiver))
     stop_logging = logs.configure(fmt, level)
     said = _announce(
-        fmt, host, port, path, db, forward_to, signed=bool(secrets), token=bool(tokens)
+        fmt,
+        host,
+        port,
+        path,
+        db,
+        forward_to,
+        signed=bool(secrets),
+        token=bool(tokens),
+        reconcile=reconcile_url,
     )
     try:
         _serve(receiver, host, port, path, read_timeout, max_header_bytes, keep_alive, level)
@@ -266,9 +300,12 @@ def _build(
     max_attempts: int,
     lease: float,
     quiet: bool,
+    *,
+    reconcile: tuple[str, str] | None = None,
+    reconcile_wait: float | None = None,
 ) -> Receiver:
     from convhook.errors import ConvhookError
-    from convhook.receiver import Receiver, RetryPolicy
+    from convhook.receiver import Receiver, Reconcile, RetryPolicy
     from convhook.receiver.forwarder import Forwarder
 
     try:
@@ -281,6 +318,8 @@ def _build(
             allow_unsigned=not secrets and not tokens,
             tokens=tokens,
             retry=RetryPolicy.exponential(max_attempts=max_attempts),
+            reconcile=None if reconcile is None else Reconcile(*reconcile),
+            reconcile_wait=reconcile_wait,
         )
         if not quiet:
             receiver.add_handler(EventPrinter(out), name="print")
@@ -395,6 +434,7 @@ def _announce(
     *,
     signed: bool,
     token: bool,
+    reconcile: str | None = None,
 ) -> Callable[[], None]:
     """Say where events are taken and how they are checked: a banner on stderr in text mode,
     one ``listening`` record in json mode (stderr then holds JSON lines only).
@@ -418,12 +458,13 @@ def _announce(
                 "url": url,
                 "inbox": db,
                 "forward_to": forward_to,
+                "reconcile_api": reconcile,
                 "checks": checks,
                 "health": [f"http://{host}:{port}/healthz", f"http://{host}:{port}/readyz"],
             },
         )
         return lambda: None
-    _banner(url, db, forward_to, signed=signed, token=token)
+    _banner(url, db, forward_to, signed=signed, token=token, reconcile=reconcile)
     said = _Said()
     receiver_log = logging.getLogger("convhook.receiver")
     receiver_log.addFilter(said)
@@ -437,7 +478,15 @@ class _Said(logging.Filter):
         return getattr(record, "action", None) not in ("unsigned_mode", "token_mode")
 
 
-def _banner(url: str, db: str, forward_to: str | None, *, signed: bool, token: bool) -> None:
+def _banner(
+    url: str,
+    db: str,
+    forward_to: str | None,
+    *,
+    signed: bool,
+    token: bool,
+    reconcile: str | None = None,
+) -> None:
     from rich.markup import escape
 
     def say(line: str) -> None:
@@ -448,6 +497,8 @@ def _banner(url: str, db: str, forward_to: str | None, *, signed: bool, token: b
     say(f"  inbox: {escape(db)}")
     if forward_to:
         say(f"  forwarding to: {escape(forward_to)}")
+    if reconcile:
+        say(f"  filling sequence gaps from: {escape(reconcile)}")
     if token:
         both = "a valid signature and " if signed else ""
         say(f"  requires: {both}the shared token (Authorization: Bearer or x-api-key)")
