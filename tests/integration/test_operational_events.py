@@ -25,12 +25,13 @@ from convhook.events import (
     parse_event,
 )
 from convhook.receiver import HandlerStatus
-from convhook.retry import RetryPolicy
+from convhook.retry import RetryPolicy, Verdict
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
 from convhook.store.delivery import DeliveryStore
+from convhook.store.delivery.records import Result
 from convhook.store.producer import ProducerStore
-from tests.support.delivery import Receiver, Reply, add_endpoint
+from tests.support.delivery import Receiver, Reply, add_endpoint, record_event
 from tests.support.inbox import receiver_at
 from tests.support.servers import eventually, serve_app
 
@@ -314,3 +315,52 @@ async def test_convhooks_receiver_takes_operational_events_typed(
 async def _done(receiver: Any, event_id: str) -> bool:
     entry = await receiver.inbox.get(event_id)
     return entry is not None and entry.status is HandlerStatus.DONE
+
+
+async def test_racing_successes_of_one_failing_endpoint_record_one_recovered(
+    database_url: str,
+) -> None:
+    """Two dispatchers (two stores, as two processes) recording a success to the same failing
+    endpoint at once record one endpoint.recovered between them, and clear failingSince."""
+    stores = [ProducerStore.at(database_url, auto_upgrade=True) for _ in range(2)]
+    for s in stores:
+        await s.open()
+    try:
+        workspace, _ = await stores[0].create_workspace("w")
+        now = _now()
+        target = await _endpoint(stores[0], workspace.id, "http://127.0.0.1:9/hook", None)
+
+        def setup(conn: Any) -> None:
+            conn.execute("UPDATE endpoints SET failing_since = ? WHERE id = ?", (now - 1, target))
+            for i in range(2):
+                record_event(conn, workspace.id, f"conv_{i}", 1, "conversation.userJoined", now)
+
+        await stores[0].db.write(setup)
+        deliveries = [DeliveryStore(s.db) for s in stores]
+        claims = [
+            (await d.claim(f"owner-{i}", now, 60_000, 1))[0] for i, d in enumerate(deliveries)
+        ]
+        assert len({c.delivery_id for c in claims}) == 2
+        results = [
+            Result(c.delivery_id, target, c.lease_owner, now, 200, 1.0, None, "", Verdict.DELIVERED)
+            for c in claims
+        ]
+        await asyncio.gather(
+            *(
+                d.record([r], now, 0, r.lease_owner, 60_000, 0)
+                for d, r in zip(deliveries, results, strict=True)
+            )
+        )
+        rows = await _rows(stores[0], target)
+        endpoint = await deliveries[0].get_endpoint(workspace.id, target)
+    finally:
+        for s in stores:
+            await s.close()
+    assert [(r["event_type"], r["conversation_seq"]) for r in rows] == [("endpoint.recovered", 1)]
+    recovered = parse_event(rows[0]["body"])
+    assert isinstance(recovered, EndpointRecovered)
+    assert recovered.payload.failing_since is not None
+    assert int(recovered.payload.failing_since.timestamp() * 1000) == now - 1
+    assert rows[0]["body"].encode() == recovered.to_json()
+    assert endpoint is not None
+    assert endpoint.failing_since is None
