@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
 import textwrap
 import time
@@ -73,6 +74,9 @@ async def test_a_traceparent_reaches_the_handler_and_every_span(
     script = tmp_path / "receiver.py"
     script.write_text(textwrap.dedent(RECEIVER))
     seen = tmp_path / "seen.jsonl"
+    if database_url.startswith("postgresql"):
+        upgrade = [sys.executable, "-m", "convhook", "db", "upgrade", "--db", database_url]
+        await asyncio.to_thread(subprocess.run, upgrade, check=True, capture_output=True)
     serve_args = ["serve", "--port", str(api_port), "--db", database_url]
     with cli_process(
         [*serve_args, "--allow-private-targets"], cwd=tmp_path, port=api_port, env=otel
