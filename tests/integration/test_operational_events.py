@@ -256,6 +256,42 @@ async def test_a_failed_delivery_of_an_operational_event_causes_no_delivery_fail
     assert types == ["delivery.failed", "endpoint.disabled"]
 
 
+async def test_failing_too_long_disables_with_one_event_for_its_waiting_deliveries(
+    store: ProducerStore,
+) -> None:
+    """An endpoint failing longer than the policy allows is disabled and endpoint.disabled says
+    since when; the delivery that disabling fails gets no delivery.failed of its own."""
+    workspace, key = await store.create_workspace("w")
+    failing = Receiver().then(*[Reply(status=500)] * 5)
+    alerts = Receiver()
+    policy = RetryPolicy(schedule=(0, 0.05, 0.05, 0.05), jitter=lambda: 0.5, disable_after=0.02)
+    app = create_app(store, ApiSettings())
+    async with (
+        serve_app(failing) as failing_url,
+        serve_app(alerts) as alerts_url,
+        serve_app(app) as base,
+        aiohttp.ClientSession(headers={"x-api-key": key}) as session,
+        Dispatcher(store.db, allow_private=True, policy=policy) as dispatcher,
+    ):
+        target = await _endpoint(store, workspace.id, failing_url + "/hook", None)
+        await _endpoint(store, workspace.id, alerts_url + "/hook", OPERATIONAL)
+        conv = await _conversation(session, base)
+        await _transition(session, base, conv, "join")
+        dispatcher.wake()
+        (got,) = await alerts.wait_for(1)
+        await _settle(dispatcher)
+        rows = await _rows(store, target)
+    disabled = parse_event(got.body)
+    assert isinstance(disabled, EndpointDisabled)
+    assert disabled.payload.endpoint_id == target
+    assert "failing without a success" in (disabled.payload.disabled_reason or "")
+    assert disabled.payload.failing_since is not None
+    assert disabled.payload.failing_since < disabled.payload.at
+    assert len(failing.received) == 2
+    assert [r["event_type"] for r in rows] == ["endpoint.disabled"]
+    assert len(alerts.received) == 1
+
+
 async def test_concurrent_changes_of_one_endpoint_take_distinct_sequences(
     database_url: str,
 ) -> None:
