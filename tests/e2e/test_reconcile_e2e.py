@@ -1,0 +1,218 @@
+"""A delivery dropped on purpose is filled by the receiver from the producer's API before the
+next event's handler runs: a real ``convhook serve`` (API and dispatcher) delivers a
+conversation's events to a real receiver process; its endpoint is disabled while ``userLeft``
+is recorded, so that event is never delivered; the receiver, given the API URL and a
+workspace key, fetches it when ``completed`` arrives with the next sequence and handles it
+first. On SQLite and PostgreSQL (both the producer's database and the inbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from convhook.store import open_database
+from tests.support.postgres import TemporaryPostgres
+from tests.support.servers import cli_process, free_port, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+KEY = re.compile(r"chk_[A-Za-z0-9_-]+")
+
+# The receiver: the library on uvicorn, behind a layer that notes every attempt's type and
+# sequence (so the test sees which events were really delivered).
+RECEIVER = """
+import json, sys
+import uvicorn
+from convhook.receiver import Receiver
+from convhook.store.inbox.store import open_inbox
+
+port, secret, store, api, key, out, attempts = sys.argv[1:8]
+receiver = Receiver(
+    secrets=[secret],
+    store=open_inbox(store, auto_upgrade=True),
+    poll_interval=0.1,
+    reconcile_url=api,
+    reconcile_key=key,
+    reconcile_wait=30,
+)
+
+@receiver.on_any
+async def seen(event, delivery) -> None:
+    if not event.event_type.startswith("conversation."):
+        return
+    with open(out, "a") as f:
+        line = {"eventType": event.event_type, "sequence": delivery.sequence,
+                "origin": delivery.origin}
+        f.write(json.dumps(line) + "\\n")
+
+class Noted:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        headers = dict((k.decode(), v.decode()) for k, v in scope["headers"])
+        event_type = json.loads(body)["eventType"]
+        with open(attempts, "a") as f:
+            line = {"eventType": event_type, "sequence": headers.get("convhook-sequence")}
+            f.write(json.dumps(line) + "\\n")
+        given = False
+
+        async def again():
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, again, send)
+
+uvicorn.run(Noted(receiver.asgi_app(path="/webhook")), port=int(port),
+            log_level="warning", lifespan="on")
+"""
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+async def _until(path: Path, check: Any, timeout: float = 30) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = _lines(path)
+        if check(lines):
+            return lines
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not met in time; {path.name}: {lines}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def inbox_url(database_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The receiver's inbox on the producer database's engine."""
+    if database_url.startswith("postgresql://"):
+        server: TemporaryPostgres = request.getfixturevalue("pg_server")
+        return server.create_database(f"i_{uuid.uuid4().hex[:12]}")
+    return str(tmp_path / "inbox.db")
+
+
+async def test_a_dropped_delivery_is_filled_from_the_api_before_the_next_handler(
+    database_url: str, inbox_url: str, tmp_path: Path
+) -> None:
+    """The handler sees userJoined, userLeft (fetched from the API) and completed in order,
+    each once; the inbox records the gap as filled and the fetched event as reconciled."""
+    if database_url.startswith("postgresql://"):
+        async with open_database(database_url, "producer", auto_upgrade=True):
+            pass
+    api_port, hook_port = free_port(), free_port()
+    script = tmp_path / "receiver.py"
+    script.write_text(textwrap.dedent(RECEIVER))
+    seen, attempts = tmp_path / "seen.jsonl", tmp_path / "attempts.jsonl"
+    args = ["serve", "--port", str(api_port), "--db", database_url, "--allow-private-targets"]
+    with cli_process(args, cwd=tmp_path, port=api_port) as serve:
+        key = KEY.search(serve.stderr)
+        assert key, serve.stderr
+        base = f"http://127.0.0.1:{api_port}"
+        async with aiohttp.ClientSession(headers={"x-api-key": key[0]}) as http:
+            hook = f"http://127.0.0.1:{hook_port}/webhook"
+            async with http.post(f"{base}/api/v2/endpoints", json={"url": hook}) as r:
+                assert r.status == 201, await r.text()
+                endpoint = await r.json()
+                secret = endpoint["secret"]
+            argv = [str(script), str(hook_port), secret, inbox_url, base, key[0]]
+            receiver = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *argv,
+                str(seen),
+                str(attempts),
+                cwd=tmp_path,
+                env=os.environ.copy(),
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                wait_for_port(hook_port)
+                async with http.post(f"{base}/api/v2/conversations", json={"agentId": "a"}) as r:
+                    conv = (await r.json())["id"]
+
+                async def move(action: str) -> None:
+                    async with http.post(f"{base}/api/v2/conversations/{conv}/{action}") as r:
+                        assert r.status == 200, await r.text()
+
+                async def endpoint_to(action: str) -> None:
+                    path = f"{base}/api/v2/endpoints/{endpoint['id']}/{action}"
+                    async with http.post(path) as r:
+                        assert r.status == 200, await r.text()
+
+                await move("join")
+                await _until(seen, lambda lines: len(lines) == 1)
+                # userLeft is recorded while the endpoint is disabled: never delivered.
+                await endpoint_to("disable")
+                await move("leave")
+                await endpoint_to("enable")
+                await move("end")
+                lines = await _until(seen, lambda lines: len(lines) == 3)
+                await asyncio.sleep(0.5)
+                assert _lines(seen) == lines
+                tried = [a for a in _lines(attempts) if a["eventType"].startswith("conv")]
+            finally:
+                receiver.terminate()
+                _, raw = await asyncio.wait_for(receiver.communicate(), 15)
+                errors = raw.decode(errors="replace")
+    assert lines == [
+        {"eventType": "conversation.userJoined", "sequence": 1, "origin": "delivery"},
+        {"eventType": "conversation.userLeft", "sequence": 2, "origin": "reconciled"},
+        {"eventType": "conversation.completed", "sequence": 3, "origin": "delivery"},
+    ], errors
+    assert [(a["eventType"], a["sequence"]) for a in tried] == [
+        ("conversation.userJoined", "1"),
+        ("conversation.completed", "3"),
+    ]
+
+    gaps = _cli_json(["inbox", "gaps", "--json", "--db", inbox_url], tmp_path)
+    assert gaps["counts"] == {"filled": 1}
+    [gap] = gaps["gaps"]
+    assert (gap["conversationId"], gap["missing"], gap["status"], gap["filled"]) == (
+        conv,
+        "2",
+        "filled",
+        1,
+    )
+    listed = _cli_json(["inbox", "list", "--json", "--db", inbox_url], tmp_path)
+    by_type = {e["eventType"]: e for e in listed}
+    assert by_type["conversation.userLeft"]["origin"] == "reconciled"
+    assert by_type["conversation.completed"]["gap"]["status"] == "filled"
+    assert by_type["conversation.userJoined"]["gap"] is None
+
+
+def _cli_json(args: list[str], cwd: Path) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "convhook", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
