@@ -292,6 +292,49 @@ async def test_failing_too_long_disables_with_one_event_for_its_waiting_deliveri
     assert len(alerts.received) == 1
 
 
+async def test_the_api_takes_operational_types_for_endpoints_and_test_events(
+    store: ProducerStore,
+) -> None:
+    """Endpoints are created and changed with operational types in eventTypes (an unknown one
+    is a 422), and a test event of an operational type reaches the endpoint typed."""
+    _, key = await store.create_workspace("w")
+    hook = Receiver()
+    app = create_app(store, ApiSettings(allow_private_targets=True))
+    async with (
+        serve_app(hook) as hook_url,
+        serve_app(app) as base,
+        aiohttp.ClientSession(headers={"x-api-key": key}) as session,
+        Dispatcher(store.db, allow_private=True, policy=FAST) as dispatcher,
+    ):
+        endpoints = f"{base}/api/v2/endpoints"
+        types = ["conversation.completed", "endpoint.disabled", "delivery.failed"]
+        body = {"url": hook_url + "/hook", "eventTypes": types}
+        async with session.post(endpoints, json=body) as r:
+            assert r.status == 201, await r.text()
+            created = await r.json()
+        assert sorted(created["eventTypes"]) == sorted(types)
+        async with session.patch(
+            f"{endpoints}/{created['id']}", json={"eventTypes": ["endpoint.recovered"]}
+        ) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["eventTypes"] == ["endpoint.recovered"]
+        async with session.post(
+            endpoints, json={"url": hook_url, "eventTypes": ["endpoint.bogus"]}
+        ) as r:
+            assert r.status == 422
+            assert "eventTypes" in await r.text()
+        async with session.post(
+            f"{endpoints}/{created['id']}/test", json={"eventType": "delivery.failed"}
+        ) as r:
+            assert r.status == 202, await r.text()
+            queued = await r.json()
+        dispatcher.wake()
+        (got,) = await hook.wait_for(1)
+    event = parse_event(got.body)
+    assert isinstance(event, DeliveryFailed)
+    assert event.event_id == queued["eventId"]
+
+
 async def test_concurrent_changes_of_one_endpoint_take_distinct_sequences(
     database_url: str,
 ) -> None:
