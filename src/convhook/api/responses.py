@@ -24,9 +24,8 @@ from convhook.events import CatalogueEventType, Conversation, Customer
 from convhook.schema import CATALOGUE
 from convhook.store.delivery import Delivery as DeliveryRow
 from convhook.store.delivery import Endpoint as EndpointRow
+from convhook.store.delivery.operational import DELIVERY_PREFIX
 from convhook.timefmt import format_ms
-
-DELIVERY_PREFIX = "dlv_"
 
 
 def _at_most(limit: int) -> str:
