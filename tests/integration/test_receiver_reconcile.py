@@ -53,6 +53,7 @@ class ProducerAPI:
     always: int | None = None
     pruned: set[int] = field(default_factory=set)
     requests: list[dict[str, str]] = field(default_factory=list)
+    page: int = 500
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(dict(request.query))
@@ -66,7 +67,7 @@ class ProducerAPI:
         if conv_id not in self.events:
             return web.json_response({"title": "not found"}, status=404)
         after = int(request.query.get("afterSequence", "0"))
-        limit = int(request.query.get("limit", "100"))
+        limit = min(self.page, int(request.query.get("limit", "100")))
         items = []
         previous = None
         for seq, event in enumerate(self.events[conv_id], start=1):
@@ -88,7 +89,7 @@ class ProducerAPI:
                 items.append(item)
             previous = event.event_id
         last = items[-1]["sequence"] if items else None
-        more = last is not None and last < len(self.events[conv_id])
+        more = last is not None and last < len(self.events[conv_id]) and len(items) == limit
         return web.json_response({"data": items, "nextAfterSequence": last if more else None})
 
 
@@ -265,6 +266,29 @@ async def test_an_api_that_recovers_fills_the_gap(
             await eventually(lambda: seen.order.get(conv_id) == [1, 2, 3, 4])
             [gap] = await receiver.inbox.gaps()
     assert (gap.status, gap.missing, gap.filled, gap.attempts) == (GapStatus.FILLED, "2-3", 2, 2)
+
+
+async def test_a_long_gap_is_read_page_by_page(
+    database_url: str, session: aiohttp.ClientSession
+) -> None:
+    """A gap longer than the API's page is read by following nextAfterSequence, and every
+    missing event runs, in order, before the later one."""
+    conv_id = f"conv_{uuid.uuid4().hex[:16]}"
+    types = ["conversation.userJoined", *["conversation.userLeft"] * 6, "conversation.completed"]
+    events = [sample_event(t, overrides={"id": conv_id}) for t in types]
+    api = ProducerAPI({conv_id: events}, page=2)
+    seen = Seen()
+    async with producer_api(api) as api_url:
+        receiver = make(database_url, seen, reconcile_url=api_url, reconcile_key=KEY)
+        async with receiver, serve_app(receiver.asgi_app()) as url:
+            await deliver(session, url, events[0], 1)
+            await deliver(session, url, events[7], 8)
+            await eventually(lambda: len(seen.order.get(conv_id, [])) == 8)
+            [gap] = await receiver.inbox.gaps()
+    assert seen.order[conv_id] == list(range(1, 9))
+    # Pages of two from sequence 2: the last page needed ends at 7, so 8 is never asked for.
+    assert [r["afterSequence"] for r in api.requests] == ["1", "3", "5"]
+    assert (gap.status, gap.missing, gap.filled) == (GapStatus.FILLED, "2-7", 6)
 
 
 @pytest.mark.parametrize("case", ["unknown", "pruned", "bad-key"])

@@ -271,7 +271,19 @@ class Receiver:
         return replies.error(413, f"body is {told}, over the {self.max_body}-byte limit")
 
     async def ingest(self, headers: Mapping[str, str], body: bytes) -> Reply:
-        """Verify, validate and store a body that passed the method, type and size checks."""
+        """Verify, validate and store a body that passed the method, type and size checks.
+
+        With OpenTelemetry configured (:func:`convhook.tracing.configure`) this is a
+        ``receive`` span (kind ``server``) in the sender's trace; otherwise it costs nothing.
+        """
+        if not tracing.configured():
+            return await self._ingest(headers, body)
+        value = headers.get("traceparent")
+        parent = None if value is None else _context(value)
+        with tracing.span("receive", parent, kind="server"):
+            return await self._ingest(headers, body)
+
+    async def _ingest(self, headers: Mapping[str, str], body: bytes) -> Reply:
         if self.token_check is not None:
             # First: a sender without the token learns nothing else about the request.
             refused = self.token_check.problem(headers)
@@ -394,9 +406,15 @@ def _sequence(value: str | None) -> int | None:
     return number if number > 0 else None
 
 
-def _traceparent(value: str) -> str | None:
-    """A valid ``traceparent`` as stored; an invalid one is dropped, never refused."""
+def _context(value: str) -> tracing.TraceContext | None:
+    """A valid ``traceparent``; None for an invalid one (dropped, never refused)."""
     try:
-        return tracing.parse(value).header()
+        return tracing.parse(value)
     except ConvhookError:
         return None
+
+
+def _traceparent(value: str) -> str | None:
+    """A valid ``traceparent`` as stored; an invalid one is dropped, never refused."""
+    context = _context(value)
+    return None if context is None else context.header()
