@@ -9,7 +9,7 @@ from pathlib import Path
 
 from openapi_spec_validator import validate
 
-from convhook.events import EventType
+from convhook.events import EventType, OperationalEventType
 from convhook.signing import Secret
 
 
@@ -30,7 +30,7 @@ def test_schema_prints_one_json_schema_per_event() -> None:
     done = convhook("schema", "--format", "jsonschema")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert list(doc) == [e.value for e in EventType]
+    assert list(doc) == [e.value for e in [*EventType, *OperationalEventType]]
     assert all(s["$schema"].endswith("2020-12/schema") for s in doc.values())
 
 
@@ -40,7 +40,7 @@ def test_schema_prints_a_valid_openapi_document() -> None:
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     validate(doc)
-    assert set(doc["webhooks"]) == {e.value for e in EventType}
+    assert set(doc["webhooks"]) == {e.value for e in [*EventType, *OperationalEventType]}
 
 
 def test_schema_refuses_an_unknown_format() -> None:

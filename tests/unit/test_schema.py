@@ -13,7 +13,7 @@ import pytest
 from openapi_spec_validator import validate
 
 import convhook
-from convhook.events import EventType
+from convhook.events import EventType, OperationalEventType
 from convhook.samples import sample_event
 from convhook.schema import CATALOGUE, RECEIVED_TEXT, json_schemas, openapi_document
 
@@ -27,9 +27,10 @@ def validator(event_type: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
-def test_catalogue_lists_the_four_events_in_lifecycle_order() -> None:
-    """The catalogue has each lifecycle event, in order, with its trigger sentence."""
-    assert [e.event_type for e in CATALOGUE] == list(EventType)
+def test_catalogue_lists_the_events_in_lifecycle_order() -> None:
+    """The catalogue has each lifecycle event, in order, with its trigger sentence, then the
+    operational events."""
+    assert [e.event_type for e in CATALOGUE] == [*EventType, *OperationalEventType]
     assert CATALOGUE[0].trigger == "Triggered when a user joins a conversation"
 
 
@@ -75,7 +76,7 @@ def test_openapi_document_is_valid_and_describes_every_webhook() -> None:
     doc = openapi_document()
     validate(doc)
     assert doc["openapi"] == "3.1.0"
-    assert list(doc["webhooks"]) == [e.value for e in EventType]
+    assert list(doc["webhooks"]) == [e.value for e in [*EventType, *OperationalEventType]]
     for entry in CATALOGUE:
         post = doc["webhooks"][entry.event_type.value]["post"]
         body = post["requestBody"]["content"]["application/json"]
