@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,7 @@ from convhook.receiver import GapKind, GapStatus, HandlerStatus, Receiver
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
 from tests.support.inbox import receiver_at
+from tests.support.otlp import Collector, collector_fixture  # noqa: F401 - the fixture
 from tests.support.servers import eventually, free_port, serve_app
 
 SECRET = Secret.generate()
@@ -451,3 +453,38 @@ async def test_handlers_run_in_the_delivered_trace(
         assert ctx.span_id != trace.span_id
     assert other is not None
     assert other.trace_id != trace.trace_id
+
+
+async def test_with_otlp_configured_intake_and_handlers_are_spans_of_the_senders_trace(
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+    collector: Collector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With OTLP configured, the intake is a receive span and each handler a handle span,
+    both children of the delivered traceparent's span."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    conv_id, events = conversation(1)
+    sent = tracing.TraceContext.new()
+    seen = Seen()
+    assert tracing.configure("reconcile-test-receiver")
+    try:
+        receiver = make(str(tmp_path / "inbox.db"), seen)
+        async with receiver, serve_app(receiver.asgi_app()) as url:
+            await deliver(session, url, events[0], 1, traceparent=sent.header())
+            await eventually(lambda: seen.order.get(conv_id) == [1])
+    finally:
+        tracing.shutdown()
+
+    def exported() -> bool:
+        names = {s["name"] for s in collector.spans if s["trace_id"] == sent.trace_id}
+        return {"receive", "handle conversation.userJoined"} <= names
+
+    await eventually(exported, timeout=10)
+    spans = {s["name"]: s for s in collector.spans if s["trace_id"] == sent.trace_id}
+    assert spans["receive"]["parent_span_id"] == sent.span_id
+    assert spans["handle conversation.userJoined"]["parent_span_id"] == sent.span_id
+    [handler_context] = seen.traces
+    assert handler_context is not None
+    assert handler_context.span_id == spans["handle conversation.userJoined"]["span_id"]
