@@ -125,9 +125,9 @@ def process(args: list[str], cwd: Path, port: int | None = None) -> Iterator[sub
         err.close()
 
 
-def receiver(tmp: Path) -> tuple[list[str], int]:
-    """The bare receiver's command line and port."""
-    (tmp / "bare_receiver.py").write_text(BARE_APP)
+def receiver(tmp: Path, app: str = BARE_APP) -> tuple[list[str], int]:
+    """The bare receiver's (or ``app``'s) command line and port."""
+    (tmp / "bare_receiver.py").write_text(app)
     port = free_port()
     args = [
         sys.executable,
@@ -543,6 +543,10 @@ def scaling(
         print(f"{label:<36}  {rate:>10,.0f} ev/s  {note}")
 
 
+# The storm's endpoint: answers 503 at once.
+DOWN_APP = BARE_APP.replace('"status": 200', '"status": 503')
+
+
 def _event_row(ws: str, template: str, old_id: str, now: int) -> tuple[str, tuple[Any, ...]]:
     event_id = new_id("evt")
     return event_id, (event_id, ws, new_id("conv"), template.replace(old_id, event_id), now)
@@ -629,6 +633,17 @@ class _Storm:
         self.close(conn)
         return int(row[0])
 
+    def storm_seconds(self) -> float:
+        """From the storm endpoint's first attempt of this run to its last."""
+        conn = self.connect()
+        row = conn.execute(
+            "SELECT min(last_attempt_at), max(last_attempt_at) FROM deliveries "
+            "WHERE endpoint_id = ?",
+            (self.storm,),
+        ).fetchone()
+        self.close(conn)
+        return (row[1] - row[0]) / 1000 if row[0] is not None else 0.0
+
     def produce(self, rate: float, seconds: float, sent: dict[str, float]) -> None:
         """Record events for the healthy endpoint at ``rate``/s, noting when each began."""
         template = sample_event("conversation.userJoined").to_json().decode()
@@ -662,29 +677,30 @@ async def storm(
             complete.set()
         return web.Response(text="Webhook received successfully")
 
-    async def failing(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(status=503, text="down")
-
     app = web.Application()
     app.router.add_post("/ok", healthy)
-    app.router.add_post("/down", failing)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    base = f"http://127.0.0.1:{port}"
-    setup = _Storm(target, f"{base}/down", f"{base}/ok")
+    # The failing endpoint is a process of its own, as it would be another server: its
+    # requests do not hold up the loop that times the healthy endpoint's.
+    down_args, down_port = receiver(tmp, DOWN_APP)
+    setup = _Storm(target, f"http://127.0.0.1:{down_port}/down", f"http://127.0.0.1:{port}/ok")
     if retries:
         setup.add_retries(retries)
     sent: dict[str, float] = {}
     try:
-        with process(dispatcher_args(target), tmp) as proc:
+        with (
+            process(down_args, tmp, down_port),
+            process(dispatcher_args(target), tmp) as proc,
+        ):
             await asyncio.sleep(1.5)
             if proc.poll() is not None:
                 raise RuntimeError("dispatcher exited early")
             await asyncio.to_thread(setup.produce, rate, seconds, sent)
             left = setup.due_retries() if retries else 0
+            lasted = setup.storm_seconds()
             expected[0] = len(sent)
             if len(arrivals) < len(sent):
                 with contextlib.suppress(TimeoutError):
@@ -698,6 +714,7 @@ async def storm(
         "events": float(len(sent)),
         "received": float(len(waits)),
         "left": float(left),
+        "storm_s": lasted,
     }
 
 
@@ -723,7 +740,8 @@ def storms(tmp: Path, retries: int, rate: float, seconds: float, runs: int) -> N
                     note = f"{got['received']:.0f}/{got['events']:.0f} received"
                     if count:
                         note += (
-                            f", {got['left']:,.0f} retries still due at the end; "
+                            f", storm of {got['storm_s']:.1f} s, "
+                            f"{got['left']:,.0f} retries still due at the end; "
                             f"p99 x{got['p99'] / p99[0]:.2f} of baseline (target <= 2)"
                         )
                     else:

@@ -114,7 +114,7 @@ BEGIN
     found AS (
         (SELECT 0 AS tier, d.id, d.endpoint_id, d.next_attempt_at FROM deliveries AS d
          WHERE d.status = 'pending' AND d.attempts = 0 AND d.next_attempt_at <= now_ms
-           AND d.endpoint_id IN (SELECT room.id FROM room)
+           AND d.endpoint_id = ANY (locked_ids)
            AND NOT EXISTS (
              SELECT 1 FROM deliveries AS p
              WHERE p.endpoint_id = d.endpoint_id AND p.conversation_id = d.conversation_id
@@ -125,7 +125,7 @@ BEGIN
         UNION ALL
         (SELECT 1 AS tier, d.id, d.endpoint_id, d.next_attempt_at FROM deliveries AS d
          WHERE d.status = 'pending' AND d.next_attempt_at <= now_ms
-           AND d.endpoint_id IN (SELECT room.id FROM room)
+           AND d.endpoint_id = ANY (locked_ids)
            AND NOT EXISTS (
              SELECT 1 FROM deliveries AS p
              WHERE p.endpoint_id = d.endpoint_id AND p.conversation_id = d.conversation_id
