@@ -315,12 +315,21 @@ class Worker:
             await self._handle(entry)
             return
         async with self._turn(conversation):
-            later = await ordering.gate(entry, self._handle)
+            later = await ordering.gate(entry, self._handle_held)
             if later is None:
                 await self._handle(entry)
                 return
+            # Due again at ``later``: the loop's next look at the inbox finds it then.
             await self.inbox.defer(entry.event_id, later, self._clock())
-            self.wake()
+
+    async def _handle_held(self, entry: InboxEntry) -> bool:
+        """:meth:`_handle` for an event fetched to fill a gap: held here while it runs, so
+        its lease is renewed like a claimed event's."""
+        self._active.add(entry.event_id)
+        try:
+            return await self._handle(entry)
+        finally:
+            self._active.discard(entry.event_id)
 
     @contextlib.asynccontextmanager
     async def _turn(self, conversation: str) -> AsyncIterator[None]:
