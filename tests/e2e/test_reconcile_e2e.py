@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 
 from convhook.store import open_database
+from convhook.store.inbox.store import open_inbox
 from tests.support.postgres import TemporaryPostgres
 from tests.support.servers import cli_process, free_port, wait_for_port
 
@@ -216,3 +217,93 @@ def _cli_json(args: list[str], cwd: Path) -> Any:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+async def test_convhook_listen_fills_a_gap_with_its_reconcile_options(
+    database_url: str, inbox_url: str, tmp_path: Path
+) -> None:
+    """`convhook listen --reconcile-api-url/--reconcile-api-key` prints the missed event,
+    marked as fetched, before the next one; `inbox gaps` and `inbox list` show the gap."""
+    if database_url.startswith("postgresql://"):
+        async with open_database(database_url, "producer", auto_upgrade=True):
+            pass
+        async with open_inbox(inbox_url, auto_upgrade=True):
+            pass
+    api_port, hook_port = free_port(), free_port()
+    args = ["serve", "--port", str(api_port), "--db", database_url, "--allow-private-targets"]
+    with cli_process(args, cwd=tmp_path, port=api_port) as serve:
+        key = KEY.search(serve.stderr)
+        assert key, serve.stderr
+        base = f"http://127.0.0.1:{api_port}"
+        async with aiohttp.ClientSession(headers={"x-api-key": key[0]}) as http:
+            hook = f"http://127.0.0.1:{hook_port}/webhook"
+            async with http.post(f"{base}/api/v2/endpoints", json={"url": hook}) as r:
+                assert r.status == 201, await r.text()
+                endpoint = await r.json()
+            listen = [
+                "listen",
+                "--port",
+                str(hook_port),
+                "--db",
+                inbox_url,
+                "--secret",
+                endpoint["secret"],
+                "--reconcile-api-url",
+                base,
+                "--reconcile-api-key",
+                key[0],
+            ]
+            with cli_process(listen, cwd=tmp_path, port=hook_port) as receiver:
+                async with http.post(f"{base}/api/v2/conversations", json={"agentId": "a"}) as r:
+                    conv = (await r.json())["id"]
+
+                async def post(path: str) -> None:
+                    async with http.post(f"{base}/api/v2/{path}") as r:
+                        assert r.status == 200, await r.text()
+
+                await post(f"conversations/{conv}/join")
+                await _printed(receiver, 1)
+                await post(f"endpoints/{endpoint['id']}/disable")
+                await post(f"conversations/{conv}/leave")
+                await post(f"endpoints/{endpoint['id']}/enable")
+                await post(f"conversations/{conv}/end")
+                printed = await _printed(receiver, 3)
+    assert [line.split()[1] for line in printed] == [
+        "conversation.userJoined",
+        "conversation.userLeft",
+        "conversation.completed",
+    ]
+    assert "(fetched from the API" in printed[1]
+    assert "fetched" not in printed[0] + printed[2]
+
+    summary = _cli(["inbox", "gaps", "--db", inbox_url], tmp_path)
+    assert "gaps: 0 open, 1 filled, 0 unfilled; handled out of order: 0" in summary
+    table = _cli(["inbox", "list", "--db", inbox_url], tmp_path, columns=200)
+    assert "reconciled" in table
+    assert "after gap 2 filled" in table
+
+
+async def _printed(proc: Any, count: int, timeout: float = 30) -> list[str]:
+    """The conversation event lines ``convhook listen`` printed, once there are ``count``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in proc.stdout.splitlines() if " conversation." in line]
+        if len(lines) >= count:
+            return lines
+        if time.monotonic() > deadline:
+            raise AssertionError(f"listen printed {lines}; stderr: {proc.stderr}")
+        await asyncio.sleep(0.1)
+
+
+def _cli(args: list[str], cwd: Path, columns: int = 120) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "convhook", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "COLUMNS": str(columns)},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -397,6 +397,10 @@ class EventPrinter:
             parts.append(f"{self._odd[0]}(unknown event type){self._odd[1]}")
         if delivery.attempt > 1:
             parts.append(f"{self._warn[0]}(attempt {delivery.attempt}){self._warn[1]}")
+        if delivery.origin == "reconciled":
+            parts.append(
+                f"{self._warn[0]}(fetched from the API: its delivery was missed){self._warn[1]}"
+            )
         self._file.write(" ".join(parts) + "\n")
         self._file.flush()
 
