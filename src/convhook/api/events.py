@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from pydantic import ValidationError, ValidatorFunctionWrapHandler, WrapValidator
 
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_store
 from convhook.api.fields import Timestamp
 from convhook.api.responses import Event, EventPage
-from convhook.events import EventType
+from convhook.events import CatalogueEventType, EventType, OperationalEventType
 from convhook.store.producer import ProducerStore
 
 router = APIRouter(prefix="/api/v2/events", tags=["events"])
 Store = Annotated[ProducerStore, Depends(get_store)]
+
+
+_CATALOGUE = [t.value for t in (*EventType, *OperationalEventType)]
+_NOT_IN_CATALOGUE = (
+    "Input should be " + ", ".join(f"'{t}'" for t in _CATALOGUE[:-1]) + f" or '{_CATALOGUE[-1]}'"
+)
+
+
+def _one_problem(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # The union would report one problem per enumeration; the client wrote one value.
+    try:
+        return handler(value)
+    except ValidationError:
+        raise ValueError(_NOT_IN_CATALOGUE) from None
+
+
+EventTypeFilter = Annotated[CatalogueEventType, WrapValidator(_one_problem)]
+"""A query parameter taking any type of the catalogue, conversation or operational."""
 
 
 def _ms(value: Timestamp | None) -> int | None:
@@ -27,7 +46,7 @@ def _ms(value: Timestamp | None) -> int | None:
 async def list_events(
     workspace: CurrentWorkspace,
     store: Store,
-    event_type: Annotated[EventType | None, Query(alias="eventType")] = None,
+    event_type: Annotated[EventTypeFilter | None, Query(alias="eventType")] = None,
     conversation_id: Annotated[str | None, Query(alias="conversationId")] = None,
     created_after: Annotated[
         Timestamp | None, Query(alias="createdAfter", description="Inclusive.")

@@ -27,6 +27,7 @@ from pydantic import WithJsonSchema
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import ApiSettings
 from convhook.api.errors import ApiError
+from convhook.api.events import EventTypeFilter
 from convhook.api.stream_messages import (
     PING,
     POSITION_PATTERN,
@@ -39,7 +40,6 @@ from convhook.api.stream_messages import (
     parse_position,
 )
 from convhook.errors import ConvhookError, FieldProblem
-from convhook.events import EventType
 from convhook.store.delivery import DeliveryStore
 from convhook.store.delivery import log as delivery_log
 from convhook.store.delivery.log import StreamAttempt
@@ -340,7 +340,9 @@ Each message has `id: <event seq>.<attempt id>`, its position on both logs, and 
 or `event: attempt`; `data` is one JSON object on one line:
 
 * `event`: `{eventId, eventType, conversationId, sequence, createdAt, event}`, `event` being
-  the body endpoints receive, null once the retention job pruned it;
+  the body endpoints receive, null once the retention job pruned it; an operational event's
+  (`endpoint.*`, `delivery.failed`) is filed under its endpoint: `conversationId` is the
+  endpoint's id;
 * `attempt`: `{deliveryId, eventId, eventType, endpointId, conversationId, attempt,
   attemptedAt, statusCode, latencyMs, outcome, error}`, `outcome` one of `delivered`, `retry`,
   `failed` (the delivery's retries are spent) or `gone` (410: the endpoint is disabled).
@@ -373,7 +375,7 @@ _ID_SCHEMA: dict[str, Any] = {"type": "string", "pattern": POSITION_PATTERN, "ma
 async def stream(
     request: Request,
     workspace: CurrentWorkspace,
-    event_type: Annotated[EventType | None, Query(alias="eventType")] = None,
+    event_type: Annotated[EventTypeFilter | None, Query(alias="eventType")] = None,
     conversation_id: Annotated[
         str | None, Query(alias="conversationId", min_length=1, max_length=200)
     ] = None,
