@@ -25,8 +25,10 @@ from convhook.events import AnyEvent
 from convhook.receiver import GapKind, GapStatus, HandlerStatus, Receiver
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
-from tests.support.inbox import receiver_at
+from convhook.store.inbox import Gap, Progress, Received
+from tests.support.inbox import WRITER_PROCESS, inbox_at, receiver_at
 from tests.support.otlp import Collector, collector_fixture  # noqa: F401 - the fixture
+from tests.support.postgres import TemporaryPostgres
 from tests.support.servers import eventually, free_port, serve_app
 
 SECRET = Secret.generate()
@@ -488,3 +490,70 @@ async def test_with_otlp_configured_intake_and_handlers_are_spans_of_the_senders
     [handler_context] = seen.traces
     assert handler_context is not None
     assert handler_context.span_id == spans["handle conversation.userJoined"]["span_id"]
+
+
+@pytest.fixture(params=["sqlite", "sqlite-writer-process", "postgres"])
+def any_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An inbox on SQLite (written by a thread or by a child process) or PostgreSQL."""
+    if request.param == "postgres":
+        server: TemporaryPostgres = request.getfixturevalue("pg_server")
+        return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    path = str(tmp_path / "inbox.db")
+    return WRITER_PROCESS + path if request.param == "sqlite-writer-process" else path
+
+
+async def test_the_inbox_keeps_progress_gaps_and_deferrals(any_inbox: str) -> None:
+    """A conversation's progress only rises; a gap noted again counts the look and keeps the
+    first detection, and is settled once; a deferred event is due later with its attempt
+    given back."""
+    conv_id, events = conversation(3)
+    async with inbox_at(any_inbox) as inbox:
+        for seq, event in enumerate(events, start=1):
+            await inbox.add(
+                Received(
+                    event.event_id,
+                    None,
+                    event.event_type,
+                    event.to_json(),
+                    {},
+                    100.0 + seq,
+                    claimed_until=500.0 if seq == 3 else None,
+                    conversation_id=conv_id,
+                    sequence=seq,
+                )
+            )
+        await inbox.handled(conv_id, 2, 2, events[1].event_id, 110.0)
+        await inbox.handled(conv_id, 1, 1, events[0].event_id, 111.0)
+        assert await inbox.progress(conv_id) == Progress(2, 2)
+        assert await inbox.progress("conv_other") == Progress(0, 0)
+        assert [s for s, _, _ in await inbox.between(conv_id, 0, 3)] == [1, 2]
+
+        def gap(status: GapStatus, at: float, reason: str | None) -> Gap:
+            return Gap(
+                events[2].event_id, conv_id, GapKind.GAP, 0, 3, status, reason, 0, 1, at, None
+            )
+
+        first = await inbox.note_gap(gap(GapStatus.OPEN, 120.0, "down"))
+        again = await inbox.note_gap(gap(GapStatus.OPEN, 130.0, "still down"))
+        assert (first.attempts, again.attempts) == (1, 2)
+        assert (again.detected_at, again.reason) == (120.0, "still down")
+        await inbox.close_gap(events[2].event_id, GapStatus.FILLED, None, 2, 140.0)
+        await inbox.close_gap(events[2].event_id, GapStatus.UNFILLED, "late", 0, 150.0)
+        [stored] = await inbox.gaps()
+        assert (stored.status, stored.filled, stored.resolved_at) == (GapStatus.FILLED, 2, 140.0)
+        assert await inbox.covered(conv_id, 2)
+        assert not await inbox.covered(conv_id, 3)
+        assert await inbox.gap_counts() == {"filled": 1}
+        assert (await inbox.gaps_of([events[2].event_id, "evt_none"])).keys() == {
+            events[2].event_id
+        }
+
+        await inbox.defer(events[2].event_id, 600.0, 150.0)
+        deferred = await inbox.get(events[2].event_id)
+    assert deferred is not None
+    assert (deferred.status, deferred.attempts, deferred.next_attempt_at) == (
+        HandlerStatus.PENDING,
+        0,
+        600.0,
+    )
+    assert (deferred.conversation_id, deferred.sequence) == (conv_id, 3)
