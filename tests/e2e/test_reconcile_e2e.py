@@ -307,3 +307,19 @@ def _cli(args: list[str], cwd: Path, columns: int = 120) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_listen_refuses_a_reconcile_url_without_a_key(tmp_path: Path) -> None:
+    """`convhook listen --reconcile-api-url` without a key fails at once, naming both options."""
+    url = ["--reconcile-api-url", "http://127.0.0.1:9"]
+    done = subprocess.run(
+        [sys.executable, "-m", "convhook", "listen", "--port", str(free_port()), *url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--reconcile-api-url and --reconcile-api-key go together" in done.stderr
+    assert not (tmp_path / "convhook-inbox.db").exists()

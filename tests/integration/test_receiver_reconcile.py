@@ -21,8 +21,9 @@ import pytest
 from aiohttp import web
 
 from convhook import tracing
+from convhook.errors import ConfigError
 from convhook.events import AnyEvent
-from convhook.receiver import GapKind, GapStatus, HandlerStatus, Receiver
+from convhook.receiver import GapKind, GapStatus, HandlerStatus, Receiver, Reconcile
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
 from convhook.store.inbox import Gap, Progress, Received
@@ -557,3 +558,25 @@ async def test_the_inbox_keeps_progress_gaps_and_deferrals(any_inbox: str) -> No
         600.0,
     )
     assert (deferred.conversation_id, deferred.sequence) == (conv_id, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"reconcile_url": "http://127.0.0.1:9"}, "needs both"),
+        ({"reconcile_key": KEY}, "needs both"),
+        ({"reconcile_url": "ftp://x", "reconcile_key": KEY}, "http:// or https://"),
+    ],
+)
+def test_a_half_or_wrong_reconcile_setting_is_refused(
+    tmp_path: Path, kwargs: dict[str, str], message: str
+) -> None:
+    """A reconcile URL without a key (or the reverse), or a URL that is not HTTP, is a
+    ConfigError saying what to pass."""
+    with pytest.raises(ConfigError, match=message):
+        Receiver([SECRET], str(tmp_path / "inbox.db"), **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_reconcile_key_never_shows_in_its_repr() -> None:
+    """The workspace key stays out of the settings' repr (and so out of logs and tracebacks)."""
+    assert KEY not in repr(Reconcile("http://127.0.0.1:9", KEY))
