@@ -33,6 +33,7 @@ from convhook.cli.remote import (
 )
 from convhook.config import DATABASE_ENV, DatabaseURL, db_option, option
 from convhook.errors import ConfigError, StoreError
+from convhook.vocabulary import OperationalEventType
 
 if TYPE_CHECKING:
     from convhook.store.delivery.log import AttemptLine
@@ -48,6 +49,13 @@ _DB_HELP = (
     "Read this SQLite file or postgresql:// database instead of asking a server "
     "(default: ./convhook.db when no API URL is configured)."
 )
+_OPERATIONAL_COLOURS = {
+    OperationalEventType.ENDPOINT_DISABLED.value: "red",
+    OperationalEventType.ENDPOINT_ENABLED.value: "blue",
+    OperationalEventType.ENDPOINT_RECOVERED.value: "bright_green",
+    OperationalEventType.DELIVERY_FAILED.value: "bright_red",
+}
+_OPERATIONAL = frozenset(_OPERATIONAL_COLOURS)
 # Where a setting came from, strongest first (flags > environment > profile > default).
 _RANK = {"COMMANDLINE": 3, "PROMPT": 3, "ENVIRONMENT": 2, "DEFAULT_MAP": 1, "DEFAULT": 0}
 
@@ -104,6 +112,27 @@ def _when(ms: int) -> str:
     return format_ms(ms)
 
 
+def _colour(event_type: str) -> str:
+    """The colour ``event_type`` is printed in; white for a type this version does not know."""
+    return COLOURS.get(event_type) or _OPERATIONAL_COLOURS.get(event_type, "white")
+
+
+def _subject(event: dict[str, Any]) -> str:
+    """What a listed event is about, as the table shows it: the conversation's id, or for an
+    operational event ``endpoint <id>`` (its payload is an endpoint state or a delivery
+    failure, filed under the endpoint)."""
+    if event.get("pruned"):
+        return "(payload pruned)"
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        return ""
+    if event.get("eventType") in _OPERATIONAL:
+        endpoint = payload.get("endpointId")
+        return f"endpoint {endpoint}" if isinstance(endpoint, str) else ""
+    conversation = payload.get("id")
+    return conversation if isinstance(conversation, str) else ""
+
+
 def _show(row: EventRow, as_json: bool) -> None:
     if as_json:
         doc = {
@@ -119,7 +148,7 @@ def _show(row: EventRow, as_json: bool) -> None:
         sys.stdout.write(json.dumps(doc) + "\n")
         sys.stdout.flush()
         return
-    colour = COLOURS.get(row.event_type, "white")
+    colour = _colour(row.event_type)
     out.print(
         f"[dim]{_when(row.created_at)}[/]  [{colour}]{row.event_type:<32}[/] "
         f"{row.conversation_id} [dim]#{row.conversation_seq}  {row.id}  {row.workspace_id}[/]",
@@ -384,24 +413,29 @@ def _list_remote(conn: Connection, params: dict[str, Any], every: bool, as_json:
     if as_json:
         print_json(page)
         return
-    rows = []
-    for event in page["data"]:
-        payload = event.get("payload")
-        conversation = payload.get("id") if isinstance(payload, dict) else None
-        rows.append(
-            {
-                "event id": event["eventId"],
-                "type": event["eventType"].removeprefix("conversation."),
-                "conversation": "(payload pruned)" if event.get("pruned") else conversation or "",
-            }
-        )
+    rows = [
+        {
+            "event id": event["eventId"],
+            "type": event["eventType"].removeprefix("conversation."),
+            "subject": _subject(event),
+        }
+        for event in page["data"]
+    ]
+
+    def style(column: str, value: str) -> str:
+        if column != "type":
+            return ""
+        # The conversation types are shown without their prefix; the others whole.
+        colour = _colour(value if "." in value else "conversation." + value)
+        return "" if colour == "white" else colour
+
     table(
         f"{len(rows)} event(s), oldest first",
         rows,
-        ["event id", "type", "conversation"],
-        drop=("conversation",),
-        ids=("event id", "conversation"),
-        style=lambda c, v: COLOURS.get("conversation." + v, "") if c == "type" else "",
+        ["event id", "type", "subject"],
+        drop=("subject",),
+        ids=("event id", "subject"),
+        style=style,
     )
     if page["nextCursor"]:
         err.print(f"more: --cursor {page['nextCursor']} (or --all)", markup=False)
