@@ -10,6 +10,7 @@ import aiohttp
 
 from convhook.api import create_app
 from convhook.api.deps import ApiSettings
+from convhook.events import EventType, OperationalEventType
 from convhook.store.producer import ProducerStore
 from tests.support.servers import serve_app
 
@@ -87,3 +88,29 @@ def test_page_weight() -> None:
     total = sum(sizes.values())
     print(f"dashboard page weight: {total} bytes ({sizes})")
     assert total < 64 * 1024
+
+
+def _js_strings(script: str, name: str) -> list[str]:
+    """The strings of the array constant ``name`` in ``script``, spread arrays included."""
+    found = re.search(rf"const {name} = \[(.*?)\];", script, re.S)
+    assert found is not None, f"no const {name} array in app.js"
+    items = re.findall(r'"([^"]*)"', found[1])
+    for spread in re.findall(r"\.\.\.([A-Z_]+)", found[1]):
+        items += _js_strings(script, spread)
+    return items
+
+
+async def test_the_event_type_filter_offers_every_catalogue_type(tmp_path: Path) -> None:
+    """The served script's event type filter lists every type of the catalogue, and those
+    it files under an endpoint (not a conversation) are exactly the operational ones."""
+    async with (
+        serve_app(_app(tmp_path)) as base,
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/ui/assets/app.js") as r,
+    ):
+        assert r.status == 200
+        script = await r.text()
+    operational = _js_strings(script, "OPERATIONAL_TYPES")
+    assert operational == [t.value for t in OperationalEventType]
+    offered = _js_strings(script, "EVENT_TYPES")
+    assert sorted(offered) == sorted(t.value for t in [*EventType, *OperationalEventType])

@@ -3,9 +3,11 @@
 "use strict";
 
 const KEY = "convhook.key";
+// convhook's own events about delivery: their subject is an endpoint, not a conversation.
+const OPERATIONAL_TYPES = ["endpoint.disabled", "endpoint.enabled", "endpoint.recovered", "delivery.failed"];
 const EVENT_TYPES = [
   "conversation.userJoined", "conversation.userLeft", "conversation.completed",
-  "conversation.analysisCompleted",
+  "conversation.analysisCompleted", ...OPERATIONAL_TYPES,
 ];
 const state = { live: null, lastId: null, view: null, onMessage: null };
 
@@ -197,7 +199,8 @@ function secretBox(title, secret) {
     el("code", { id: "secret" }, secret), " ", copy);
 }
 
-async function endpoints(notice) {
+// focus: the id of the endpoint to point out (an operational event's subject links here).
+async function endpoints(notice, focus) {
   const found = await listAll("/api/v2/endpoints?limit=100", 5);
   const stats = await Promise.all(found.map(endpointStats));
   const url = el("input", { type: "url", required: true, placeholder: "where events are posted" });
@@ -208,8 +211,8 @@ async function endpoints(notice) {
   }) },
     field("endpoint-url", "URL", url), field("endpoint-description", "Description", description),
     el("button", { type: "submit" }, "Create endpoint"));
-  const rows = found.map((e, i) => el("tr", {},
-    el("th", { scope: "row", class: "mono" }, e.id),
+  const rows = found.map((e, i) => el("tr", { "data-endpoint": e.id, "aria-current": e.id === focus ? "true" : null },
+    el("th", { scope: "row", class: "mono", tabindex: e.id === focus ? "-1" : null }, e.id),
     el("td", {}, e.url, e.description ? el("br") : null, e.description),
     el("td", { class: e.enabled ? (e.failingSince ? "warn" : "ok") : "bad" },
       e.enabled ? (e.failingSince ? `failing since ${when(e.failingSince)}` : "enabled") : `disabled${e.disabledReason ? ` (${e.disabledReason})` : ""}`),
@@ -233,15 +236,37 @@ async function endpoints(notice) {
     table("Endpoints", ["Id", "URL", "State", "Success rate", "Median latency", "Actions"], rows));
   state.onMessage = null;
   if (notice) document.getElementById("secret").focus?.();
+  if (focus) {
+    const row = document.querySelector(`tr[data-endpoint="${CSS.escape(focus)}"] th`);
+    if (row) row.focus();
+    else alertUser(`No endpoint ${focus} in this workspace.`);
+  }
+}
+
+// What an event is about: its conversation, or for an operational event the endpoint it is
+// filed under (its payload is an endpoint's state or a delivery failure, with no conversation id).
+function subject(e) {
+  const payload = e.payload || {};
+  if (OPERATIONAL_TYPES.includes(e.eventType)) {
+    const endpoint = payload.endpointId || e.conversationId;
+    return endpoint
+      ? ["Endpoint ", el("a", { href: `#endpoints/${encodeURIComponent(endpoint)}`, class: "mono" }, endpoint)]
+      : "—";
+  }
+  const conversation = e.conversationId || payload.id;
+  return conversation
+    ? el("a", { href: `#conversations/${encodeURIComponent(conversation)}`, class: "mono" }, conversation)
+    : "—";
 }
 
 function eventRow(e) {
-  const conversation = e.conversationId || (e.payload && e.payload.id);
+  const payload = e.payload || {};
   return el("tr", { "data-event": e.eventId },
     el("th", { scope: "row" }, el("a", { href: `#events/${e.eventId}`, class: "mono" }, e.eventId)),
     el("td", {}, e.eventType),
-    el("td", {}, conversation ? el("a", { href: `#conversations/${conversation}`, class: "mono" }, conversation) : "—"),
-    el("td", {}, when(e.createdAt || (e.payload && e.payload.updatedAt))));
+    el("td", {}, subject(e)),
+    // A listed event has no createdAt: its payload's time stands in (`at` for operational ones).
+    el("td", {}, when(e.createdAt || payload.updatedAt || payload.at)));
 }
 
 async function events(params) {
@@ -289,7 +314,7 @@ async function events(params) {
   show("Events", filter,
     recent ? el("p", {}, "Showing the last hour; set “Created after” to see older events.") : "",
     el("table", {}, el("caption", {}, "Events, newest first; new ones appear at the top"),
-      el("thead", {}, el("tr", {}, ["Event", "Type", "Conversation", "Time"].map((h) => el("th", { scope: "col" }, h)))),
+      el("thead", {}, el("tr", {}, ["Event", "Type", "Subject", "Time"].map((h) => el("th", { scope: "col" }, h)))),
       body), more);
   state.onMessage = (kind, data) => {
     if (kind !== "event" || query.get("before")) return;
@@ -439,7 +464,7 @@ async function route() {
     else link.removeAttribute("aria-current");
   }
   const pages = {
-    overview, endpoints: () => endpoints(), events: () => (id ? eventDetail(decodeURIComponent(id), params === "test") : events(params)),
+    overview, endpoints: () => endpoints(undefined, id && decodeURIComponent(id)), events: () => (id ? eventDetail(decodeURIComponent(id), params === "test") : events(params)),
     conversations: () => conversations(id && decodeURIComponent(id)), failures,
   };
   try {
