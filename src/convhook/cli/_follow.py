@@ -19,6 +19,10 @@ COLOURS = {
     "conversation.userLeft": "yellow",
     "conversation.completed": "cyan",
     "conversation.analysisCompleted": "magenta",
+    "endpoint.disabled": "red",
+    "endpoint.enabled": "blue",
+    "endpoint.recovered": "bright_green",
+    "delivery.failed": "bright_red",
 }
 """The colour of each event type, in every form of ``events tail`` and ``events list``."""
 _RECONNECT_S = (0.5, 10.0)

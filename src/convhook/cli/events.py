@@ -49,13 +49,7 @@ _DB_HELP = (
     "Read this SQLite file or postgresql:// database instead of asking a server "
     "(default: ./convhook.db when no API URL is configured)."
 )
-_OPERATIONAL_COLOURS = {
-    OperationalEventType.ENDPOINT_DISABLED.value: "red",
-    OperationalEventType.ENDPOINT_ENABLED.value: "blue",
-    OperationalEventType.ENDPOINT_RECOVERED.value: "bright_green",
-    OperationalEventType.DELIVERY_FAILED.value: "bright_red",
-}
-_OPERATIONAL = frozenset(_OPERATIONAL_COLOURS)
+_OPERATIONAL = frozenset(t.value for t in OperationalEventType)
 # Where a setting came from, strongest first (flags > environment > profile > default).
 _RANK = {"COMMANDLINE": 3, "PROMPT": 3, "ENVIRONMENT": 2, "DEFAULT_MAP": 1, "DEFAULT": 0}
 
@@ -114,7 +108,7 @@ def _when(ms: int) -> str:
 
 def _colour(event_type: str) -> str:
     """The colour ``event_type`` is printed in; white for a type this version does not know."""
-    return COLOURS.get(event_type) or _OPERATIONAL_COLOURS.get(event_type, "white")
+    return COLOURS.get(event_type, "white")
 
 
 def _subject(event: dict[str, Any]) -> str:
