@@ -91,7 +91,11 @@ def create_app(
             if settings.dispatch:
                 from convhook.dispatcher import Dispatcher
 
-                dispatcher = Dispatcher(deliveries, allow_private=settings.allow_private_targets)
+                dispatcher = Dispatcher(
+                    deliveries,
+                    allow_private=settings.allow_private_targets,
+                    policy=settings.retry_policy,
+                )
                 await dispatcher.start()
             app.state.dispatcher = dispatcher
             yield

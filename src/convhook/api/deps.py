@@ -8,6 +8,7 @@ from fastapi import Request
 
 from convhook.events import DEFAULT_MAX_BODY
 from convhook.outbox import DEFAULT_MAX_ACTIVE, Outbox
+from convhook.retry import RetryPolicy
 from convhook.store.delivery import DeliveryStore
 from convhook.store.producer import ProducerStore
 
@@ -26,6 +27,8 @@ class ApiSettings:
     """Run the delivery dispatcher inside the app (``convhook serve`` turns it on)."""
     allow_private_targets: bool = False
     """Allow endpoints on loopback, private and link-local addresses (development only)."""
+    retry_policy: RetryPolicy | None = None
+    """The dispatcher's retry schedule (None: the default, about 3.3 days)."""
     stream_heartbeat: float = 15.0
     """Seconds between ``: ping`` comments on an idle ``/api/v2/stream``."""
     stream_poll: float = 0.2

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ log = logging.getLogger("convhook.dispatcher")
 
 if TYPE_CHECKING:
     from convhook.metrics import Probe
+    from convhook.retry import RetryPolicy
     from convhook.store import Database
     from convhook.watchdog import Limits
 
@@ -75,6 +77,42 @@ def watchdog_option(phase: str) -> str:
         "conversation.completed and endReason timeout: 90s, 2m, 4h, or 0 (off).",
     )
     return limit
+
+
+def retry_window_option() -> str:
+    """The ``--retry-window`` option ``dispatcher`` and ``serve`` share."""
+    window: str = option(
+        "default",
+        "--retry-window",
+        env="RETRY_WINDOW",
+        help="How long a failing delivery is retried: `default` (10 attempts over about 3.3 "
+        "days: 5s, 5m, 30m, 2h, 5h, 10h, 14h, 20h, 24h) or a window from 1m to 3d (e.g. 6h, "
+        "3d) that the same schedule is scaled into.",
+    )
+    return window
+
+
+_WINDOW = re.compile(r"^([0-9]+)([smhd])$")
+_WINDOW_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def retry_policy(window: str) -> RetryPolicy | None:
+    """The ``--retry-window`` option as a policy (None: the default schedule); exit 2
+    naming the option when it is not a duration from 1m to 3d."""
+    from convhook.retry import RetryPolicy
+
+    text = window.strip().lower()
+    if text == "default":
+        return None
+    match = _WINDOW.match(text)
+    if match is None:
+        fail(
+            f"--retry-window must be `default` or a duration such as 90m, 6h or 3d, got {window!r}"
+        )
+    try:
+        return RetryPolicy.for_window(int(match[1]) * _WINDOW_UNIT[match[2]])
+    except ConfigError as exc:
+        fail(f"--retry-window: {exc}")
 
 
 def watchdog_limits(created: str, dialing: str, active: str, left: str) -> Limits:
@@ -159,6 +197,7 @@ def dispatcher(
     watchdog_dialing: str = watchdog_option("dialing"),
     watchdog_active: str = watchdog_option("active"),
     watchdog_left: str = watchdog_option("left"),
+    retry_window: str = retry_window_option(),
 ) -> None:
     """Claim due deliveries and POST them signed until stopped (SIGINT/SIGTERM).
 
@@ -172,6 +211,7 @@ def dispatcher(
     except ConfigError as exc:
         fail(str(exc))
     limits = watchdog_limits(watchdog_created, watchdog_dialing, watchdog_active, watchdog_left)
+    policy = retry_policy(retry_window)
     stop_logging = start_logging(log_format, log_level)
     probe = None
     if metrics_port:
@@ -201,6 +241,7 @@ def dispatcher(
                 writer_process=writer_process,
                 probe=probe,
                 limits=limits,
+                policy=policy,
             )
         )
     finally:

@@ -22,6 +22,8 @@ from convhook.cli._common import (
 from convhook.cli.dispatcher import (
     allow_private_option,
     metrics_token_option,
+    retry_policy,
+    retry_window_option,
     watchdog_limits,
     watchdog_option,
 )
@@ -77,6 +79,7 @@ def serve(
     watchdog_dialing: str = watchdog_option("dialing"),
     watchdog_active: str = watchdog_option("active"),
     watchdog_left: str = watchdog_option("left"),
+    retry_window: str = retry_window_option(),
 ) -> None:
     """Run the producer API; on a fresh database, create workspace "default" and print its key.
 
@@ -94,6 +97,7 @@ def serve(
     except ConfigError as exc:
         fail(str(exc))
     limits = watchdog_limits(watchdog_created, watchdog_dialing, watchdog_active, watchdog_left)
+    policy = retry_policy(retry_window)
     if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         fail(f"--synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
     refuse_busy_port(host, port)
@@ -101,7 +105,10 @@ def serve(
     from convhook.api.deps import ApiSettings
 
     settings = ApiSettings(
-        max_active=max_active, dispatch=dispatch, allow_private_targets=allow_private_targets
+        max_active=max_active,
+        dispatch=dispatch,
+        allow_private_targets=allow_private_targets,
+        retry_policy=policy,
     )
     # Spans are exported only when OTEL_EXPORTER_OTLP_*ENDPOINT is set and the otel extra is
     # installed (docs/tracing.md); otherwise tracing stays the cheap path.
