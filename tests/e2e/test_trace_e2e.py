@@ -18,6 +18,8 @@ from pathlib import Path
 import aiohttp
 
 from convhook import tracing
+from convhook.samples import sample_event
+from convhook.signing import Secret, sign
 from tests.support.otlp import Collector, collector_fixture  # noqa: F401 - the fixture
 from tests.support.servers import cli_process, free_port, wait_for_port
 
@@ -28,6 +30,8 @@ RECEIVER = """
 import json, sys
 import uvicorn
 from convhook import tracing
+from convhook.samples import sample_event
+from convhook.signing import Secret, sign
 from convhook.receiver import Receiver
 
 port, secret, store, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
@@ -135,3 +139,33 @@ async def test_a_traceparent_reaches_the_handler_and_every_span(
         *(s["span_id"] for s in spans.values() if s["parent_span_id"] == deliver["span_id"]),
     }
     assert tracing.parse(line["traceparent"]).span_id == handled["span_id"]
+
+
+async def test_listen_exports_its_receive_span_in_the_senders_trace(
+    tmp_path: Path, collector: Collector
+) -> None:
+    """``convhook listen`` with OTLP configured exports a receive span whose parent is the
+    delivered traceparent, and a handle span under it, so the sender's trace continues into
+    the receiving process."""
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    port = free_port()
+    secret = str(Secret.generate())
+    args = ["listen", "--port", str(port), "--secret", secret, "--db", str(tmp_path / "i.db")]
+    event = sample_event("conversation.userJoined")
+    body = event.to_json()
+    headers = {
+        **sign(secret, event.event_id, body),
+        "traceparent": TRACE,
+        "content-type": "application/json",
+    }
+    with cli_process([*args, "--quiet"], cwd=tmp_path, port=port, env=otel):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{port}/webhook", data=body, headers=headers) as r,
+        ):
+            assert r.status == 200, await r.text()
+        await asyncio.sleep(0.5)  # the handler runs after the answer
+    trace = tracing.parse(TRACE)
+    spans = {s["name"]: s for s in collector.spans if s["trace_id"] == trace.trace_id}
+    assert "receive" in spans, collector.spans
+    assert spans["receive"]["parent_span_id"] == trace.span_id

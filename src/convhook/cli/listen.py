@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from convhook import tracing
 from convhook.cli._common import err, fail, out, refuse_busy_port, run, tune_gc
 from convhook.config import INBOX_ENV, db_option, log_format_option, log_level_option, option
 from convhook.events import DEFAULT_MAX_BODY
@@ -176,6 +177,9 @@ def listen(
         token=bool(tokens),
         reconcile=reconcile_url,
     )
+    # Spans (receive, each handler) are exported only with an OTLP endpoint set and the otel
+    # extra installed (docs/tracing.md).
+    tracing.configure("convhook-listen")
     try:
         _serve(receiver, host, port, path, read_timeout, max_header_bytes, keep_alive, level)
     except _Signalled as stopped:
@@ -184,6 +188,7 @@ def listen(
     else:
         caught = None
     finally:
+        tracing.shutdown()
         said()
         stop_logging()
     if caught is not None:
