@@ -11,9 +11,9 @@
 3. Backlog: a dispatcher started on a backlog of B events: drain rate and its peak RSS (with
    its SQLite writer process).
 4. Retry storm (``--storm``): events recorded at R/s for a healthy endpoint, timed from their
-   insert to their receipt, with and without N due retries of another endpoint (answering 503)
-   waiting ahead of them, on SQLite and PostgreSQL. The baseline is the run without the storm;
-   the target is a p99 within twice it.
+   insert to their receipt, with and without N due retries of another endpoint (answering 503
+   at once, or after a second) waiting ahead of them, on SQLite and PostgreSQL. The baseline is
+   the run without the storm; the target is a p99 within twice it.
 
     .venv/bin/python bench/dispatch.py [--events 5000] [--concurrency 32] [--backlog 10000]
                                        [--rate 200] [--seconds 10] [--runs 1]
@@ -543,8 +543,25 @@ def scaling(
         print(f"{label:<36}  {rate:>10,.0f} ev/s  {note}")
 
 
-# The storm's endpoint: answers 503 at once.
-DOWN_APP = BARE_APP.replace('"status": 200', '"status": 503')
+# The storm's endpoint: answers 503, after DELAY seconds.
+DOWN_APP = """
+import asyncio
+
+DELAY = {delay}
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    if DELAY:
+        await asyncio.sleep(DELAY)
+    await send({{"type": "http.response.start", "status": 503,
+                "headers": [(b"content-length", b"0")]}})
+    await send({{"type": "http.response.body", "body": b""}})
+"""
 
 
 def _event_row(ws: str, template: str, old_id: str, now: int) -> tuple[str, tuple[Any, ...]]:
@@ -661,10 +678,10 @@ class _Storm:
 
 
 async def storm(
-    tmp: Path, target: str, retries: int, rate: float, seconds: float
+    tmp: Path, target: str, retries: int, delay: float, rate: float, seconds: float
 ) -> dict[str, float]:
     """p50/p99 from an event's insert to its receipt at a healthy endpoint, while ``retries``
-    due retries of a failing endpoint (answering 503 at once) wait ahead of it."""
+    due retries of a failing endpoint (answering 503 after ``delay`` s) wait ahead of it."""
     from aiohttp import web
 
     arrivals: dict[str, float] = {}
@@ -685,7 +702,7 @@ async def storm(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     # The failing endpoint is a process of its own, as it would be another server: its
     # requests do not hold up the loop that times the healthy endpoint's.
-    down_args, down_port = receiver(tmp, DOWN_APP)
+    down_args, down_port = receiver(tmp, DOWN_APP.format(delay=delay))
     setup = _Storm(target, f"http://127.0.0.1:{down_port}/down", f"http://127.0.0.1:{port}/ok")
     if retries:
         setup.add_retries(retries)
@@ -719,34 +736,36 @@ async def storm(
 
 
 def storms(tmp: Path, retries: int, rate: float, seconds: float, runs: int) -> None:
-    """The retry-storm table: each engine without and with the storm, ``runs`` times."""
+    """The retry-storm table: each engine without the storm, then with one whose endpoint
+    fails at once (the storm is over in seconds, using every core meanwhile) and with one
+    whose endpoint takes a second to fail (its retries stay due throughout), ``runs`` times."""
+    cases = [(0, 0.0), (retries, 0.0), (retries, 1.0)]
     rows = []
     with postgres_server() as pg:
         for n in range(runs):
             for engine in ("sqlite", "postgres"):
-                p99 = {}
-                for count in (0, retries):
-                    run_dir = tmp / f"storm{n}-{engine}-{count}"
+                baseline = 0.0
+                for case, (count, delay) in enumerate(cases):
+                    run_dir = tmp / f"storm{n}-{engine}-{case}"
                     run_dir.mkdir()
                     if engine == "sqlite":
                         target = str(run_dir / "storm.db")
                         open_db(Path(target)).close()
                     else:
-                        target = migrated_database(pg, f"storm{n}_{count}", "producer")
-                    got = asyncio.run(storm(run_dir, target, count, rate, seconds))
-                    print(f"  {engine} retries={count}: {got}", file=sys.stderr)
-                    p99[count] = got["p99"]
-                    label = f"{engine}, {count:,} due retries elsewhere"
-                    note = f"{got['received']:.0f}/{got['events']:.0f} received"
-                    if count:
-                        note += (
-                            f", storm of {got['storm_s']:.1f} s, "
-                            f"{got['left']:,.0f} retries still due at the end; "
-                            f"p99 x{got['p99'] / p99[0]:.2f} of baseline (target <= 2)"
-                        )
-                    else:
-                        note += " (baseline)"
+                        target = migrated_database(pg, f"storm{n}_{case}", "producer")
+                    got = asyncio.run(storm(run_dir, target, count, delay, rate, seconds))
+                    print(f"  {engine} retries={count} delay={delay}: {got}", file=sys.stderr)
                     value = f"p50 {got['p50']:.1f} ms, p99 {got['p99']:.1f} ms"
+                    note = f"{got['received']:.0f}/{got['events']:.0f} received"
+                    if not count:
+                        baseline = got["p99"]
+                        rows.append((f"{engine}, no retries due", value, note + " (baseline)"))
+                        continue
+                    label = f"{engine}, {count:,} retries due, 503 after {delay:g} s"
+                    note += (
+                        f", storm of {got['storm_s']:.1f} s, {got['left']:,.0f} still due "
+                        f"at the end; p99 x{got['p99'] / baseline:.2f} of baseline (target <= 2)"
+                    )
                     rows.append((label, value, note))
     width = max(len(r[0]) for r in rows)
     print(f"fresh events at {rate:g}/s to a healthy endpoint, insert -> receipt")

@@ -6,17 +6,20 @@ hold across processes: a conversation's next event is not leased while an earlie
 pending or in flight, and an endpoint never has more than LEASE_FACTOR times its
 ``max_in_flight`` leased.
 
-A claim is one call of the ``convhook_claim`` function (sql/postgres/producer/0009_claim_fairness.sql),
-one round trip inside the caller's transaction, which runs two statements:
+A claim is one call of the ``convhook_claim`` function (migration
+sql/postgres/producer/0009_claim_fairness.sql), one round trip inside the caller's
+transaction, which runs two statements:
 
-1. Expired leases go back to pending; a lock-free scan finds due deliveries whose conversation
-   has nothing earlier pending, skipping endpoints already full by an unlocked count; the
-   endpoints of those rows are locked ``FOR NO KEY UPDATE`` in id order. This serialises
-   claims per endpoint.
+1. Expired leases go back to pending; lock-free scans find due first attempts and due
+   deliveries whose conversation has nothing earlier pending, skipping endpoints already full
+   by an unlocked count; the endpoints of those rows are locked ``FOR NO KEY UPDATE`` in id
+   order. This serialises claims per endpoint.
 2. A new statement, so a fresh snapshot taken under those locks: it includes every lease
    committed by a claimer that held a lock before. It counts each locked endpoint's leases,
-   leases the due deliveries within the endpoint's room (``SKIP LOCKED``: never waiting on a
-   row another transaction holds) and returns them with their bodies and endpoints.
+   leases the due deliveries within the endpoint's room, first attempts first up to
+   :func:`~.claims.first_quota` of the claim and then in due order (``SKIP LOCKED``: never
+   waiting on a row another transaction holds), and returns them with their bodies, their
+   events' links and their endpoints.
 
 The per-statement snapshot is why the count cannot join the first statement: a statement's
 snapshot predates the locks it waits for. Sent with :func:`start_claim` and read with
