@@ -3,6 +3,7 @@ between first attempts and retries (both engines)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -216,3 +217,68 @@ async def test_a_first_attempt_waits_for_its_conversations_earlier_retry(db: Dat
     assert len(later) == LEASE_FACTOR * 2 - 1
     assert {c.sequence for c in later} == {1}
     assert all(c.endpoint_id == endpoint for c in later)
+
+
+async def test_racing_claims_of_retries_and_first_attempts_keep_limits_and_order(
+    pg_url: str,
+) -> None:
+    """Three PostgreSQL claimers racing over retries and first attempts never lease more than
+    LEASE_FACTOR times an endpoint's max_in_flight between them, and lease a conversation's
+    event only once every earlier one was delivered."""
+    async with contextlib.AsyncExitStack() as stack:
+        dbs = [
+            await stack.enter_async_context(open_database(pg_url, "producer", auto_upgrade=True))
+        ]
+        for _ in range(2):
+            dbs.append(await stack.enter_async_context(open_database(pg_url, "producer")))
+        main = dbs[0]
+        ws = await main.write(add_workspace)
+        narrow = await main.write(
+            lambda c: add_endpoint(
+                c, ws, "http://x.invalid", str(Secret.generate()), 0, max_in_flight=2
+            )
+        )
+        await main.write(
+            lambda c: add_endpoint(
+                c, ws, "http://y.invalid", str(Secret.generate()), 0, max_in_flight=20
+            )
+        )
+
+        def fill(conn: Connection) -> None:
+            for conv in range(30):
+                for seq, event_type in enumerate(LIFECYCLE, 1):
+                    record_event(conn, ws, f"conv_{conv}", seq, event_type, 0)
+            # A third of the conversations' events failed before and are due again.
+            conn.execute(
+                "UPDATE deliveries SET attempts = 3 WHERE conversation_id IN "
+                "(SELECT 'conv_' || n FROM generate_series(0, 29, 3) AS n)"
+            )
+
+        await main.write(fill)
+        total, done = 30 * 4 * 2, 0
+        for _ in range(200):
+            rounds = await asyncio.gather(
+                *(DeliveryStore(db).claim(f"w{n}", 10, 60_000, 12) for n, db in enumerate(dbs))
+            )
+            rows = await main.read(
+                lambda c: c.execute(
+                    "SELECT endpoint_id, conversation_id, conversation_seq, status FROM deliveries"
+                ).fetchall()
+            )
+            status = {(r[0], r[1], r[2]): r[3] for r in rows}
+            leased = [key for key, s in status.items() if s == "delivering"]
+            assert sum(1 for key in leased if key[0] == narrow) <= LEASE_FACTOR * 2
+            assert len({key[:2] for key in leased}) == len(leased), "a conversation leased twice"
+            for endpoint, conv, seq in leased:
+                earlier = [status[(endpoint, conv, s)] for s in range(1, seq)]
+                assert set(earlier) <= {"delivered"}, (conv, seq, earlier)
+            ids = [c.delivery_id for got in rounds for c in got]
+            await main.write(
+                lambda c, ids=ids: c.execute(
+                    "UPDATE deliveries SET status = 'delivered' WHERE id = ANY(?)", (ids,)
+                )
+            )
+            done += len(ids)
+            if done >= total:
+                break
+    assert done == total
