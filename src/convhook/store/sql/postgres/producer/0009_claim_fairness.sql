@@ -103,8 +103,10 @@ BEGIN
     -- takes up to first_claims first attempts and fills the rest in due order, locks them with
     -- SKIP LOCKED (never waiting on a row another transaction holds, which could deadlock
     -- against its endpoint lock; a row leased meanwhile is no longer pending and drops out),
-    -- leases them and returns them with their bodies and endpoints. Skipped rows only make the
-    -- claim smaller, never the limits looser.
+    -- leases them and returns them with their bodies, events' links and endpoints. Skipped rows
+    -- only make the claim smaller, never the limits looser. The scans test the locked ids as an
+    -- array on each row: a semi-join with room per row took 26 ms, not 7, to read past the
+    -- 10,000 due rows of an endpoint that was full.
     RETURN QUERY
     WITH room AS MATERIALIZED (
         SELECT r.id, r.leases - (SELECT count(*) FROM deliveries AS f
