@@ -387,6 +387,10 @@ class _Payload(msgspec.Struct):
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
 
 
+MAX_SEQUENCE = 2**31 - 1
+"""The largest ``convhook-sequence`` taken; a conversation never has that many events."""
+
+
 def _conversation_id(body: bytes) -> str | None:
     """The ``payload.id`` of a checked conversation event (None if it has none)."""
     try:
@@ -398,12 +402,14 @@ def _conversation_id(body: bytes) -> str | None:
 
 
 def _sequence(value: str | None) -> int | None:
-    """A ``convhook-sequence`` header as a positive number; anything else is ignored (the
-    event is then ordered by its lifecycle rank, as from a sender without sequences)."""
-    if value is None or not value.isdigit() or len(value) > 18:
+    """A ``convhook-sequence`` header as a number from 1 to 2**31 - 1 (the inbox's column on
+    PostgreSQL); anything else is ignored (the event is then ordered by its lifecycle rank, as
+    from a sender without sequences). The header is not signed: whatever a proxy puts there
+    must not fail the intake."""
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 10:
         return None
     number = int(value)
-    return number if number > 0 else None
+    return number if 0 < number <= MAX_SEQUENCE else None
 
 
 def _context(value: str) -> tracing.TraceContext | None:
