@@ -85,7 +85,7 @@ def retry_window_option() -> str:
         "default",
         "--retry-window",
         env="RETRY_WINDOW",
-        help="How long a failing delivery is retried: `default` (10 attempts over about 3.3 "
+        help="How long a failing delivery is retried: `default` (10 attempts over about 3.15 "
         "days: 5s, 5m, 30m, 2h, 5h, 10h, 14h, 20h, 24h) or a window from 1m to 3d (e.g. 6h, "
         "3d) that the same schedule is scaled into.",
     )

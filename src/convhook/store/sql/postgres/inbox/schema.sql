@@ -15,7 +15,58 @@ CREATE TABLE public.convhook_inbox (
     event_type text NOT NULL,
     body bytea NOT NULL,
     headers text NOT NULL,
-    received_at double precision NOT NULL
+    received_at double precision NOT NULL,
+    conversation_id text,
+    sequence integer,
+    traceparent text,
+    origin text DEFAULT 'delivery'::text NOT NULL,
+    CONSTRAINT convhook_inbox_origin_check CHECK ((origin = ANY (ARRAY['delivery'::text, 'reconciled'::text])))
+);
+
+--
+-- Name: convhook_inbox_conversations; Type: TABLE
+--
+
+CREATE TABLE public.convhook_inbox_conversations (
+    conversation_id text NOT NULL,
+    last_sequence integer DEFAULT 0 NOT NULL,
+    last_event_id text,
+    last_rank integer DEFAULT 0 NOT NULL,
+    updated_at double precision NOT NULL
+);
+
+--
+-- Name: convhook_inbox_gaps; Type: TABLE
+--
+
+CREATE TABLE public.convhook_inbox_gaps (
+    id bigint NOT NULL,
+    event_id text NOT NULL,
+    conversation_id text NOT NULL,
+    kind text NOT NULL,
+    after_sequence integer,
+    before_sequence integer,
+    status text NOT NULL,
+    reason text,
+    filled integer DEFAULT 0 NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    detected_at double precision NOT NULL,
+    resolved_at double precision,
+    CONSTRAINT convhook_inbox_gaps_kind_check CHECK ((kind = ANY (ARRAY['gap'::text, 'out_of_order'::text]))),
+    CONSTRAINT convhook_inbox_gaps_status_check CHECK ((status = ANY (ARRAY['open'::text, 'filled'::text, 'unfilled'::text, 'recorded'::text])))
+);
+
+--
+-- Name: convhook_inbox_gaps_id_seq; Type: SEQUENCE
+--
+
+ALTER TABLE public.convhook_inbox_gaps ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.convhook_inbox_gaps_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
 );
 
 --
@@ -56,6 +107,27 @@ CREATE TABLE public.convhook_schema (
 );
 
 --
+-- Name: convhook_inbox_conversations convhook_inbox_conversations_pkey; Type: CONSTRAINT
+--
+
+ALTER TABLE ONLY public.convhook_inbox_conversations
+    ADD CONSTRAINT convhook_inbox_conversations_pkey PRIMARY KEY (conversation_id);
+
+--
+-- Name: convhook_inbox_gaps convhook_inbox_gaps_event_id_key; Type: CONSTRAINT
+--
+
+ALTER TABLE ONLY public.convhook_inbox_gaps
+    ADD CONSTRAINT convhook_inbox_gaps_event_id_key UNIQUE (event_id);
+
+--
+-- Name: convhook_inbox_gaps convhook_inbox_gaps_pkey; Type: CONSTRAINT
+--
+
+ALTER TABLE ONLY public.convhook_inbox_gaps
+    ADD CONSTRAINT convhook_inbox_gaps_pkey PRIMARY KEY (id);
+
+--
 -- Name: convhook_inbox convhook_inbox_pkey; Type: CONSTRAINT
 --
 
@@ -89,6 +161,18 @@ ALTER TABLE ONLY public.convhook_inbox
 
 ALTER TABLE ONLY public.convhook_schema
     ADD CONSTRAINT convhook_schema_pkey PRIMARY KEY (component);
+
+--
+-- Name: convhook_inbox_conversation; Type: INDEX
+--
+
+CREATE INDEX convhook_inbox_conversation ON public.convhook_inbox USING btree (conversation_id, sequence) WHERE (conversation_id IS NOT NULL);
+
+--
+-- Name: convhook_inbox_gaps_conversation; Type: INDEX
+--
+
+CREATE INDEX convhook_inbox_gaps_conversation ON public.convhook_inbox_gaps USING btree (conversation_id, after_sequence);
 
 --
 -- Name: convhook_inbox_state_due; Type: INDEX

@@ -11,6 +11,30 @@ CREATE TABLE convhook_inbox (
     body        BLOB NOT NULL,
     headers     TEXT NOT NULL,
     received_at REAL NOT NULL
+, conversation_id TEXT, sequence INTEGER, traceparent TEXT, origin TEXT NOT NULL DEFAULT 'delivery'
+    CHECK (origin IN ('delivery', 'reconciled')));
+
+CREATE TABLE convhook_inbox_conversations (
+    conversation_id TEXT PRIMARY KEY,
+    last_sequence   INTEGER NOT NULL DEFAULT 0,
+    last_event_id   TEXT,
+    last_rank       INTEGER NOT NULL DEFAULT 0,
+    updated_at      REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE convhook_inbox_gaps (
+    id              INTEGER PRIMARY KEY,
+    event_id        TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('gap', 'out_of_order')),
+    after_sequence  INTEGER,
+    before_sequence INTEGER,
+    status          TEXT NOT NULL CHECK (status IN ('open', 'filled', 'unfilled', 'recorded')),
+    reason          TEXT,
+    filled          INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    detected_at     REAL NOT NULL,
+    resolved_at     REAL
 );
 
 CREATE TABLE convhook_inbox_state (
@@ -25,6 +49,13 @@ CREATE TABLE convhook_inbox_state (
 ) WITHOUT ROWID;
 
 CREATE TABLE convhook_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+
+CREATE INDEX convhook_inbox_conversation
+    ON convhook_inbox (conversation_id, sequence)
+    WHERE conversation_id IS NOT NULL;
+
+CREATE INDEX convhook_inbox_gaps_conversation
+    ON convhook_inbox_gaps (conversation_id, after_sequence);
 
 CREATE INDEX convhook_inbox_state_due
     ON convhook_inbox_state (next_attempt_at)

@@ -100,7 +100,7 @@ CREATE TABLE endpoints (
     failing_since INTEGER,                  -- first failure since the last success
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
-);
+, event_seq INTEGER NOT NULL DEFAULT 0);
 
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -112,6 +112,12 @@ CREATE TABLE events (
     body TEXT NOT NULL, -- the exact wire JSON {eventId, eventType, payload}
     created_at INTEGER NOT NULL, previous_event_id TEXT, traceparent TEXT, -- epoch ms
     UNIQUE (conversation_id, conversation_seq)
+);
+
+CREATE TABLE leader_leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
 );
 
 CREATE TABLE workspaces (
@@ -132,6 +138,9 @@ CREATE INDEX conversations_created ON conversations (workspace_id, created_at);
 
 CREATE INDEX conversations_customer ON conversations (workspace_id, customer_id, seq);
 
+CREATE INDEX conversations_stale ON conversations (phase, updated_at, id)
+    WHERE phase IN ('created', 'dialing', 'active', 'left');
+
 CREATE INDEX conversations_status ON conversations (workspace_id, status, seq);
 
 CREATE INDEX conversations_workspace ON conversations (workspace_id, seq);
@@ -146,6 +155,9 @@ CREATE INDEX deliveries_failed ON deliveries (endpoint_id, created_at) WHERE sta
 
 CREATE INDEX deliveries_failed_by_endpoint ON deliveries (endpoint_id, id)
     WHERE status = 'failed';
+
+CREATE INDEX deliveries_first_due ON deliveries (next_attempt_at, id)
+    WHERE status = 'pending' AND attempts = 0;
 
 CREATE INDEX deliveries_leased ON deliveries (lease_expires_at) WHERE status = 'delivering';
 
@@ -167,4 +179,4 @@ CREATE INDEX events_workspace ON events (workspace_id, seq);
 
 CREATE TRIGGER events_fan_out AFTER INSERT ON events
 BEGIN
-    INSERT INTO deliveries (event_seq, event_id, endpoint_id, workspace_id, conversation_id, conversation_seq, event_type, next_attempt_at, created_at, updated_at) SELECT NEW.seq, NEW.id, e.id, NEW.workspace_id, NEW.conversation_id, NEW.conversation_seq, NEW.event_type, NEW.created_at, NEW.created_at, NEW.created_at FROM endpoints AS e WHERE e.workspace_id = NEW.workspace_id AND e.enabled = 1 AND (e.event_types IS NULL OR EXISTS (SELECT 1 FROM json_each(e.event_types) WHERE json_each.value = NEW.event_type)); END;
+    INSERT INTO deliveries (event_seq, event_id, endpoint_id, workspace_id, conversation_id, conversation_seq, event_type, next_attempt_at, created_at, updated_at) SELECT NEW.seq, NEW.id, e.id, NEW.workspace_id, NEW.conversation_id, NEW.conversation_seq, NEW.event_type, NEW.created_at, NEW.created_at, NEW.created_at FROM endpoints AS e WHERE e.workspace_id = NEW.workspace_id AND e.enabled = 1 AND ((e.event_types IS NULL AND NEW.event_type LIKE 'conversation.%') OR EXISTS (SELECT 1 FROM json_each(e.event_types) WHERE json_each.value = NEW.event_type)); END;
