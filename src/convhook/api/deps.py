@@ -28,7 +28,7 @@ class ApiSettings:
     allow_private_targets: bool = False
     """Allow endpoints on loopback, private and link-local addresses (development only)."""
     retry_policy: RetryPolicy | None = None
-    """The dispatcher's retry schedule (None: the default, about 3.3 days)."""
+    """The dispatcher's retry schedule (None: the default, about 3.15 days)."""
     stream_heartbeat: float = 15.0
     """Seconds between ``: ping`` comments on an idle ``/api/v2/stream``."""
     stream_poll: float = 0.2
