@@ -3,12 +3,16 @@ event byte for byte as delivered and linked to the one before it, on SQLite and 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import time
 
 import aiohttp
 
 from convhook.api import ApiSettings, create_app
+from convhook.lifecycle import Action
+from convhook.outbox import Outbox
 from convhook.store.producer import ProducerStore
 from tests.support.servers import serve_app
 
@@ -105,3 +109,45 @@ async def test_bad_reads_are_refused_with_the_field_named(database_url: str) -> 
                     assert next(iter(params)) in text
     finally:
         await store.close()
+
+
+async def test_a_transition_that_waited_for_the_lock_names_the_event_before_it(
+    pg_url: str,
+) -> None:
+    """On PostgreSQL a transition of one process that waited for another's lock on the
+    conversation still records the event that other one committed as its previous event."""
+    first = ProducerStore.at(pg_url, auto_upgrade=True)
+    second = ProducerStore.at(pg_url)
+    await first.open()
+    await second.open()
+    try:
+        workspace, _ = await first.create_workspace("w")
+        one, two = Outbox(first), Outbox(second)
+        [created] = await one.create(workspace.id, [({"agentId": "a"}, False)])
+        assert created.document is not None
+        conv_id = created.document["id"]
+        await one.transition(workspace.id, conv_id, Action.JOIN, {})
+
+        def slowly(current: object) -> None:
+            time.sleep(0.5)  # inside the write: the conversation's row stays locked
+
+        leave = asyncio.create_task(
+            one.transition(workspace.id, conv_id, Action.LEAVE, {}, guard=slowly)
+        )
+        await asyncio.sleep(0.2)
+        await two.transition(workspace.id, conv_id, Action.END, {})
+        await leave
+        items, _ = await first.conversation_events(
+            workspace.id, conv_id, after_sequence=0, limit=10
+        )
+        events = [json.loads(item) for item in items]
+        assert [e["eventType"] for e in events] == [
+            "conversation.userJoined",
+            "conversation.userLeft",
+            "conversation.completed",
+        ]
+        for before, event in itertools.pairwise(events):
+            assert event["previousEventId"] == before["eventId"]
+    finally:
+        await first.close()
+        await second.close()

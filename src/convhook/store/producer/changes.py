@@ -27,7 +27,6 @@ from convhook.lifecycle import BUSY_STATUSES, Phase
 from convhook.store.engine.connection import Connection, PerDialect
 from convhook.store.producer.conversations import (
     INSERT_EVENT,
-    LAST_EVENT,
     Change,
     StoredConversation,
     change,
@@ -54,8 +53,7 @@ Outcome = Change | BaseException
 _SELECT = PerDialect(
     sqlite=(
         "SELECT c.id AS id, c.workspace_id AS workspace_id, c.phase AS phase, "
-        f"c.event_seq AS event_seq, c.body AS body, cu.body AS customer, {LAST_EVENT} "
-        "FROM conversations c "
+        "c.event_seq AS event_seq, c.body AS body, cu.body AS customer FROM conversations c "
         "LEFT JOIN customers cu ON cu.id = c.customer_id AND cu.workspace_id = c.workspace_id "
         "WHERE c.id IN (SELECT value FROM json_each(?))"
     ),
@@ -63,10 +61,24 @@ _SELECT = PerDialect(
     # than deadlock, and nothing moves a conversation between this read and the commit.
     postgres=(
         "SELECT c.id AS id, c.workspace_id AS workspace_id, c.phase AS phase, "
-        f"c.event_seq AS event_seq, c.body AS body, cu.body AS customer, {LAST_EVENT} "
-        "FROM conversations c "
+        "c.event_seq AS event_seq, c.body AS body, cu.body AS customer FROM conversations c "
         "LEFT JOIN customers cu ON cu.id = c.customer_id AND cu.workspace_id = c.workspace_id "
         "WHERE c.id = ANY(?) ORDER BY c.id FOR UPDATE OF c"
+    ),
+)
+# Each conversation's latest event id, the next event's predecessor. A statement of its own,
+# after the locking read: on PostgreSQL a read that waited for a row lock sees the row as the
+# other transaction committed it, but a subquery of that same statement keeps the older
+# snapshot and would miss the event committed with it. This one starts after the locks are
+# held, with a fresh snapshot, and rides in the same pipeline (no extra round trip).
+_LAST = PerDialect(
+    sqlite=(
+        "SELECT c.id, ev.id FROM conversations c JOIN events ev ON ev.conversation_id = c.id "
+        "AND ev.conversation_seq = c.event_seq WHERE c.id IN (SELECT value FROM json_each(?))"
+    ),
+    postgres=(
+        "SELECT c.id, ev.id FROM conversations c JOIN events ev ON ev.conversation_id = c.id "
+        "AND ev.conversation_seq = c.event_seq WHERE c.id = ANY(?)"
     ),
 )
 _BUSY_IN = ", ".join("?" * len(BUSY_STATUSES))
@@ -120,16 +132,19 @@ def _set_based(conn: Connection, batch: list[Transition]) -> list[Outcome]:
     workspaces = sorted({t.workspace_id for t in batch})
     with conn.pipeline():
         rows = conn.execute(_SELECT.of(conn), (_list(conn, ids),))
+        latest = conn.execute(_LAST.of(conn), (_list(conn, ids),))
         counts = conn.execute(_BUSY.of(conn), (_list(conn, workspaces), *BUSY_STATUSES))
     states: dict[str, _State] = {}
-    for row in rows.fetchall():
+    found = rows.fetchall()
+    last_ids = {row[0]: row[1] for row in latest.fetchall()}
+    for row in found:
         stored = StoredConversation(
             row["id"],
             row["workspace_id"],
             Phase(row["phase"]),
             row["event_seq"],
             embedded(row),
-            row["last_event_id"],
+            last_ids.get(row["id"]),
         )
         states[stored.id] = _State(stored, stored)
     busy = {row[0]: int(row[1]) for row in counts.fetchall()}
