@@ -21,6 +21,7 @@ from convhook.events import (
     EndpointDisabled,
     EndpointEnabled,
     EndpointRecovered,
+    OperationalEventType,
     UserJoined,
     parse_event,
 )
@@ -28,7 +29,7 @@ from convhook.receiver import HandlerStatus
 from convhook.retry import RetryPolicy, Verdict
 from convhook.samples import sample_event
 from convhook.signing import Secret, sign
-from convhook.store.delivery import DeliveryStore
+from convhook.store.delivery import DeliveryStore, operational
 from convhook.store.delivery.records import Result
 from convhook.store.producer import ProducerStore
 from tests.support.delivery import Receiver, Reply, add_endpoint, record_event
@@ -443,3 +444,48 @@ async def test_racing_successes_of_one_failing_endpoint_record_one_recovered(
     assert rows[0]["body"].encode() == recovered.to_json()
     assert endpoint is not None
     assert endpoint.failing_since is None
+
+
+async def test_a_recovered_that_waited_for_the_endpoint_names_the_event_before_it(
+    pg_url: str,
+) -> None:
+    """On PostgreSQL an endpoint.recovered whose write waited for another process's lock on
+    the endpoint names the event that process committed as its previous event."""
+    stores = [ProducerStore.at(pg_url, auto_upgrade=True) for _ in range(2)]
+    for s in stores:
+        await s.open()
+    try:
+        workspace, _ = await stores[0].create_workspace("w")
+        now = _now()
+        target = await _endpoint(stores[0], workspace.id, "http://127.0.0.1:9/hook", None)
+
+        def setup(conn: Any) -> None:
+            conn.execute("UPDATE endpoints SET failing_since = ? WHERE id = ?", (now - 1, target))
+            record_event(conn, workspace.id, "conv_1", 1, "conversation.userJoined", now)
+
+        await stores[0].db.write(setup)
+        deliveries = DeliveryStore(stores[1].db)
+        (claim,) = await deliveries.claim("owner", now, 60_000, 1)
+        result = Result(
+            claim.delivery_id, target, "owner", now, 200, 1.0, None, "", Verdict.DELIVERED
+        )
+
+        def other_process(conn: Any) -> str | None:
+            # An event about the endpoint, its row locked until this write commits.
+            made = operational.endpoint_changed(
+                conn, OperationalEventType.ENDPOINT_ENABLED, target, now
+            )
+            time.sleep(0.5)
+            return made
+
+        holding = asyncio.create_task(stores[0].db.write(other_process))
+        await asyncio.sleep(0.2)
+        await deliveries.record([result], now, 0, "owner", 60_000, 0)
+        first = await holding
+        rows = await _rows(stores[0], target)
+    finally:
+        for s in stores:
+            await s.close()
+    assert [r["event_type"] for r in rows] == ["endpoint.enabled", "endpoint.recovered"]
+    assert rows[0]["id"] == first
+    assert rows[1]["previous_event_id"] == first

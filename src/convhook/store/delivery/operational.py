@@ -202,6 +202,13 @@ ORDER BY e.id
 FOR NO KEY UPDATE OF e
 """
 
+_LOCK_POSTGRES = """
+SELECT e.id FROM endpoints AS e
+WHERE e.id = ANY(CAST(:endpoints AS TEXT[])) AND e.failing_since IS NOT NULL
+ORDER BY e.id
+FOR NO KEY UPDATE
+"""
+
 RECOVERED_SET = (
     "UPDATE endpoints SET failing_since = NULL, event_seq = event_seq + 1 "
     "WHERE id = ? AND failing_since IS NOT NULL"
@@ -220,6 +227,11 @@ def record_recovered(conn: Connection, endpoint_ids: Sequence[str], now: int) ->
             [(ev, ev, at, now, ep) for ep, ev in zip(endpoint_ids, event_ids, strict=True)],
         )
         return
+    # The endpoints are locked by a statement of their own first: a statement that waits for
+    # a row lock reads the row as committed by the other transaction, but its subquery for the
+    # previous event would keep the older snapshot and miss an event committed with it. The
+    # insert then starts after the locks are held, with a fresh snapshot (same pipeline).
+    conn.execute(_LOCK_POSTGRES, {"endpoints": list(endpoint_ids)})
     conn.execute(
         _RECOVERED_POSTGRES,
         {"at": at, "now": now, "endpoints": list(endpoint_ids), "event_ids": event_ids},
