@@ -23,7 +23,8 @@ what the caller does next (HTTP status in brackets where the API answers one)::
     ├── SignatureError       a signature is missing, invalid or too old: reject it (401)
     ├── ForwardError         a forward target was unreachable or did not answer 2xx
     └── StoreError           the database failed (driver error as ``__cause__``): retry (503)
-        └── SchemaVersionError   the schema is older or newer than this code: migrate
+        ├── SchemaVersionError   the schema is older or newer than this code: migrate
+        └── ConstraintError      a write broke a schema constraint: the same write fails again
 
 The API answers each with the status in brackets; the table is
 :data:`convhook.api.errors.STATUS`.
@@ -220,6 +221,12 @@ class ForwardError(ConvhookError):
 
 class StoreError(ConvhookError):
     """The database failed; the driver's exception is chained as ``__cause__``."""
+
+
+class ConstraintError(StoreError):
+    """A write broke a constraint of the schema (the driver's integrity error as
+    ``__cause__``): the stored data disagrees with it, and the same write fails the same way,
+    so an unattended caller must not repeat it forever."""
 
 
 class SchemaVersionError(StoreError):

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from convhook.errors import ConfigError, NotFoundError, StateError, StoreError
+from convhook.errors import ConfigError, ConstraintError, NotFoundError, StateError, StoreError
 from convhook.ids import new_id
 from convhook.lifecycle import Action, Phase, TransitionError
 from convhook.outbox import Outbox
@@ -221,6 +221,9 @@ class Watchdog:
                 row.workspace_id, row.id, _action(row.phase), dict(_TIMEOUT), guard=still_stale
             )
         except (Moved, TransitionError, NotFoundError):
+            return False
+        except ConstraintError as exc:  # the data, not the database: it would fail each sweep
+            self._give_up(row, exc)
             return False
         except StoreError:
             raise  # the database, not the conversation: the next sweep tries again

@@ -249,6 +249,34 @@ async def test_permanent_refusal_is_logged_once_and_skipped(
         assert (await store.get_conversation(ws, broken))["conversationStatus"] == "active"
 
 
+async def test_a_timeout_that_breaks_a_constraint_is_skipped_not_raised(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A conversation whose timeout event collides with a stray stored event (a constraint
+    fails the same way every sweep) is given up, and the later phases are still swept."""
+    caplog.set_level("INFO", logger="convhook")
+    async with producer(database_url) as (store, outbox, ws):
+        (dialing,) = await conversations(outbox, ws, 1, Action.DIAL)
+        (active,) = await conversations(outbox, ws, 1, Action.JOIN)
+
+        def stray(conn: Connection) -> None:
+            conn.execute(
+                "INSERT INTO events (id, workspace_id, conversation_id, conversation_seq, "
+                "event_type, body, created_at) VALUES ('evt_stray', ?, ?, 1, "
+                "'conversation.userJoined', '{}', 0)",
+                (ws, dialing),
+            )
+
+        await store.db.write(stray)
+        watchdog = Watchdog(outbox, SHORT, clock=ahead())
+        assert await watchdog.sweep() == 1
+        assert await watchdog.sweep() == 0
+        actions = [getattr(r, "action", None) for r in caplog.records]
+        assert actions.count("conversation_timeout_refused") == 1
+        assert (await store.get_conversation(ws, active))["conversationStatus"] == "completed"
+        assert (await store.get_conversation(ws, dialing))["conversationStatus"] == "dialing"
+
+
 async def test_batches_walk_past_many_stale(database_url: str) -> None:
     """More stale conversations than a batch are all ended in one sweep, a batch at a time."""
     async with producer(database_url) as (store, outbox, ws):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from convhook.errors import ActiveLimitError, StoreError
+from convhook.errors import ActiveLimitError, ConstraintError
 from convhook.lifecycle import BUSY_STATUSES, Phase
 from convhook.store.engine.connection import Connection, PerDialect
 from convhook.store.producer.conversations import (
@@ -241,7 +241,7 @@ def _alone(conn: Connection, t: Transition) -> Outcome:
     except conn.dialect.integrity_error as exc:
         conn.execute("ROLLBACK TO SAVEPOINT transition")
         conn.execute("RELEASE SAVEPOINT transition")
-        error = StoreError(f"the transition could not be stored: {exc}")
+        error = ConstraintError(f"the transition could not be stored: {exc}")
         error.__cause__ = exc
         return error
     except Exception as exc:  # noqa: BLE001 - the lifecycle's refusal goes to its caller
