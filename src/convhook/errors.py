@@ -24,7 +24,7 @@ what the caller does next (HTTP status in brackets where the API answers one)::
     ├── ForwardError         a forward target was unreachable or did not answer 2xx
     └── StoreError           the database failed (driver error as ``__cause__``): retry (503)
         ├── SchemaVersionError   the schema is older or newer than this code: migrate
-        └── ConstraintError      a write broke a schema constraint: the same write fails again
+        └── ConstraintError      a write broke a schema constraint: the same write fails (409)
 
 The API answers each with the status in brackets; the table is
 :data:`convhook.api.errors.STATUS`.

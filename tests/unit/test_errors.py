@@ -15,6 +15,7 @@ from convhook.errors import (
     ClosedError,
     ConfigError,
     ConflictError,
+    ConstraintError,
     ConvhookError,
     EventTooLarge,
     FieldProblem,
@@ -58,6 +59,7 @@ PARENT: dict[type[ConvhookError], type[Exception]] = {
     ForwardError: ConvhookError,
     StoreError: ConvhookError,
     SchemaVersionError: StoreError,
+    ConstraintError: StoreError,
 }
 
 SAMPLES: list[tuple[ConvhookError, int]] = [
@@ -182,3 +184,13 @@ def test_store_text_stays_in_the_log() -> None:
     """A 503 does not tell the client the driver's text, which names the server."""
     doc = json.loads(bytes(error_response(StoreError("db.internal:5432 refused")).body))
     assert "db.internal" not in doc["error"]
+
+
+def test_a_broken_constraint_is_a_409_without_retry_after() -> None:
+    """A write that broke a schema constraint would fail again: 409, no Retry-After, and
+    the driver's text stays out of the answer."""
+    answer = answer_for(ConstraintError("UNIQUE constraint failed: events.id"))
+    assert answer.status == 409
+    assert not answer.retry_after
+    assert answer.message is not None
+    assert "UNIQUE" not in answer.message

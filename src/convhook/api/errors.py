@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from convhook.errors import (
     ActiveLimitError,
     ConflictError,
+    ConstraintError,
     ConvhookError,
     EventTooLarge,
     FieldProblem,
@@ -192,6 +193,11 @@ STATUS: dict[type[ConvhookError], Answer] = {
     # through before the connection broke, so it reads before it writes again. The driver's
     # text names the server and database and stays in the server's log.
     StoreError: Answer(503, retry_after=True, message=_STORE_DOWN),
+    # Stored data the change collides with: the same request would fail the same way, so
+    # no Retry-After; the driver's text stays in the server's log.
+    ConstraintError: Answer(
+        409, message="the change collides with data stored for this object; it was not made"
+    ),
 }
 """Each domain error's answer, looked up along the exception's class hierarchy (a subclass
 not listed gets its nearest listed parent's); anything else, e.g. a
