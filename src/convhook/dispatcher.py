@@ -41,6 +41,11 @@ Clock = Callable[[], float]
 # While attempts finish and their flushes claim more, the claim loop stands aside this long
 # after the last such claim (seconds).
 _REFILL_COVERS = 0.05
+# How often the claim loop checks whether a flush that claims has committed (seconds).
+_REFILL_POLL = 0.005
+# Woken by new events while standing aside, the claim loop claims itself after this long at
+# most (seconds): the latency a fresh event can pay behind other endpoints' retries.
+_DEFER_AT_MOST = 0.005
 
 # A process holds up to this many times ``max_in_flight`` claims, sending at most
 # ``max_in_flight`` of them at once: a request that finishes is followed at once by one claimed
@@ -222,17 +227,29 @@ class Dispatcher:
         return [result for _, result in await self._flush()]
 
     async def _claim_loop(self) -> None:
+        deferred = False
         while not self._stopping:
             free = self._hold - self._active
+            woken = self._wake.is_set()
             self._wake.clear()
-            if self._refilling or (
-                self._active and time.monotonic() - self._refilled_at < _REFILL_COVERS
-            ):
+            covered = time.monotonic() - self._refilled_at
+            if self._refilling or (self._active and covered < _REFILL_COVERS):
                 # Attempts are finishing and each flush claims as much as it records, seeing
                 # new work too: a claim here would mostly scan rows of endpoints already full
                 # (with one endpoint, all of its backlog). While a flush that claims is still
                 # committing (all attempts may have finished meanwhile), its claim comes first.
-                free = 0
+                if woken and not deferred:
+                    # New events may be waiting: a flush may take them, but with a slow
+                    # endpoint's attempts finishing all the time the cover never ends, so
+                    # this loop claims itself once the cover it stood aside for is over.
+                    deferred = True
+                    self._wake.set()
+                    wait = _REFILL_COVERS - covered if not self._refilling else _REFILL_POLL
+                    await asyncio.sleep(min(max(wait, _REFILL_POLL), _DEFER_AT_MOST))
+                    continue
+                if not woken:
+                    free = 0
+            deferred = False
             try:
                 claims = await self._claim(min(free, self.batch_size)) if free > 0 else []
                 self._claim_backoff.reset()
