@@ -178,7 +178,7 @@ def _signature_headers() -> list[dict[str, Any]]:
         "webhook-timestamp": "Unix seconds when the message was signed.",
         "webhook-signature": "Space-separated `v1,<base64 HMAC-SHA256>` signatures.",
     }
-    return [
+    headers = [
         {
             "name": name,
             "in": "header",
@@ -188,3 +188,32 @@ def _signature_headers() -> list[dict[str, Any]]:
         }
         for name, text in docs.items()
     ]
+    # Sent by convhook, not by every platform: a receiver orders and reconciles with them.
+    headers += [
+        {
+            "name": "convhook-sequence",
+            "in": "header",
+            "required": False,
+            "description": "The event's place in its conversation (1 for the first); absent "
+            "for a test event. A skipped number is a missed event: read it back with "
+            "GET /api/v2/conversations/{id}/events?afterSequence=N.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+        },
+        {
+            "name": "convhook-previous-event-id",
+            "in": "header",
+            "required": False,
+            "description": "The eventId of the conversation's event before this one; absent "
+            "for the first.",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "traceparent",
+            "in": "header",
+            "required": False,
+            "description": "W3C Trace Context of the request that recorded the event, with a "
+            "span id of this delivery attempt.",
+            "schema": {"type": "string", "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"},
+        },
+    ]
+    return headers

@@ -97,3 +97,12 @@ def test_public_names_are_sorted_and_importable() -> None:
 def test_py_typed_ships() -> None:
     """The package marks itself as typed."""
     assert (REPO / "src" / "convhook" / "py.typed").exists()
+
+
+def test_every_webhook_documents_the_sequence_and_trace_headers() -> None:
+    """Each webhook of the OpenAPI document lists convhook-sequence,
+    convhook-previous-event-id and traceparent among its header parameters."""
+    doc = openapi_document()
+    for name, webhook in doc["webhooks"].items():
+        headers = {p["name"] for p in webhook["post"]["parameters"] if p["in"] == "header"}
+        assert {"convhook-sequence", "convhook-previous-event-id", "traceparent"} <= headers, name
