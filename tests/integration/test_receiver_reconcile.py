@@ -580,3 +580,29 @@ def test_a_half_or_wrong_reconcile_setting_is_refused(
 def test_the_reconcile_key_never_shows_in_its_repr() -> None:
     """The workspace key stays out of the settings' repr (and so out of logs and tracebacks)."""
     assert KEY not in repr(Reconcile("http://127.0.0.1:9", KEY))
+
+
+async def test_a_very_wide_gap_the_api_answers_in_part_is_unfilled(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """A gap of more than 10,000 sequences of which the API returns only a few is recorded
+    unfilled with the count missing (it was recorded filled), and the later event runs."""
+    conv_id, events = conversation(2)
+    api = ProducerAPI({conv_id: events})
+    seen = Seen()
+    async with producer_api(api) as api_url:
+        receiver = make(
+            str(tmp_path / "i.db"),
+            seen,
+            reconcile_url=api_url,
+            reconcile_key=KEY,
+            reconcile_wait=30.0,
+        )
+        async with receiver, serve_app(receiver.asgi_app()) as url:
+            late = sample_event("conversation.completed", overrides={"id": conv_id})
+            await deliver(session, url, late, 20_005)
+            await eventually(lambda: seen.order.get(conv_id) == [1, 2, 20_005])
+            [gap] = await receiver.inbox.gaps()
+    assert gap.status is GapStatus.UNFILLED
+    assert gap.reason is not None
+    assert "20002 of sequences 1-20004 not returned" in gap.reason

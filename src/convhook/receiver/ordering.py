@@ -355,6 +355,13 @@ class Ordering:
         absent = set() if wide else set(range(first, sequence)) - have - returned
         if absent:
             problems.append(f"sequence(s) {_ranges(sorted(absent))} not returned by the API")
+        elif wide:
+            known = sum(1 for n in have | returned if first <= n < sequence)
+            if known < sequence - first:
+                problems.append(
+                    f"{sequence - first - known} of sequences {first}-{sequence - 1} "
+                    "not returned by the API"
+                )
         filled = 0
         for at, item_entry in enumerate(new):
             settled = await run(item_entry)
