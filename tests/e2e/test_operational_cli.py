@@ -8,12 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e.test_api_serve import KEY, serve_process
@@ -69,18 +69,24 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         match = KEY.search(proc.stderr)
         assert match, proc.stderr
         url, key = f"http://127.0.0.1:{port}", match[0]
-        with httpx.Client(base_url=url, headers={"x-api-key": key}) as http:
 
-            def post(path: str, doc: Any = None) -> Any:
-                r = http.post(path, json=doc)
-                assert r.status_code in (200, 201), r.text
-                return r.json()
+        def post(path: str, doc: Any = None) -> Any:
+            data = None if doc is None else json.dumps(doc).encode()
+            request = urllib.request.Request(
+                url + path,
+                data=data if data is not None else b"",
+                method="POST",
+                headers={"x-api-key": key, "content-type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as r:
+                assert r.status in (200, 201)
+                return json.loads(r.read())
 
-            endpoint = post("/api/v2/endpoints", {"url": "http://127.0.0.1:9/hook"})["id"]
-            conversation = post("/api/v2/conversations", {"agentId": "agent-ops"})["id"]
-            post(f"/api/v2/conversations/{conversation}/join")
-            post(f"/api/v2/endpoints/{endpoint}/disable")
-            post(f"/api/v2/endpoints/{endpoint}/enable")
+        endpoint = post("/api/v2/endpoints", {"url": "http://127.0.0.1:9/hook"})["id"]
+        conversation = post("/api/v2/conversations", {"agentId": "agent-ops"})["id"]
+        post(f"/api/v2/conversations/{conversation}/join")
+        post(f"/api/v2/endpoints/{endpoint}/disable")
+        post(f"/api/v2/endpoints/{endpoint}/enable")
         yield Served(url, key, db, endpoint, conversation, tmp / "config")
 
 
