@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
+import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -126,3 +129,35 @@ def print_json(data: Any) -> None:
     """Write ``data`` as JSON on stdout (for ``--json``)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+class Signalled(Exception):
+    """The process got SIGTERM or SIGINT after uvicorn's graceful shutdown."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _signalled(signum: int, frame: FrameType | None) -> None:
+    raise Signalled(signum)
+
+
+@contextlib.contextmanager
+def signals_as_exceptions() -> Iterator[None]:
+    """uvicorn sends a caught SIGTERM or SIGINT again once it has shut down: within this
+    block that signal raises :class:`Signalled` instead of killing the process, so the queued
+    log records are written before the caller dies of it (:func:`die_of`)."""
+    previous = {sig: signal.signal(sig, _signalled) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def die_of(signum: int) -> NoReturn:
+    """Die of ``signum`` as uvicorn means to: a supervisor reads that as a clean stop."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+    raise SystemExit(128 + signum)  # not reached: the default action ends the process

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from convhook import tracing
-from convhook.cli._common import err, fail, out, refuse_busy_port, run, tune_gc
+from convhook.cli._common import (
+    Signalled,
+    die_of,
+    err,
+    fail,
+    out,
+    refuse_busy_port,
+    run,
+    signals_as_exceptions,
+    tune_gc,
+)
 from convhook.config import INBOX_ENV, db_option, log_format_option, log_level_option, option
 from convhook.events import DEFAULT_MAX_BODY
 
@@ -182,7 +192,7 @@ def listen(
     tracing.configure("convhook-listen")
     try:
         _serve(receiver, host, port, path, read_timeout, max_header_bytes, keep_alive, level)
-    except _Signalled as stopped:
+    except Signalled as stopped:
         log.info("stopped", extra={"action": "listen_stopped"})
         caught: int | None = stopped.signum
     else:
@@ -192,9 +202,7 @@ def listen(
         said()
         stop_logging()
     if caught is not None:
-        # Dying of the signal, as uvicorn means to: a supervisor reads that as a clean stop.
-        signal.signal(caught, signal.SIG_DFL)
-        signal.raise_signal(caught)
+        die_of(caught)
 
 
 def _serve(
@@ -240,29 +248,10 @@ def _serve(
 
     server.handle_exit = handle_exit  # type: ignore[method-assign]
     tune_gc()
-    # uvicorn sends a caught SIGTERM or SIGINT again once it has shut down; these handlers
-    # turn it into an exception, so the queued log records are written before the process
-    # dies of it (the default action would kill the process with them).
-    previous = {sig: signal.signal(sig, _signalled) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with signals_as_exceptions():
         server.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if not server.started:
         raise typer.Exit(1)
-
-
-class _Signalled(Exception):
-    """The process got SIGTERM or SIGINT (after uvicorn's graceful shutdown)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _signalled(signum: int, frame: FrameType | None) -> None:
-    raise _Signalled(signum)
 
 
 def _stopping(sig: int, requests: int) -> None:

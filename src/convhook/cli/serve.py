@@ -12,11 +12,14 @@ import typer
 
 from convhook import tracing
 from convhook.cli._common import (
+    Signalled,
+    die_of,
     err,
     fail,
     need_extra,
     refuse_busy_port,
     run_fast,
+    signals_as_exceptions,
     start_logging,
 )
 from convhook.cli.dispatcher import (
@@ -114,22 +117,30 @@ def serve(
     # installed (docs/tracing.md); otherwise tracing stays the cheap path.
     tracing.configure("convhook-serve")
     # uvicorn.run would pick uvloop by itself; serving from our own coroutine must ask for it.
+    caught: int | None = None
     try:
-        run_fast(
-            _serve(
-                host,
-                port,
-                url,
-                settings,
-                synchronous.upper(),
-                log_level,
-                metrics_token or None,
-                limits,
+        # The signal uvicorn sends again after its shutdown must not kill the process before
+        # the queued log records (the "stopped" line) are written.
+        with signals_as_exceptions():
+            run_fast(
+                _serve(
+                    host,
+                    port,
+                    url,
+                    settings,
+                    synchronous.upper(),
+                    log_level,
+                    metrics_token or None,
+                    limits,
+                )
             )
-        )
+    except Signalled as stopped:
+        caught = stopped.signum
     finally:
         tracing.shutdown()
         stop_logging()
+    if caught is not None:
+        die_of(caught)
 
 
 async def _serve(
