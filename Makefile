@@ -33,8 +33,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict
 
+# Three workers on two cores: most tests wait on subprocesses, servers and fsyncs, not CPU
+# (measured here: the whole suite in under 6 minutes with three).
+PYTEST_WORKERS ?= 3
+
 pytest: $(STAMP)
-	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85 -p no:cacheprovider
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --cov --cov-report=term --cov-fail-under=85 -p no:cacheprovider
 
 ## bench: every benchmark, each printing its own table with a baseline from the same run
 bench: $(STAMP)

@@ -29,7 +29,12 @@ from tests.support.servers import cli_process, free_port
 pytestmark = pytest.mark.slow
 
 FIXED_SEED = 20261207
-RANDOM_SEED = int(os.environ.get("FUZZ_SEED") or secrets.randbits(32))
+# Under pytest-xdist every worker collects the tests and must name them alike: the run's id,
+# shared by the workers, picks the random seed.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+RANDOM_SEED = int(
+    os.environ.get("FUZZ_SEED") or (int(_RUN, 16) % 2**32 if _RUN else secrets.randbits(32))
+)
 # Examples per operation and seed on top of the coverage phase's own cases: the whole file
 # stays well under two minutes on two cores.
 MAX_EXAMPLES = 25
