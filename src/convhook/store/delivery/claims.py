@@ -101,7 +101,7 @@ ORDER BY d.next_attempt_at, d.id
 LIMIT :scan
 """
 _SCAN_FIRST = _SCAN.format(index="deliveries_first_due", first=" AND d.attempts = 0")
-_SCAN_DUE = _SCAN.format(index="deliveries_due", first="")
+_SCAN_RETRIES = _SCAN.format(index="deliveries_retries_due", first=" AND d.attempts > 0")
 
 _LEASE = """
 UPDATE deliveries SET status = 'delivering', lease_owner = :owner, lease_expires_at = :until
@@ -142,8 +142,12 @@ def claim_sqlite(conn: Connection, owner: str, now: int, lease_ms: int, limit: i
     )
     caps = _endpoints(conn, in_flight)
     chosen: list[int] = []
-    _pick(conn, _SCAN_FIRST, now, caps, in_flight, chosen, first_quota(limit))
-    _pick(conn, _SCAN_DUE, now, caps, in_flight, chosen, limit)
+    # Three scans, each of its own partial index, none reading a row another read: first
+    # attempts up to their share, then retries, then first attempts again from where the
+    # first scan stopped (with no retry due, the common case, the claim reads only fresh rows).
+    stopped = _pick(conn, _SCAN_FIRST, now, caps, in_flight, chosen, first_quota(limit))
+    _pick(conn, _SCAN_RETRIES, now, caps, in_flight, chosen, limit)
+    _pick(conn, _SCAN_FIRST, now, caps, in_flight, chosen, limit, after=stopped)
     if not chosen:
         return []
     leased = conn.execute(
@@ -160,27 +164,36 @@ def _pick(
     in_flight: dict[str, int],
     chosen: list[int],
     limit: int,
-) -> None:
-    """Add the deliveries ``scan`` finds, in its order, to ``chosen`` until it holds ``limit``,
-    each while its endpoint has room (counted in ``in_flight``)."""
+    after: tuple[int, int] = (-1, -1),
+) -> tuple[int, int]:
+    """Add the deliveries ``scan`` finds after the keyset position ``after`` (due time,
+    id), in its order, to ``chosen`` until it holds ``limit``, each while its endpoint has room
+    (counted in ``in_flight``); the position of the last row it looked at."""
     wanted = limit - len(chosen)
     if wanted <= 0:
-        return
+        return after
     full = [ep for ep, n in in_flight.items() if n >= caps[ep].leases]
     # The first page is sized to the room known to be left (the usual case: the endpoints
     # being sent to). Another page is read only while the endpoints reached still have room,
     # at most _PAGES in all.
     room = sum(caps[ep].leases - n for ep, n in in_flight.items() if n < caps[ep].leases)
     page = min(wanted, max(_PAGE, room)) if room else wanted
-    params = {"now": now, "full": json.dumps(full), "scan": page, "after_at": -1, "after_id": -1}
-    taken = set(chosen)
+    params = {
+        "now": now,
+        "full": json.dumps(full),
+        "scan": page,
+        "after_at": after[0],
+        "after_id": after[1],
+    }
+    position = after
     for _ in range(_PAGES):
         scanned = conn.execute(scan, params).fetchall()
         caps.update(_endpoints(conn, {row[1] for row in scanned} - caps.keys()))
-        for delivery_id, endpoint, _at in scanned:
+        for delivery_id, endpoint, at in scanned:
             if len(chosen) >= limit:
                 break
-            if delivery_id not in taken and in_flight.get(endpoint, 0) < caps[endpoint].leases:
+            position = (at, delivery_id)
+            if in_flight.get(endpoint, 0) < caps[endpoint].leases:
                 in_flight[endpoint] = in_flight.get(endpoint, 0) + 1
                 chosen.append(delivery_id)
         seen = {row[1] for row in scanned}
@@ -189,6 +202,8 @@ def _pick(
         if all(in_flight.get(ep, 0) >= caps[ep].leases for ep in seen):
             break  # every endpoint this page reached is full now: the next page would be too
         params["after_id"], params["after_at"] = scanned[-1][0], scanned[-1][2]
+        position = (scanned[-1][2], scanned[-1][0])
+    return position
 
 
 def claims_of(

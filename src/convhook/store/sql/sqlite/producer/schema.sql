@@ -164,6 +164,9 @@ CREATE INDEX deliveries_leased ON deliveries (lease_expires_at) WHERE status = '
 CREATE INDEX deliveries_order ON deliveries (endpoint_id, conversation_id, conversation_seq)
     WHERE status IN ('pending', 'delivering');
 
+CREATE INDEX deliveries_retries_due ON deliveries (next_attempt_at, id)
+    WHERE status = 'pending' AND attempts > 0;
+
 CREATE INDEX deliveries_waiting_by_endpoint ON deliveries (endpoint_id, status, id)
     WHERE status IN ('pending', 'delivering');
 
