@@ -18,7 +18,7 @@ DECLARE
     locked_leases INTEGER[];
 BEGIN
     -- 1. Expired leases go back to pending (SKIP LOCKED: a row another claimer is resetting is
-    -- left to it); lock-free scans find due first attempts and due deliveries whose
+    -- left to it); lock-free scans find due first attempts and due retries whose
     -- conversation has nothing earlier pending, skipping endpoints already full by an unlocked
     -- count; their endpoints (and those of the reset rows) are locked in id order, so claimers never deadlock each other (NO KEY
     -- UPDATE does not block the foreign-key checks of new deliveries).
@@ -38,7 +38,7 @@ BEGIN
     ),
     due AS (
         SELECT d.endpoint_id FROM deliveries AS d
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now_ms
+        WHERE d.status = 'pending' AND d.attempts > 0 AND d.next_attempt_at <= now_ms
           AND d.endpoint_id NOT IN (SELECT s.endpoint_id FROM saturated AS s)
           AND NOT EXISTS (
             SELECT 1 FROM deliveries AS p
@@ -58,7 +58,7 @@ BEGIN
               AND p.status IN ('pending', 'delivering')
               AND p.conversation_seq < d.conversation_seq)
         ORDER BY d.next_attempt_at, d.id
-        LIMIT first_claims * 2
+        LIMIT max_claims * 2
     ),
     locked AS (
         SELECT e.id, lease_factor * CASE WHEN e.rate_limit IS NULL THEN e.max_in_flight
@@ -103,10 +103,10 @@ BEGIN
                AND p.status IN ('pending', 'delivering')
                AND p.conversation_seq < d.conversation_seq)
          ORDER BY d.next_attempt_at, d.id
-         LIMIT LEAST(first_claims * 2, (SELECT sum(l) FROM unnest(locked_leases) AS l)))
+         LIMIT LEAST(max_claims * 2, (SELECT sum(l) FROM unnest(locked_leases) AS l)))
         UNION ALL
         (SELECT 1 AS tier, d.id, d.endpoint_id, d.next_attempt_at FROM deliveries AS d
-         WHERE d.status = 'pending' AND d.next_attempt_at <= now_ms
+         WHERE d.status = 'pending' AND d.attempts > 0 AND d.next_attempt_at <= now_ms
            AND d.endpoint_id = ANY (locked_ids)
            AND NOT EXISTS (
              SELECT 1 FROM deliveries AS p
@@ -651,6 +651,12 @@ CREATE INDEX deliveries_leased ON public.deliveries USING btree (lease_expires_a
 --
 
 CREATE INDEX deliveries_order ON public.deliveries USING btree (endpoint_id, conversation_id, conversation_seq) WHERE (status = ANY (ARRAY['pending'::text, 'delivering'::text]));
+
+--
+-- Name: deliveries_retries_due; Type: INDEX
+--
+
+CREATE INDEX deliveries_retries_due ON public.deliveries USING btree (next_attempt_at, id) WHERE ((status = 'pending'::text) AND (attempts > 0));
 
 --
 -- Name: endpoints_by_workspace; Type: INDEX
