@@ -36,7 +36,9 @@ from convhook.events import (
     DEFAULT_MAX_BODY,
     EVENT_CLASSES,
     MAX_EVENT_ID,
+    AnyEvent,
     Conversation,
+    ConversationEvent,
     parse_event,
 )
 
@@ -54,6 +56,8 @@ class Checked(NamedTuple):
 
     event_id: str
     event_type: str
+    conversation_id: str | None = None
+    """``payload.id`` of a conversation event (the receiver orders by it); None otherwise."""
 
 
 def check_event(body: bytes, *, max_bytes: int = DEFAULT_MAX_BODY) -> Checked:
@@ -69,9 +73,22 @@ def check_event(body: bytes, *, max_bytes: int = DEFAULT_MAX_BODY) -> Checked:
     checked = fast_check(body)
     if checked is None:
         # Unknown event types, lenient spellings and every error: the models decide.
-        event = parse_event(body, max_bytes=max_bytes)
-        checked = Checked(event.event_id, event.event_type)
+        checked = checked_of(parse_event(body, max_bytes=max_bytes))
     return checked
+
+
+def checked_of(event: AnyEvent) -> Checked:
+    """What :func:`check_event` tells of an event the models built (a conversation event of a
+    type this version does not know keeps its payload's ``id`` too, if it has one)."""
+    payload = event.payload
+    if isinstance(event, ConversationEvent):
+        conversation: str | None = event.payload.id
+    elif event.event_type.startswith("conversation.") and isinstance(payload, dict):
+        found = payload.get("id")
+        conversation = found if isinstance(found, str) else None
+    else:
+        conversation = None
+    return Checked(event.event_id, event.event_type, conversation)
 
 
 def fast_check(body: bytes) -> Checked | None:
@@ -91,7 +108,7 @@ def fast_check(body: bytes) -> Checked | None:
         return None
     if not _times_ok(payload, _TIMES[Conversation]):
         return None
-    return Checked(envelope.eventId, envelope.eventType)
+    return Checked(envelope.eventId, envelope.eventType, payload.id)
 
 
 class _Times(NamedTuple):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, field_validator
 from convhook.errors import PayloadError, PayloadTooLarge
 from convhook.events import SEED_CUSTOMER_FIELDS, SEED_FIELDS, parse_event
 from convhook.samples import sample_event
-from convhook.wirecheck import Checked, _struct, check_event, fast_check
+from convhook.wirecheck import Checked, _struct, check_event, checked_of, fast_check
 from tests.unit.test_events_property import events
 
 SEED = Path(__file__).parent.parent / "data" / "seed-conversation.userJoined.json"
@@ -106,7 +106,7 @@ def check_agrees(body: bytes) -> None:
         with pytest.raises(PayloadError):
             check_event(body)
         return
-    expected = Checked(event.event_id, event.event_type)
+    expected = checked_of(event)
     assert fast in (None, expected)
     assert check_event(body) == expected
 
@@ -124,7 +124,7 @@ def test_valid_events_take_the_fast_path(doc: dict[str, Any]) -> None:
     do not name (a newer platform's field, whose value msgspec would skip unchecked) goes to
     the models, which accept it."""
     body = json.dumps(doc).encode()
-    expected = Checked(doc["eventId"], doc["eventType"])
+    expected = Checked(doc["eventId"], doc["eventType"], doc["payload"]["id"])
     assert check_event(body) == expected
     assert fast_check(body) == (None if "futureField" in doc["payload"] else expected)
 
@@ -132,9 +132,28 @@ def test_valid_events_take_the_fast_path(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize("event_type", TYPES)
 def test_samples_and_seed_take_the_fast_path(event_type: str) -> None:
     body = sample_event(event_type).to_json()
-    assert fast_check(body) == Checked(json.loads(body)["eventId"], event_type)
+    doc = json.loads(body)
+    assert fast_check(body) == Checked(doc["eventId"], event_type, doc["payload"]["id"])
     seed = SEED.read_bytes()
-    assert fast_check(seed) == Checked(json.loads(seed)["eventId"], "conversation.userJoined")
+    sdoc = json.loads(seed)
+    assert fast_check(seed) == Checked(
+        sdoc["eventId"], "conversation.userJoined", sdoc["payload"]["id"]
+    )
+
+
+def test_the_conversation_id_comes_with_the_check_on_both_paths() -> None:
+    """The receiver orders by the conversation id the check read: from the fast path, from the
+    models for a lenient spelling, and none for an operational event."""
+    doc = json.loads(sample_event("conversation.completed").to_json())
+    assert check_event(json.dumps(doc).encode()).conversation_id == doc["payload"]["id"]
+    doc["payload"]["futureField"] = 1  # the models decide
+    body = json.dumps(doc).encode()
+    assert fast_check(body) is None
+    assert check_event(body).conversation_id == doc["payload"]["id"]
+    operational = sample_event("endpoint.disabled").to_json()
+    assert check_event(operational).conversation_id is None
+    doc["eventType"] = "conversation.transferred"  # a newer platform's type
+    assert check_event(json.dumps(doc).encode()).conversation_id == doc["payload"]["id"]
 
 
 @pytest.mark.parametrize(
@@ -258,7 +277,9 @@ def test_long_event_ids_are_refused() -> None:
         check_event(body)
     assert info.value.problems[0].field == "eventId"
     doc["eventId"] = "e" * 256
-    assert fast_check(json.dumps(doc).encode()) == Checked("e" * 256, "conversation.completed")
+    assert fast_check(json.dumps(doc).encode()) == Checked(
+        "e" * 256, "conversation.completed", doc["payload"]["id"]
+    )
 
 
 @pytest.mark.parametrize(

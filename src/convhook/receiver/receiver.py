@@ -15,8 +15,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from convhook import tracing
 from convhook.errors import (
     ClosedError,
@@ -315,7 +313,7 @@ class Receiver:
         done = not self.handlers.matching(event.event_type)
         conversation = sequence = None
         if event.event_type.startswith(_CONVERSATION_PREFIX):
-            conversation = _conversation_id(body)
+            conversation = _conversation_id(event.conversation_id)
             sequence = _sequence(headers.get(SEQUENCE_HEADER))
         traceparent = headers.get("traceparent")
         received = Received(
@@ -376,28 +374,13 @@ class Receiver:
         return reply
 
 
-class _Envelope(msgspec.Struct):
-    payload: _Payload | None = None
-
-
-class _Payload(msgspec.Struct):
-    id: str | None = None
-
-
-_ENVELOPE = msgspec.json.Decoder(_Envelope)
-
-
 MAX_SEQUENCE = 2**31 - 1
 """The largest ``convhook-sequence`` taken; a conversation never has that many events."""
 
 
-def _conversation_id(body: bytes) -> str | None:
-    """The ``payload.id`` of a checked conversation event (None if it has none)."""
-    try:
-        payload = _ENVELOPE.decode(body).payload
-    except (msgspec.DecodeError, ValueError):
-        return None
-    value = payload.id if payload is not None else None
+def _conversation_id(value: str | None) -> str | None:
+    """A checked conversation event's ``payload.id`` as the inbox keys ordering by it (None
+    when it has none or one too long to index)."""
     return value if value and len(value) <= MAX_ID else None
 
 
