@@ -214,6 +214,8 @@ async def test_two_processes_one_watchdog(database_url: str, tmp_path: Path) -> 
             other = next(p for p in procs if p is not holder)
             second = await joined(5)
             await eventually(lambda: all_ended(second), 30)
+            # The log record follows the commit (and is written off the event loop).
+            await eventually(lambda: len(timed_out(other)) >= len(second), 10)
             assert sorted(r["conversation_id"] for r in timed_out(other)) == sorted(second)
             assert await completed() == Counter(dict.fromkeys(first + second, 1))
         finally:
