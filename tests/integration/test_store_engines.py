@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -349,3 +351,56 @@ async def test_a_final_pipeline_commits_only_what_succeeded(database_url: str) -
             assert await db.read(count) == 3
         finally:
             conn.close()
+
+
+_BUMP = "UPDATE items SET note = ? WHERE id = ?"
+
+
+def _failing_bump(conn: Any) -> None:
+    """A write that raises after an ``executemany``: its exception's traceback holds the
+    write's cursor, in a reference cycle that only the garbage collector frees."""
+    cursor = conn.executemany(_BUMP, [("x", 1)])
+    raise ValueError(cursor)
+
+
+def _long_bump(started: threading.Event) -> Any:
+    """A write updating the rows 20,000 times in one ``executemany`` (the failing writes'
+    statement), saying when it has begun."""
+
+    def fn(conn: Any) -> int:
+        def rows() -> Iterator[tuple[str, int]]:
+            for i in range(20_000):
+                if i == 1:
+                    started.set()
+                yield (f"n{i}", i % 8 + 1)
+
+        return int(conn.executemany(_BUMP, rows()).rowcount)
+
+    return fn
+
+
+def _collect_once_begun(started: threading.Event, garbage: list[Any]) -> None:
+    started.wait(10)
+    garbage.clear()
+    gc.collect()
+
+
+async def test_cursors_freed_on_another_thread_leave_the_writer_alone(
+    database_url: str,
+) -> None:
+    """Failed writes' cursors, collected on another thread while the writer runs the same
+    statement for another write, do not break that write (they reset SQLite's cached
+    statement half-way through its `executemany`: "bad parameter or other API misuse")."""
+    async with engine(database_url) as db:
+        await asyncio.gather(*(db.write(insert(f"n{i}")) for i in range(8)))
+        for _ in range(5):
+            failed = await asyncio.gather(
+                *(db.write(_failing_bump) for _ in range(300)), return_exceptions=True
+            )
+            assert all(isinstance(e, ValueError) for e in failed)
+            started = threading.Event()
+            updated, _ = await asyncio.gather(
+                db.write(_long_bump(started)),
+                asyncio.to_thread(_collect_once_begun, started, failed),
+            )
+            assert updated == 20_000

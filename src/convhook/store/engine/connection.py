@@ -64,6 +64,11 @@ class Connection(Protocol):
         trip, and the group commit's own COMMIT is then not sent."""
         ...
 
+    def release(self) -> None:
+        """Let go of the cursors the last write batch or read made, on the thread that made
+        them (SQLite; see :class:`~convhook.store.engine.sqlite.SQLiteConnection`)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -211,7 +211,10 @@ class Database(Resource):
             try:
                 return op(conn, *args)
             finally:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                finally:
+                    conn.release()  # on this thread, before the result leaves it
         except commit.driver_error as exc:
             if commit.is_disconnect(exc):
                 self._local.conn = None

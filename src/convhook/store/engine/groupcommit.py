@@ -61,6 +61,13 @@ class GroupCommit:
         """Run ``batch`` in one transaction and set each job's outcome; False when the
         connection was lost (it is closed then: open another for the next batch)."""
         try:
+            return self._run(conn, batch)
+        finally:
+            # Before the outcomes go to their callers' threads (see SQLiteConnection).
+            conn.release()
+
+    def _run(self, conn: Connection, batch: Sequence[Job]) -> bool:
+        try:
             conn.execute(self.begin)
             if len(batch) == 1:
                 # Alone in its transaction a write needs no savepoint: a failure rolls the

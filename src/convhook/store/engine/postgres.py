@@ -162,6 +162,9 @@ class PgConnection:
         cursor.executemany(placeholders(statement), [_params(r) for r in rows])
         return PgCursor(cursor)
 
+    def release(self) -> None:
+        """Nothing to do: a psycopg cursor freed on another thread touches no shared state."""
+
     @contextlib.contextmanager
     def _with_begin(self) -> Iterator[None]:
         """A pipeline whose first statement is the deferred BEGIN."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from convhook.errors import ConfigError
 from convhook.store.engine.connection import Dialect
@@ -26,18 +26,53 @@ WriterKind = Literal["thread", "process"]
 
 
 class SQLiteConnection(sqlite3.Connection):
-    """A :class:`sqlite3.Connection` that names its dialect (methods stay sqlite3's own)."""
+    """A :class:`sqlite3.Connection` that names its dialect and, when made with
+    ``tracked=True``, keeps the cursors it makes until :meth:`release` closes them.
+
+    Why: a cursor that ran ``executemany`` holds its cached statement, and freeing the cursor
+    resets that statement. Freed on another thread (an exception's traceback reaching the
+    event loop, a reference cycle collected there) while this connection's own thread runs the
+    same SQL again, the reset lands between two rows of that run, which then fails with
+    "bad parameter or other API misuse". Closing the cursors on the connection's own thread
+    after each write batch and each read leaves nothing for another thread to reset.
+    """
 
     dialect: ClassVar[Dialect] = SQLITE
     lone = False
+    _cursors: list[sqlite3.Cursor] | None = None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        cursor = super().execute(sql, parameters)
+        if self._cursors is not None:
+            self._cursors.append(cursor)
+        return cursor
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        cursor = super().executemany(sql, parameters)
+        if self._cursors is not None:
+            self._cursors.append(cursor)
+        return cursor
+
+    def release(self) -> None:
+        """Close the cursors made since the last release (call on the connection's thread)."""
+        cursors = self._cursors
+        if cursors:
+            self._cursors = []
+            for cursor in cursors:
+                with contextlib.suppress(sqlite3.ProgrammingError):  # the connection closed
+                    cursor.close()
 
     def pipeline(self, *, final: bool = False) -> contextlib.AbstractContextManager[None]:
         """Statements run in process, with no round trip to save."""
         return contextlib.nullcontext()
 
 
-def connect(path: str | Path, *, synchronous: str = "FULL") -> SQLiteConnection:
-    """A connection set up as every convhook connection is: WAL, foreign keys, busy wait."""
+def connect(
+    path: str | Path, *, synchronous: str = "FULL", tracked: bool = False
+) -> SQLiteConnection:
+    """A connection set up as every convhook connection is: WAL, foreign keys, busy wait.
+    ``tracked``: its cursors wait for :meth:`SQLiteConnection.release` (a connection whose
+    cursors may be freed on another thread: the writer's and the readers')."""
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=30, factory=SQLiteConnection
     )
@@ -46,6 +81,8 @@ def connect(path: str | Path, *, synchronous: str = "FULL") -> SQLiteConnection:
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    if tracked:
+        conn._cursors = []
     return conn
 
 
@@ -92,7 +129,7 @@ class SQLiteDatabase(Database):
 
     def connect(self) -> SQLiteConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return connect(self.path, synchronous=self._synchronous)
+        return connect(self.path, synchronous=self._synchronous, tracked=True)
 
     def _migrate(self, conn: SQLiteConnection) -> None:  # type: ignore[override]
         apply_sqlite(conn, self._migrations)
@@ -133,7 +170,7 @@ class SQLiteDatabase(Database):
         return unwatch
 
     async def _watch(self, callback: Callable[[], None], interval: float) -> None:
-        conn = await asyncio.to_thread(self.connect)
+        conn = await asyncio.to_thread(connect, self.path, synchronous=self._synchronous)
         # Read inline on the loop, never waiting for a lock: the read costs microseconds,
         # while a hop to a thread fifty times a second cost the loop more than the read.
         conn.execute("PRAGMA busy_timeout=0")
