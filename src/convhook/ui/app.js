@@ -147,6 +147,20 @@ function dispatch(message) {
 
 // ---- pages ----
 
+// A page reads its data, then follows the stream: messages that arrive while it reads are held
+// and handed to it once it is shown (its read may have been answered before they happened).
+// A page left before it was shown does not take over the handler of the page that replaced it.
+function holdMessages() {
+  const held = [];
+  const holder = (kind, data) => { held.push([kind, data]); };
+  state.onMessage = holder;
+  return (handler) => {
+    if (state.onMessage !== holder) return;
+    state.onMessage = handler;
+    for (const [kind, data] of held) handler(kind, data);
+  };
+}
+
 async function overview() {
   const since = new Date(Date.now() - 5 * 60 * 1000).toISOString();
   const [events, endpoints] = await Promise.all([
@@ -310,19 +324,20 @@ async function events(params) {
     cursor = doc.nextCursor;
     more.hidden = !cursor;
   }
+  const follow = holdMessages();
   await loadPage();
   show("Events", filter,
     recent ? el("p", {}, "Showing the last hour; set “Created after” to see older events.") : "",
     el("table", {}, el("caption", {}, "Events, newest first; new ones appear at the top"),
       el("thead", {}, el("tr", {}, ["Event", "Type", "Subject", "Time"].map((h) => el("th", { scope: "col" }, h)))),
       body), more);
-  state.onMessage = (kind, data) => {
+  follow((kind, data) => {
     if (kind !== "event" || query.get("before")) return;
     if (query.get("eventType") && query.get("eventType") !== data.eventType) return;
     if (query.get("conversationId") && query.get("conversationId") !== data.conversationId) return;
     if (body.querySelector(`[data-event="${CSS.escape(data.eventId)}"]`)) return;
     body.prepend(eventRow({ ...data, payload: data.event && data.event.payload }));
-  };
+  });
 }
 
 function attemptRows(delivery) {
@@ -359,14 +374,18 @@ async function eventDetail(eventId, test) {
     } catch (error) { body = error.message; }
   }
   const deliveriesBox = el("div", { id: "deliveries" });
+  let latest = 0;
   const render = async () => {
+    const mine = ++latest;
     const doc = await api("GET", `/api/v2/events/${encodeURIComponent(eventId)}/deliveries`);
+    if (mine !== latest) return; // a later read is on its way: an earlier answer may be staler
     deliveriesBox.replaceChildren(...(doc.data.length ? doc.data.map((d) => el("section", { "aria-label": `Delivery ${d.id}` },
       el("h3", {}, `${d.id} to `, el("span", { class: "mono" }, d.endpointId), `: ${d.status}`),
       el("table", { "data-delivery": d.id }, el("caption", {}, `Attempts of ${d.id}`),
         el("thead", {}, el("tr", {}, ["Attempt", "Time", "Status", "Latency", ""].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, attemptRows(d))))) : [el("p", {}, "No deliveries yet.")]));
   };
+  const follow = holdMessages();
   await render();
   show(`Event ${eventId}`,
     el("p", {}, el("a", { href: "#events" }, "All events")),
@@ -379,10 +398,10 @@ async function eventDetail(eventId, test) {
     }) }, "Redeliver"),
     deliveriesBox, el("section", { id: "attempt", "aria-live": "polite" }));
   let pending = null;
-  state.onMessage = (kind, data) => {
+  follow((kind, data) => {
     if (kind !== "attempt" || data.eventId !== eventId || pending) return;
     pending = setTimeout(() => { pending = null; render().catch((e) => alertUser(e.message)); }, 100);
-  };
+  });
 }
 
 async function conversations(id) {
@@ -399,6 +418,7 @@ async function conversations(id) {
     state.onMessage = null;
     return;
   }
+  const follow = holdMessages();
   const conversation = await api("GET", `/api/v2/conversations/${encodeURIComponent(id)}`);
   const found = await listAll(`/api/v2/events?limit=500&conversationId=${encodeURIComponent(id)}`, 4);
   const item = (e) => el("li", { "data-event": e.eventId },
@@ -408,11 +428,11 @@ async function conversations(id) {
   show(`Conversation ${id}`, form,
     el("p", {}, `Agent ${conversation.agentId}, status ${conversation.conversationStatus}`),
     el("h2", {}, "Timeline"), list);
-  state.onMessage = (kind, data) => {
+  follow((kind, data) => {
     if (kind === "event" && data.conversationId === id && !list.querySelector(`[data-event="${CSS.escape(data.eventId)}"]`)) {
       list.append(item({ ...data, payload: data.event && data.event.payload }));
     }
-  };
+  });
 }
 
 async function failures() {
