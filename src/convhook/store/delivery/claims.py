@@ -100,6 +100,24 @@ WHERE d.status = 'pending' AND d.next_attempt_at <= :now AND e.enabled = 1{first
 ORDER BY d.next_attempt_at, d.id
 LIMIT :scan
 """
+# Whether an endpoint outside :full has deliveries pending or in flight: the first endpoints
+# in id order, one index seek each, until one is not full. The scans skip full endpoints' rows
+# inside SQLite but still read them: with every endpoint full (one endpoint's backlog, the
+# usual drain) a scan read the whole backlog to find nothing, 2.4 ms a claim at 20,000 due.
+_OPEN = """
+WITH RECURSIVE reached(endpoint_id) AS (
+  SELECT min(endpoint_id) FROM deliveries INDEXED BY deliveries_order
+  WHERE status IN ('pending', 'delivering')
+  UNION ALL
+  SELECT (SELECT min(d.endpoint_id) FROM deliveries AS d INDEXED BY deliveries_order
+          WHERE d.status IN ('pending', 'delivering') AND d.endpoint_id > reached.endpoint_id)
+  FROM reached WHERE reached.endpoint_id IN (SELECT value FROM json_each(:full))
+)
+SELECT 1 FROM reached
+WHERE endpoint_id IS NOT NULL AND endpoint_id NOT IN (SELECT value FROM json_each(:full))
+LIMIT 1
+"""
+
 _SCAN_FIRST = _SCAN.format(index="deliveries_first_due", first=" AND d.attempts = 0")
 _SCAN_RETRIES = _SCAN.format(index="deliveries_retries_due", first=" AND d.attempts > 0")
 
@@ -173,6 +191,9 @@ def _pick(
     if wanted <= 0:
         return after
     full = [ep for ep, n in in_flight.items() if n >= caps[ep].leases]
+    listed = json.dumps(full)
+    if full and conn.execute(_OPEN, {"full": listed}).fetchone() is None:
+        return after  # every endpoint with deliveries waiting is full
     # The first page is sized to the room known to be left (the usual case: the endpoints
     # being sent to). Another page is read only while the endpoints reached still have room,
     # at most _PAGES in all.
@@ -180,7 +201,7 @@ def _pick(
     page = min(wanted, max(_PAGE, room)) if room else wanted
     params = {
         "now": now,
-        "full": json.dumps(full),
+        "full": listed,
         "scan": page,
         "after_at": after[0],
         "after_id": after[1],
