@@ -22,7 +22,7 @@ BEGIN
     -- conversation has nothing earlier pending, skipping endpoints already full by an unlocked
     -- count; their endpoints (and those of the reset rows) are locked in id order, so claimers never deadlock each other (NO KEY
     -- UPDATE does not block the foreign-key checks of new deliveries).
-    WITH RECURSIVE reset AS (
+    WITH reset AS (
         UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL
         WHERE deliveries.id IN (SELECT r.id FROM deliveries AS r
                                 WHERE r.status = 'delivering' AND r.lease_expires_at <= now_ms
@@ -36,28 +36,9 @@ BEGIN
         HAVING count(*) >= lease_factor * CASE WHEN e.rate_limit IS NULL THEN e.max_in_flight
             ELSE GREATEST(1, LEAST(e.max_in_flight, CAST(trunc(e.rate_limit) AS INTEGER))) END
     ),
-    -- The endpoints with deliveries pending or in flight, in id order, one index seek each,
-    -- until one is not saturated: with none, the scans below are not run at all.
-    reached (endpoint_id) AS (
-        (SELECT min(r.endpoint_id) FROM deliveries AS r
-         WHERE r.status IN ('pending', 'delivering'))
-        UNION ALL
-        SELECT (SELECT min(r.endpoint_id) FROM deliveries AS r
-                WHERE r.status IN ('pending', 'delivering')
-                  AND r.endpoint_id > reached.endpoint_id)
-        FROM reached
-        WHERE reached.endpoint_id IN (SELECT s.endpoint_id FROM saturated AS s)
-    ),
-    open AS MATERIALIZED (
-        SELECT reached.endpoint_id FROM reached
-        WHERE reached.endpoint_id IS NOT NULL
-          AND reached.endpoint_id NOT IN (SELECT s.endpoint_id FROM saturated AS s)
-        LIMIT 1
-    ),
     due AS (
         SELECT d.endpoint_id FROM deliveries AS d
         WHERE d.status = 'pending' AND d.attempts > 0 AND d.next_attempt_at <= now_ms
-          AND EXISTS (SELECT 1 FROM open)
           AND d.endpoint_id NOT IN (SELECT s.endpoint_id FROM saturated AS s)
           AND NOT EXISTS (
             SELECT 1 FROM deliveries AS p
@@ -70,7 +51,6 @@ BEGIN
     fresh AS (
         SELECT d.endpoint_id FROM deliveries AS d
         WHERE d.status = 'pending' AND d.attempts = 0 AND d.next_attempt_at <= now_ms
-          AND EXISTS (SELECT 1 FROM open)
           AND d.endpoint_id NOT IN (SELECT s.endpoint_id FROM saturated AS s)
           AND NOT EXISTS (
             SELECT 1 FROM deliveries AS p
