@@ -391,9 +391,14 @@ class FakeStream:
         if self.status != 200:
             body = json.dumps({"error": "the API key is not valid", "problems": []})
             return web.Response(status=self.status, text=body, content_type="application/json")
+        script = self.scripts.pop(0) if self.scripts else [b"HOLD"]
+        if script and script[0].startswith(b"STATUS "):
+            # A connection refused with this status (and the API's error shape).
+            body = json.dumps({"error": "Last-Event-ID: is ahead of this stream", "problems": []})
+            status = int(script[0].split()[1])
+            return web.Response(status=status, text=body, content_type="application/json")
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
-        script = self.scripts.pop(0) if self.scripts else [b"HOLD"]
         for chunk in script:
             if chunk == b"HOLD":
                 await asyncio.sleep(3600)
@@ -516,6 +521,21 @@ async def test_tail_prints_the_stream_in_order_and_resumes_after_a_drop(cli: Cli
     assert "following events and delivery attempts" in running.stderr
     assert "stream lost" in running.stderr
     assert "reconnected" in running.stderr
+
+
+async def test_tail_follows_from_now_when_the_server_no_longer_has_its_last_message(
+    cli: Cli,
+) -> None:
+    """A reconnect refused with 400 (the server's logs end before the last message shown: its
+    database was replaced) is not the end of tail: it says so and follows from now."""
+    first = [sse_message("event", "5.0", EVENT)]
+    again = [sse_message("event", "1.0", {**EVENT, "eventId": "evt_2"}), b"HOLD"]
+    stream = FakeStream([first, [b"STATUS 400"], again], [])
+    async with fake_stream(stream) as url, tail(cli, url) as running:
+        assert (await read_line(running.proc))["eventId"] == EVENT["eventId"]
+        assert (await read_line(running.proc))["eventId"] == "evt_2"
+    assert [last for _, last, _ in stream.requests] == [None, "5.0", None]
+    assert "no message 5.0 any more" in running.stderr
 
 
 async def test_tail_says_why_it_cannot_follow(cli: Cli) -> None:

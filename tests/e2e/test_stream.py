@@ -295,6 +295,29 @@ async def test_malformed_last_event_id_is_refused(tmp_path: Path) -> None:
             assert response.status == 401
 
 
+async def test_a_last_event_id_ahead_of_the_logs_is_refused(tmp_path: Path) -> None:
+    """A Last-Event-ID past the end of either log (a database restored from an older copy)
+    answers 400 naming Last-Event-ID and the stream's last message, instead of waiting in
+    silence until the logs catch up; the position of the last message itself resumes."""
+    async with api_on(str(tmp_path / "c.db")) as api:
+        await api.joined(2)
+        async with api.stream("?since=start") as stream:
+            end = (await stream.take(2))[-1].id
+        seq, attempt = (int(n) for n in end.split("."))
+        for ahead in (f"{seq + 1}.{attempt}", f"{seq}.{attempt + 1}", "99999999.0"):
+            async with api.session.get(
+                f"{api.base}/api/v2/stream", headers={**api.auth(), "Last-Event-ID": ahead}
+            ) as response:
+                assert response.status == 400, ahead
+                doc = await response.json()
+                assert doc["problems"][0]["field"] == "Last-Event-ID"
+                assert f"last message is {end}" in doc["error"]
+        async with api.session.get(
+            f"{api.base}/api/v2/stream", headers={**api.auth(), "Last-Event-ID": end}
+        ) as response:
+            assert response.status == 200
+
+
 async def test_attempts_report_retries_and_the_final_failure(tmp_path: Path) -> None:
     """An attempt answered 500 is a ``retry`` with its number and status code."""
     receiver = Receiver().then(Reply(500))

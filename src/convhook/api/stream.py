@@ -137,6 +137,12 @@ class Hub:
         """Open streams."""
         return len(self._subscribers)
 
+    async def end(self) -> Position:
+        """The position after the last message both logs hold now."""
+        return Position(
+            await self._store.last_event_seq(), await self._deliveries.last_attempt_id()
+        )
+
     async def subscribe(self, wanted: Filter) -> Subscriber:
         """A new subscriber, sent every matching message past the hub's current position."""
         async with self._starting:
@@ -369,7 +375,10 @@ _ID_SCHEMA: dict[str, Any] = {"type": "string", "pattern": POSITION_PATTERN, "ma
             "description": "The stream, until the client or the server closes it.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        400: {"description": "`Last-Event-ID` is not a message id of this stream."},
+        400: {
+            "description": "`Last-Event-ID` is not a message id of this stream, or is past the "
+            "end of its logs (a database restored from an older copy): connect without it."
+        },
     },
 )
 async def stream(
@@ -416,6 +425,20 @@ async def stream(
     elif since == "start":
         after = Position(0, 0)
     hub = hub_of(request)
+    if after is not None:
+        # A position past both logs' ends (a database restored from an older copy, an id of
+        # another server) would wait, silently, until the logs caught up with it.
+        end = await hub.end()
+        if after.seq > end.seq or after.attempt > end.attempt:
+            problem = (
+                f"is ahead of this stream, whose last message is {end}: connect without it "
+                "to follow from now (or with since=start for everything recorded)"
+            )
+            raise ApiError(
+                400,
+                f"Last-Event-ID: {problem}",
+                [FieldProblem("Last-Event-ID", problem)],
+            )
     wanted = Filter(
         workspace.id,
         event_type.value if event_type is not None else None,

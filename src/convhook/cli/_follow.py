@@ -57,6 +57,15 @@ async def _follow(api: Client, params: dict[str, str | None], as_json: bool) -> 
                     api.conn.url + path, params=query, headers=headers, allow_redirects=False
                 ) as r:
                     refuse_redirect(r, api.conn.url)
+                    if r.status == 400 and parser.last_id is not None:
+                        # The server's logs end before the last message shown (its database
+                        # was replaced): nothing to resume, so follow from now.
+                        err.print(
+                            f"[yellow]the server has no message {parser.last_id} any more[/]: "
+                            "following from now"
+                        )
+                        parser.last_id = None
+                        continue
                     if r.status >= 400:
                         problem = describe(r.status, "GET", path, await r.text())
                         if r.status == 404 and not connected_once:

@@ -103,6 +103,12 @@ async function follow() {
       const headers = { "x-api-key": key(), accept: "text/event-stream" };
       if (state.lastId) headers["Last-Event-ID"] = state.lastId;
       const response = await fetch("/api/v2/stream", { headers, signal: controller.signal });
+      if (response.status === 400 && state.lastId) {
+        // The server's logs end before the last message seen (its database was replaced):
+        // nothing to resume, so follow from now.
+        state.lastId = null;
+        continue;
+      }
       if (!response.ok) throw new Error(`stream answered ${response.status}`);
       setLive("Live: connected");
       await readStream(response.body.getReader());
