@@ -24,6 +24,12 @@ SQLITE = Dialect("sqlite", sqlite3.IntegrityError, shared=False)
 
 WriterKind = Literal["thread", "process"]
 
+# How often a watch looks for another process's commit: the wait of an event recorded by one
+# process (the API) before another (the dispatcher) claims it. Measured with bench/peers.py at
+# 200 events/s: 20 ms gave a delivery p99 of 19 ms from storing to arrival, 5 ms 7 ms, with an
+# idle dispatcher at about 1% of a core either way.
+_WATCH_INTERVAL = 0.005
+
 
 class SQLiteConnection(sqlite3.Connection):
     """A :class:`sqlite3.Connection` that names its dialect and, when made with
@@ -156,7 +162,9 @@ class SQLiteDatabase(Database):
         pid: int | None = getattr(self._writer, "pid", None)
         return pid
 
-    def watch(self, channel: str, callback: Callable[[], None], interval: float = 0.02) -> Unwatch:
+    def watch(
+        self, channel: str, callback: Callable[[], None], interval: float = _WATCH_INTERVAL
+    ) -> Unwatch:
         """Call ``callback`` when another connection committed to this file (``PRAGMA
         data_version`` changed), looking every ``interval`` seconds on this event loop."""
         task = asyncio.get_running_loop().create_task(self._watch(callback, interval))
