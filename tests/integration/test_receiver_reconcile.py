@@ -273,6 +273,28 @@ async def test_an_api_that_recovers_fills_the_gap(
     assert (gap.status, gap.missing, gap.filled, gap.attempts) == (GapStatus.FILLED, "2-3", 2, 2)
 
 
+async def test_a_gap_is_named_by_the_sequences_missing(
+    database_url: str, session: aiohttp.ClientSession
+) -> None:
+    """Event 4 arriving while 3 waits for the gap at 2 records a gap of 2 alone: 3 is stored,
+    not missing (the gap's range started at the last handled sequence, naming 2-3)."""
+    conv_id, events = conversation(4)
+    api = ProducerAPI({conv_id: events}, answers=[502, 502])
+    seen = Seen()
+    async with producer_api(api) as api_url:
+        receiver = make(database_url, seen, reconcile_url=api_url, reconcile_key=KEY)
+        async with receiver, serve_app(receiver.asgi_app()) as url:
+            await deliver(session, url, events[0], 1)
+            await eventually(lambda: seen.order.get(conv_id) == [1])
+            await deliver(session, url, events[2], 3)
+            await eventually(lambda: len(api.requests) >= 1)
+            await deliver(session, url, events[3], 4)
+            await eventually(lambda: seen.order.get(conv_id) == [1, 2, 3, 4], 30)
+            gaps = {g.event_id: g for g in await receiver.inbox.gaps()}
+    assert gaps[events[2].event_id].missing == "2"
+    assert gaps[events[3].event_id].missing == "2"
+
+
 async def test_a_long_gap_is_read_page_by_page(
     database_url: str, session: aiohttp.ClientSession
 ) -> None:

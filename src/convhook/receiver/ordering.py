@@ -255,15 +255,23 @@ class Ordering:
         """Record the gap and fill it if the API is configured; a time to look again if the
         API should be asked again later."""
         now = self._clock()
-        first, final = last + 1, sequence - 1
+        # Named by the sequences missing at its ends: events stored next to the last handled
+        # one or next to this one (waiting for a handler or for their turn) are not missing.
+        have = {s for s, _, _ in stored}
+        low, high = last, sequence
+        while low + 1 in have:
+            low += 1
+        while high - 1 in have:
+            high -= 1
+        first, final = low + 1, high - 1
         span = str(first) if first == final else f"{first}-{final}"
         gap = await self.inbox.note_gap(
             Gap(
                 entry.event_id,
                 conversation,
                 GapKind.GAP,
-                last,
-                sequence,
+                low,
+                high,
                 GapStatus.OPEN,
                 None if self.api else "not reconciled: no producer API is configured",
                 0,
@@ -301,8 +309,8 @@ class Ordering:
                         entry.event_id,
                         conversation,
                         GapKind.GAP,
-                        last,
-                        sequence,
+                        low,
+                        high,
                         GapStatus.OPEN,
                         exc.reason,
                         0,
