@@ -531,10 +531,15 @@ async def test_tail_follows_from_now_when_the_server_no_longer_has_its_last_mess
     first = [sse_message("event", "5.0", EVENT)]
     again = [sse_message("event", "1.0", {**EVENT, "eventId": "evt_2"}), b"HOLD"]
     stream = FakeStream([first, [b"STATUS 400"], again], [])
-    async with fake_stream(stream) as url, tail(cli, url) as running:
+    async with fake_stream(stream) as url, tail(cli, url, "--from-start") as running:
         assert (await read_line(running.proc))["eventId"] == EVENT["eventId"]
         assert (await read_line(running.proc))["eventId"] == "evt_2"
-    assert [last for _, last, _ in stream.requests] == [None, "5.0", None]
+    # From now: neither the last id nor --from-start's since=start is sent again.
+    assert [(query, last) for query, last, _ in stream.requests] == [
+        ({"since": "start"}, None),
+        ({"since": "start"}, "5.0"),
+        ({}, None),
+    ]
     assert "no message 5.0 any more" in running.stderr
 
 

@@ -311,11 +311,31 @@ async def test_a_last_event_id_ahead_of_the_logs_is_refused(tmp_path: Path) -> N
                 assert response.status == 400, ahead
                 doc = await response.json()
                 assert doc["problems"][0]["field"] == "Last-Event-ID"
-                assert f"last message is {end}" in doc["error"]
+                assert f"messages end at {end}" in doc["error"]
         async with api.session.get(
             f"{api.base}/api/v2/stream", headers={**api.auth(), "Last-Event-ID": end}
         ) as response:
             assert response.status == 200
+
+
+async def test_a_reconnect_after_its_endpoint_was_deleted_resumes(database_url: str) -> None:
+    """Deleting an endpoint deletes its attempts, the newest possibly: a client whose last
+    message was one of them still resumes (the highest attempt id given out bounds the ids,
+    not the highest one left)."""
+    async with api_on(database_url) as api:
+        endpoint = await api.post("/api/v2/endpoints", {"url": api.hook})
+        async with api.stream() as stream:
+            await api.joined(1)
+            last = (await stream.take(2))[-1]
+        assert last.event == "attempt"
+        async with api.session.delete(
+            f"{api.base}/api/v2/endpoints/{endpoint['id']}", headers=api.auth()
+        ) as response:
+            assert response.status in (200, 204), await response.text()
+        async with api.stream(headers={"Last-Event-ID": last.id}) as back:
+            await api.joined(1)
+            [event] = await back.take(1)
+        assert event.event == "event"
 
 
 async def test_attempts_report_retries_and_the_final_failure(tmp_path: Path) -> None:

@@ -138,9 +138,10 @@ class Hub:
         return len(self._subscribers)
 
     async def end(self) -> Position:
-        """The position after the last message both logs hold now."""
+        """The furthest position a message of this stream can have had so far: the newest
+        event and the highest attempt id given out (attempts of a deleted endpoint go)."""
         return Position(
-            await self._store.last_event_seq(), await self._deliveries.last_attempt_id()
+            await self._store.last_event_seq(), await self._deliveries.attempt_ids_issued()
         )
 
     async def subscribe(self, wanted: Filter) -> Subscriber:
@@ -431,7 +432,7 @@ async def stream(
         end = await hub.end()
         if after.seq > end.seq or after.attempt > end.attempt:
             problem = (
-                f"is ahead of this stream, whose last message is {end}: connect without it "
+                f"is ahead of this stream, whose messages end at {end}: connect without it "
                 "to follow from now (or with since=start for everything recorded)"
             )
             raise ApiError(

@@ -65,6 +65,7 @@ async def _follow(api: Client, params: dict[str, str | None], as_json: bool) -> 
                             "following from now"
                         )
                         parser.last_id = None
+                        query.pop("since", None)  # from now: what was printed stays printed
                         continue
                     if r.status >= 400:
                         problem = describe(r.status, "GET", path, await r.text())

@@ -158,7 +158,8 @@ function dispatch(message) {
 // A page left before it was shown does not take over the handler of the page that replaced it.
 function holdMessages() {
   const held = [];
-  const holder = (kind, data) => { held.push([kind, data]); };
+  // Bounded: a read that never ends must not hold the whole stream.
+  const holder = (kind, data) => { if (held.length < 1000) held.push([kind, data]); };
   state.onMessage = holder;
   return (handler) => {
     if (state.onMessage !== holder) return;
@@ -480,8 +481,11 @@ async function failures() {
 
 // ---- routing ----
 
+let routing = 0;
+
 async function route() {
   if (!key()) return;
+  const mine = ++routing;
   const hash = location.hash.slice(1) || "overview";
   const [path, params] = hash.split("?");
   const [page, id] = path.split("/");
@@ -497,6 +501,8 @@ async function route() {
     await (pages[page] || overview)();
     document.getElementById("view").dataset.page = page;
   } catch (error) {
+    // A page that failed to show follows nothing (its messages were being held for it).
+    if (mine === routing) state.onMessage = null;
     alertUser(String(error.message || error));
   }
 }

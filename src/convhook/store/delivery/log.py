@@ -259,6 +259,18 @@ def last_attempt_id(conn: Connection) -> int:
     return value
 
 
+def attempt_ids_issued(conn: Connection) -> int:
+    """The highest attempt id ever given out, deleted attempts included (an endpoint's
+    deletion removes its attempts, the newest possibly): no stream position can be past it."""
+    sql = (
+        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'attempts'), 0)"
+        if is_sqlite(conn)
+        else "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM attempts_id_seq"
+    )
+    value: int = conn.execute(sql).fetchone()[0]
+    return value
+
+
 @dataclass(frozen=True)
 class StreamAttempt:
     """One attempt with its delivery, its number and whether a later one exists (for the

@@ -216,6 +216,10 @@ class DeliveryStore(Facade):
         """The id of the newest attempt (0 when there is none)."""
         return await self.db.read(log.last_attempt_id)
 
+    async def attempt_ids_issued(self) -> int:
+        """The highest attempt id ever given out, deleted attempts included."""
+        return await self.db.read(log.attempt_ids_issued)
+
     # -- the dispatcher --------------------------------------------------------------------
 
     async def has_due(self, now: int) -> bool:
