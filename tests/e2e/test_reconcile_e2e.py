@@ -8,6 +8,7 @@ first. On SQLite and PostgreSQL (both the producer's database and the inbox)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -118,68 +120,87 @@ def inbox_url(database_url: str, request: pytest.FixtureRequest, tmp_path: Path)
     return str(tmp_path / "inbox.db")
 
 
+@contextlib.asynccontextmanager
+async def _producer(
+    database_url: str, inbox_url: str, tmp_path: Path, hook_port: int
+) -> AsyncIterator[tuple[str, str, aiohttp.ClientSession, dict[str, Any]]]:
+    """A real `convhook serve` on ``database_url`` with an endpoint to ``hook_port``'s
+    /webhook: its API base URL, its key, a session sending the key, and the endpoint."""
+    if database_url.startswith("postgresql://"):
+        # serve checks a PostgreSQL schema; it does not apply it.
+        async with open_database(database_url, "producer", auto_upgrade=True):
+            pass
+        async with open_inbox(inbox_url, auto_upgrade=True):
+            pass
+    api_port = free_port()
+    args = ["serve", "--port", str(api_port), "--db", database_url, "--allow-private-targets"]
+    with cli_process(args, cwd=tmp_path, port=api_port) as serve:
+        found = KEY.search(serve.stderr)
+        assert found, serve.stderr
+        base = f"http://127.0.0.1:{api_port}"
+        async with aiohttp.ClientSession(headers={"x-api-key": found[0]}) as http:
+            hook = f"http://127.0.0.1:{hook_port}/webhook"
+            async with http.post(f"{base}/api/v2/endpoints", json={"url": hook}) as r:
+                assert r.status == 201, await r.text()
+                endpoint = await r.json()
+            yield base, found[0], http, endpoint
+
+
 async def test_a_dropped_delivery_is_filled_from_the_api_before_the_next_handler(
     database_url: str, inbox_url: str, tmp_path: Path
 ) -> None:
     """The handler sees userJoined, userLeft (fetched from the API) and completed in order,
     each once; the inbox records the gap as filled and the fetched event as reconciled."""
-    if database_url.startswith("postgresql://"):
-        async with open_database(database_url, "producer", auto_upgrade=True):
-            pass
-    api_port, hook_port = free_port(), free_port()
+    hook_port = free_port()
     script = tmp_path / "receiver.py"
     script.write_text(textwrap.dedent(RECEIVER))
     seen, attempts = tmp_path / "seen.jsonl", tmp_path / "attempts.jsonl"
-    args = ["serve", "--port", str(api_port), "--db", database_url, "--allow-private-targets"]
-    with cli_process(args, cwd=tmp_path, port=api_port) as serve:
-        key = KEY.search(serve.stderr)
-        assert key, serve.stderr
-        base = f"http://127.0.0.1:{api_port}"
-        async with aiohttp.ClientSession(headers={"x-api-key": key[0]}) as http:
-            hook = f"http://127.0.0.1:{hook_port}/webhook"
-            async with http.post(f"{base}/api/v2/endpoints", json={"url": hook}) as r:
-                assert r.status == 201, await r.text()
-                endpoint = await r.json()
-                secret = endpoint["secret"]
-            argv = [str(script), str(hook_port), secret, inbox_url, base, key[0]]
-            receiver = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *argv,
-                str(seen),
-                str(attempts),
-                cwd=tmp_path,
-                env=os.environ.copy(),
-                stderr=asyncio.subprocess.PIPE,
-            )
-            try:
-                wait_for_port(hook_port)
-                async with http.post(f"{base}/api/v2/conversations", json={"agentId": "a"}) as r:
-                    conv = (await r.json())["id"]
+    async with _producer(database_url, inbox_url, tmp_path, hook_port) as (
+        base,
+        key,
+        http,
+        endpoint,
+    ):
+        secret = endpoint["secret"]
+        argv = [str(script), str(hook_port), secret, inbox_url, base, key]
+        receiver = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *argv,
+            str(seen),
+            str(attempts),
+            cwd=tmp_path,
+            env=os.environ.copy(),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            wait_for_port(hook_port)
+            async with http.post(f"{base}/api/v2/conversations", json={"agentId": "a"}) as r:
+                conv = (await r.json())["id"]
 
-                async def move(action: str) -> None:
-                    async with http.post(f"{base}/api/v2/conversations/{conv}/{action}") as r:
-                        assert r.status == 200, await r.text()
+            async def move(action: str) -> None:
+                async with http.post(f"{base}/api/v2/conversations/{conv}/{action}") as r:
+                    assert r.status == 200, await r.text()
 
-                async def endpoint_to(action: str) -> None:
-                    path = f"{base}/api/v2/endpoints/{endpoint['id']}/{action}"
-                    async with http.post(path) as r:
-                        assert r.status == 200, await r.text()
+            async def endpoint_to(action: str) -> None:
+                path = f"{base}/api/v2/endpoints/{endpoint['id']}/{action}"
+                async with http.post(path) as r:
+                    assert r.status == 200, await r.text()
 
-                await move("join")
-                await _until(seen, lambda lines: len(lines) == 1)
-                # userLeft is recorded while the endpoint is disabled: never delivered.
-                await endpoint_to("disable")
-                await move("leave")
-                await endpoint_to("enable")
-                await move("end")
-                lines = await _until(seen, lambda lines: len(lines) == 3)
-                await asyncio.sleep(0.5)
-                assert _lines(seen) == lines
-                tried = [a for a in _lines(attempts) if a["eventType"].startswith("conv")]
-            finally:
-                receiver.terminate()
-                _, raw = await asyncio.wait_for(receiver.communicate(), 15)
-                errors = raw.decode(errors="replace")
+            await move("join")
+            await _until(seen, lambda lines: len(lines) == 1)
+            # userLeft is recorded while the endpoint is disabled: never delivered.
+            await endpoint_to("disable")
+            await move("leave")
+            await endpoint_to("enable")
+            await move("end")
+            lines = await _until(seen, lambda lines: len(lines) == 3)
+            await asyncio.sleep(0.5)
+            assert _lines(seen) == lines
+            tried = [a for a in _lines(attempts) if a["eventType"].startswith("conv")]
+        finally:
+            receiver.terminate()
+            _, raw = await asyncio.wait_for(receiver.communicate(), 15)
+            errors = raw.decode(errors="replace")
     assert lines == [
         {"eventType": "conversation.userJoined", "sequence": 1, "origin": "delivery"},
         {"eventType": "conversation.userLeft", "sequence": 2, "origin": "reconciled"},
@@ -207,16 +228,7 @@ async def test_a_dropped_delivery_is_filled_from_the_api_before_the_next_handler
 
 
 def _cli_json(args: list[str], cwd: Path) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", "convhook", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(_cli(args, cwd))
 
 
 async def test_convhook_listen_fills_a_gap_with_its_reconcile_options(
@@ -224,50 +236,41 @@ async def test_convhook_listen_fills_a_gap_with_its_reconcile_options(
 ) -> None:
     """`convhook listen --reconcile-api-url/--reconcile-api-key` prints the missed event,
     marked as fetched, before the next one; `inbox gaps` and `inbox list` show the gap."""
-    if database_url.startswith("postgresql://"):
-        async with open_database(database_url, "producer", auto_upgrade=True):
-            pass
-        async with open_inbox(inbox_url, auto_upgrade=True):
-            pass
-    api_port, hook_port = free_port(), free_port()
-    args = ["serve", "--port", str(api_port), "--db", database_url, "--allow-private-targets"]
-    with cli_process(args, cwd=tmp_path, port=api_port) as serve:
-        key = KEY.search(serve.stderr)
-        assert key, serve.stderr
-        base = f"http://127.0.0.1:{api_port}"
-        async with aiohttp.ClientSession(headers={"x-api-key": key[0]}) as http:
-            hook = f"http://127.0.0.1:{hook_port}/webhook"
-            async with http.post(f"{base}/api/v2/endpoints", json={"url": hook}) as r:
-                assert r.status == 201, await r.text()
-                endpoint = await r.json()
-            listen = [
-                "listen",
-                "--port",
-                str(hook_port),
-                "--db",
-                inbox_url,
-                "--secret",
-                endpoint["secret"],
-                "--reconcile-api-url",
-                base,
-                "--reconcile-api-key",
-                key[0],
-            ]
-            with cli_process(listen, cwd=tmp_path, port=hook_port) as receiver:
-                async with http.post(f"{base}/api/v2/conversations", json={"agentId": "a"}) as r:
-                    conv = (await r.json())["id"]
+    hook_port = free_port()
+    async with _producer(database_url, inbox_url, tmp_path, hook_port) as (
+        base,
+        key,
+        http,
+        endpoint,
+    ):
+        listen = [
+            "listen",
+            "--port",
+            str(hook_port),
+            "--db",
+            inbox_url,
+            "--secret",
+            endpoint["secret"],
+            "--reconcile-api-url",
+            base,
+            "--reconcile-api-key",
+            key,
+        ]
+        with cli_process(listen, cwd=tmp_path, port=hook_port) as receiver:
+            async with http.post(f"{base}/api/v2/conversations", json={"agentId": "a"}) as r:
+                conv = (await r.json())["id"]
 
-                async def post(path: str) -> None:
-                    async with http.post(f"{base}/api/v2/{path}") as r:
-                        assert r.status == 200, await r.text()
+            async def post(path: str) -> None:
+                async with http.post(f"{base}/api/v2/{path}") as r:
+                    assert r.status == 200, await r.text()
 
-                await post(f"conversations/{conv}/join")
-                await _printed(receiver, 1)
-                await post(f"endpoints/{endpoint['id']}/disable")
-                await post(f"conversations/{conv}/leave")
-                await post(f"endpoints/{endpoint['id']}/enable")
-                await post(f"conversations/{conv}/end")
-                printed = await _printed(receiver, 3)
+            await post(f"conversations/{conv}/join")
+            await _printed(receiver, 1)
+            await post(f"endpoints/{endpoint['id']}/disable")
+            await post(f"conversations/{conv}/leave")
+            await post(f"endpoints/{endpoint['id']}/enable")
+            await post(f"conversations/{conv}/end")
+            printed = await _printed(receiver, 3)
     assert [line.split()[1] for line in printed] == [
         "conversation.userJoined",
         "conversation.userLeft",
