@@ -1,4 +1,4 @@
-"""The SQLite writer process: the dispatcher's claims and records in a child with its own GIL."""
+"""The writer process: the dispatcher's claims and records in a child with its own GIL."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from convhook.store import open_database
 from convhook.store.delivery import Claim, Result, claims, endpoints, log
 from convhook.store.delivery.store import record_then_claim
 from convhook.store.engine.database import Database
-from convhook.store.engine.groupcommit import GroupCommit
+from convhook.store.engine.groupcommit import GroupCommit, Link
 from convhook.store.engine.operations import LENGTH, operation
 from convhook.store.engine.sqlite import SQLiteDatabase, connect
 from convhook.store.engine.writer_child import run_batch
@@ -143,8 +143,8 @@ class _borrowed:
 
 
 def test_the_dispatcher_command_chooses_the_writer(pg_url: str, tmp_path: Path) -> None:
-    """``convhook dispatcher`` puts SQLite's writer in a child process unless told not to;
-    PostgreSQL has no such writer and ignores the option."""
+    """``convhook dispatcher`` puts the writer in a child process unless told not to, on
+    either engine."""
     from convhook.cli.dispatcher import _database
     from convhook.store.engine.postgres import PostgresDatabase
 
@@ -157,13 +157,16 @@ def test_the_dispatcher_command_chooses_the_writer(pg_url: str, tmp_path: Path) 
     assert chosen.writer == "thread"
     chosen = _database(DatabaseURL.parse(pg_url), synchronous="FULL", writer_process=True)
     assert isinstance(chosen, PostgresDatabase)
+    assert chosen.writer == "process"
+    chosen = _database(DatabaseURL.parse(pg_url), synchronous="FULL", writer_process=False)
+    assert chosen.writer == "thread"
 
 
 async def test_killed_child_fails_its_requests_and_is_restarted(db: Database) -> None:
     """A request in flight when the child dies fails with StoreError; the next request starts
     a new child and succeeds."""
     assert isinstance(db, SQLiteDatabase)
-    writer = WriterProcess(db.path, synchronous="NORMAL")
+    writer = WriterProcess(db.child_target(), name=db.name)
     with pytest.raises(ClosedError, match="start"):
         await writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10)
     await writer.start()
@@ -176,7 +179,7 @@ async def test_killed_child_fails_its_requests_and_is_restarted(db: Database) ->
         await asyncio.sleep(0.1)
         assert not pending.done()
         os.kill(first, signal.SIGKILL)
-        with pytest.raises(StoreError, match="writer process exited"):
+        with pytest.raises(StoreError, match=r"writer process .*exited"):
             await pending
         assert await writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10) == []
         assert writer.pid not in (None, first)
@@ -203,7 +206,7 @@ async def test_close_during_a_restart_stops_the_new_child(db: Database) -> None:
     """Closing while a call restarts the child fails that call with ClosedError and stops the
     new child at once instead of leaving it to a kill after the stop timeout."""
     assert isinstance(db, SQLiteDatabase)
-    writer = WriterProcess(db.path, synchronous="NORMAL")
+    writer = WriterProcess(db.child_target(), name=db.name)
     await writer.start()
     await _kill_child(writer)
     call = asyncio.ensure_future(writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10))
@@ -241,7 +244,7 @@ async def test_child_ignores_sigterm_until_the_parent_closes(db: Database) -> No
     """SIGTERM sent to the whole process group leaves the child serving, so the parent's
     last records still commit; closing the socket stops it."""
     assert isinstance(db, SQLiteDatabase)
-    writer = WriterProcess(db.path, synchronous="NORMAL")
+    writer = WriterProcess(db.child_target(), name=db.name)
     await writer.start()
     child = writer.pid
     assert child is not None
@@ -281,7 +284,7 @@ async def test_an_unknown_name_sent_to_the_child_answers_an_error(
             msgspec.msgpack.encode((2, "os:getcwd", ())),
             ok,
         ]
-        replies = run_batch(_commit(db_path), conn, frames)
+        replies = run_batch(Link(_commit(db_path), lambda: conn, conn), frames)
     finally:
         conn.close()
     assert [r[:2] for r in replies] == [(1, False), (2, False), (3, True)]
@@ -300,7 +303,7 @@ async def test_post_answers_through_its_callback(db: Database) -> None:
     """post() writes the request at once and calls back with the committed result; before
     start() and after the child died it still answers: ClosedError, or a restarted child."""
     assert isinstance(db, SQLiteDatabase)
-    writer = WriterProcess(db.path, synchronous="NORMAL")
+    writer = WriterProcess(db.child_target(), name=db.name)
 
     async def post(op: Any, *args: Any) -> tuple[bool, Any]:
         answer: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
@@ -337,7 +340,8 @@ async def test_batch_rolls_back_a_failing_request_alone(db: Database, db_path: P
     conn = connect(db_path)
     try:
         replies = run_batch(
-            _commit(db_path), conn, [new(1, "ep_a"), new(2, "ep_a"), new(3, "ep_c")]
+            Link(_commit(db_path), lambda: conn, conn),
+            [new(1, "ep_a"), new(2, "ep_a"), new(3, "ep_c")],
         )
     finally:
         conn.close()
@@ -385,7 +389,7 @@ async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
         """Stands in for the child's socket: the reply is fed to the parent's protocol."""
 
         def __init__(self) -> None:
-            self.replies = _Replies()
+            self.replies = _Replies("test.db")
             self.sent: list[tuple[Any, Any]] = []
 
         takes_late = False
@@ -442,7 +446,7 @@ async def test_inbox_child_killed_mid_batch_loses_nothing_committed(tmp_path: Pa
         pending = asyncio.ensure_future(inbox.add(_received(2)))
         await asyncio.sleep(0.1)
         os.kill(child, signal.SIGKILL)
-        with pytest.raises(StoreError, match="writer process exited"):
+        with pytest.raises(StoreError, match=r"writer process .*exited"):
             await pending
         assert await inbox.get("evt_2") is None
         assert await inbox.add(_received(2)) is True
@@ -453,7 +457,7 @@ async def test_inbox_child_killed_mid_batch_loses_nothing_committed(tmp_path: Pa
 
 class _writer:
     def __init__(self, db: SQLiteDatabase) -> None:
-        self.writer = WriterProcess(db.path, synchronous="NORMAL")
+        self.writer = WriterProcess(db.child_target(), name=db.name)
 
     async def __aenter__(self) -> WriterProcess:
         await self.writer.start()

@@ -9,7 +9,7 @@ from convhook.store.engine.migrations import load
 from convhook.store.engine.url import DatabaseURL
 
 if TYPE_CHECKING:
-    from convhook.store.engine.sqlite import WriterKind
+    from convhook.store.engine.database import WriterKind
 
 __all__ = ["Database", "DatabaseURL", "open_database"]
 
@@ -26,14 +26,14 @@ def open_database(
 
     SQLite files are created and upgraded on open; PostgreSQL schemas are upgraded only with
     ``auto_upgrade`` (``convhook db upgrade``) and otherwise checked. ``writer="process"``
-    commits a SQLite file's writes in a child process (PostgreSQL's writer is a thread).
+    commits the writes in a child process.
     """
     target = url if isinstance(url, DatabaseURL) else DatabaseURL.parse(url)
     if target.engine == "postgres":
         from convhook.store.engine.postgres import PostgresDatabase
 
         return PostgresDatabase(
-            target.target, load("postgres", component), auto_upgrade=auto_upgrade
+            target.target, load("postgres", component), auto_upgrade=auto_upgrade, writer=writer
         )
     from convhook.store.engine.sqlite import SQLiteDatabase
 

@@ -4,8 +4,8 @@ Every write is an operation ``op(conn, *args)``: a module-level function of a co
 plain arguments, run by :meth:`Database.write`. The writer takes every write that is waiting,
 runs them in one transaction (:mod:`.groupcommit`) and only then answers, so an awaited write
 means "committed". Where the writer runs is a setting of the database, chosen when it is
-opened: a thread of this process (every engine), or for SQLite a child process with a GIL of
-its own (:mod:`.writer_process`). Reads run on a small pool of threads with their own
+opened: a thread of this process, or a child process with a GIL of its own
+(:mod:`.writer_process`). Reads run on a small pool of threads with their own
 connections and see committed data only.
 """
 
@@ -19,17 +19,18 @@ import threading
 from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar, TypeVarTuple
+from typing import Any, Literal, Protocol, TypeVar, TypeVarTuple
 
-from convhook.errors import ClosedError, StoreError
+from convhook.errors import ClosedError, ConfigError, StoreError
 from convhook.store.engine.connection import Connection, Dialect
-from convhook.store.engine.groupcommit import GroupCommit, Job, Resolve, fail
+from convhook.store.engine.groupcommit import GroupCommit, Job, Link, Resolve
 from convhook.store.engine.resource import Resource
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 Unwatch = Callable[[], None]
 """Stops a :meth:`Database.watch`."""
+WriterKind = Literal["thread", "process"]
 
 _STOP = object()
 
@@ -56,11 +57,22 @@ class Writer(Protocol):
 
 
 class Database(Resource):
-    """A database with one group-committing writer and a pool of reader threads."""
+    """A database with one group-committing writer and a pool of reader threads.
+
+    ``writer="process"`` runs the writes in a child process with a GIL of its own (see
+    :mod:`.writer_process`): for a process whose event loop is busy (``convhook listen``,
+    ``convhook dispatcher``), whose writes would otherwise wait for the GIL. Every write
+    must then be an operation whose arguments and result msgspec can encode.
+    """
 
     dialect: Dialect
 
-    def __init__(self, *, max_batch: int = 1024, readers: int = 4) -> None:
+    def __init__(
+        self, *, max_batch: int = 1024, readers: int = 4, writer: WriterKind = "thread"
+    ) -> None:
+        if writer not in ("thread", "process"):
+            raise ConfigError(f"writer must be 'thread' or 'process', got {writer!r}")
+        self.writer = writer
         self._max_batch = max_batch
         self._readers = readers
         self._writer: Writer | None = None
@@ -86,9 +98,28 @@ class Database(Resource):
     def group_commit(self) -> GroupCommit:
         """How this engine runs a batch of writes."""
 
+    @abstractmethod
+    def child_target(self) -> tuple[str, str, str]:
+        """How the writer process opens this database: the engine's name, where the data
+        is and the engine's one setting (see :mod:`.writer_child`)."""
+
     async def _start_writer(self, conn: Connection) -> Writer:
         """Start the writer with the (migrated) connection ``conn``."""
-        return WriterThread(self, conn, self._max_batch)
+        if self.writer == "thread":
+            return WriterThread(self, conn, self._max_batch)
+        from convhook.store.engine.writer_process import WriterProcess
+
+        # The migrations ran on this connection; the child opens its own.
+        conn.close()
+        process = WriterProcess(self.child_target(), name=self.name)
+        await process.start()
+        return process
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id, while one runs (``writer="process"``)."""
+        pid: int | None = getattr(self._writer, "pid", None)
+        return pid
 
     @property
     def is_open(self) -> bool:
@@ -247,17 +278,14 @@ class WriterThread:
     """The writer on a thread of this process: takes every write waiting, commits them as one."""
 
     def __init__(self, db: Database, conn: Connection, max_batch: int) -> None:
-        self._db = db
         self._max_batch = max_batch
         self.batches = 0
         self.writes = 0
-        self._commit = db.group_commit()
+        self._link = Link(db.group_commit(), db.connect, conn)
         self._queue: queue.SimpleQueue[tuple[Job, asyncio.AbstractEventLoop] | object] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(
-            target=self._run, args=(conn,), name=f"db-writer:{db.name}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"db-writer:{db.name}", daemon=True)
         self._thread.start()
 
     takes_late = True
@@ -275,7 +303,7 @@ class WriterThread:
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
 
-    def _run(self, conn: Connection | None) -> None:
+    def _run(self) -> None:
         limit = self._max_batch
         try:
             while True:
@@ -293,28 +321,14 @@ class WriterThread:
                         stop = True
                         break
                     batch.append(item)  # type: ignore[arg-type]
-                conn = self._batch(conn, batch)
+                self._batch(batch)
                 if stop:
                     return
         finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            self._link.close()
 
-    def _batch(
-        self, conn: Connection | None, batch: list[tuple[Job, asyncio.AbstractEventLoop]]
-    ) -> Connection | None:
-        """Run one batch; return the connection for the next (None after a disconnect)."""
-        jobs = [job for job, _ in batch]
-        if conn is None:
-            try:
-                conn = self._db.connect()
-            except self._commit.driver_error as exc:
-                failure = StoreError(f"cannot reconnect to {self._db.name}: {exc}; retry")
-                failure.__cause__ = exc
-                fail(jobs, failure)
-        if conn is not None and not self._commit.run(conn, jobs):
-            conn = None
+    def _batch(self, batch: list[tuple[Job, asyncio.AbstractEventLoop]]) -> None:
+        self._link.run([job for job, _ in batch])
         self.batches += 1
         self.writes += len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
@@ -324,7 +338,6 @@ class WriterThread:
             # A closed loop means nobody is waiting for these results any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve_all, done)
-        return conn
 
 
 def _resolve_all(jobs: list[Job]) -> None:

@@ -1,7 +1,7 @@
 """The group commit: many writes, one transaction, one fsync.
 
 Both writers run their batches here: the writer thread of a
-:class:`~convhook.store.engine.database.Database` and the SQLite writer process
+:class:`~convhook.store.engine.database.Database` and the writer process
 (:mod:`convhook.store.engine.writer_process`). Each write runs in its own SAVEPOINT, so one that
 raises is rolled back alone while the others commit; the callers hear of their writes only
 after the COMMIT, so an answered write means "committed".
@@ -136,6 +136,37 @@ class GroupCommit:
             err.__cause__ = exc
             return err
         return exc
+
+
+class Link:
+    """A writer's connection: runs each batch on it with ``commit``, and opens a new one for
+    the next batch after a lost connection (until then, that batch fails as retryable)."""
+
+    def __init__(
+        self, commit: GroupCommit, connect: Callable[[], Connection], conn: Connection | None
+    ) -> None:
+        self.commit = commit
+        self._connect = connect
+        self.conn = conn
+
+    def run(self, batch: Sequence[Job]) -> None:
+        """Run ``batch`` in one transaction; each job's outcome is set."""
+        if self.conn is None:
+            try:
+                self.conn = self._connect()
+            except self.commit.driver_error as exc:
+                failure = StoreError(f"cannot reconnect to {self.commit.name}: {exc}; retry")
+                failure.__cause__ = exc
+                fail(batch, failure)
+                return
+        if not self.commit.run(self.conn, batch):
+            self.conn = None
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 def fail(batch: Sequence[Job], failure: BaseException) -> None:

@@ -1,10 +1,11 @@
-"""How a write crosses to the SQLite writer process: an operation's name and typed codecs.
+"""How a write crosses to the writer process: an operation's name and typed codecs.
 
 A write is ``op(conn, *args)``, a module-level function under ``convhook.store``. It travels
 as ``module:qualname`` with its arguments encoded by msgspec (msgpack), and the other side
 decodes the arguments and the result as the operation's type hints say, so structs, tuples
 and enums arrive as they left. Frames on the socket are a 4-byte little-endian length and a
 msgpack array: ``[seq, name, args]`` to the child, ``[seq, ok, result or message]`` back.
+The first frame to the child is ``[0, engine, where, setting]``: the database to open.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ LENGTH = struct.Struct("<I")
 # Only the store's own operations run in the child.
 _OPS_PACKAGE = "convhook.store."
 REQUEST = msgspec.msgpack.Decoder(tuple[int, str, msgspec.Raw])
+OPEN = msgspec.msgpack.Decoder(tuple[int, str, str, str])
 REPLY = msgspec.msgpack.Decoder(tuple[int, bool, msgspec.Raw])
 MESSAGE = msgspec.msgpack.Decoder(str)
 
@@ -43,7 +45,7 @@ def operation(op: Callable[..., Any]) -> Operation:
     module, qualname = getattr(op, "__module__", ""), getattr(op, "__qualname__", "")
     if not module.startswith(_OPS_PACKAGE) or "<" in qualname or "." in qualname:
         raise TypeError(
-            f"{module}.{qualname} cannot run in the SQLite writer process: a write there must "
+            f"{module}.{qualname} cannot run in the writer process: a write there must "
             f"be a module-level function under {_OPS_PACKAGE.rstrip('.')}"
         )
     hints = typing.get_type_hints(op)

@@ -24,7 +24,7 @@ from psycopg import sql as pgsql
 
 from convhook.errors import SchemaVersionError
 from convhook.store.engine.connection import Cursor, Dialect
-from convhook.store.engine.database import Database, Unwatch
+from convhook.store.engine.database import Database, Unwatch, WriterKind
 from convhook.store.engine.groupcommit import GroupCommit
 from convhook.store.engine.migrations import Migration, latest, record_version
 
@@ -207,10 +207,22 @@ def redact(dsn: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
 
 
+def connect(dsn: str, connect_timeout: float = 10.0) -> PgConnection:
+    """A connection as every convhook connection is made (autocommit: transactions are
+    begun explicitly, and a read-only statement outside one holds no snapshot)."""
+    return PgConnection(psycopg.connect(dsn, autocommit=True, connect_timeout=int(connect_timeout)))
+
+
+def group_commit(dsn: str) -> GroupCommit:
+    """How batches of writes run on PostgreSQL."""
+    return GroupCommit(redact(dsn), "BEGIN", psycopg.Error, _is_disconnect)
+
+
 class PostgresDatabase(Database):
     """A PostgreSQL database. The schema is never changed on open: run
     ``convhook db upgrade`` (many processes must not race to migrate); a schema older or newer
-    than this code is refused with that advice."""
+    than this code is refused with that advice. ``writer``: see
+    :class:`~convhook.store.engine.database.Database`."""
 
     dialect = POSTGRES
 
@@ -223,8 +235,9 @@ class PostgresDatabase(Database):
         readers: int = 4,
         auto_upgrade: bool = False,
         connect_timeout: float = 10.0,
+        writer: WriterKind = "thread",
     ) -> None:
-        super().__init__(max_batch=max_batch, readers=readers)
+        super().__init__(max_batch=max_batch, readers=readers, writer=writer)
         self.dsn = dsn
         self._migrations = migrations or []
         self._auto_upgrade = auto_upgrade
@@ -236,8 +249,7 @@ class PostgresDatabase(Database):
         return redact(self.dsn)
 
     def connect(self) -> PgConnection:
-        raw = psycopg.connect(self.dsn, autocommit=True, connect_timeout=int(self._connect_timeout))
-        return PgConnection(raw)
+        return connect(self.dsn, self._connect_timeout)
 
     def _migrate(self, conn: PgConnection) -> None:  # type: ignore[override]
         if self._auto_upgrade:
@@ -246,7 +258,11 @@ class PostgresDatabase(Database):
             check_postgres(conn, self._migrations, self.name)
 
     def group_commit(self) -> GroupCommit:
-        return GroupCommit(self.name, "BEGIN", psycopg.Error, _is_disconnect)
+        return group_commit(self.dsn)
+
+    def child_target(self) -> tuple[str, str, str]:
+        # The DSN travels over the child's socket, not its command line: it may hold a password.
+        return ("postgres", self.dsn, str(self._connect_timeout))
 
     def watch(self, channel: str, callback: Callable[[], None]) -> Unwatch:
         """Call ``callback`` (from a thread) whenever ``NOTIFY channel`` arrives; reconnects

@@ -12,17 +12,14 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from convhook.errors import ConfigError
 from convhook.store.engine.connection import Dialect
-from convhook.store.engine.database import Database, Unwatch, Writer
+from convhook.store.engine.database import Database, Unwatch, WriterKind
 from convhook.store.engine.groupcommit import GroupCommit
 from convhook.store.engine.migrations import Migration, apply_sqlite
 
 SQLITE = Dialect("sqlite", sqlite3.IntegrityError, shared=False)
-
-WriterKind = Literal["thread", "process"]
 
 # How often a watch looks for another process's commit: the wait of an event recorded by one
 # process (the API) before another (the dispatcher) claims it. Measured with bench/peers.py at
@@ -92,15 +89,18 @@ def connect(
     return conn
 
 
+def group_commit(path: str | Path) -> GroupCommit:
+    """How batches of writes run on SQLite."""
+    # IMMEDIATE takes the write lock up front, so a batch never fails half-way on SQLITE_BUSY
+    # when another process writes to the same file.
+    return GroupCommit(str(path), "BEGIN IMMEDIATE", sqlite3.Error)
+
+
 class SQLiteDatabase(Database):
     """One SQLite file. ``synchronous="FULL"`` (the default) makes every commit durable
     against power loss, ``"NORMAL"`` against a crash of the process only. The schema is
     created or upgraded on open: an embedded database has no separate operator step.
-
-    ``writer="process"`` runs the writes in a child process with a GIL of its own (see
-    :mod:`.writer_process`): for a process whose event loop is busy (``convhook listen``,
-    ``convhook dispatcher``), whose writes would otherwise wait for the GIL. Every write
-    must then be an operation whose arguments and result msgspec can encode.
+    ``writer``: see :class:`~convhook.store.engine.database.Database`.
     """
 
     dialect = SQLITE
@@ -115,11 +115,8 @@ class SQLiteDatabase(Database):
         max_batch: int = 1024,
         readers: int = 4,
     ) -> None:
-        super().__init__(max_batch=max_batch, readers=readers)
-        if writer not in ("thread", "process"):
-            raise ConfigError(f"writer must be 'thread' or 'process', got {writer!r}")
+        super().__init__(max_batch=max_batch, readers=readers, writer=writer)
         self.path = Path(path)
-        self.writer = writer
         self._migrations = migrations or []
         self._synchronous = synchronous
         self._watching: list[asyncio.Task[None]] = []
@@ -141,26 +138,10 @@ class SQLiteDatabase(Database):
         apply_sqlite(conn, self._migrations)
 
     def group_commit(self) -> GroupCommit:
-        # IMMEDIATE takes the write lock up front, so a batch never fails half-way on
-        # SQLITE_BUSY when another process writes to the same file.
-        return GroupCommit(self.name, "BEGIN IMMEDIATE", sqlite3.Error)
+        return group_commit(self.name)
 
-    async def _start_writer(self, conn: SQLiteConnection) -> Writer:  # type: ignore[override]
-        if self.writer == "thread":
-            return await super()._start_writer(conn)
-        from convhook.store.engine.writer_process import WriterProcess
-
-        # The migrations ran on this connection; the child opens its own.
-        conn.close()
-        process = WriterProcess(self.path, synchronous=self._synchronous)
-        await process.start()
-        return process
-
-    @property
-    def writer_pid(self) -> int | None:
-        """The writer process's id, while one runs (``writer="process"``)."""
-        pid: int | None = getattr(self._writer, "pid", None)
-        return pid
+    def child_target(self) -> tuple[str, str, str]:
+        return ("sqlite", str(self.path), self._synchronous)
 
     def watch(
         self, channel: str, callback: Callable[[], None], interval: float = _WATCH_INTERVAL

@@ -1,10 +1,11 @@
-"""A SQLite writer in a child process: group commit without sharing the GIL.
+"""A database's writer in a child process: group commit without sharing the GIL.
 
-Python's sqlite3 module lets go of the GIL around every statement step and must take it back
-after each one. A writer thread beside a busy event loop therefore spends its batches waiting
-for the GIL, and makes the loop wait in turn; with the dispatcher's writes on a thread, about
-a third of the process's CPU went to that contention. A child process has a GIL of its own.
-:class:`~convhook.store.engine.sqlite.SQLiteDatabase` runs its writer here with
+A writer thread beside a busy event loop spends its batches waiting for the GIL, and makes
+the loop wait in turn: Python's sqlite3 module lets go of the GIL around every statement step
+and must take it back after each one, and psycopg builds and reads every statement's messages
+in Python. With the dispatcher's writes on a thread, about a third of the process's CPU went
+to that contention on SQLite. A child process has a GIL of its own. A
+:class:`~convhook.store.engine.database.Database` runs its writer here with
 ``writer="process"``.
 
 The parent sends each write as an operation (:mod:`.operations`: its name and its arguments,
@@ -28,7 +29,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
 import msgspec
@@ -48,11 +48,13 @@ _CHILD = "convhook.store.engine.writer_child"
 
 
 class WriterProcess:
-    """The writer of the SQLite file at ``path``, in a child process."""
+    """The writer of a database, in a child process. ``target`` is how the child opens it
+    (:meth:`~convhook.store.engine.database.Database.child_target`), ``name`` the database in
+    messages (never a password)."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
-        self.path = Path(path)
-        self.synchronous = synchronous
+    def __init__(self, target: tuple[str, str, str], *, name: str) -> None:
+        self.target = target
+        self.name = name
         self._proc: asyncio.subprocess.Process | None = None
         self._protocol: _Replies | None = None
         self._seq = 0
@@ -103,8 +105,6 @@ class WriterProcess:
                 "-P",
                 "-m",
                 _CHILD,
-                str(self.path),
-                self.synchronous,
                 str(child.fileno()),
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -114,25 +114,34 @@ class WriterProcess:
             )
         except OSError as exc:
             parent.close()
-            raise StoreError(f"cannot start the SQLite writer process: {exc}") from exc
+            raise StoreError(f"cannot start the writer process of {self.name}: {exc}") from exc
         finally:
             child.close()
-        protocol = _Replies()
-        # The child answers request 0 once its connection is open: a file it cannot open
-        # fails here, not on the first write. Expected before connecting, so the answer
-        # cannot arrive before anyone waits for it.
-        ready = protocol.expect(0)
+        protocol = _Replies(self.name)
         await asyncio.get_running_loop().create_connection(lambda: protocol, sock=parent)
+        # The first frame names the database; the child answers it once its connection is
+        # open, so a database it cannot open fails here, not on the first write.
+        ready = protocol.expect(0)
+        frame = self._encode((0, *self.target))
+        protocol.write(LENGTH.pack(len(frame)) + frame)
+        try:
+            await ready
+        except BaseException:
+            protocol.close()
+            raise
         self._protocol = protocol
-        await ready
 
     async def call(self, op: Callable[..., Any], *args: Any) -> Any:
         """Run ``op(conn, *args)`` in the child's next transaction; return once committed."""
         if not self._open:
-            raise ClosedError("the SQLite writer process is not started: call start() first")
+            raise ClosedError(
+                f"the writer process of {self.name} is not started: call start() first"
+            )
         await self._ensure_child()
         if self._protocol is None or not self._open:
-            raise ClosedError("the SQLite writer process was closed while this write waited")
+            raise ClosedError(
+                f"the writer process of {self.name} was closed while this write waited"
+            )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._send(self._protocol, op, args, functools.partial(settle, future))
         return await future
@@ -210,7 +219,8 @@ _READY = Operation("ready", msgspec.msgpack.Decoder(), msgspec.msgpack.Decoder()
 class _Replies(asyncio.Protocol):
     """The parent's end: writes requests, resolves each one from its reply."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.lost = False
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
@@ -224,14 +234,17 @@ class _Replies(asyncio.Protocol):
     def expect(self, seq: int) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.lost:
-            future.set_exception(StoreError("the SQLite writer process exited at start"))
+            future.set_exception(StoreError(f"the writer process of {self.name} exited at start"))
         else:
             self._waiting[seq] = (_READY, functools.partial(settle, future))
         return future
 
     def send(self, seq: int, frame: bytes, spec: Operation, resolve: Resolve) -> None:
-        assert self._transport is not None
         self._waiting[seq] = (spec, resolve)
+        self.write(frame)
+
+    def write(self, frame: bytes) -> None:
+        assert self._transport is not None
         self._transport.write(frame)
 
     def data_received(self, data: bytes) -> None:
@@ -268,8 +281,8 @@ class _Replies(asyncio.Protocol):
             resolve(
                 False,
                 StoreError(
-                    "the SQLite writer process exited before answering; its last batch "
-                    "may not have committed (it is started again on the next write)"
+                    f"the writer process of {self.name} exited before answering; its last "
+                    "batch may not have committed (it is started again on the next write)"
                 ),
             )
         if self._idle is not None:

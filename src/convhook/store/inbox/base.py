@@ -39,7 +39,7 @@ class HandlerStatus(StrEnum):
     """A handler still failed after the last attempt; ``convhook inbox replay`` retries it."""
 
 
-# Structs, so they cross to a SQLite writer process as they are (array_like: encoded as
+# Structs, so they cross to a writer process as they are (array_like: encoded as
 # arrays, without field names); not frozen, as one is built per accepted request.
 class Received(msgspec.Struct, array_like=True):
     """One accepted request, as the hot path stores it (treat it as read-only)."""

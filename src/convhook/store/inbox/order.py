@@ -2,7 +2,7 @@
 has been handled, its stored events between two sequences, and the gaps found.
 
 Like :mod:`convhook.store.inbox.ops`, each is a module-level function of a connection and
-plain arguments, so the writes also run in a SQLite writer process.
+plain arguments, so the writes also run in a writer process.
 """
 
 from __future__ import annotations

@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from convhook.store.engine.batcher import Batcher
-from convhook.store.engine.database import Database
+from convhook.store.engine.database import Database, WriterKind
 from convhook.store.engine.migrations import load
-from convhook.store.engine.sqlite import WriterKind
 from convhook.store.engine.url import DatabaseURL
 from convhook.store.inbox import ops, order
 from convhook.store.inbox.base import (
@@ -165,7 +164,7 @@ class SQLiteInbox(DatabaseInbox):
     """The inbox in a SQLite file (WAL, group commit, ``synchronous=FULL`` by default); one
     receiving process per file (``convhook inbox`` commands may use it at the same time).
     ``writer="process"`` commits in a child process (see
-    :class:`~convhook.store.engine.sqlite.SQLiteDatabase`)."""
+    :class:`~convhook.store.engine.database.Database`)."""
 
     def __init__(
         self, path: str | Path, *, synchronous: str = "FULL", writer: WriterKind = "thread"
@@ -187,12 +186,16 @@ class PostgresInbox(DatabaseInbox):
     --component inbox`` first (or pass ``auto_upgrade=True``, e.g. in tests).
     """
 
-    def __init__(self, dsn: str, *, auto_upgrade: bool = False) -> None:
+    def __init__(
+        self, dsn: str, *, auto_upgrade: bool = False, writer: WriterKind = "thread"
+    ) -> None:
         from convhook.store.engine.postgres import PostgresDatabase
 
         self.dsn = dsn
         super().__init__(
-            PostgresDatabase(dsn, load("postgres", "inbox"), auto_upgrade=auto_upgrade)
+            PostgresDatabase(
+                dsn, load("postgres", "inbox"), auto_upgrade=auto_upgrade, writer=writer
+            )
         )
 
 
@@ -200,8 +203,8 @@ def open_inbox(
     url: str | Path, *, auto_upgrade: bool = False, writer: WriterKind = "thread"
 ) -> DatabaseInbox:
     """A (not yet opened) inbox at a SQLite path, ``sqlite:///path`` or ``postgresql://`` URL;
-    ``writer`` applies to SQLite only (PostgreSQL's writer is always a thread)."""
+    ``writer="process"`` commits in a child process."""
     target = DatabaseURL.parse(str(url))
     if target.engine == "postgres":
-        return PostgresInbox(target.target, auto_upgrade=auto_upgrade)
+        return PostgresInbox(target.target, auto_upgrade=auto_upgrade, writer=writer)
     return SQLiteInbox(target.target, writer=writer)
