@@ -75,7 +75,7 @@ class DeliveryStore(Facade):
         """Call ``callback`` (from any thread) when another process may have queued
         deliveries, until the returned function is called; None if this engine cannot tell
         (then poll)."""
-        return self.db.watch(CHANNEL, callback)
+        return self.db.watch(CHANNEL, callback, table="deliveries")
 
     # -- endpoints -----------------------------------------------------------------------
 

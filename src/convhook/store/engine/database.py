@@ -42,6 +42,10 @@ class Writer(Protocol):
     """Whether the writer runs in this process and can take a write's arguments when its
     batch starts (``post(..., take=...)``)."""
 
+    def activity(self) -> tuple[int, bool]:
+        """A count that moves with every write posted and every write answered, and whether
+        a write is waiting for its answer now."""
+
     def post(
         self,
         op: Callable[..., Any],
@@ -251,11 +255,22 @@ class Database(Resource):
                 self._local.conn = None
             raise StoreError(f"read from {self.name} failed: {exc}") from exc
 
-    def watch(self, channel: str, callback: Callable[[], None]) -> Unwatch | None:
+    def watch(
+        self, channel: str, callback: Callable[[], None], *, table: str | None = None
+    ) -> Unwatch | None:
         """Call ``callback`` (from any thread) when another process may have committed work
         for ``channel``, until the returned function is called or the database closes; None
-        if this engine cannot tell (the caller then polls)."""
+        if this engine cannot tell (the caller then polls). ``table``: new rows there are
+        work; an engine that looks for commits rather than listening for them uses it to
+        tell this process's own writes from another's (see the SQLite engine)."""
         return None
+
+    def activity(self) -> tuple[int, bool]:
+        """A count that moves whenever this database's writer is sent or answers a write,
+        and whether one is waiting for its answer: a commit seen while the count stood still
+        and nothing waited was another process's."""
+        writer = self._writer
+        return (0, False) if writer is None else writer.activity()
 
 
 def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -281,6 +296,8 @@ class WriterThread:
         self._max_batch = max_batch
         self.batches = 0
         self.writes = 0
+        self._posted = 0
+        self._answered = 0
         self._link = Link(db.group_commit(), db.connect, conn)
         self._queue: queue.SimpleQueue[tuple[Job, asyncio.AbstractEventLoop] | object] = (
             queue.SimpleQueue()
@@ -297,7 +314,12 @@ class WriterThread:
         resolve: Resolve,
         take: Callable[[], tuple[Any, ...]] | None = None,
     ) -> None:
+        self._posted += 1
         self._queue.put((Job(op, args, resolve, take=take), asyncio.get_running_loop()))
+
+    def activity(self) -> tuple[int, bool]:
+        posted, answered = self._posted, self._answered
+        return posted + answered, posted > answered
 
     async def close(self) -> None:
         self._queue.put(_STOP)
@@ -331,6 +353,7 @@ class WriterThread:
         self._link.run([job for job, _ in batch])
         self.batches += 1
         self.writes += len(batch)
+        self._answered += len(batch)  # only this thread writes it
         by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
         for job, loop in batch:
             by_loop.setdefault(loop, []).append(job)

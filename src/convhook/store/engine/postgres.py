@@ -264,7 +264,9 @@ class PostgresDatabase(Database):
         # The DSN travels over the child's socket, not its command line: it may hold a password.
         return ("postgres", self.dsn, str(self._connect_timeout))
 
-    def watch(self, channel: str, callback: Callable[[], None]) -> Unwatch:
+    def watch(
+        self, channel: str, callback: Callable[[], None], *, table: str | None = None
+    ) -> Unwatch:
         """Call ``callback`` (from a thread) whenever ``NOTIFY channel`` arrives; reconnects
         with backoff after a lost connection, and calls back once after each reconnect so
         nothing notified while disconnected is missed."""

@@ -144,11 +144,24 @@ class SQLiteDatabase(Database):
         return ("sqlite", str(self.path), self._synchronous)
 
     def watch(
-        self, channel: str, callback: Callable[[], None], interval: float = _WATCH_INTERVAL
+        self,
+        channel: str,
+        callback: Callable[[], None],
+        *,
+        table: str | None = None,
+        interval: float = _WATCH_INTERVAL,
     ) -> Unwatch:
         """Call ``callback`` when another connection committed to this file (``PRAGMA
-        data_version`` changed), looking every ``interval`` seconds on this event loop."""
-        task = asyncio.get_running_loop().create_task(self._watch(callback, interval))
+        data_version`` changed), looking every ``interval`` seconds on this event loop.
+
+        SQLite cannot say whose commit it was, and this process's own writer (a child process
+        is another connection) commits all the time while it works. With ``table``, a commit
+        seen while this process's writer was busy calls back only if ``table`` has new rows:
+        a dispatcher woken by its own records every few milliseconds spent a read and a
+        claim on each wake (measured: 5-7% of its CPU per event). Work that adds no rows
+        (a redelivery) is then found by the next claim, which a busy dispatcher makes with
+        every batch it records."""
+        task = asyncio.get_running_loop().create_task(self._watch(callback, interval, table))
         self._watching.append(task)
 
         def unwatch() -> None:
@@ -158,22 +171,35 @@ class SQLiteDatabase(Database):
 
         return unwatch
 
-    async def _watch(self, callback: Callable[[], None], interval: float) -> None:
+    async def _watch(
+        self, callback: Callable[[], None], interval: float, table: str | None
+    ) -> None:
         conn = await asyncio.to_thread(connect, self.path, synchronous=self._synchronous)
         # Read inline on the loop, never waiting for a lock: the read costs microseconds,
         # while a hop to a thread fifty times a second cost the loop more than the read.
         conn.execute("PRAGMA busy_timeout=0")
+        top_sql = f"SELECT max(rowid) FROM {table}" if table else None
         try:
             last = None
+            seen, top = self.activity(), None
             while True:
+                activity = self.activity()
+                grown = False
                 try:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if top_sql is not None and version != last:
+                        before, top = top, conn.execute(top_sql).fetchone()[0]
+                        grown = before != top
                 except sqlite3.OperationalError:  # locked for a moment: just look for work
                     version = None
                     callback()
-                if last is not None and version != last:
+                # The commit was this process's own only if its writer moved or was busy
+                # since the last look; then only new rows in ``table`` say there is work.
+                own = activity[0] != seen[0] or activity[1] or seen[1]
+                changed = last is not None and version != last
+                if changed and (top_sql is None or not own or grown):
                     callback()
-                last = version
+                last, seen = version, activity
                 await asyncio.sleep(interval)
         finally:
             conn.close()

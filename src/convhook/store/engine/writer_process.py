@@ -63,6 +63,14 @@ class WriterProcess:
         self._spawning: asyncio.Future[None] | None = None
         self._posting: set[asyncio.Future[Any]] = set()
 
+    def activity(self) -> tuple[int, bool]:
+        """Requests sent plus replies read, and whether a reply is due (see
+        :class:`~convhook.store.engine.database.Writer`)."""
+        protocol = self._protocol
+        if protocol is None:
+            return self._seq, bool(self._posting)
+        return self._seq + protocol.answered, bool(protocol._waiting or self._posting)
+
     @property
     def pid(self) -> int | None:
         """The child's process id, while one runs."""
@@ -222,6 +230,7 @@ class _Replies(asyncio.Protocol):
     def __init__(self, name: str) -> None:
         self.name = name
         self.lost = False
+        self.answered = 0
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiting: dict[int, tuple[Operation, Resolve]] = {}
@@ -264,6 +273,7 @@ class _Replies(asyncio.Protocol):
                 )
                 del raw
             at += 4 + size
+            self.answered += 1
             if waiting is None:
                 continue
             if ok:
