@@ -107,8 +107,6 @@ def _list(conn: Connection, values: Sequence[str]) -> Any:
 def change_batch(conn: Connection, batch: list[Transition]) -> list[Outcome]:
     """Apply ``batch`` in order (several may concern one conversation); each transition's
     change, or the exception that refused it (:class:`RaceLost` asks the caller to retry)."""
-    # Never released: the commit ends it, and a RELEASE would cost PostgreSQL a round trip.
-    conn.execute("SAVEPOINT transitions")
     try:
         outcomes = _set_based(conn, batch)
     except (conn.dialect.integrity_error, RaceLost):
@@ -131,6 +129,9 @@ def _set_based(conn: Connection, batch: list[Transition]) -> list[Outcome]:
     ids = sorted({t.conversation_id for t in batch})
     workspaces = sorted({t.workspace_id for t in batch})
     with conn.pipeline():
+        # Never released: the commit ends it, and a RELEASE would cost PostgreSQL a round
+        # trip. Sent with the reads (and the transaction's BEGIN): one round trip for all.
+        conn.execute("SAVEPOINT transitions")
         rows = conn.execute(_SELECT.of(conn), (_list(conn, ids),))
         latest = conn.execute(_LAST.of(conn), (_list(conn, ids),))
         counts = conn.execute(_BUSY.of(conn), (_list(conn, workspaces), *BUSY_STATUSES))
