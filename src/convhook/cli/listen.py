@@ -114,8 +114,7 @@ def listen(
         True,
         "--writer-process/--no-writer-process",
         env="LISTEN_WRITER_PROCESS",
-        help="SQLite: store in a child process with its own GIL (faster on multi-core "
-        "machines; PostgreSQL ignores this).",
+        help="Store in a child process with its own GIL (faster on multi-core machines).",
     ),
     keep_alive: int = option(
         5,
