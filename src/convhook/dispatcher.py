@@ -50,11 +50,12 @@ _DEFER_AT_MOST = 0.005
 # A process holds up to this many times ``max_in_flight`` claims, sending at most
 # ``max_in_flight`` of them at once: a request that finishes is followed at once by one claimed
 # already, instead of waiting for the flush that records it and claims the next (holding only
-# what it sends, one PostgreSQL dispatcher reached 23-39% of a bare client's rate; holding
-# twice that, 42-51%; four times, 47-54%, where SQLite's rate did not change). A claim then
-# waits behind at most this many rounds of requests for a slot, within its lease (see
-# Dispatcher.lease, which covers LEASE_FACTOR rounds: this must not exceed it).
-_HOLD = LEASE_FACTOR
+# what it sends, one PostgreSQL dispatcher reached 23-39% of a bare client's rate). A claim
+# then waits for a slot behind up to this many minus one rounds of requests, and the lease
+# grows with it (see Dispatcher.lease). On PostgreSQL a claim is a round trip to a server and
+# the process holds more: four times, 47-54% of a bare client's rate where twice reached
+# 42-51%; SQLite's rate was the same with either, and keeps the shorter lease.
+_HOLD = {"sqlite": 2, "postgres": 4}
 
 
 class _Lane:
@@ -106,13 +107,15 @@ class Dispatcher:
         self.policy = policy or RetryPolicy()
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
-        self._hold = _HOLD * max_in_flight
+        self.hold_factor = _HOLD.get(self.db.dialect.name, 2)
+        self._hold = self.hold_factor * max_in_flight
         # A lease never ends while its delivery can still be waiting or running: an endpoint
         # has LEASE_FACTOR times its in-flight limit leased, so a claim may wait for that many
         # requests before it (each up to the timeout), its own included; and each of those
-        # rounds may also wait up to a timeout for one of this process's slots, held by
-        # requests of other endpoints (claims are held ahead of the slots).
-        self.lease = max(lease, 2 * LEASE_FACTOR * timeout + 1)
+        # requests first waits for one of this process's slots behind up to hold_factor - 1
+        # rounds of other endpoints' requests (claims are held ahead of the slots, served in
+        # order), each up to a timeout too.
+        self.lease = max(lease, self.hold_factor * LEASE_FACTOR * timeout + 1)
         self.poll_interval = poll_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
         self._clock = clock

@@ -15,7 +15,7 @@ from convhook.dispatcher import Dispatcher
 from convhook.retry import Verdict
 from convhook.signing import Secret
 from convhook.store import open_database
-from convhook.store.delivery import LEASE_FACTOR, Claim, DeliveryStore, Result
+from convhook.store.delivery import Claim, DeliveryStore, Result
 from convhook.store.delivery.claims_postgres import claim_postgres
 from convhook.store.delivery.store import record_then_claim
 from convhook.store.engine.database import Database
@@ -178,8 +178,9 @@ async def test_a_batch_records_each_outcome_of_its_own_row(pg_url: str) -> None:
 
 
 async def test_a_dispatcher_holds_claims_ahead_of_its_requests(database_url: str) -> None:
-    """A dispatcher holds up to LEASE_FACTOR times max_in_flight claims while sending at most
-    max_in_flight requests at once, so a finished request is followed by one claimed already."""
+    """A dispatcher holds up to hold_factor (2 on SQLite, 4 on PostgreSQL) times max_in_flight
+    claims while sending at most max_in_flight requests at once, so a finished request is
+    followed by one claimed already."""
     gate = asyncio.Event()
     receiver = Receiver().then(*[Reply(delay=0.0) for _ in range(12)])
     running = [0, 0]  # now, peak
@@ -217,10 +218,10 @@ async def test_a_dispatcher_holds_claims_ahead_of_its_requests(database_url: str
                             "SELECT count(*) FROM deliveries WHERE status = 'delivering'"
                         ).fetchone()[0]
                     )
-                    if running[0] == 2 and leased == 2 * LEASE_FACTOR:
+                    if running[0] == 2 and leased == 2 * d.hold_factor:
                         break
                     await asyncio.sleep(0.02)
-                assert (running[0], leased) == (2, 2 * LEASE_FACTOR)
+                assert (running[0], leased) == (2, 2 * d.hold_factor)
             finally:
                 gate.set()  # the dispatcher's close waits for its requests
             await receiver.wait_for(12)

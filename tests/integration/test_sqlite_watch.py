@@ -4,6 +4,7 @@ writer's records do not, unless they add deliveries."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,11 +38,34 @@ class _Calls:
         await asyncio.sleep(_SETTLE)
         return self.count - before
 
+    async def started(self, path: Path) -> None:
+        """Wait until the watch looks: a commit from another connection calls back (the
+        watch opens its connection on a thread first, and on a busy machine that may take
+        longer than any fixed wait)."""
+        async with asyncio.timeout(10):
+            while True:
+                before = self.count
+                await asyncio.to_thread(_foreign_commit, path)
+                await asyncio.sleep(0.02)
+                if self.count > before:
+                    return
+
     async def since(self, before: int) -> int:
         """The calls counted since ``before`` (a count read before the writes), once the watch
         has looked many times after them (it may call back while a write is awaited)."""
         await asyncio.sleep(_SETTLE)
         return self.count - before
+
+
+def _foreign_commit(path: Path) -> None:
+    """A commit by a connection of no convhook database (it changes ``data_version``)."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        with conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS watch_probe (n INTEGER)")
+            conn.execute("INSERT INTO watch_probe VALUES (1)")
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -55,7 +79,7 @@ async def watched(db_path: Path) -> AsyncIterator[tuple[Database, str, _Calls]]:
         calls = _Calls()
         unwatch = DeliveryStore(db).watch(calls)
         assert unwatch is not None
-        await calls.quiet()  # the watch has opened its connection and looked
+        await calls.started(db_path)
         try:
             yield db, ws, calls
         finally:
@@ -106,7 +130,7 @@ async def test_without_a_table_every_commit_wakes(db_path: Path) -> None:
         unwatch = db.watch("any", calls)
         assert unwatch is not None
         try:
-            await calls.quiet()
+            await calls.started(db_path)
             before = calls.count
             await db.write(add_workspace)
             assert await calls.since(before) >= 1
@@ -128,7 +152,7 @@ async def test_a_writer_process_counts_as_own(db_path: Path, busy: bool) -> None
         unwatch = DeliveryStore(db).watch(calls)
         assert unwatch is not None
         try:
-            await calls.quiet()
+            await calls.started(db_path)
             before = calls.count
 
             async def create(n: int) -> None:

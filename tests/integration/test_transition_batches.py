@@ -185,10 +185,10 @@ def _join(current: StoredConversation) -> Change:
     return Change(move.target, fields, text, (event,), move.takes_slot)
 
 
-async def test_a_postgres_batch_costs_four_round_trips(pg_url: str, tmp_path: Path) -> None:
-    """Twenty transitions in one batch on PostgreSQL cost four round trips, counted in
+async def test_a_postgres_batch_costs_three_round_trips(pg_url: str, tmp_path: Path) -> None:
+    """Twenty transitions in one batch on PostgreSQL cost three round trips, counted in
     libpq's protocol trace (each Sync or simple Query waits for the server): BEGIN with the
-    savepoint, the reads, the writes, COMMIT."""
+    savepoint and the reads, the writes, COMMIT."""
     async with ProducerStore.at(pg_url, auto_upgrade=True) as store:
         ws, _, ids = await _setup(store, 20)
         batch = [Transition(ws, c, _join, 1000) for c in ids]
@@ -205,6 +205,6 @@ async def test_a_postgres_batch_costs_four_round_trips(pg_url: str, tmp_path: Pa
         assert ok
         assert all(isinstance(o, Change) for o in outcomes)
         sent = [line.split("\t")[2] for line in trace.read_text().splitlines() if line[0] == "F"]
-        assert sent.count("Sync") + sent.count("Query") == 4
+        assert sent.count("Sync") + sent.count("Query") == 3
         events = await store.events_after(0)
         assert sorted(e.conversation_id for e in events) == sorted(ids)

@@ -411,6 +411,29 @@ async def test_a_reply_settles_its_callers_in_the_same_loop_turn() -> None:
     assert futures[1].cancelled()
 
 
+def test_an_answer_that_cannot_be_read_fails_its_request_alone() -> None:
+    """A reply whose result does not match the operation's type hints fails that request with
+    StoreError; the requests answered in the same read still get their results."""
+    replies = _Replies("test.db")
+    got: dict[int, tuple[bool, Any]] = {}
+    for seq in (1, 2):
+        replies._waiting[seq] = (
+            operation(claims.claim_sqlite),
+            lambda ok, value, seq=seq: got.__setitem__(seq, (ok, value)),
+        )
+    frames = [
+        msgspec.msgpack.encode((1, True, "not a list of claims")),
+        msgspec.msgpack.encode((2, True, [])),
+    ]
+    replies.data_received(b"".join(LENGTH.pack(len(f)) + f for f in frames))
+    ok, error = got[1]
+    assert not ok
+    assert isinstance(error, StoreError)
+    assert "could not be read" in str(error)
+    assert got[2] == (True, [])
+    assert not replies._waiting
+
+
 def _received(n: int) -> Received:
     return Received(f"evt_{n}", f"msg_{n}", "conversation.userJoined", b"{}", {}, 1.0)
 

@@ -132,6 +132,7 @@ async def test_the_dsn_travels_over_the_socket_not_the_command_line(
     """A password in the DSN is not visible in the child's command line or environment (any
     local user can read a command line)."""
     url = _with_password(pg_url, "hunter2-secret")
+    assert "hunter2-secret@" in url
     async with open_database(url, "producer", writer="process") as writing:
         child = writing.writer_pid
         assert child is not None

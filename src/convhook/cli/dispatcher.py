@@ -315,9 +315,12 @@ async def _watchdog(
     from convhook.watchdog import Watchdog
 
     # The outbox writes from this process's writer thread; a writer in a child process (the
-    # claims') cannot run its decisions, so the watchdog gets a connection of its own.
+    # claims') cannot run its decisions, so the watchdog gets a database of its own, with
+    # one reading connection (a sweep reads once a second or so).
     own = getattr(db, "writer", "thread") != "thread"
-    producer = ProducerStore(open_database(url, "producer", synchronous=synchronous) if own else db)
+    producer = ProducerStore(
+        open_database(url, "producer", synchronous=synchronous, readers=1) if own else db
+    )
     await producer.open()
     try:
         async with Watchdog(Outbox(producer), limits):

@@ -314,8 +314,8 @@ class WriterThread:
         resolve: Resolve,
         take: Callable[[], tuple[Any, ...]] | None = None,
     ) -> None:
-        self._posted += 1
         self._queue.put((Job(op, args, resolve, take=take), asyncio.get_running_loop()))
+        self._posted += 1  # once queued: a write refused here must not read as pending
 
     def activity(self) -> tuple[int, bool]:
         posted, answered = self._posted, self._answered

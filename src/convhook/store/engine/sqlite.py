@@ -181,14 +181,16 @@ class SQLiteDatabase(Database):
         top_sql = f"SELECT max(rowid) FROM {table}" if table else None
         try:
             last = None
-            seen, top = self.activity(), None
+            seen = self.activity()
+            top: int | None = None
             while True:
                 activity = self.activity()
                 grown = False
                 try:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
                     if top_sql is not None and version != last:
-                        before, top = top, conn.execute(top_sql).fetchone()[0]
+                        before = top
+                        top = conn.execute(top_sql).fetchone()[0]
                         grown = before != top
                 except sqlite3.OperationalError:  # locked for a moment: just look for work
                     version = None

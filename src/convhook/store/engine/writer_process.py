@@ -268,9 +268,17 @@ class _Replies(asyncio.Protocol):
                 seq, ok, raw = REPLY.decode(view[at + 4 : at + 4 + size])
                 waiting = self._waiting.pop(seq, None)
                 # Decoded now: a Raw holds the buffer, which cannot be resized while it does.
-                value = (
-                    None if waiting is None else (waiting[0].result if ok else MESSAGE).decode(raw)
-                )
+                try:
+                    value = (
+                        None
+                        if waiting is None
+                        else (waiting[0].result if ok else MESSAGE).decode(raw)
+                    )
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    # Committed, but not as the operation's type hints say: its caller hears
+                    # so, instead of waiting for an answer that was dropped here.
+                    ok = False
+                    value = f"the answer of {self.name}'s writer process could not be read: {exc}"
                 del raw
             at += 4 + size
             self.answered += 1
