@@ -22,7 +22,7 @@ from convhook.store.inbox import InboxEntry
 from convhook.store.inbox.store import open_inbox
 from tests.support.delivery import LIFECYCLE, Receiver, Reply, loopback_name, record_event
 from tests.support.postgres import TemporaryPostgres
-from tests.support.servers import CLIProcess, cli_process, free_port, serve_app
+from tests.support.servers import CLIProcess, cli_process, free_port, process_alive, serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +194,7 @@ async def test_dispatcher_sigkill_mid_batch_loses_nothing(stack: Stack) -> None:
 
             async def writers_gone() -> bool:
                 # Not in the dispatcher's process group: each must notice the death itself.
-                return not any(_running(pid) for pid in writers)
+                return not any(process_alive(pid) for pid in writers)
 
             await _until(writers_gone, timeout=10)
         arrived = len(receiver.received)
@@ -215,14 +215,6 @@ async def test_dispatcher_sigkill_mid_batch_loses_nothing(stack: Stack) -> None:
 
 def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # an exited orphan may wait for a reaper that never comes
 
 
 async def test_dns_name_to_loopback_refused_without_flag(stack: Stack) -> None:

@@ -35,7 +35,7 @@ from tests.support.delivery import (
     add_workspace,
     record_event,
 )
-from tests.support.servers import serve_app
+from tests.support.servers import process_alive, serve_app
 
 
 @pytest.fixture
@@ -54,50 +54,45 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-async def test_dispatcher_with_writer_process_delivers_in_order(
-    db: Database, db_path: Path
-) -> None:
-    """On a database whose writer is a child process, the dispatcher delivers a lifecycle
-    signed and in order, and every attempt is recorded; the child ends with the database."""
+async def test_dispatcher_with_writer_process_delivers_in_order(database_url: str) -> None:
+    """On a database whose writer is a child process (either engine), the dispatcher
+    delivers a lifecycle signed and in order, and every attempt is recorded; the child ends
+    with the database."""
     secret = str(Secret.generate())
     receiver = Receiver()
-    async with serve_app(receiver) as base:
+    async with (
+        open_database(database_url, "producer", synchronous="NORMAL", auto_upgrade=True) as db,
+        serve_app(receiver) as base,
+    ):
         ws = await db.write(add_workspace)
         await db.write(lambda c: add_endpoint(c, ws, base + "/hook", secret, _ms()))
         sent = [
             await db.write(lambda c, s=seq, t=kind: record_event(c, ws, "conv_1", s, t, _ms()))
             for seq, kind in enumerate(LIFECYCLE, 1)
         ]
-        async with _process_db(db_path) as writing:
+        async with open_database(
+            database_url, "producer", synchronous="NORMAL", writer="process"
+        ) as writing:
             async with Dispatcher(writing, allow_private=True) as dispatcher:
                 dispatcher.wake()
                 got = await receiver.wait_for(4)
-            assert isinstance(writing, SQLiteDatabase)
             child = writing.writer_pid
             assert child is not None
-            assert _alive(child)
-    assert not _alive(child), "the writer process outlived its database"
-    assert [r.event["eventType"] for r in got] == list(LIFECYCLE)
-    assert [r.body for r in got] == [body for _, body in sent]
-    for request in got:
-        Verifier(secret).verify(request.headers, request.body)
-    for event_id, _ in sent:
-        [delivery] = await db.read(lambda c, e=event_id: log.of_event(c, ws, e))
-        assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
-            "delivered",
-            1,
-            200,
-        )
-        attempts = await db.read(lambda c, d=delivery.id: log.attempts_of(c, d))
-        assert [a.status_code for a in attempts] == [200]
+            assert process_alive(child)
+        assert not process_alive(child), "the writer process outlived its database"
+        assert [r.event["eventType"] for r in got] == list(LIFECYCLE)
+        assert [r.body for r in got] == [body for _, body in sent]
+        for request in got:
+            Verifier(secret).verify(request.headers, request.body)
+        for event_id, _ in sent:
+            [delivery] = await db.read(lambda c, e=event_id: log.of_event(c, ws, e))
+            assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
+                "delivered",
+                1,
+                200,
+            )
+            attempts = await db.read(lambda c, d=delivery.id: log.attempts_of(c, d))
+            assert [a.status_code for a in attempts] == [200]
 
 
 @pytest.mark.parametrize("writer", ["thread", "process"])
@@ -197,7 +192,7 @@ async def test_callers_finding_the_child_gone_share_one_restart(db: Database) ->
             *(writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10) for _ in range(5))
         )
         assert results == [[]] * 5
-        alive = [pid for pid in _writer_children() if _alive(pid)]
+        alive = [pid for pid in _writer_children() if process_alive(pid)]
         assert alive == [writer.pid]
         assert writer.pid != first
 
@@ -216,7 +211,7 @@ async def test_close_during_a_restart_stops_the_new_child(db: Database) -> None:
     assert time.monotonic() - started < 5
     with pytest.raises((ClosedError, StoreError)):
         await call
-    assert not any(_alive(pid) for pid in _writer_children())
+    assert not any(process_alive(pid) for pid in _writer_children())
 
 
 async def _kill_child(writer: WriterProcess) -> int:
@@ -253,7 +248,7 @@ async def test_child_ignores_sigterm_until_the_parent_closes(db: Database) -> No
     assert await writer.call(claims.claim_sqlite, "w", _ms(), 1000, 10) == []
     assert writer.pid == child
     await writer.close()
-    assert not _alive(child)
+    assert not process_alive(child)
 
 
 def _not_a_store_op(conn: Any) -> None:

@@ -1,9 +1,8 @@
-"""The writer process on PostgreSQL: claims and records in a child with its own GIL, a lost
-connection failing one batch only, and a DSN that never reaches a command line."""
+"""The writer process on PostgreSQL: a lost connection failing one batch only, and a DSN
+that never reaches a command line (delivery through it: test_writer_process.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,16 +10,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from convhook.dispatcher import Dispatcher
 from convhook.errors import StoreError
-from convhook.signing import Secret, Verifier
 from convhook.store import open_database
-from convhook.store.delivery import claims_postgres, endpoints, log
+from convhook.store.delivery import claims_postgres, endpoints
 from convhook.store.engine.database import Database
 from convhook.store.engine.postgres import redact
 from convhook.store.engine.writer_process import WriterProcess
-from tests.support.delivery import LIFECYCLE, Receiver, add_endpoint, add_workspace, record_event
-from tests.support.servers import free_port, serve_app
+from tests.support.delivery import add_workspace
+from tests.support.servers import free_port
 
 
 @pytest.fixture
@@ -34,14 +31,6 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _proc(pid: int, name: str) -> bytes:
     return Path(f"/proc/{pid}/{name}").read_bytes()
 
@@ -49,40 +38,6 @@ def _proc(pid: int, name: str) -> bytes:
 def _with_password(url: str, password: str) -> str:
     """``url`` with a password (the test server trusts local connections and ignores it)."""
     return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@", 1)
-
-
-async def test_dispatcher_with_a_postgres_writer_process_delivers_in_order(
-    db: Database, pg_url: str
-) -> None:
-    """With its writes in a child process, the dispatcher delivers a lifecycle signed and in
-    order and records every attempt; the child ends with the database."""
-    secret = str(Secret.generate())
-    receiver = Receiver()
-    async with serve_app(receiver) as base:
-        ws = await db.write(add_workspace)
-        await db.write(lambda c: add_endpoint(c, ws, base + "/hook", secret, _ms()))
-        sent = [
-            await db.write(lambda c, s=seq, t=kind: record_event(c, ws, "conv_1", s, t, _ms()))
-            for seq, kind in enumerate(LIFECYCLE, 1)
-        ]
-        async with open_database(pg_url, "producer", writer="process") as writing:
-            child = writing.writer_pid
-            assert child is not None
-            async with Dispatcher(writing, allow_private=True) as dispatcher:
-                dispatcher.wake()
-                got = await receiver.wait_for(4)
-                async with asyncio.timeout(10):
-                    while dispatcher.delivered < 4:  # noqa: ASYNC110 - recorded by a flush
-                        await asyncio.sleep(0.01)
-            assert _alive(child)
-    assert not _alive(child), "the writer process outlived its database"
-    assert [r.event["eventType"] for r in got] == list(LIFECYCLE)
-    assert [r.body for r in got] == [body for _, body in sent]
-    for request in got:
-        Verifier(secret).verify(request.headers, request.body)
-    for event_id, _ in sent:
-        [delivery] = await db.read(lambda c, e=event_id: log.of_event(c, ws, e))
-        assert (delivery.status, delivery.attempts) == ("delivered", 1)
 
 
 async def test_a_lost_connection_fails_one_batch_and_the_next_reconnects(

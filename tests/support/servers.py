@@ -147,3 +147,12 @@ def cli_process(
         yield proc
     finally:
         proc.stop()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (an exited child not reaped yet, a zombie, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
