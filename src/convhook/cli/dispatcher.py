@@ -150,7 +150,9 @@ def dispatcher(
         "--lease",
         env="DISPATCH_LEASE",
         min=1.0,
-        help="Seconds a claim is held; a crashed worker's claims return after it.",
+        help="Seconds a claim is held; a crashed worker's claims return after it. Never less "
+        "than a claim can wait: 8 request timeouts + 1 s on SQLite, 16 + 1 s on PostgreSQL "
+        "(see docs/delivery.md).",
     ),
     poll_interval: float = option(
         0.5,
@@ -284,8 +286,8 @@ async def _dispatch(
     async with DeliveryStore(db) as store, _watchdog(url, db, synchronous, limits):
         async with Dispatcher(store, **options) as running:  # type: ignore[arg-type]
             err.print(
-                f"convhook dispatcher on {db.name} (worker {running.worker_id}"
-                f"{', private targets allowed' if options['allow_private'] else ''})"
+                f"convhook dispatcher on {db.name} (worker {running.worker_id}, lease "
+                f"{running.lease:g} s{', private targets allowed' if options['allow_private'] else ''})"
             )
             if probe is not None:
                 probe.attach(db, running)
