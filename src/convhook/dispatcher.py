@@ -68,6 +68,10 @@ class _Lane:
         self.workers = 0
 
 
+RESIGN_AFTER = 10.0
+"""Seconds a claim's signature stays in use; a claim that waited longer is signed again."""
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
 SEQUENCE_HEADER = "convhook-sequence"
 """The event's position in its conversation (1 for the first), on every delivery attempt."""
 PREVIOUS_HEADER = "convhook-previous-event-id"
@@ -310,15 +314,28 @@ class Dispatcher:
                 bucket = self._buckets[claim.endpoint_id] = TokenBucket(claim.rate_limit)
             await bucket.take()
         async with self._slots:
-            attempted_at = self._now_ms()
-            with tracing.span("deliver", _stored_trace(claim), kind="client") as trace:
-                headers = {tracing.HEADER: trace.header()}
+            now = self._clock()
+            attempted_at = int(now * 1000)
+            # The claim comes signed and with its span's traceparent from the writer. A span
+            # is made here only when spans are exported; a signature made before the claim
+            # waited its turn for long is made again, so the timestamp stays the send's.
+            traced = not claim.trace_header or tracing.configured()
+            span = (
+                tracing.span("deliver", _stored_trace(claim), kind="client") if traced else _NO_SPAN
+            )
+            signed = (
+                (claim.signed_at, claim.signature)
+                if claim.signature and now - claim.signed_at < RESIGN_AFTER
+                else None
+            )
+            with span as trace:
+                headers = {tracing.HEADER: claim.trace_header if trace is None else trace.header()}
                 if claim.sequence:
                     headers[SEQUENCE_HEADER] = str(claim.sequence)
                 if claim.previous_event_id:
                     headers[PREVIOUS_HEADER] = claim.previous_event_id
                 result = await self._sender.send(
-                    claim.url, claim.event_id, claim.body, claim.secrets, headers
+                    claim.url, claim.event_id, claim.body, claim.secrets, headers, signed
                 )
         self._results.append((claim, self._judge(claim, attempted_at, result)))
         self._results_ready.set()

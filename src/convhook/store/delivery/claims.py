@@ -20,8 +20,11 @@ from typing import Any
 
 import msgspec
 
+from convhook.errors import SecretError
+from convhook.signing import Secret, signature_header
 from convhook.store.delivery.dialect import in_list, indexed_by, list_param
 from convhook.store.engine.connection import Connection
+from convhook.tracing import child_header
 
 
 # A struct, not a dataclass: one is built per attempt, and it crosses to the SQLite writer
@@ -47,6 +50,12 @@ class Claim(msgspec.Struct, array_like=True, gc=False):
     sequence: int = 0
     previous_event_id: str | None = None
     traceparent: str | None = None
+    # Prepared by the writer (see prepare()), so the sending process does less per request:
+    # the ``webhook-signature`` at ``signed_at`` (Unix seconds; empty when the secrets could
+    # not be read) and the ``traceparent`` of the attempt's span.
+    signed_at: int = 0
+    signature: str = ""
+    trace_header: str = ""
 
     def __repr__(self) -> str:
         # The body and the signing secrets never reach a log line.
@@ -54,6 +63,39 @@ class Claim(msgspec.Struct, array_like=True, gc=False):
             f"Claim(delivery_id={self.delivery_id}, event_id={self.event_id!r}, "
             f"endpoint_id={self.endpoint_id!r}, url={self.url!r}, attempts={self.attempts})"
         )
+
+
+# Parsed secrets by their stored form (None: one cannot be read), so an endpoint's keys are
+# decoded once, not per claim; cleared, not grown, past the bound.
+_KEYS: dict[tuple[str, ...], tuple[Secret, ...] | None] = {}
+_KEYS_MAX = 10_000
+
+
+def _keys(secrets: tuple[str, ...]) -> tuple[Secret, ...] | None:
+    if secrets in _KEYS:
+        return _KEYS[secrets]
+    if len(_KEYS) >= _KEYS_MAX:
+        _KEYS.clear()
+    try:
+        keys: tuple[Secret, ...] | None = tuple(Secret.parse(s) for s in secrets)
+    except SecretError:
+        keys = None  # the sender signs again, and records why it cannot
+    _KEYS[secrets] = keys
+    return keys
+
+
+def prepare(claims: list[Claim], now: int) -> list[Claim]:
+    """Sign each claim at ``now`` (ms) and pick its span's ``traceparent``, in the process
+    that claims: with a writer process, that work leaves the process sending the requests,
+    which is the dispatcher's busiest (the sender signs again when a claim waited long)."""
+    signed_at = now // 1000
+    for claim in claims:
+        keys = _keys(claim.secrets)
+        if keys is not None:
+            claim.signed_at = signed_at
+            claim.signature = signature_header(keys, claim.event_id, signed_at, claim.body)
+        claim.trace_header = child_header(claim.traceparent)
+    return claims
 
 
 # An endpoint's deliveries are leased up to this many times its request limit, so the next
@@ -263,7 +305,7 @@ def claims_of(
                 traceparent,
             )
         )
-    return taken
+    return prepare(taken, now)
 
 
 @dataclass(frozen=True)

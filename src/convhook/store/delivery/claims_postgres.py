@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from convhook.store.delivery.claims import LEASE_FACTOR, Claim, first_quota, targets
+from convhook.store.delivery.claims import LEASE_FACTOR, Claim, first_quota, prepare, targets
 from convhook.store.engine.connection import Connection, Cursor
 
 _CLAIM = "SELECT * FROM convhook_claim(:owner, :now, :until, :limit, :factor, :first)"
@@ -71,7 +71,7 @@ def claims_from(rows: Sequence[Any], owner: str, now: int) -> list[Claim]:
                 row[16],
             )
         )
-    return taken
+    return prepare(taken, now)
 
 
 def claim_postgres(
