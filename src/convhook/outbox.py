@@ -8,7 +8,6 @@ change without its event.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -16,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from convhook import tracing
+from convhook import jsontext, tracing
 from convhook.errors import EventTooLarge as EventTooLarge  # re-exported: its old home
 from convhook.errors import UnsendableChange as UnsendableChange  # re-exported: its old home
 from convhook.events import DEFAULT_MAX_BODY, Conversation, payload_error
@@ -83,7 +82,7 @@ class Outbox:
                 refused[index] = ItemResult(index, problems=payload_error(exc).problems)
                 continue
             wire = conversation.to_wire()
-            size = len(json.dumps(wire, separators=(",", ":"))) + _ENVELOPE_BYTES
+            size = len(jsontext.dumps(wire)) + _ENVELOPE_BYTES
             if size > MAX_EVENT_BYTES:
                 # Every event would carry it: refused now rather than on its first move.
                 refused[index] = ItemResult(
@@ -136,14 +135,14 @@ class Outbox:
             except ValidationError as exc:
                 # Only a row stored before today's intake checks can fail here.
                 raise UnsendableChange(payload_error(exc)) from None
-            text = json.dumps(fields, separators=(",", ":"))
+            text = jsontext.dumps(fields)
             events: tuple[NewEvent, ...] = ()
             if move.event is not None:
                 event_id = new_id("evt")
                 body = (
                     f'{{"eventId":"{event_id}","eventType":"{move.event.value}","payload":{text}}}'
                 )
-                if len(body) > MAX_EVENT_BYTES:  # ASCII: json.dumps escapes the rest
+                if len(body) > MAX_EVENT_BYTES:  # ASCII: jsontext.dumps escapes the rest
                     raise EventTooLarge(len(body), MAX_EVENT_BYTES)
                 events = (NewEvent(event_id, move.event.value, body, traceparent),)
             return Change(move.target, fields, text, events, move.takes_slot)

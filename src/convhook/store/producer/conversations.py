@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from convhook import jsontext
 from convhook.errors import ActiveLimitError as ActiveLimitError  # re-exported: its old home
 from convhook.errors import FieldProblem
 from convhook.lifecycle import BUSY_STATUSES, Phase
@@ -89,9 +90,9 @@ LAST_EVENT = (
 
 def embedded(row: Any) -> dict[str, Any]:
     """The wire conversation of a row selected with its customer's body."""
-    doc: dict[str, Any] = json.loads(row["body"])
+    doc: dict[str, Any] = jsontext.loads(row["body"])
     if row["customer"] is not None:
-        doc["customer"] = json.loads(row["customer"])
+        doc["customer"] = jsontext.loads(row["customer"])
     return doc
 
 
@@ -251,7 +252,7 @@ def without_customer(change: Change) -> str:
     """The conversation row's body: the wire JSON with ``"customer": null``."""
     if change.fields.get("customer") is None:
         return change.json
-    return json.dumps({**change.fields, "customer": None}, separators=(",", ":"))
+    return jsontext.dumps({**change.fields, "customer": None})
 
 
 def _reference_problems(
