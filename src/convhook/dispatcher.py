@@ -318,14 +318,15 @@ class Dispatcher:
             attempted_at = int(now * 1000)
             # The claim comes signed and with its span's traceparent from the writer. A span
             # is made here only when spans are exported; a signature made before the claim
-            # waited its turn for long is made again, so the timestamp stays the send's.
+            # waited its turn for long (or dated ahead of a clock that stepped back) is made
+            # again, so the timestamp stays the send's.
             traced = not claim.trace_header or tracing.configured()
             span = (
                 tracing.span("deliver", _stored_trace(claim), kind="client") if traced else _NO_SPAN
             )
             signed = (
                 (claim.signed_at, claim.signature)
-                if claim.signature and now - claim.signed_at < RESIGN_AFTER
+                if claim.signature and 0 <= now - claim.signed_at < RESIGN_AFTER
                 else None
             )
             with span as trace:

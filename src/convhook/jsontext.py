@@ -6,8 +6,13 @@ in a fraction of the time, and its text is made to match ``json``'s: characters 
 (and DEL) are escaped as ``\\uXXXX``, as ``json.dumps`` does by default, so stored and sent
 bodies stay ASCII. One difference is left, in spelling only: a float with an exponent is written
 ``1e16`` or ``0.00001`` where ``json`` writes ``1e+16`` or ``1e-05``; the value read back is
-the same. Values msgspec cannot write, and texts it refuses to read (``NaN``, numbers
-overflowing a float, lone surrogates), go through ``json`` as before.
+the same. Texts msgspec refuses to read (``NaN``, numbers overflowing a float, lone
+surrogates), and values it cannot write, go through ``json`` as before.
+
+Two choices differ from ``json`` on purpose. A non-finite float is written ``null``: JSON has
+no such number, ``json`` writes tokens every strict parser (convhook's receiver included)
+refuses, and only a row stored before the intake refused them can hold one. msgspec also
+writes some types ``json`` refuses (datetimes, UUIDs, sets); callers pass JSON values only.
 """
 
 from __future__ import annotations
@@ -46,5 +51,5 @@ def loads(text: str | bytes) -> Any:
     """``json.loads(text)``: the same values, read faster."""
     try:
         return _decode(text)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
         return json.loads(text)

@@ -55,8 +55,15 @@ class _Clock:
         return self.now
 
 
+# What _WaitingStore puts in place of the writer's signature and traceparent, so the request
+# shows which ones it carried.
+MARK_SIGNATURE = "v1,cHJlcGFyZWQgYnkgdGhlIHdyaXRlcg=="
+MARK_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
 class _WaitingStore(DeliveryStore):
-    """Every claim it hands out waits ``wait`` seconds (of the clock) before it is sent."""
+    """Every claim it hands out waits ``wait`` seconds (of the clock) before it is sent, with
+    its prepared signature and traceparent marked."""
 
     def __init__(self, db: Database, clock: _Clock, wait: float) -> None:
         super().__init__(db)
@@ -65,6 +72,10 @@ class _WaitingStore(DeliveryStore):
 
     async def claim(self, owner: str, now: int, lease_ms: int, limit: int) -> list[Claim]:
         claims = await super().claim(owner, now, lease_ms, limit)
+        for claim in claims:
+            assert claim.signature
+            assert claim.trace_header
+            claim.signature, claim.trace_header = MARK_SIGNATURE, MARK_TRACE
         self.claims += claims
         self.clock.now += self.wait
         return claims
@@ -122,13 +133,14 @@ async def test_an_unreadable_secret_leaves_the_claim_unsigned(
     assert tracing.parse(claim.trace_header)
 
 
-@pytest.mark.parametrize("wait", [0.0, RESIGN_AFTER + 5])
+@pytest.mark.parametrize("wait", [0.0, RESIGN_AFTER + 5, -5.0])
 async def test_the_request_is_signed_at_its_own_time(
     db: Database, claiming: Database, wait: float
 ) -> None:
-    """Sent at once, the request carries the claim's signature and timestamp; sent after
-    waiting longer than RESIGN_AFTER, it is signed again with the time of sending, and
-    verifies then."""
+    """Sent at once, the request carries the claim's signature, timestamp and traceparent as
+    the writer made them; sent after waiting longer than RESIGN_AFTER, or by a clock that
+    stepped back meanwhile, it is signed again with the time of sending (and verifies then),
+    and keeps the writer's traceparent."""
     secret = str(Secret.generate())
     receiver = Receiver()
     async with serve_app(receiver) as base:
@@ -143,13 +155,32 @@ async def test_the_request_is_signed_at_its_own_time(
             await dispatcher.close()
     (got,) = receiver.received
     (claim,) = store.claims
+    assert got.headers["traceparent"] == MARK_TRACE
     sent_at = int(got.headers["webhook-timestamp"])
-    assert sent_at == int(clock.now)
-    if wait:
-        assert sent_at == claim.signed_at + int(wait)
-        assert got.headers["webhook-signature"] != claim.signature
-    else:
-        assert got.headers["webhook-signature"] == claim.signature
+    if not wait:
+        assert (sent_at, got.headers["webhook-signature"]) == (claim.signed_at, MARK_SIGNATURE)
+        return
+    assert sent_at == int(clock.now) == claim.signed_at + int(wait)
     headers: dict[str, Any] = got.headers
     assert Verifier(secret, clock=clock).verify(headers, got.body) == claim.event_id
-    assert tracing.parse(got.headers["traceparent"]).trace_id == tracing.parse(TRACE).trace_id
+
+
+async def test_a_claim_during_a_rotation_is_signed_with_both_secrets(
+    db: Database, claiming: Database
+) -> None:
+    """While the previous secret is still valid, the claim's signature holds one entry per
+    secret, and each secret alone verifies it."""
+    new, old = str(Secret.generate()), str(Secret.generate())
+    await _event(db, "http://127.0.0.1:9/hook", new, None)
+    now = int(time.time() * 1000)
+    await db.write(
+        lambda c: c.execute(
+            "UPDATE endpoints SET previous_secret = ?, previous_secret_expires_at = ?",
+            (old, now + 3_600_000),
+        )
+    )
+    (claim,) = await DeliveryStore(claiming).claim("w", now, 60_000, 10)
+    assert len(claim.signature.split()) == 2
+    for secret in (new, old):
+        verify = Verifier(secret, clock=lambda: claim.signed_at)
+        assert verify.verify(_headers(claim), claim.body) == claim.event_id

@@ -53,3 +53,15 @@ def test_values_msgspec_cannot_write_go_through_json() -> None:
     assert jsontext.dumps({"name": "\ud800x"}) == json.dumps(
         {"name": "\ud800x"}, separators=(",", ":")
     )
+
+
+def test_a_non_finite_float_is_written_as_null() -> None:
+    """JSON has no NaN or Infinity: a legacy value holding one is written as null, which
+    every parser reads, where json.dumps wrote tokens strict parsers refuse."""
+    value = {"a": float("nan"), "b": [float("inf"), -float("inf")], "c": 1.5}
+    assert jsontext.dumps(value) == '{"a":null,"b":[null,null],"c":1.5}'
+
+
+def test_a_raw_lone_surrogate_is_read_as_json_reads_it() -> None:
+    """Text holding a lone surrogate character (not an escape) reads as json.loads reads it."""
+    assert jsontext.loads('["\ud800"]') == json.loads('["\ud800"]')

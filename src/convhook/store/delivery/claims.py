@@ -71,9 +71,15 @@ _KEYS: dict[tuple[str, ...], tuple[Secret, ...] | None] = {}
 _KEYS_MAX = 10_000
 
 
+_UNSEEN = ()
+
+
 def _keys(secrets: tuple[str, ...]) -> tuple[Secret, ...] | None:
-    if secrets in _KEYS:
-        return _KEYS[secrets]
+    # One lookup, not "in" then [] : another database's writer thread may clear the cache
+    # in between.
+    found = _KEYS.get(secrets, _UNSEEN)
+    if found is not _UNSEEN:
+        return found
     if len(_KEYS) >= _KEYS_MAX:
         _KEYS.clear()
     try:

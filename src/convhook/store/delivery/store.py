@@ -52,7 +52,8 @@ def record_then_claim(
     # On PostgreSQL a batch of successes and the claim after it go in one pipeline, with the
     # COMMIT when this write is alone in its transaction: one round trip, and the endpoint
     # rows the claim locks are held for no longer. Failures read before they write, so their
-    # claim waits for them. Nothing after a together-pipeline can fail (it only decodes).
+    # claim waits for them. Nothing after a together-pipeline can fail: it decodes, and signs
+    # with secrets that were parsed or set aside (claims.prepare never raises for a bad one).
     together = limit and conn.dialect.name == "postgres" and records.all_delivered(results)
     started = None
     if results or together:
