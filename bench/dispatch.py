@@ -493,6 +493,23 @@ def pg_drain(url: str, endpoint: str, timeout: float) -> float:
             time.sleep(0.02)
 
 
+class MachineBusy:
+    """The share of all CPUs' time spent busy from now until :meth:`share` (Linux)."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    def share(self) -> float:
+        busy, total = self._read()
+        return (busy - self._start[0]) / max(1, total - self._start[1])
+
+
 def scaling(
     tmp: Path, url: str, events: int, concurrency: int, counts: list[int], analyze: bool
 ) -> None:
@@ -509,6 +526,7 @@ def scaling(
     args, port = receiver(tmp)
     hook = f"http://127.0.0.1:{port}/webhook"
     rates: dict[int, float] = {}
+    used: dict[int, tuple[float, float]] = {}  # dispatchers' CPU per event, machine busy share
     with process(args, tmp, port):
         bodies: list[str] = []
         for n in counts:
@@ -526,7 +544,10 @@ def scaling(
                     url, hook, events, concurrency * max(counts), analyze=analyze
                 )
                 fill_s = time.perf_counter() - start
+                cpu, busy = sum(cpu_seconds(p.pid) for p in procs), MachineBusy()
                 seconds = pg_drain(url, endpoint, 600)
+                cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
+                used[n] = (cpu / events * 1e6, busy.share())
             # The fill commits in one transaction; delivery starts at its commit.
             rates[n] = events / seconds
             print(
@@ -540,7 +561,12 @@ def scaling(
     for n, rate in rates.items():
         label = f"{n} dispatcher process(es), PostgreSQL"
         note = f"x{rate / first:.2f} of {counts[0]}; {rate / bare:.0%} of baseline"
+        cpu, busy = used[n]
+        note += f"; dispatchers' CPU {cpu:.0f} us/event; all CPUs {busy:.0%} busy"
         print(f"{label:<36}  {rate:>10,.0f} ev/s  {note}")
+    # More processes only add throughput while the machine has idle CPU: the receiver,
+    # PostgreSQL and the dispatchers share its cores here.
+    print(f"({os.cpu_count()} CPUs: receiver, PostgreSQL and dispatchers share them)")
 
 
 # The storm's endpoint: answers 503, after DELAY seconds.
