@@ -15,6 +15,7 @@ from convhook.retry import Verdict
 from convhook.store.delivery import operational
 from convhook.store.delivery.dialect import in_list, is_sqlite, list_param, notify
 from convhook.store.delivery.endpoints import fail_pending
+from convhook.store.engine.arrays import number_array, text_array
 from convhook.store.engine.connection import Connection
 
 
@@ -195,19 +196,19 @@ WHERE d.id = u.id AND d.status = 'delivering' AND d.lease_owner = u.owner
 
 
 def _record_rows_postgres(conn: Connection, results: Sequence[Result], now: int) -> None:
-    ids = [r.delivery_id for r in results]
-    at = [r.attempted_at for r in results]
-    codes = [r.status_code for r in results]
-    errors = [r.error for r in results]
+    ids = number_array(r.delivery_id for r in results)
+    at = number_array(r.attempted_at for r in results)
+    codes = number_array(r.status_code for r in results)
+    errors = text_array(r.error for r in results)
     conn.execute(
         _INSERT_ATTEMPTS,
         {
             "ids": ids,
             "at": at,
             "codes": codes,
-            "latencies": [r.latency_ms for r in results],
+            "latencies": number_array(r.latency_ms for r in results),
             "errors": errors,
-            "bodies": [r.response_body for r in results],
+            "bodies": text_array(r.response_body for r in results),
         },
     )
     rows = [_outcome_row(r, now) for r in results]
@@ -215,13 +216,13 @@ def _record_rows_postgres(conn: Connection, results: Sequence[Result], now: int)
         _UPDATE_DELIVERIES,
         {
             "ids": ids,
-            "statuses": [row[0] for row in rows],
-            "next": [row[1] for row in rows],
+            "statuses": text_array(row[0] for row in rows),
+            "next": number_array(row[1] for row in rows),
             "codes": codes,
             "errors": errors,
             "at": at,
-            "delivered": [row[5] for row in rows],
-            "owners": [r.lease_owner for r in results],
+            "delivered": number_array(row[5] for row in rows),
+            "owners": text_array(r.lease_owner for r in results),
             "now": now,
         },
     )

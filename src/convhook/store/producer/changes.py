@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from convhook.errors import ActiveLimitError, ConstraintError
 from convhook.lifecycle import BUSY_STATUSES, Phase
+from convhook.store.engine.arrays import text_array
 from convhook.store.engine.connection import Connection, PerDialect
 from convhook.store.producer.conversations import (
     INSERT_EVENT,
@@ -63,7 +63,7 @@ _SELECT = PerDialect(
         "SELECT c.id AS id, c.workspace_id AS workspace_id, c.phase AS phase, "
         "c.event_seq AS event_seq, c.body AS body, cu.body AS customer FROM conversations c "
         "LEFT JOIN customers cu ON cu.id = c.customer_id AND cu.workspace_id = c.workspace_id "
-        "WHERE c.id = ANY(?) ORDER BY c.id FOR UPDATE OF c"
+        "WHERE c.id = ANY(CAST(? AS TEXT[])) ORDER BY c.id FOR UPDATE OF c"
     ),
 )
 # Each conversation's latest event id, the next event's predecessor. A statement of its own,
@@ -78,7 +78,7 @@ _LAST = PerDialect(
     ),
     postgres=(
         "SELECT c.id, ev.id FROM conversations c JOIN events ev ON ev.conversation_id = c.id "
-        "AND ev.conversation_seq = c.event_seq WHERE c.id = ANY(?)"
+        "AND ev.conversation_seq = c.event_seq WHERE c.id = ANY(CAST(? AS TEXT[]))"
     ),
 )
 _BUSY_IN = ", ".join("?" * len(BUSY_STATUSES))
@@ -89,7 +89,7 @@ _BUSY = PerDialect(
         f"AND status IN ({_BUSY_IN}) GROUP BY workspace_id"
     ),
     postgres=(
-        "SELECT workspace_id, count(*) FROM conversations WHERE workspace_id = ANY(?) "
+        "SELECT workspace_id, count(*) FROM conversations WHERE workspace_id = ANY(CAST(? AS TEXT[])) "
         f"AND status IN ({_BUSY_IN}) GROUP BY workspace_id"
     ),
 )
@@ -99,9 +99,10 @@ _UPDATE = (
 )
 
 
-def _list(conn: Connection, values: Sequence[str]) -> Any:
-    """``values`` bound as one parameter: an array on PostgreSQL, JSON for ``json_each``."""
-    return json.dumps(values) if conn.dialect.name == "sqlite" else values
+def _list(conn: Connection, values: Sequence[str]) -> str:
+    """``values`` bound as one parameter: an array literal on PostgreSQL (cheaper to bind than
+    a list, see :mod:`~convhook.store.engine.arrays`), JSON for ``json_each``."""
+    return json.dumps(values) if conn.dialect.name == "sqlite" else text_array(values)
 
 
 def change_batch(conn: Connection, batch: list[Transition]) -> list[Outcome]:
