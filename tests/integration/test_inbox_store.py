@@ -74,6 +74,35 @@ async def test_body_and_headers_round_trip_byte_exact(database_url: str) -> None
     assert entry.attempts == 0
 
 
+async def test_awkward_bytes_and_fields_round_trip_exactly(database_url: str) -> None:
+    """Bodies and fields holding what array and bytea syntax use (quotes, backslashes,
+    braces, commas, NUL and non-UTF-8 bytes, the word NULL) come back as they went in, with
+    the fractional receive time, sequence and traceparent."""
+    bodies = [b'{"a": "\\x00 \\" {,} NULL"}', bytes(range(256)), b"", b"\\xff"]
+    items = [
+        msgspec.structs.replace(
+            received(20 + n, at=1765000000.123456 + n),
+            body=body,
+            headers={"webhook-id": f'msg_"{n}"\\', "x-odd": "{NULL, a\\b}"},
+            conversation_id=f"conv_{{{n}}}",
+            sequence=n + 1,
+            traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        for n, body in enumerate(bodies)
+    ]
+    async with inbox_at(database_url) as inbox:
+        assert await asyncio.gather(*(inbox.add(item) for item in items)) == [True] * 4
+        entries = [await inbox.get(item.event_id) for item in items]
+    for item, entry in zip(items, entries, strict=True):
+        assert entry is not None
+        assert (entry.body, dict(entry.headers)) == (item.body, item.headers)
+        assert (entry.received_at, entry.sequence) == (item.received_at, item.sequence)
+        assert (entry.conversation_id, entry.traceparent) == (
+            item.conversation_id,
+            item.traceparent,
+        )
+
+
 async def test_claim_lease_fail_retry_and_complete(database_url: str) -> None:
     """Claiming leases a due event; a failure schedules a retry; success marks it done."""
     async with inbox_at(database_url) as inbox:
