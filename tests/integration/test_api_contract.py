@@ -19,7 +19,8 @@ from openapi_spec_validator import validate
 
 from convhook import metrics
 from convhook.api import create_app
-from convhook.api.app import CURSOR_PATTERN
+from convhook.api.app import CURSOR_PATTERN, ENDPOINT_CURSOR_PATTERN
+from convhook.api.endpoints import _number as endpoint_cursor_number
 from convhook.store.producer import ProducerStore
 from convhook.store.producer.paging import decode_cursor, encode_cursor
 from tests.support.servers import free_port, serve_app
@@ -161,17 +162,26 @@ async def test_405_allow_lists_every_method_of_the_path(
 
 
 async def test_cursor_parameters_publish_their_form(api: Api) -> None:
-    """Every ``cursor`` query parameter carries the pattern of the cursors the lists return."""
+    """Every ``cursor`` query parameter carries the pattern of the cursors the lists return:
+    the endpoints list's, whose cursors hold a whole endpoint id, has more digits."""
     doc = await _openapi(api)
-    found = [
-        p["schema"]["pattern"]
-        for items in doc["paths"].values()
+    found = {
+        path: p["schema"]["pattern"]
+        for path, items in doc["paths"].items()
         for operation in items.values()
         for p in operation.get("parameters", ())
         if p["name"] == "cursor"
-    ]
+    }
+    assert found.pop("/api/v2/endpoints") == ENDPOINT_CURSOR_PATTERN
     assert found
-    assert set(found) == {CURSOR_PATTERN}
+    assert set(found.values()) == {CURSOR_PATTERN}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(ENDPOINT_CURSOR_PATTERN, fullmatch=True))
+def test_an_endpoint_cursor_of_the_published_form_is_accepted(cursor: str) -> None:
+    """Any string of the endpoints list's cursor form is read, as a row number or as an id."""
+    assert 0 <= endpoint_cursor_number(cursor) < 10**34
 
 
 @pytest.mark.parametrize("seq", [0, 1, 9, 10, 99, 100, 12345, 2**40 + 7, 10**17, 10**18 - 1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,8 @@ import pytest
 from convhook.api import create_app
 from convhook.dispatcher import Dispatcher
 from convhook.signing import Secret, Verifier
-from convhook.store.producer import ProducerStore
+from convhook.store.delivery import endpoints as endpoint_store
+from convhook.store.producer import ProducerStore, encode_cursor
 from tests.support.delivery import LIFECYCLE, Receiver, Reply, record_event
 from tests.support.servers import serve_app
 
@@ -260,3 +262,49 @@ async def test_endpoint_fields_take_json_types_only(api: Api, field: str, value:
     status, body = await api.call("PATCH", f"/api/v2/endpoints/{created['id']}", {field: value})
     assert status == 422, body
     assert [p["field"] for p in body["problems"]] == [field]
+
+
+SECRET = str(Secret.generate())
+
+
+async def test_deleting_listed_endpoints_never_makes_the_next_page_skip_one(api: Api) -> None:
+    """Endpoints created in one millisecond, paged one at a time while each listed one is
+    deleted (a clean-up script's loop): every endpoint is listed once, none skipped."""
+    ms = int(time.time() * 1000)
+    ids = [f"ep_{ms:012x}{n:016x}" for n in range(1, 5)]
+    ws = api.workspace
+    for endpoint_id in ids:
+        await api.store.db.write(
+            lambda c, e=endpoint_id: endpoint_store.create(
+                c, endpoint_id=e, workspace_id=ws, url="http://127.0.0.1:9/", secret=SECRET, now=ms
+            )
+        )
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        status, page = await api.call("GET", f"/api/v2/endpoints?limit=1&cursor={cursor}")
+        assert status == 200, page
+        seen += [e["id"] for e in page["data"]]
+        for e in page["data"]:
+            assert (await api.call("DELETE", f"/api/v2/endpoints/{e['id']}"))[0] == 204
+        if page["nextCursor"] is None:
+            break
+        cursor = page["nextCursor"]
+    assert seen == ids
+
+
+async def test_a_cursor_handed_out_before_still_pages(api: Api) -> None:
+    """A cursor of the earlier form (the last listed id's millisecond and how many of that
+    millisecond were listed) still gives the rest of the list."""
+    ms = int(time.time() * 1000)
+    ids = [f"ep_{ms:012x}{n:016x}" for n in range(1, 4)]
+    ws = api.workspace
+    for endpoint_id in ids:
+        await api.store.db.write(
+            lambda c, e=endpoint_id: endpoint_store.create(
+                c, endpoint_id=e, workspace_id=ws, url="http://127.0.0.1:9/", secret=SECRET, now=ms
+            )
+        )
+    earlier = encode_cursor(ms * 100_000 + 1)  # after the first endpoint of that millisecond
+    status, page = await api.call("GET", f"/api/v2/endpoints?cursor={earlier}")
+    assert (status, [e["id"] for e in page["data"]]) == (200, ids[1:])

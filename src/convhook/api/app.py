@@ -160,7 +160,7 @@ def create_app(
                 for method, operation in operations.items():
                     operation["security"] = [{"apiKey": []}, {"bearer": []}]
                     document_errors(method.upper(), path, operation)
-                    describe_cursor(operation)
+                    describe_cursor(operation, _CURSOR_PATTERNS.get(path, CURSOR_PATTERN))
         # Every 422 answers an ErrorDocument: FastAPI's own validation schemas are unused.
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
@@ -273,14 +273,18 @@ _D2 = "(?:[MN][DTjz]|O[DT])[AEIMQUYcgk]"
 _D1 = "(?:[MN][AQgw]|O[AQ])"
 CURSOR_PATTERN = f"^(?:cz[AEIMQUYcgk](?:[0-5w-z](?:(?:{_D3}){{0,4}}(?:{_D2}|{_D1})?|(?:{_D3}){{5}}(?:{_D1})?))?)?$"
 """The cursors the list operations return and accept (``nextCursor``)."""
+ENDPOINT_CURSOR_PATTERN = f"^(?:cz[AEIMQUYcgk](?:[0-5w-z](?:(?:{_D3}){{0,10}}(?:{_D2}|{_D1})?))?)?$"
+"""The endpoints list's cursors: the same form with up to 34 digits, as its number holds a
+whole endpoint id (see convhook.api.endpoints)."""
+_CURSOR_PATTERNS = {"/api/v2/endpoints": ENDPOINT_CURSOR_PATTERN}
 
 
-def describe_cursor(operation: dict[str, Any]) -> None:
+def describe_cursor(operation: dict[str, Any], pattern: str = CURSOR_PATTERN) -> None:
     """Publish the exact form of the opaque ``cursor`` query parameter, so a client (or a
     fuzzer) knows a made-up one is refused with 400."""
     for parameter in operation.get("parameters", ()):
         if parameter["in"] == "query" and parameter["name"] == "cursor":
-            parameter["schema"] = {"type": "string", "pattern": CURSOR_PATTERN}
+            parameter["schema"] = {"type": "string", "pattern": pattern}
             parameter.setdefault("description", "`nextCursor` of the previous page.")
 
 

@@ -7,6 +7,9 @@ unless asked (``/api/v2/events/{id}/redeliver``, ``/api/v2/endpoints/{id}/recove
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import math
 import re
 import time
@@ -16,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BeforeValidator, Field, StrictBool
 
-from convhook.api.app import CURSOR_PATTERN
+from convhook.api.app import ENDPOINT_CURSOR_PATTERN
 from convhook.api.auth import CurrentWorkspace
 from convhook.api.deps import get_deliveries
 from convhook.api.errors import ApiError
@@ -38,14 +41,15 @@ from convhook.netguard import MAX_URL_LENGTH, TargetError, validate_url
 from convhook.samples import sample_event, subject_of
 from convhook.signing import Secret
 from convhook.store.delivery import DeliveryStore, Endpoint
-from convhook.store.producer import decode_cursor, encode_cursor
+from convhook.store.producer import decode_cursor
+from convhook.store.producer.paging import MAX_SEQ
 
 router = APIRouter(prefix="/api/v2/endpoints", tags=["endpoints"])
 Store = Annotated[DeliveryStore, Depends(get_deliveries)]
 
 DEFAULT_GRACE_HOURS = 24.0
 _ENDPOINT_ID = "ep_[0-9a-f]{28}"
-AFTER_PATTERN = f"^(?:{_ENDPOINT_ID}|{CURSOR_PATTERN[1:-1]})$"
+AFTER_PATTERN = f"^(?:{_ENDPOINT_ID}|{ENDPOINT_CURSOR_PATTERN[1:-1]})$"
 """The deprecated ``after`` of the list: an endpoint id (``convhook.ids.new_id("ep")``, the
 list's ``nextCursor`` before ``cursor``), or a cursor as ``cursor`` takes it."""
 _AFTER_ID = re.compile(_ENDPOINT_ID + r"\Z")
@@ -169,43 +173,58 @@ async def create_endpoint(
     return json_response(endpoint_doc(endpoint, secret=secret), 201)
 
 
-# Endpoint ids are ``ep_`` and 12 hex digits of their creation millisecond, then 16 more
-# (convhook.ids.new_id), and the list is in id order. A cursor holds the last listed id's
-# millisecond and how many endpoints of that millisecond were listed: the 63 bits of a cursor
-# cannot hold a whole id.
+# Endpoint ids are ``ep_``, 12 hex digits of their creation millisecond and 16 more
+# (convhook.ids.new_id), and the list is in id order. A cursor holds the last listed id as one
+# number, millisecond << 64 | the rest, written as the other lists write theirs (up to 34
+# digits): the next page starts after that id whether or not it still exists.
+_ID_SHIFT = 64
+_ID_MIN = 1 << _ID_SHIFT
+_ID_DIGITS = 34
+# Cursors handed out before held the last listed id's millisecond times _PER_MS plus how many
+# endpoints of that millisecond were listed, a 64-bit row number. They are still read,
+# as they were: such a page skips one endpoint for each of that millisecond's deleted since.
+# Any larger number (up to 34 digits) is an id position (ids give numbers of 2**64 and more),
+# so every cursor of the published form reads.
 _PER_MS = 100_000
-"""More endpoints than one workspace creates in one millisecond (each is a database write)."""
 
 
 def _ms(endpoint_id: str) -> int:
     return int(endpoint_id[3:15], 16)
 
 
-async def _position_after(store: DeliveryStore, workspace_id: str, endpoint_id: str) -> int:
-    """The cursor position just after ``endpoint_id`` (for the deprecated ``after``)."""
-    ms = _ms(endpoint_id)
-    # The endpoints of one millisecond come first: far fewer than 1000 of them.
-    found = await store.list_endpoints(workspace_id, limit=1000, after=f"ep_{ms:012x}")
-    return ms * _PER_MS + sum(1 for e in found if e.id <= endpoint_id and _ms(e.id) == ms)
+def _cursor_after(endpoint_id: str) -> str:
+    """The cursor of the page after ``endpoint_id``."""
+    number = _ms(endpoint_id) << _ID_SHIFT | int(endpoint_id[15:], 16)
+    return base64.urlsafe_b64encode(f"s{number}".encode()).decode().rstrip("=")
 
 
-async def _endpoint_page(
-    store: DeliveryStore, workspace_id: str, position: int, limit: int
-) -> tuple[list[Endpoint], str | None]:
-    ms, listed = divmod(position, _PER_MS)
-    after = f"ep_{ms:012x}" if position else None
-    found = await store.list_endpoints(workspace_id, limit=listed + limit + 1, after=after)
-    # The previous pages listed the first ``listed`` endpoints of millisecond ``ms``.
-    skip = 0
-    while skip < min(listed, len(found)) and _ms(found[skip].id) == ms:
-        skip += 1
-    rest = found[skip:]
-    page = rest[:limit]
-    if len(rest) <= limit:
-        return page, None
-    last = _ms(page[-1].id)
-    same = sum(1 for e in page if _ms(e.id) == last) + (skip if last == ms else 0)
-    return page, encode_cursor(last * _PER_MS + same)
+def _number(cursor: str) -> int:
+    """The number a cursor holds; as every list reads it (400 when it is not one handed out),
+    but for up to 34 digits."""
+    with contextlib.suppress(ValueError, binascii.Error, UnicodeDecodeError):
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        digits = text[1:]
+        wide = text.startswith("s") and digits.isascii() and digits.isdigit()
+        if wide and len(digits) <= _ID_DIGITS and int(digits) > MAX_SEQ:
+            return int(digits)
+    return decode_cursor(cursor)
+
+
+async def _resume_after(store: DeliveryStore, workspace_id: str, cursor: str) -> str | None:
+    """The endpoint id the page of ``cursor`` starts after (None: the first page)."""
+    number = _number(cursor)
+    if number > MAX_SEQ:  # past every cursor of the earlier form
+        ms, rest = divmod(number, _ID_MIN)
+        return f"ep_{ms:012x}{rest:016x}"
+    ms, listed = divmod(number, _PER_MS)
+    if not number:
+        return None
+    start = f"ep_{ms:012x}"  # before every id of that millisecond
+    if not listed:
+        return start
+    found = await store.list_endpoints(workspace_id, limit=listed, after=start)
+    same = [e.id for e in found if _ms(e.id) == ms]
+    return same[-1] if same else start
 
 
 @router.get("", response_model=EndpointPage)
@@ -234,11 +253,16 @@ async def list_endpoints(
             "cursor is not one this API returned: pass nextCursor from the previous page",
             [FieldProblem("after", "malformed cursor")],
         )
-    if cursor is None and after is not None and _AFTER_ID.match(after):
-        position = await _position_after(store, workspace.id, after)
+    given = cursor if cursor is not None else after
+    if not given:
+        start = None
+    elif cursor is None and _AFTER_ID.match(given):
+        start = given  # the deprecated form: the previous page's last endpoint id
     else:
-        position = decode_cursor(cursor if cursor is not None else after)
-    page, next_cursor = await _endpoint_page(store, workspace.id, position, limit)
+        start = await _resume_after(store, workspace.id, given)
+    found = await store.list_endpoints(workspace.id, limit=limit + 1, after=start)
+    page = found[:limit]
+    next_cursor = _cursor_after(page[-1].id) if len(found) > limit else None
     return json_response({"data": [endpoint_doc(e) for e in page], "nextCursor": next_cursor})
 
 

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from convhook.api.app import CURSOR_PATTERN
+from convhook.api.app import CURSOR_PATTERN, ENDPOINT_CURSOR_PATTERN
 from convhook.api.fields import MAX_INT64
 from convhook.events import CatalogueEventType, Conversation, Customer
 from convhook.schema import CATALOGUE
@@ -75,6 +75,15 @@ NextCursor = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "string", "pattern": CURSOR_PATTERN}, {"type": "null"}],
+            "description": "Pass as `cursor` for the next page; null on the last page.",
+        }
+    ),
+]
+EndpointCursor = Annotated[
+    str | None,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": ENDPOINT_CURSOR_PATTERN}, {"type": "null"}],
             "description": "Pass as `cursor` for the next page; null on the last page.",
         }
     ),
@@ -183,7 +192,7 @@ class EndpointPage(WireOut):
     """One page of endpoints, oldest first."""
 
     data: list[Endpoint]
-    next_cursor: NextCursor
+    next_cursor: EndpointCursor
 
 
 class DeliveryStatus(StrEnum):
