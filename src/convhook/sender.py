@@ -178,10 +178,17 @@ class Sender:
             return AttemptResult(None, _ms(started), _describe(exc))
 
 
+def _text(data: bytes) -> str:
+    # Kept in the attempt log: a NUL byte, which PostgreSQL's text refuses (and which would
+    # fail every retry of the record), is written as the four characters \x00.
+    text = data.decode("utf-8", errors="replace")
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
 async def _read_capped(response: aiohttp.ClientResponse) -> str:
     length = response.content_length
     if length is not None and length <= BODY_LIMIT:
-        return (await response.read()).decode("utf-8", errors="replace")
+        return _text(await response.read())
     chunks: list[bytes] = []
     size = 0
     while size < BODY_LIMIT:
@@ -193,11 +200,13 @@ async def _read_capped(response: aiohttp.ClientResponse) -> str:
     if size >= BODY_LIMIT and not response.content.at_eof():
         # The rest is not wanted; closing beats draining an arbitrarily large body.
         response.close()
-    return b"".join(chunks).decode("utf-8", errors="replace")
+    return _text(b"".join(chunks))
 
 
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
+    # A message may quote what the server sent, NUL bytes and lone surrogates included.
+    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
     return f"{type(exc).__name__}: {text}"[:500]
 
 

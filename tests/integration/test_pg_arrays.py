@@ -4,6 +4,7 @@ exactly."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -72,3 +73,22 @@ async def test_recorded_attempts_keep_their_answer_exactly(db: Database) -> None
             await dispatcher.close()
     attempts = await db.read(delivery_log.attempts_of, result.delivery_id)
     assert [(a.status_code, a.response_body) for a in attempts] == [(500, body)]
+
+
+async def test_an_answer_holding_a_nul_byte_is_recorded(db: Database) -> None:
+    """PostgreSQL's text refuses NUL: an answer holding one is kept with the byte written as
+    \\x00, and the attempt is recorded at once (it used to fail every retry of the record)."""
+    receiver = Receiver().then(Reply(status=500, body=b"bad\x00byte \xff"))
+    async with serve_app(receiver) as base:
+        ws = await db.write(add_workspace)
+        now = int(time.time() * 1000)
+        await db.write(lambda c: add_endpoint(c, ws, base + "/hook", str(Secret.generate()), now))
+        await db.write(lambda c: record_event(c, ws, "conv_1", 1, "conversation.userJoined", now))
+        dispatcher = Dispatcher(db, allow_private=True)
+        await dispatcher.open()
+        try:
+            (result,) = await asyncio.wait_for(dispatcher.run_once(), 10)
+        finally:
+            await dispatcher.close()
+    attempts = await db.read(delivery_log.attempts_of, result.delivery_id)
+    assert [(a.status_code, a.response_body) for a in attempts] == [(500, "bad\\x00byte \ufffd")]
