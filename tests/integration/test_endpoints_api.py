@@ -267,11 +267,10 @@ async def test_endpoint_fields_take_json_types_only(api: Api, field: str, value:
 SECRET = str(Secret.generate())
 
 
-async def test_deleting_listed_endpoints_never_makes_the_next_page_skip_one(api: Api) -> None:
-    """Endpoints created in one millisecond, paged one at a time while each listed one is
-    deleted (a clean-up script's loop): every endpoint is listed once, none skipped."""
+async def _same_millisecond(api: Api, count: int) -> list[str]:
+    """``count`` endpoints whose ids share one creation millisecond, in id order."""
     ms = int(time.time() * 1000)
-    ids = [f"ep_{ms:012x}{n:016x}" for n in range(1, 5)]
+    ids = [f"ep_{ms:012x}{n:016x}" for n in range(1, count + 1)]
     ws = api.workspace
     for endpoint_id in ids:
         await api.store.db.write(
@@ -279,6 +278,13 @@ async def test_deleting_listed_endpoints_never_makes_the_next_page_skip_one(api:
                 c, endpoint_id=e, workspace_id=ws, url="http://127.0.0.1:9/", secret=SECRET, now=ms
             )
         )
+    return ids
+
+
+async def test_deleting_listed_endpoints_never_makes_the_next_page_skip_one(api: Api) -> None:
+    """Endpoints created in one millisecond, paged one at a time while each listed one is
+    deleted (a clean-up script's loop): every endpoint is listed once, none skipped."""
+    ids = await _same_millisecond(api, 4)
     seen: list[str] = []
     cursor = ""
     while True:
@@ -296,15 +302,9 @@ async def test_deleting_listed_endpoints_never_makes_the_next_page_skip_one(api:
 async def test_a_cursor_handed_out_before_still_pages(api: Api) -> None:
     """A cursor of the earlier form (the last listed id's millisecond and how many of that
     millisecond were listed) still gives the rest of the list."""
-    ms = int(time.time() * 1000)
-    ids = [f"ep_{ms:012x}{n:016x}" for n in range(1, 4)]
-    ws = api.workspace
-    for endpoint_id in ids:
-        await api.store.db.write(
-            lambda c, e=endpoint_id: endpoint_store.create(
-                c, endpoint_id=e, workspace_id=ws, url="http://127.0.0.1:9/", secret=SECRET, now=ms
-            )
-        )
-    earlier = encode_cursor(ms * 100_000 + 1)  # after the first endpoint of that millisecond
+    ids = await _same_millisecond(api, 3)
+    earlier = encode_cursor(
+        int(ids[0][3:15], 16) * 100_000 + 1
+    )  # after the first endpoint of that millisecond
     status, page = await api.call("GET", f"/api/v2/endpoints?cursor={earlier}")
     assert (status, [e["id"] for e in page["data"]]) == (200, ids[1:])

@@ -55,31 +55,10 @@ async def db(pg_url: str) -> AsyncIterator[Database]:
         yield database
 
 
-async def test_recorded_attempts_keep_their_answer_exactly(db: Database) -> None:
-    """An endpoint answering 500 with a body full of array syntax: the attempt log holds the
-    body as sent, and the delivery is pending its retry."""
-    body = 'fail: {"a", "b"} \\ NULL, \\"x\\" é'
-    receiver = Receiver().then(Reply(status=500, body=body.encode()))
-    async with serve_app(receiver) as base:
-        ws = await db.write(add_workspace)
-        now = int(time.time() * 1000)
-        await db.write(lambda c: add_endpoint(c, ws, base + "/hook", str(Secret.generate()), now))
-        await db.write(lambda c: record_event(c, ws, "conv_1", 1, "conversation.userJoined", now))
-        dispatcher = Dispatcher(db, allow_private=True)
-        await dispatcher.open()
-        try:
-            (result,) = await dispatcher.run_once()
-        finally:
-            await dispatcher.close()
-    attempts = await db.read(delivery_log.attempts_of, result.delivery_id)
-    assert [(a.status_code, a.response_body) for a in attempts] == [(500, body)]
-
-
-async def test_an_answer_holding_a_nul_byte_is_recorded(db: Database) -> None:
-    """PostgreSQL's text refuses NUL: an answer holding one is kept with the byte written as
-    \\x00, and the attempt is recorded at once (it used to fail every retry of the record)."""
-    receiver = Receiver().then(Reply(status=500, body=b"bad\x00byte \xff"))
-    async with serve_app(receiver) as base:
+async def _answered(db: Database, reply: Reply) -> list[tuple[int | None, str]]:
+    """One delivery attempt against an endpoint answering ``reply``: the attempt log's
+    status and answer."""
+    async with serve_app(Receiver().then(reply)) as base:
         ws = await db.write(add_workspace)
         now = int(time.time() * 1000)
         await db.write(lambda c: add_endpoint(c, ws, base + "/hook", str(Secret.generate()), now))
@@ -91,4 +70,18 @@ async def test_an_answer_holding_a_nul_byte_is_recorded(db: Database) -> None:
         finally:
             await dispatcher.close()
     attempts = await db.read(delivery_log.attempts_of, result.delivery_id)
-    assert [(a.status_code, a.response_body) for a in attempts] == [(500, "bad\\x00byte \ufffd")]
+    return [(a.status_code, a.response_body) for a in attempts]
+
+
+async def test_recorded_attempts_keep_their_answer_exactly(db: Database) -> None:
+    """An endpoint answering 500 with a body full of array syntax: the attempt log holds the
+    body as sent."""
+    body = 'fail: {"a", "b"} \\ NULL, \\"x\\" é'
+    assert await _answered(db, Reply(status=500, body=body.encode())) == [(500, body)]
+
+
+async def test_an_answer_holding_a_nul_byte_is_recorded(db: Database) -> None:
+    """PostgreSQL's text refuses NUL: an answer holding one is kept with the byte written as
+    \\x00, and the attempt is recorded at once (it used to fail every retry of the record)."""
+    reply = Reply(status=500, body=b"bad\x00byte \xff")
+    assert await _answered(db, reply) == [(500, "bad\\x00byte \ufffd")]
