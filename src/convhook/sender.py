@@ -19,7 +19,7 @@ from convhook import __version__
 from convhook.errors import ClosedError, SecretError
 from convhook.netguard import BlockedAddressError, GuardedResolver, TargetError, check_url
 from convhook.retry import Outcome, parse_retry_after
-from convhook.signing import Secret, signature_header
+from convhook.signing import Secret, parsed_secrets, signature_header
 
 BODY_LIMIT = 4096
 DEFAULT_TIMEOUT = 15.0
@@ -45,17 +45,6 @@ class AttemptResult:
         return Outcome(self.status_code, self.timed_out, self.retry_after)
 
 
-class _Signer:
-    """Signs messages with a fixed set of secrets (each keeps its HMAC pads hashed once)."""
-
-    def __init__(self, secrets: Sequence[Secret]) -> None:
-        self._secrets = secrets
-
-    def signature(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        """The ``webhook-signature`` value: one ``v1,<base64>`` entry per secret."""
-        return signature_header(self._secrets, msg_id, timestamp, body)
-
-
 class Sender:
     """An aiohttp session that makes signed webhook attempts; use as ``async with``."""
 
@@ -74,7 +63,6 @@ class Sender:
         self._clock = clock
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
-        self._signers: dict[tuple[Secret | str, ...], _Signer] = {}
         # A URL's verdict depends on nothing but the URL: judge each one once.
         self._refused: dict[str, str | None] = {}
 
@@ -96,17 +84,6 @@ class Sender:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-    def _signer(self, secrets: Sequence[Secret | str]) -> _Signer:
-        # Endpoints reuse their secrets: decoding and keying them once saves most of the cost.
-        key = tuple(secrets)
-        signer = self._signers.get(key)
-        if signer is None:
-            if len(self._signers) > 10_000:
-                self._signers.clear()
-            parsed = [s if isinstance(s, Secret) else Secret.parse(s) for s in key]
-            signer = self._signers[key] = _Signer(parsed)
-        return signer
 
     def _refusal(self, url: str) -> str | None:
         if url not in self._refused:
@@ -144,7 +121,7 @@ class Sender:
         else:
             timestamp = int(self._clock())
             try:
-                signature = self._signer(secrets).signature(event_id, timestamp, body)
+                signature = signature_header(parsed_secrets(secrets), event_id, timestamp, body)
             except SecretError as exc:  # a damaged secret row: a failed attempt, not a crash
                 return AttemptResult(None, 0.0, f"cannot sign the request: {exc}")
         headers = {
@@ -180,7 +157,9 @@ class Sender:
 
 def _text(data: bytes) -> str:
     # Kept in the attempt log: a NUL byte, which PostgreSQL's text refuses (and which would
-    # fail every retry of the record), is written as the four characters \x00.
+    # fail every retry of the record), is written as the four characters \x00. The same rule
+    # as convhook.receiver.limits.storable, not imported: that package's import brings the
+    # whole receiver into the dispatcher.
     text = data.decode("utf-8", errors="replace")
     return text.replace("\x00", "\\x00") if "\x00" in text else text
 

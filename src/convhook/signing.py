@@ -15,7 +15,7 @@ import hmac
 import math
 import secrets as _random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,26 @@ def as_secrets(secrets: Secret | str | Iterable[Secret | str]) -> tuple[Secret, 
     if not parsed:
         raise SecretError("at least one webhook secret is needed")
     return parsed
+
+
+# Parsed secrets by their stored form: endpoints sign with the same few secrets again and
+# again, and parsing (base64, the HMAC pads) is most of a signature's cost. Cleared, not grown,
+# past the bound; read with one lookup, as writer threads of several databases may share it.
+_PARSED: dict[tuple[Secret | str, ...], tuple[Secret, ...]] = {}
+_PARSED_MAX = 10_000
+
+
+def parsed_secrets(secrets: Sequence[Secret | str]) -> tuple[Secret, ...]:
+    """:func:`as_secrets` of an endpoint's secrets, parsed once per distinct set;
+    :class:`SecretError` if one cannot be read (not remembered: a damaged row is rare)."""
+    key = tuple(secrets)
+    found = _PARSED.get(key)
+    if found is None:
+        found = as_secrets(key)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = found
+    return found
 
 
 def sign(

@@ -12,6 +12,7 @@ build their claims with :func:`claims_of`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 import msgspec
 
 from convhook.errors import SecretError
-from convhook.signing import Secret, signature_header
+from convhook.signing import parsed_secrets, signature_header
 from convhook.store.delivery.dialect import in_list, indexed_by, list_param
 from convhook.store.engine.connection import Connection
 from convhook.tracing import child_header
@@ -65,41 +66,16 @@ class Claim(msgspec.Struct, array_like=True, gc=False):
         )
 
 
-# Parsed secrets by their stored form (None: one cannot be read), so an endpoint's keys are
-# decoded once, not per claim; cleared, not grown, past the bound.
-_KEYS: dict[tuple[str, ...], tuple[Secret, ...] | None] = {}
-_KEYS_MAX = 10_000
-
-
-_UNSEEN = ()
-
-
-def _keys(secrets: tuple[str, ...]) -> tuple[Secret, ...] | None:
-    # One lookup, not "in" then [] : another database's writer thread may clear the cache
-    # in between.
-    found = _KEYS.get(secrets, _UNSEEN)
-    if found is not _UNSEEN:
-        return found
-    if len(_KEYS) >= _KEYS_MAX:
-        _KEYS.clear()
-    try:
-        keys: tuple[Secret, ...] | None = tuple(Secret.parse(s) for s in secrets)
-    except SecretError:
-        keys = None  # the sender signs again, and records why it cannot
-    _KEYS[secrets] = keys
-    return keys
-
-
 def prepare(claims: list[Claim], now: int) -> list[Claim]:
     """Sign each claim at ``now`` (ms) and pick its span's ``traceparent``, in the process
     that claims: with a writer process, that work leaves the process sending the requests,
     which is the dispatcher's busiest (the sender signs again when a claim waited long)."""
     signed_at = now // 1000
     for claim in claims:
-        keys = _keys(claim.secrets)
-        if keys is not None:
-            claim.signed_at = signed_at
+        with contextlib.suppress(SecretError):  # unsigned: the sender tries, and says why not
+            keys = parsed_secrets(claim.secrets)
             claim.signature = signature_header(keys, claim.event_id, signed_at, claim.body)
+            claim.signed_at = signed_at
         claim.trace_header = child_header(claim.traceparent)
     return claims
 
